@@ -1,0 +1,449 @@
+//! [`Channel`] and its halves, [`Sender`] and [`Receiver`].
+
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use futures_core::{FusedStream, Stream};
+use futures_sink::Sink;
+use http::request::Parts;
+
+use crate::shared::Shared;
+use crate::{Error, Event, Message};
+
+/// Which transport a channel runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Kind {
+    /// A WebSocket (RFC 6455).
+    WebSocket,
+    /// A streamed HTTP response body (chunked on HTTP/1.1, DATA frames on HTTP/2).
+    HttpStream,
+}
+
+/// One connection to a client, the same type for both transports: a
+/// [`Stream`] of [`Event`]s and a [`Sink`] of [`Message`]s.
+///
+/// Made by [`as_channel`](crate::as_channel). Events come in a fixed order: at most one
+/// [`Event::Open`], first; then messages and errors; then exactly one [`Event::Closed`]; then
+/// the stream ends. Messages sent before `Open` are queued and go out in order after it.
+///
+/// The sink side waits (`poll_ready`) while the outgoing queue holds more than
+/// [`Config::queue_limit`](crate::Config::queue_limit) bytes; `poll_flush` is ready when
+/// everything sent through this handle was handed to the socket (WebSocket) or to hyper (HTTP
+/// stream), and fails with [`Error::Closed`] if the channel closed before that; `poll_close`
+/// closes gracefully (close frame 1000, or the end of the body) and waits until closed.
+///
+/// [`split`](Self::split) gives a [`Receiver`] and a cloneable [`Sender`] for use from
+/// different tasks. When every handle is dropped, the channel closes (1000).
+///
+/// # Examples
+///
+/// An echo over either transport:
+///
+/// ```
+/// use futures::{SinkExt, StreamExt};
+/// use webchan::{Channel, Event};
+///
+/// async fn echo(mut channel: Channel) -> Result<(), webchan::Error> {
+///     while let Some(event) = channel.next().await {
+///         if let Event::Message(message) = event {
+///             channel.send(message.into()).await?;
+///         }
+///     }
+///     Ok(())
+/// }
+/// ```
+#[must_use = "a channel does nothing unless its stream or sink is used"]
+pub struct Channel {
+    sender: Sender,
+    receiver: Receiver,
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("kind", &self.kind())
+            .field("open", &self.is_open())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Channel {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            sender: Sender { shared: Arc::clone(&shared), last_seq: 0 },
+            receiver: Receiver { shared },
+        }
+    }
+
+    /// Splits into a receiving half and a sending half (which can be cloned).
+    pub fn split(self) -> (Sender, Receiver) {
+        (self.sender, self.receiver)
+    }
+
+    /// Puts the two halves of one channel back together.
+    ///
+    /// # Errors
+    ///
+    /// Gives the halves back when they belong to different channels.
+    pub fn reunite(sender: Sender, receiver: Receiver) -> Result<Self, (Sender, Receiver)> {
+        if Arc::ptr_eq(&sender.shared, &receiver.shared) {
+            Ok(Self { sender, receiver })
+        } else {
+            Err((sender, receiver))
+        }
+    }
+
+    /// A new sending handle for this channel.
+    pub fn sender(&self) -> Sender {
+        self.sender.clone()
+    }
+
+    /// Is the channel open: opened, and not closed or closing?
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        self.sender.is_open()
+    }
+
+    /// WebSocket or HTTP stream.
+    #[must_use]
+    pub fn kind(&self) -> Kind {
+        self.sender.kind()
+    }
+
+    /// The request that made this channel (method, URI, version, headers, extensions).
+    #[must_use]
+    pub fn originating_request(&self) -> &Parts {
+        self.sender.originating_request()
+    }
+
+    /// Sends a message and waits until it was handed to the socket (or to hyper).
+    ///
+    /// # Errors
+    ///
+    /// See [`Sender::send`].
+    pub async fn send(&mut self, message: Message) -> Result<(), Error> {
+        self.sender.send(message).await
+    }
+
+    /// Closes the channel gracefully and waits until it is closed. See [`Sender::close`].
+    pub async fn close(&self) {
+        self.sender.close().await;
+    }
+
+    /// The next event; `None` after [`Event::Closed`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an event is only taken when this returns it.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.receiver.recv().await
+    }
+}
+
+impl Stream for Channel {
+    type Item = Event;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        Pin::new(&mut self.receiver).poll_next(cx)
+    }
+}
+
+impl FusedStream for Channel {
+    fn is_terminated(&self) -> bool {
+        self.receiver.is_terminated()
+    }
+}
+
+impl Sink<Message> for Channel {
+    type Error = Error;
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Pin::new(&mut self.sender).poll_ready(cx)
+    }
+    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
+        Pin::new(&mut self.sender).start_send(item)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Pin::new(&mut self.sender).poll_flush(cx)
+    }
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Pin::new(&mut self.sender).poll_close(cx)
+    }
+}
+
+/// The sending half of a [`Channel`]. Cheap to clone; every clone sends on the same channel,
+/// in the order the sends were made, from any task or thread.
+///
+/// As a [`Sink`], `poll_flush` waits for the messages sent through this clone only.
+#[must_use = "sinks do nothing unless polled"]
+pub struct Sender {
+    shared: Arc<Shared>,
+    /// The last item sent through this handle (for `poll_flush`).
+    last_seq: u64,
+}
+
+impl fmt::Debug for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender").field("kind", &self.kind()).finish_non_exhaustive()
+    }
+}
+
+impl Clone for Sender {
+    fn clone(&self) -> Self {
+        self.shared.add_handle();
+        Self { shared: Arc::clone(&self.shared), last_seq: 0 }
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.shared.drop_handle(false);
+    }
+}
+
+impl Sender {
+    /// Is the channel open: opened, and not closed or closing?
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        self.shared.is_open()
+    }
+
+    /// WebSocket or HTTP stream.
+    #[must_use]
+    pub fn kind(&self) -> crate::Kind {
+        self.shared.kind
+    }
+
+    /// The request that made this channel.
+    #[must_use]
+    pub fn originating_request(&self) -> &Parts {
+        &self.shared.request
+    }
+
+    /// Sends a message, waiting for room in the queue first, and waits until it was handed to
+    /// the socket (WebSocket) or to hyper (HTTP stream).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the channel is closed or closes before the message went out;
+    /// [`Error::InvalidMessage`] for a message this channel cannot carry (the channel stays
+    /// usable); the error of the message's own source (a file that cannot be opened, a reader
+    /// that fails) after the part before the error was sent.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future after the message was queued does not unsend it; its error, if
+    /// any, then goes to the event stream as [`Event::Error`].
+    pub async fn send(&self, message: Message) -> Result<(), Error> {
+        poll_fn(|cx| self.shared.poll_capacity(cx)).await?;
+        self.send_now(message, false).map_err(|(e, _)| e)?.await
+    }
+
+    /// Sends a message and then closes the channel. On the first send of an HTTP stream this
+    /// gives an ordinary response with `Content-Length` (for text and binary messages) instead
+    /// of a chunked one.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub async fn send_and_close(&self, message: Message) -> Result<(), Error> {
+        poll_fn(|cx| self.shared.poll_capacity(cx)).await?;
+        self.send_now(message, true).map_err(|(e, _)| e)?.await
+    }
+
+    /// Queues a message now, without waiting, and gives a [`Completion`] that resolves when
+    /// it was sent. Dropping the completion does not cancel the send (its error then goes to
+    /// the event stream).
+    ///
+    /// # Errors
+    ///
+    /// The message comes back with [`Error::QueueFull`] if the queue is over its limit (a
+    /// message is always accepted by an empty queue), [`Error::Closed`] if the channel is
+    /// closed or closing, [`Error::InvalidMessage`] if this channel cannot carry it.
+    pub fn try_send(&self, message: Message) -> Result<Completion, (Error, Message)> {
+        self.try_send_inner(message, false)
+    }
+
+    /// [`try_send`](Self::try_send), and close the channel after the message.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_send`](Self::try_send).
+    pub fn try_send_and_close(&self, message: Message) -> Result<Completion, (Error, Message)> {
+        self.try_send_inner(message, true)
+    }
+
+    fn try_send_inner(&self, message: Message, close: bool) -> Result<Completion, (Error, Message)> {
+        let seq = self.shared.enqueue(message, true, close, true)?;
+        Ok(Completion { shared: Arc::clone(&self.shared), seq, finished: false })
+    }
+
+    fn send_now(&self, message: Message, close: bool) -> Result<Completion, (Error, Message)> {
+        let seq = self.shared.enqueue(message, true, close, false)?;
+        Ok(Completion { shared: Arc::clone(&self.shared), seq, finished: false })
+    }
+
+    /// Starts a graceful close after everything queued: a close frame with code 1000 on a
+    /// WebSocket, the end of the body on an HTTP stream; then waits until the channel is
+    /// closed (a WebSocket waits for the client's close frame at most
+    /// [`Config::close_timeout`](crate::Config::close_timeout)).
+    pub async fn close(&self) {
+        self.close_with(1000, "").await;
+    }
+
+    /// [`close`](Self::close) with a chosen close code and reason (WebSocket; an HTTP stream
+    /// ignores both). The reason is cut to 123 bytes, the most a close frame holds.
+    pub async fn close_with(&self, code: u16, reason: &str) {
+        self.start_close(code, reason);
+        self.closed().await;
+    }
+
+    /// Asks for a graceful close after everything queued, without waiting. Returns false when
+    /// the channel was already closing or closed.
+    pub fn start_close(&self, code: u16, reason: &str) -> bool {
+        self.shared.request_close(code, truncate_reason(reason))
+    }
+
+    /// Waits until the channel is closed.
+    pub async fn closed(&self) {
+        poll_fn(|cx| self.shared.poll_closed(cx)).await;
+    }
+}
+
+fn truncate_reason(reason: &str) -> String {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
+}
+
+impl Sink<Message> for Sender {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.shared.poll_capacity(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
+        let seq = self.shared.enqueue(item, false, false, false).map_err(|(e, _)| e)?;
+        self.last_seq = seq;
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.last_seq == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        self.shared.poll_done(cx, self.last_seq)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let flushed = if self.last_seq == 0 {
+            Ok(())
+        } else {
+            ready!(self.shared.poll_done(cx, self.last_seq))
+        };
+        self.shared.request_close(1000, String::new());
+        ready!(self.shared.poll_closed(cx));
+        Poll::Ready(flushed)
+    }
+}
+
+/// The outcome of one queued send: resolves to `Ok(())` once the message was handed to the
+/// socket (or to hyper), or to the error that stopped it.
+#[must_use = "dropping a completion does not cancel the send; its error goes to the event stream"]
+pub struct Completion {
+    shared: Arc<Shared>,
+    seq: u64,
+    finished: bool,
+}
+
+impl fmt::Debug for Completion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completion").field("seq", &self.seq).finish_non_exhaustive()
+    }
+}
+
+impl Future for Completion {
+    type Output = Result<(), Error>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let result = ready!(self.shared.poll_done(cx, self.seq));
+        self.finished = true;
+        Poll::Ready(result)
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.shared.untrack(self.seq);
+        }
+    }
+}
+
+/// The receiving half of a [`Channel`]: a [`Stream`] of [`Event`]s.
+///
+/// Dropping it discards messages that arrive later (the channel stays open for sending).
+pub struct Receiver {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver").field("kind", &self.shared.kind).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.shared.drop_handle(true);
+    }
+}
+
+impl Receiver {
+    /// The next event; `None` after [`Event::Closed`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an event is only taken when this returns it.
+    pub async fn recv(&mut self) -> Option<Event> {
+        poll_fn(|cx| self.shared.poll_event(cx)).await
+    }
+
+    /// Is the channel open: opened, and not closed or closing?
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        self.shared.is_open()
+    }
+
+    /// The request that made this channel.
+    #[must_use]
+    pub fn originating_request(&self) -> &Parts {
+        &self.shared.request
+    }
+}
+
+impl Stream for Receiver {
+    type Item = Event;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.shared.poll_event(cx)
+    }
+}
+
+impl FusedStream for Receiver {
+    fn is_terminated(&self) -> bool {
+        self.shared.is_terminated()
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn assert<T: Send + Sync + Unpin + 'static>() {}
+    assert::<Channel>();
+    assert::<Sender>();
+    assert::<Receiver>();
+    assert::<Completion>();
+}

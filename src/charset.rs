@@ -1,0 +1,465 @@
+//! Text encoding of outgoing HTTP-stream messages.
+//!
+//! The charset is taken from the `charset` parameter of the response's
+//! `Content-Type` header. `encoding_rs` implements the WHATWG Encoding
+//! Standard, which is designed for *decoding web pages*; several of its
+//! choices are wrong for *writing* an HTTP body under a given label, so this
+//! module handles these cases itself:
+//!
+//! * ISO-8859-1 and US-ASCII labels are aliases of windows-1252 in WHATWG
+//!   (different bytes in 0x80–0x9F, and non-ASCII output under an ASCII
+//!   label); both are implemented here exactly.
+//! * The encoders of the UTF-16 encodings (and of `replacement`) write UTF-8;
+//!   UTF-16 is implemented here with [`str::encode_utf16`].
+//! * WHATWG maps the bare `utf-16` label to little-endian; here it means
+//!   big-endian without a byte order mark (RFC 2781 §4.3: without a BOM,
+//!   assume big-endian). No BOM is written because every message of a
+//!   stream is encoded separately.
+//! * Unmappable characters become `?`, never HTML numeric character
+//!   references.
+
+use bytes::Bytes;
+use encoding_rs::{EncoderResult, Encoding, REPLACEMENT, UTF_16BE, UTF_16LE, UTF_8};
+use http::HeaderValue;
+
+/// Labels (lower case) that mean ISO-8859-1 proper, not windows-1252.
+const LATIN1_LABELS: &[&str] = &[
+    "iso-8859-1",
+    "iso8859-1",
+    "iso88591",
+    "iso_8859-1",
+    "iso_8859-1:1987",
+    "latin1",
+    "l1",
+    "iso-ir-100",
+    "cp819",
+    "ibm819",
+    "csisolatin1",
+];
+
+/// Labels (lower case) that mean US-ASCII proper, not windows-1252.
+const ASCII_LABELS: &[&str] = &[
+    "us-ascii",
+    "ascii",
+    "ansi_x3.4-1968",
+    "ansi_x3.4-1986",
+    "iso-ir-6",
+    "iso_646.irv:1991",
+    "iso646-us",
+    "us",
+    "ibm367",
+    "cp367",
+    "csascii",
+];
+
+/// How text is turned into bytes for one HTTP stream. Cheap to copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Charset {
+    /// UTF-8; encoding is zero-copy.
+    Utf8,
+    /// UTF-16, big-endian, no byte order mark (also used for the bare
+    /// `utf-16` label).
+    Utf16Be,
+    /// UTF-16, little-endian, no byte order mark.
+    Utf16Le,
+    /// ISO-8859-1 proper: U+0000..=U+00FF become one byte each.
+    Latin1,
+    /// US-ASCII: U+0000..=U+007F become one byte each.
+    Ascii,
+    /// Any other encoding, encoded by `encoding_rs`.
+    Other(&'static Encoding),
+}
+
+impl Charset {
+    /// Determines the charset from a `Content-Type` header value
+    /// (e.g. `text/plain; charset="Shift_JIS"`).
+    ///
+    /// No header, no `charset` parameter, an empty `charset` value or an
+    /// unparsable header value all give [`Charset::Utf8`]. Parameter names
+    /// are case-insensitive, values may be quoted strings with backslash
+    /// escapes, whitespace around `;` and `=` is allowed; the first `charset`
+    /// parameter wins. Labels are matched case-insensitively after trimming.
+    ///
+    /// # Errors
+    ///
+    /// Returns the label (trimmed, unquoted, original case) if it names no
+    /// encoding this module can write, including labels that WHATWG maps to
+    /// the `replacement` encoding (e.g. `iso-2022-kr`).
+    pub(crate) fn from_content_type(value: Option<&HeaderValue>) -> Result<Self, String> {
+        let Some(raw) = value.and_then(|v| charset_param(v.as_bytes())) else {
+            return Ok(Self::Utf8);
+        };
+        let label = String::from_utf8_lossy(raw.trim_ascii());
+        if label.is_empty() {
+            return Ok(Self::Utf8);
+        }
+        Self::from_label(&label)
+    }
+
+    /// Resolves a non-empty, trimmed charset label.
+    fn from_label(label: &str) -> Result<Self, String> {
+        let lower = label.to_ascii_lowercase();
+        match lower.as_str() {
+            "utf-8" | "utf8" => return Ok(Self::Utf8),
+            "utf-16" => return Ok(Self::Utf16Be),
+            l if LATIN1_LABELS.contains(&l) => return Ok(Self::Latin1),
+            l if ASCII_LABELS.contains(&l) => return Ok(Self::Ascii),
+            _ => {}
+        }
+        match Encoding::for_label_no_replacement(label.as_bytes()) {
+            None => Err(label.to_owned()),
+            Some(enc) if enc == UTF_8 => Ok(Self::Utf8),
+            Some(enc) if enc == UTF_16BE => Ok(Self::Utf16Be),
+            Some(enc) if enc == UTF_16LE => Ok(Self::Utf16Le),
+            Some(enc) => Ok(Self::Other(enc)),
+        }
+    }
+
+    /// Encodes `text`.
+    ///
+    /// Each character the charset cannot represent becomes one `?`. UTF-8,
+    /// and ASCII-only text under an ASCII-compatible charset, is returned
+    /// without copying.
+    pub(crate) fn encode(self, text: String) -> Bytes {
+        match self {
+            Self::Utf8 => Bytes::from(text),
+            Self::Utf16Be => encode_utf16(&text, u16::to_be_bytes),
+            Self::Utf16Le => encode_utf16(&text, u16::to_le_bytes),
+            Self::Latin1 => encode_single_byte(text, '\u{FF}'),
+            Self::Ascii => encode_single_byte(text, '\u{7F}'),
+            Self::Other(enc) => encode_other(enc, text),
+        }
+    }
+
+    /// The canonical name of the charset, e.g. `UTF-8`, `ISO-8859-1`,
+    /// `US-ASCII`, `UTF-16BE` or `Shift_JIS`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Utf8 => "UTF-8",
+            Self::Utf16Be => "UTF-16BE",
+            Self::Utf16Le => "UTF-16LE",
+            Self::Latin1 => "ISO-8859-1",
+            Self::Ascii => "US-ASCII",
+            Self::Other(enc) => enc.name(),
+        }
+    }
+}
+
+/// Returns the raw (unquoted, unescaped, untrimmed) value of the first
+/// `charset` parameter of a media type, or `None` if there is none or the
+/// parameters cannot be parsed (unterminated quoted string).
+fn charset_param(value: &[u8]) -> Option<Vec<u8>> {
+    // The media type itself contains no `;` or quotes: skip it.
+    let mut rest = &value[value.iter().position(|&b| b == b';')? + 1..];
+    while !rest.is_empty() {
+        let name_end = rest.iter().position(|&b| b == b'=' || b == b';').unwrap_or(rest.len());
+        let name = rest[..name_end].trim_ascii();
+        if rest.get(name_end) != Some(&b'=') {
+            // Parameter without a value (or empty segment): ignore.
+            rest = rest.get(name_end + 1..).unwrap_or_default();
+            continue;
+        }
+        rest = rest[name_end + 1..].trim_ascii_start();
+        let param_value = if let Some(quoted) = rest.strip_prefix(b"\"") {
+            let mut unescaped = Vec::new();
+            let mut i = 0;
+            loop {
+                match *quoted.get(i)? {
+                    b'"' => break,
+                    b'\\' => {
+                        unescaped.push(*quoted.get(i + 1)?);
+                        i += 2;
+                    }
+                    b => {
+                        unescaped.push(b);
+                        i += 1;
+                    }
+                }
+            }
+            rest = &quoted[i + 1..];
+            unescaped
+        } else {
+            let end = rest.iter().position(|&b| b == b';').unwrap_or(rest.len());
+            let token = rest[..end].to_vec();
+            rest = &rest[end..];
+            token
+        };
+        // Skip to after the next `;` (tolerating junk after a quoted string).
+        rest = rest.iter().position(|&b| b == b';').map_or(&[][..], |p| &rest[p + 1..]);
+        if name.eq_ignore_ascii_case(b"charset") {
+            return Some(param_value);
+        }
+    }
+    None
+}
+
+/// Encodes `text` as UTF-16 code units with the given byte order, no BOM.
+fn encode_utf16(text: &str, to_bytes: fn(u16) -> [u8; 2]) -> Bytes {
+    let mut out = Vec::with_capacity(text.len().saturating_mul(2));
+    for unit in text.encode_utf16() {
+        out.extend_from_slice(&to_bytes(unit));
+    }
+    Bytes::from(out)
+}
+
+/// Encodes `text` one byte per character for characters up to and including
+/// `max` (U+007F or U+00FF); every other character becomes one `?`.
+fn encode_single_byte(text: String, max: char) -> Bytes {
+    if text.is_ascii() {
+        return Bytes::from(text);
+    }
+    text.chars()
+        .map(|c| if c <= max { u8::try_from(u32::from(c)).unwrap_or(b'?') } else { b'?' })
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// Encodes `text` with an `encoding_rs` encoder, writing `?` for unmappable
+/// characters.
+fn encode_other(enc: &'static Encoding, text: String) -> Bytes {
+    // Encodings whose encoding_rs encoder would write UTF-8.
+    if enc == UTF_8 {
+        return Bytes::from(text);
+    }
+    if enc == UTF_16BE {
+        return encode_utf16(&text, u16::to_be_bytes);
+    }
+    if enc == UTF_16LE {
+        return encode_utf16(&text, u16::to_le_bytes);
+    }
+    if enc == REPLACEMENT {
+        // Can represent nothing (only reachable by constructing it by hand).
+        return text.chars().map(|_| b'?').collect::<Vec<u8>>().into();
+    }
+    // ASCII-compatible encoders map ASCII to itself.
+    if enc.is_ascii_compatible() && text.is_ascii() {
+        return Bytes::from(text);
+    }
+
+    let mut encoder = enc.new_encoder();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut written = 0;
+    let mut rest = text.as_str();
+    let mut slack: usize = 0;
+    loop {
+        let needed = encoder
+            .max_buffer_length_from_utf8_without_replacement(rest.len())
+            .unwrap_or(rest.len())
+            .saturating_add(slack);
+        if buf.len() - written < needed {
+            buf.resize(written.saturating_add(needed), 0);
+        }
+        // `last = true` on every call: the input is complete, so once it is
+        // consumed the encoder finishes (ISO-2022-JP returns to ASCII).
+        let (result, read, wrote) =
+            encoder.encode_from_utf8_without_replacement(rest, &mut buf[written..], true);
+        written += wrote;
+        rest = &rest[read..];
+        match result {
+            EncoderResult::InputEmpty => break,
+            EncoderResult::OutputFull => slack = slack.saturating_mul(2).max(16),
+            EncoderResult::Unmappable(_) => {
+                // encoding_rs leaves ISO-2022-JP in the ASCII state before
+                // reporting an unmappable character, so a raw `?` is valid
+                // in every encoding that gets here.
+                if written == buf.len() {
+                    buf.push(b'?');
+                } else {
+                    buf[written] = b'?';
+                }
+                written += 1;
+            }
+        }
+    }
+    buf.truncate(written);
+    Bytes::from(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ct(value: &str) -> Result<Charset, String> {
+        Charset::from_content_type(Some(&HeaderValue::from_str(value).unwrap()))
+    }
+
+    fn enc(value: &str, text: &str) -> Vec<u8> {
+        ct(value).unwrap().encode(text.to_owned()).to_vec()
+    }
+
+    #[test]
+    fn no_header_is_utf8() {
+        assert_eq!(Charset::from_content_type(None), Ok(Charset::Utf8));
+        assert_eq!(Charset::Utf8.encode("é€".to_owned()).as_ref(), "é€".as_bytes());
+    }
+
+    #[test]
+    fn no_charset_param_is_utf8() {
+        assert_eq!(ct("text/plain"), Ok(Charset::Utf8));
+        assert_eq!(ct("text/plain; format=flowed"), Ok(Charset::Utf8));
+        assert_eq!(ct("text/plain; charset="), Ok(Charset::Utf8));
+        assert_eq!(ct("text/plain; charset=\"\""), Ok(Charset::Utf8));
+        assert_eq!(ct("text/plain; charset"), Ok(Charset::Utf8));
+        assert_eq!(ct(""), Ok(Charset::Utf8));
+    }
+
+    #[test]
+    fn unparsable_is_utf8() {
+        // Unterminated quoted string.
+        assert_eq!(ct("text/plain; charset=\"shift_jis"), Ok(Charset::Utf8));
+        assert_eq!(ct("text/plain; a=\"x; charset=shift_jis"), Ok(Charset::Utf8));
+    }
+
+    #[test]
+    fn utf8_labels() {
+        assert_eq!(ct("text/plain; charset=utf-8"), Ok(Charset::Utf8));
+        assert_eq!(ct("text/plain; charset=UTF8"), Ok(Charset::Utf8));
+        assert_eq!(ct("text/plain; charset=unicode-1-1-utf-8"), Ok(Charset::Utf8));
+        assert_eq!(enc("text/plain; charset=utf-8", "a€"), b"a\xE2\x82\xAC");
+    }
+
+    #[test]
+    fn latin1_cafe_euro() {
+        assert_eq!(
+            enc("text/plain;charset=ISO-8859-1", "café €"),
+            [0x63, 0x61, 0x66, 0xE9, 0x20, 0x3F]
+        );
+    }
+
+    #[test]
+    fn latin1_labels_and_c1_controls() {
+        for label in ["latin1", "L1", "iso_8859-1", "ISO-IR-100", "cp819", "IBM819", "csISOLatin1"]
+        {
+            assert_eq!(ct(&format!("text/plain; charset={label}")), Ok(Charset::Latin1), "{label}");
+        }
+        // ISO-8859-1 proper, not windows-1252: U+0085 is byte 0x85, U+00FF is 0xFF.
+        assert_eq!(enc("text/plain; charset=latin1", "\u{85}\u{ff}"), [0x85, 0xFF]);
+    }
+
+    #[test]
+    fn latin1_emoji_is_one_question_mark() {
+        assert_eq!(enc("text/plain; charset=latin1", "a😀b"), b"a?b");
+    }
+
+    #[test]
+    fn quoted_uppercase_and_whitespace() {
+        assert_eq!(
+            ct("text/plain; charset=\"Shift_JIS\""),
+            Ok(Charset::Other(encoding_rs::SHIFT_JIS))
+        );
+        assert_eq!(ct("TEXT/PLAIN ; CHARSET = \"ISO-8859-1\" "), Ok(Charset::Latin1));
+        assert_eq!(ct("text/plain;Charset=\" us-ascii \""), Ok(Charset::Ascii));
+        assert_eq!(ct("text/plain;\tcharset=\tUS-ASCII\t;q=1"), Ok(Charset::Ascii));
+        // Backslash escapes inside a quoted string.
+        assert_eq!(ct(r#"text/plain; charset="us\-ascii""#), Ok(Charset::Ascii));
+        // `;` and `charset=` inside another parameter's quoted value.
+        assert_eq!(
+            ct(r#"text/plain; foo="a;charset=\"latin1\""; charset=us-ascii"#),
+            Ok(Charset::Ascii)
+        );
+        // First charset parameter wins.
+        assert_eq!(ct("text/plain; charset=latin1; charset=utf-8"), Ok(Charset::Latin1));
+        // Empty segments are skipped.
+        assert_eq!(ct("text/plain;; ;charset=latin1"), Ok(Charset::Latin1));
+    }
+
+    #[test]
+    fn shift_jis() {
+        assert_eq!(enc("text/plain; charset=Shift_JIS", "日本"), [0x93, 0xFA, 0x96, 0x7B]);
+        assert_eq!(enc("text/plain; charset=Shift_JIS", "日😀本"), [0x93, 0xFA, b'?', 0x96, 0x7B]);
+        assert_eq!(enc("text/plain; charset=Shift_JIS", "😀"), b"?");
+        // Unmappable Latin letters, two in a row: one `?` each.
+        assert_eq!(enc("text/plain; charset=Shift_JIS", "éé"), b"??");
+    }
+
+    #[test]
+    fn windows_1252_euro() {
+        assert_eq!(enc("text/plain; charset=windows-1252", "€"), [0x80]);
+        // U+0080 is not in windows-1252 (0x80 is the euro sign there).
+        assert_eq!(enc("text/plain; charset=windows-1252", "\u{80}"), b"?");
+    }
+
+    #[test]
+    fn utf16() {
+        assert_eq!(enc("text/plain; charset=UTF-16BE", "a€"), [0x00, 0x61, 0x20, 0xAC]);
+        assert_eq!(enc("text/plain; charset=utf-16le", "a€"), [0x61, 0x00, 0xAC, 0x20]);
+        // Bare utf-16: big-endian, no BOM.
+        assert_eq!(ct("text/plain; charset=utf-16"), Ok(Charset::Utf16Be));
+        assert_eq!(enc("text/plain; charset=utf-16", "a"), [0x00, 0x61]);
+        // Surrogate pair.
+        assert_eq!(enc("text/plain; charset=utf-16be", "😀"), [0xD8, 0x3D, 0xDE, 0x00]);
+        // Never UTF-8 under a UTF-16 label, even when built by hand.
+        assert_eq!(Charset::Other(UTF_16LE).encode("a".to_owned()).as_ref(), [0x61, 0x00]);
+    }
+
+    #[test]
+    fn us_ascii() {
+        assert_eq!(enc("text/plain; charset=us-ascii", "é"), b"?");
+        assert_eq!(enc("text/plain; charset=ASCII", "aé😀\u{80}z"), b"a???z");
+        for label in ["ansi_x3.4-1968", "iso646-us", "csASCII"] {
+            assert_eq!(ct(&format!("text/plain; charset={label}")), Ok(Charset::Ascii), "{label}");
+        }
+    }
+
+    #[test]
+    fn iso_2022_jp() {
+        let label = "text/plain; charset=ISO-2022-JP";
+        assert_eq!(
+            enc(label, "a日本"),
+            b"a\x1B$B\x46\x7C\x4B\x5C\x1B(B",
+            "must end in the ASCII state"
+        );
+        // Unmappable inside the JIS X 0208 state: the encoder returns to
+        // ASCII before the `?`.
+        assert_eq!(enc(label, "日😀本"), b"\x1B$B\x46\x7C\x1B(B?\x1B$B\x4B\x5C\x1B(B");
+        // ESC itself is unmappable.
+        assert_eq!(enc(label, "a\x1Bb"), b"a?b");
+
+        let text = "aé日本b😀ｶﾀｶﾅ¥~";
+        let bytes = enc(label, text);
+        let (decoded, had_errors) = encoding_rs::ISO_2022_JP.decode_without_bom_handling(&bytes);
+        assert!(!had_errors);
+        assert_eq!(decoded, "a?日本b?カタカナ¥~");
+    }
+
+    #[test]
+    fn other_encodings() {
+        assert_eq!(enc("text/plain; charset=euc-kr", "한"), [0xC7, 0xD1]);
+        assert_eq!(enc("text/plain; charset=gbk", "中€😀"), [0xD6, 0xD0, 0x80, b'?']);
+        assert_eq!(enc("text/plain; charset=big5", "中"), [0xA4, 0xA4]);
+        assert_eq!(enc("text/plain; charset=x-user-defined", "a\u{F780}é"), [b'a', 0x80, b'?']);
+        // gb18030 can encode everything.
+        assert_eq!(enc("text/plain; charset=gb18030", "😀"), [0x94, 0x39, 0xFC, 0x36]);
+    }
+
+    #[test]
+    fn long_text_with_many_unmappables() {
+        let text = "日😀".repeat(1000);
+        let bytes = enc("text/plain; charset=shift_jis", &text);
+        assert_eq!(bytes, [0x93, 0xFA, b'?'].repeat(1000));
+        let bytes = enc("text/plain; charset=iso-2022-jp", &text);
+        let (decoded, _) = encoding_rs::ISO_2022_JP.decode_without_bom_handling(&bytes);
+        assert_eq!(decoded, "日?".repeat(1000));
+    }
+
+    #[test]
+    fn unknown_and_replacement_labels_are_errors() {
+        assert_eq!(ct("text/plain; charset=\" X-Nope \""), Err("X-Nope".to_owned()));
+        assert_eq!(ct("text/plain; charset=ISO-2022-KR"), Err("ISO-2022-KR".to_owned()));
+        assert_eq!(ct("text/plain; charset=replacement"), Err("replacement".to_owned()));
+        // Non-UTF-8 bytes in the header value.
+        let value = HeaderValue::from_bytes(b"text/plain; charset=l\xE9").unwrap();
+        assert_eq!(Charset::from_content_type(Some(&value)), Err("l\u{FFFD}".to_owned()));
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(Charset::Utf8.name(), "UTF-8");
+        assert_eq!(Charset::Utf16Be.name(), "UTF-16BE");
+        assert_eq!(Charset::Utf16Le.name(), "UTF-16LE");
+        assert_eq!(Charset::Latin1.name(), "ISO-8859-1");
+        assert_eq!(Charset::Ascii.name(), "US-ASCII");
+        assert_eq!(ct("text/plain; charset=sjis").unwrap().name(), "Shift_JIS");
+        assert_eq!(ct("text/plain; charset=cp1252").unwrap().name(), "windows-1252");
+    }
+}

@@ -1,0 +1,96 @@
+//! Settings of a channel.
+
+use std::time::Duration;
+
+/// Settings of a channel: timeouts, limits and queue sizes. One value can serve every request.
+///
+/// Setters take and return the value, so settings chain:
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let config = webchan::Config::default()
+///     .timeout(Duration::from_secs(30))
+///     .max_message_size(1 << 20)
+///     .queue_limit(256 * 1024);
+/// assert_eq!(config.timeout_duration(), Duration::from_secs(30));
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Config {
+    pub(crate) timeout: Duration,
+    pub(crate) close_timeout: Duration,
+    pub(crate) queue_limit: usize,
+    pub(crate) max_message_size: usize,
+    pub(crate) max_frame_size: usize,
+    pub(crate) read_buffer_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::ZERO,
+            close_timeout: Duration::from_secs(5),
+            queue_limit: 1024 * 1024,
+            max_message_size: 64 << 20,
+            max_frame_size: 16 << 20,
+            read_buffer_size: 4096,
+        }
+    }
+}
+
+impl Config {
+    /// A WebSocket closes (with 1000, reason `"idle timeout"`) after this long without a frame
+    /// in either direction; an HTTP stream ends this long after it opened, whatever the
+    /// traffic, with a complete response. Zero means no timeout. The default is zero.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The configured [`timeout`](Self::timeout).
+    #[must_use]
+    pub fn timeout_duration(&self) -> Duration {
+        self.timeout
+    }
+
+    /// How long a WebSocket closed by the server waits for the client's close frame before it
+    /// drops the connection. The default is 5 seconds.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// The byte limit of each direction's queue. Outgoing: the
+    /// [`Sink`](futures_sink::Sink) waits while more than this many bytes are queued and not
+    /// yet written, and [`Sender::try_send`](crate::Sender::try_send) fails with
+    /// [`Error::QueueFull`](crate::Error::QueueFull). Incoming: a WebSocket stops reading
+    /// from the client while the application has more than this many bytes of messages not
+    /// yet taken from the stream (TCP then slows the client down). Files, readers and
+    /// sequences count as one 16 KiB chunk. The default is 1 MiB.
+    pub fn queue_limit(mut self, bytes: usize) -> Self {
+        self.queue_limit = bytes;
+        self
+    }
+
+    /// The largest WebSocket message accepted from a client; a larger one closes the
+    /// connection with 1009. The default is 64 MiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// The largest WebSocket frame accepted from a client; a larger one closes the connection
+    /// with 1009. The default is 16 MiB.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame_size = bytes;
+        self
+    }
+
+    /// The WebSocket read buffer. Small keeps idle connections cheap; larger can speed up
+    /// big messages a little. The default is 4 KiB.
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.read_buffer_size = bytes.max(256);
+        self
+    }
+}

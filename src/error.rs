@@ -1,0 +1,134 @@
+//! The crate's one error type.
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong with a channel, one variant per cause a caller can act on.
+///
+/// The [`Display`](fmt::Display) text is meant for people and logs; match on the variant (or
+/// use the `is_*` helpers) in code. The error is cheap to clone, so the same error can be
+/// reported to several places (an [`Event::Error`](crate::Event::Error) and a send's caller).
+///
+/// # Examples
+///
+/// ```
+/// let error = webchan::Error::Closed;
+/// assert!(error.is_closed());
+/// assert_eq!(error.to_string(), "channel is closed");
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Error {
+    /// The channel is closed (or closing): the message was not sent. Nothing to retry on this
+    /// channel; a client has to connect again.
+    Closed,
+    /// The request tried to become a WebSocket but the handshake was malformed. The
+    /// [`Rejection`](crate::Rejection) holds the 4xx response that says why.
+    Handshake(&'static str),
+    /// The HTTP upgrade to a WebSocket did not complete (the handler answered with another
+    /// status, or the client went away before the `101` was sent).
+    Upgrade(Arc<dyn std::error::Error + Send + Sync>),
+    /// The message cannot be sent on this channel, as it is (e.g. a response head after the
+    /// first send of an HTTP stream, or on a WebSocket). The channel stays usable.
+    InvalidMessage(&'static str),
+    /// The send queue holds more than its byte limit
+    /// ([`Config::queue_limit`](crate::Config::queue_limit)); the message was not queued and
+    /// nothing queued before it is lost. Wait (the [`Sink`](futures_sink::Sink) does) or send
+    /// less.
+    QueueFull {
+        /// The configured limit, in bytes.
+        limit: usize,
+    },
+    /// The peer sent a message or frame over the configured size limit; the WebSocket was
+    /// closed with 1009.
+    TooLarge(String),
+    /// The peer broke the WebSocket protocol (RFC 6455); the connection was closed with 1002.
+    Protocol(String),
+    /// The peer sent a text message or close reason that is not valid UTF-8; the WebSocket was
+    /// closed with 1007.
+    InvalidUtf8,
+    /// An I/O error: reading a file or reader that was being sent, or the connection itself.
+    Io(Arc<io::Error>),
+    /// The text of a message cannot be encoded: the response's `Content-Type` names a charset
+    /// this crate does not know. The message was not sent; the channel stays usable.
+    UnknownCharset(String),
+    /// A callback or a message source panicked; the panic was caught and the connection kept.
+    Panicked(String),
+}
+
+impl Error {
+    /// Is this [`Error::Closed`]?
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Self::Closed)
+    }
+
+    /// Is this [`Error::InvalidMessage`]?
+    #[must_use]
+    pub fn is_invalid_message(&self) -> bool {
+        matches!(self, Self::InvalidMessage(_))
+    }
+
+    /// Is this [`Error::QueueFull`]?
+    #[must_use]
+    pub fn is_queue_full(&self) -> bool {
+        matches!(self, Self::QueueFull { .. })
+    }
+
+    pub(crate) fn io(error: io::Error) -> Self {
+        Self::Io(Arc::new(error))
+    }
+
+    pub(crate) fn panicked(payload: &(dyn std::any::Any + Send)) -> Self {
+        let text = if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_owned()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "panic with a non-string payload".to_owned()
+        };
+        Self::Panicked(text)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Closed => f.write_str("channel is closed"),
+            Self::Handshake(why) => write!(f, "websocket handshake rejected: {why}"),
+            Self::Upgrade(e) => write!(f, "websocket upgrade did not complete: {e}"),
+            Self::InvalidMessage(why) => write!(f, "invalid message for this channel: {why}"),
+            Self::QueueFull { limit } => {
+                write!(f, "send queue is full (limit {limit} bytes); the message was not queued")
+            }
+            Self::TooLarge(what) => write!(f, "message too large: {what}"),
+            Self::Protocol(what) => write!(f, "websocket protocol error: {what}"),
+            Self::InvalidUtf8 => f.write_str("invalid utf-8 in a text message or close reason"),
+            Self::Io(e) => write!(f, "i/o error: {e}"),
+            Self::UnknownCharset(label) => {
+                write!(f, "cannot encode text: unknown charset {label:?} in Content-Type")
+            }
+            Self::Panicked(what) => write!(f, "panicked: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Upgrade(e) => Some(&**e),
+            Self::Io(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(error: io::Error) -> Self {
+        Self::io(error)
+    }
+}

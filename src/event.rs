@@ -1,0 +1,171 @@
+//! What a channel's [`Stream`](futures_core::Stream) yields.
+
+use std::fmt;
+use std::ops::Deref;
+
+use bytes::Bytes;
+
+use crate::Error;
+
+/// One event of a channel, in this order: at most one [`Open`](Event::Open), always first;
+/// then messages and errors; then exactly one [`Closed`](Event::Closed), last, after which
+/// the stream ends.
+///
+/// # Examples
+///
+/// ```
+/// use webchan::{Event, Incoming};
+///
+/// fn describe(event: &Event) -> String {
+///     match event {
+///         Event::Open => "open".to_owned(),
+///         Event::Message(Incoming::Text(text)) => format!("text {}", text.as_str()),
+///         Event::Message(Incoming::Binary(bytes)) => format!("{} bytes", bytes.len()),
+///         Event::Error(error) => format!("error: {error}"),
+///         Event::Closed(info) => format!("closed with {:?}", info.code),
+///         _ => "something new".to_owned(),
+///     }
+/// }
+/// assert_eq!(describe(&Event::Open), "open");
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// The channel can carry messages: a WebSocket's `101` went out and the upgrade completed,
+    /// or an HTTP stream was created. Comes once, first; a WebSocket whose upgrade fails has none.
+    Open,
+    /// A message from the client (WebSockets only: HTTP streams carry nothing inbound).
+    Message(Incoming),
+    /// Something went wrong. If it forced the channel to close, [`Event::Closed`] follows.
+    Error(Error),
+    /// The channel is closed; nothing follows. Carries the cause.
+    Closed(CloseInfo),
+}
+
+/// A message received from a WebSocket client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Incoming {
+    /// A text message (valid UTF-8).
+    Text(Text),
+    /// A binary message.
+    Binary(Bytes),
+}
+
+/// Received text: valid UTF-8, shared without copying.
+///
+/// Derefs to `str`; turn it into a `String` with [`String::from`].
+///
+/// # Examples
+///
+/// ```
+/// let text = webchan::Text::from("hé");
+/// assert_eq!(text.as_str(), "hé");
+/// assert_eq!(text.len(), 3);
+/// assert_eq!(String::from(text), "hé");
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct Text(pub(crate) tokio_tungstenite::tungstenite::Utf8Bytes);
+
+impl Text {
+    /// The text as a `&str`.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The UTF-8 bytes, shared without copying.
+    #[must_use]
+    pub fn into_bytes(self) -> Bytes {
+        self.0.into()
+    }
+}
+
+impl Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Self {
+        Self(s.into())
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Self {
+        Self(s.into())
+    }
+}
+
+impl From<Text> for String {
+    fn from(t: Text) -> Self {
+        t.as_str().to_owned()
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// Why a channel closed: the WebSocket close code and reason (RFC 6455 §7.4).
+///
+/// - the peer closed: exactly the peer's code and reason (1005 and an empty reason when its
+///   close frame had no code);
+/// - the connection dropped without a close frame: 1006 and an empty reason;
+/// - the server closed: 1000 (or the code given to [`close_with`](crate::Sender::close_with));
+/// - a protocol violation: 1002, invalid UTF-8: 1007, a message over the limit: 1009;
+/// - the idle timeout: 1000 with the reason `"idle timeout"`;
+/// - HTTP streams: both `None`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct CloseInfo {
+    /// The close code; `None` for HTTP streams.
+    pub code: Option<u16>,
+    /// The close reason; `None` for HTTP streams.
+    pub reason: Option<String>,
+}
+
+impl CloseInfo {
+    /// A WebSocket close with this code and reason.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let info = webchan::CloseInfo::websocket(1000, "bye");
+    /// assert_eq!(info.code, Some(1000));
+    /// assert_eq!(info.reason.as_deref(), Some("bye"));
+    /// ```
+    #[must_use]
+    pub fn websocket(code: u16, reason: impl Into<String>) -> Self {
+        Self { code: Some(code), reason: Some(reason.into()) }
+    }
+
+    /// An HTTP stream's close: no code, no reason.
+    #[must_use]
+    pub fn http() -> Self {
+        Self { code: None, reason: None }
+    }
+}

@@ -1,0 +1,292 @@
+//! Outgoing messages and the lazy sources behind files, readers and sequences.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use futures_core::Stream;
+use http::{HeaderMap, StatusCode};
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::Error;
+
+/// The size of the pieces files and readers are cut into: each piece is one binary WebSocket
+/// message or one HTTP chunk.
+pub const CHUNK_SIZE: usize = 16 * 1024;
+
+/// Something to send on a channel.
+///
+/// Text and binary are sent as they are. Files and readers are read lazily, [`CHUNK_SIZE`]
+/// bytes at most at a time, and only as fast as the client takes them, so a file of any size
+/// is sent in constant memory: on a WebSocket each piece is one binary message, on an HTTP
+/// stream one chunk. A sequence sends each of its items in turn, in order, before anything
+/// sent after it. A [`Response`](Message::Response) head sets the status and headers of an
+/// HTTP stream and is only valid as its first message.
+///
+/// Text is sent as UTF-8 on a WebSocket, and on an HTTP stream in the charset named by the
+/// response's `Content-Type` (UTF-8 if none): characters that charset cannot hold are sent as
+/// `?`. A `Content-Type` naming an unknown charset makes the send fail with
+/// [`Error::UnknownCharset`].
+///
+/// # Examples
+///
+/// ```
+/// use webchan::Message;
+///
+/// let hello = Message::from("hello");
+/// let bytes = Message::from(vec![1u8, 2, 3]);
+/// let file = Message::file("/etc/hostname");
+/// let reader = Message::reader(&b"from any AsyncRead"[..]);
+/// let seq = Message::seq(vec![Message::from("a"), Message::from("b")]);
+/// let head = Message::response(http::StatusCode::CREATED, http::HeaderMap::new(), "done");
+/// # let _ = (hello, bytes, file, reader, seq, head);
+/// ```
+#[non_exhaustive]
+pub enum Message {
+    /// Text.
+    Text(String),
+    /// Binary data, sent without copying.
+    Binary(Bytes),
+    /// The content of the file at this path, opened when its turn comes.
+    Path(PathBuf),
+    /// The content of an open file, from its current position.
+    File(tokio::fs::File),
+    /// Everything an [`AsyncRead`] yields, until its end.
+    Reader(Pin<Box<dyn AsyncRead + Send>>),
+    /// Each message of a stream (or iterator, see [`Message::seq`]), in order.
+    Seq(Pin<Box<dyn Stream<Item = Message> + Send>>),
+    /// An HTTP stream's response head and its first body message: only valid as the first
+    /// message of an HTTP stream.
+    Response(ResponseHead),
+}
+
+/// The head of an HTTP stream's response, sent as its first message
+/// ([`Message::Response`]): overrides the status, and the headers it names, of the response
+/// the handler prepared.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ResponseHead {
+    /// The status, if it should change.
+    pub status: Option<StatusCode>,
+    /// Headers to set (each replaces the handler's values of that name).
+    pub headers: HeaderMap,
+    /// The first body message, if any.
+    pub body: Option<Box<Message>>,
+}
+
+impl Message {
+    /// A file, by path; it is opened when its turn comes, and a failure to open it fails that
+    /// send only.
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        Self::Path(path.into())
+    }
+
+    /// Any reader, read to its end.
+    pub fn reader(reader: impl AsyncRead + Send + 'static) -> Self {
+        Self::Reader(Box::pin(reader))
+    }
+
+    /// A sequence of messages from an iterator, each sent in turn.
+    pub fn seq<I>(items: I) -> Self
+    where
+        I: IntoIterator<Item = Message>,
+        I::IntoIter: Send + 'static,
+    {
+        Self::Seq(Box::pin(futures_util::stream::iter(items)))
+    }
+
+    /// A sequence of messages from a stream, each sent in turn as the stream yields it.
+    pub fn stream(items: impl Stream<Item = Message> + Send + 'static) -> Self {
+        Self::Seq(Box::pin(items))
+    }
+
+    /// A response head for the first send of an HTTP stream.
+    pub fn response(status: StatusCode, headers: HeaderMap, body: impl Into<Message>) -> Self {
+        Self::Response(ResponseHead {
+            status: Some(status),
+            headers,
+            body: Some(Box::new(body.into())),
+        })
+    }
+
+    /// The bytes this message holds in memory, for the queue's byte limit. Files, readers and
+    /// sequences count as one chunk: they are read lazily.
+    pub(crate) fn queued_size(&self) -> usize {
+        match self {
+            Self::Text(s) => s.len(),
+            Self::Binary(b) => b.len(),
+            Self::Response(head) => head.body.as_ref().map_or(0, |b| b.queued_size()),
+            Self::Path(_) | Self::File(_) | Self::Reader(_) | Self::Seq(_) => CHUNK_SIZE,
+        }
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Text(s) => f.debug_tuple("Text").field(s).finish(),
+            Self::Binary(b) => f.debug_tuple("Binary").field(&b.len()).finish(),
+            Self::Path(p) => f.debug_tuple("Path").field(p).finish(),
+            Self::File(_) => f.write_str("File"),
+            Self::Reader(_) => f.write_str("Reader"),
+            Self::Seq(_) => f.write_str("Seq"),
+            Self::Response(head) => f.debug_tuple("Response").field(head).finish(),
+        }
+    }
+}
+
+impl From<String> for Message {
+    fn from(s: String) -> Self {
+        Self::Text(s)
+    }
+}
+
+impl From<&str> for Message {
+    fn from(s: &str) -> Self {
+        Self::Text(s.to_owned())
+    }
+}
+
+impl From<Bytes> for Message {
+    fn from(b: Bytes) -> Self {
+        Self::Binary(b)
+    }
+}
+
+impl From<Vec<u8>> for Message {
+    fn from(b: Vec<u8>) -> Self {
+        Self::Binary(b.into())
+    }
+}
+
+impl From<&'static [u8]> for Message {
+    fn from(b: &'static [u8]) -> Self {
+        Self::Binary(Bytes::from_static(b))
+    }
+}
+
+impl From<tokio::fs::File> for Message {
+    fn from(f: tokio::fs::File) -> Self {
+        Self::File(f)
+    }
+}
+
+impl From<crate::Incoming> for Message {
+    fn from(m: crate::Incoming) -> Self {
+        match m {
+            crate::Incoming::Text(t) => Self::Text(String::from(t)),
+            crate::Incoming::Binary(b) => Self::Binary(b),
+        }
+    }
+}
+
+/// One piece of output, ready for the wire.
+#[derive(Debug)]
+pub(crate) enum Piece {
+    Text(String),
+    Binary(Bytes),
+}
+
+type Opening = Pin<Box<dyn Future<Output = io::Result<tokio::fs::File>> + Send>>;
+
+enum Source {
+    One(Option<Piece>),
+    Opening(Opening),
+    Reader(Pin<Box<dyn AsyncRead + Send>>),
+    Seq(Pin<Box<dyn Stream<Item = Message> + Send>>),
+}
+
+/// Turns one message into pieces, lazily: a stack of sources (a sequence can hold files and
+/// further sequences).
+pub(crate) struct Pump {
+    stack: Vec<Source>,
+}
+
+impl fmt::Debug for Pump {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pump").field("depth", &self.stack.len()).finish()
+    }
+}
+
+impl Pump {
+    pub(crate) fn new(message: Message) -> Result<Self, Error> {
+        let mut pump = Self { stack: Vec::with_capacity(1) };
+        pump.push(message)?;
+        Ok(pump)
+    }
+
+    fn push(&mut self, message: Message) -> Result<(), Error> {
+        let source = match message {
+            Message::Text(s) => Source::One(Some(Piece::Text(s))),
+            Message::Binary(b) => Source::One(Some(Piece::Binary(b))),
+            Message::Path(p) => Source::Opening(Box::pin(tokio::fs::File::open(p))),
+            Message::File(f) => Source::Reader(Box::pin(f)),
+            Message::Reader(r) => Source::Reader(r),
+            Message::Seq(s) => Source::Seq(s),
+            Message::Response(_) => {
+                return Err(Error::InvalidMessage(
+                    "a response head is only valid as the first message of an HTTP stream",
+                ))
+            }
+        };
+        self.stack.push(source);
+        Ok(())
+    }
+
+    /// The next piece; `None` once the message is sent whole. An error ends the message.
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Piece, Error>>> {
+        loop {
+            let Some(top) = self.stack.last_mut() else { return Poll::Ready(None) };
+            match top {
+                Source::One(piece) => match piece.take() {
+                    Some(p) => {
+                        self.stack.pop();
+                        return Poll::Ready(Some(Ok(p)));
+                    }
+                    None => {
+                        self.stack.pop();
+                    }
+                },
+                Source::Opening(fut) => match ready!(fut.as_mut().poll(cx)) {
+                    Ok(file) => *top = Source::Reader(Box::pin(file)),
+                    Err(e) => return self.fail(Error::io(e)),
+                },
+                Source::Reader(reader) => {
+                    let mut buf = BytesMut::zeroed(CHUNK_SIZE);
+                    let mut read_buf = ReadBuf::new(&mut buf);
+                    match ready!(reader.as_mut().poll_read(cx, &mut read_buf)) {
+                        Ok(()) => {
+                            let n = read_buf.filled().len();
+                            if n == 0 {
+                                self.stack.pop();
+                            } else {
+                                buf.truncate(n);
+                                return Poll::Ready(Some(Ok(Piece::Binary(buf.freeze()))));
+                            }
+                        }
+                        Err(e) => return self.fail(Error::io(e)),
+                    }
+                }
+                Source::Seq(items) => match ready!(items.as_mut().poll_next(cx)) {
+                    Some(message) => {
+                        if let Err(e) = self.push(message) {
+                            return self.fail(e);
+                        }
+                    }
+                    None => {
+                        self.stack.pop();
+                    }
+                },
+            }
+        }
+    }
+
+    fn fail(&mut self, error: Error) -> Poll<Option<Result<Piece, Error>>> {
+        self.stack.clear();
+        Poll::Ready(Some(Err(error)))
+    }
+}

@@ -1,0 +1,378 @@
+//! Turning a request into a channel: WebSocket handshake checks, the `101`, or an HTTP stream.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+
+use crate::shared::Shared;
+use crate::stream::{Body, StreamHead};
+use crate::{Channel, Config, Error, Kind};
+
+/// Turns a request into a [`Channel`] and the response that goes with it.
+///
+/// A valid WebSocket upgrade request (RFC 6455 §4.2.1: `GET`, HTTP/1.1, `Upgrade: websocket`,
+/// `Connection: upgrade`, a `Sec-WebSocket-Key` of 16 base64 bytes, `Sec-WebSocket-Version:
+/// 13`) becomes a WebSocket channel; any request that does not ask for an upgrade becomes an
+/// HTTP stream channel. Works with any request body type: the body is not read.
+///
+/// The [`Reply`] is the response: add headers to it (`Set-Cookie`, a chosen
+/// `Sec-WebSocket-Protocol`, CORS...) or set an HTTP stream's status, then return its output
+/// from the service. For a WebSocket it resolves at once to the `101`; the channel opens once
+/// hyper has sent it. For an HTTP stream it resolves when the head is due: at the first send or
+/// close, so that a first [`Message::Response`](crate::Message::Response) can still set the
+/// status and headers.
+///
+/// The WebSocket connection is driven by a task spawned on the current tokio runtime.
+///
+/// # Errors
+///
+/// A request that asks for a WebSocket but gets the handshake wrong gets no channel: the
+/// [`Rejection`] holds a 4xx response whose body says why — 400 for a missing or malformed
+/// header, 405 for a method other than GET, 426 with `Sec-WebSocket-Version: 13` for another
+/// version.
+///
+/// # Panics
+///
+/// If called outside a tokio runtime for a WebSocket request.
+///
+/// # Examples
+///
+/// A hyper service:
+///
+/// ```
+/// use std::convert::Infallible;
+/// use futures::{SinkExt, StreamExt};
+/// use webchan::{Config, Event};
+///
+/// async fn handle(
+///     request: http::Request<hyper::body::Incoming>,
+/// ) -> Result<http::Response<webchan::Body>, Infallible> {
+///     let (reply, mut channel) = match webchan::as_channel(request, Config::default()) {
+///         Ok(pair) => pair,
+///         Err(rejection) => return Ok(rejection.into_response()),
+///     };
+///     tokio::spawn(async move {
+///         while let Some(event) = channel.next().await {
+///             match event {
+///                 Event::Open => {
+///                     let _ = channel.send("hello".into()).await;
+///                 }
+///                 Event::Message(m) => {
+///                     let _ = channel.send(m.into()).await;
+///                 }
+///                 _ => {}
+///             }
+///         }
+///     });
+///     Ok(reply.await)
+/// }
+/// ```
+pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Channel), Rejection> {
+    let (mut parts, _body) = request.into_parts();
+    match classify(&parts) {
+        Class::Stream => {
+            let shared = Arc::new(Shared::new(Kind::HttpStream, strip(parts), config));
+            shared.open();
+            let reply = Reply {
+                status: StatusCode::OK,
+                headers: HeaderMap::new(),
+                state: ReplyState::Stream(StreamHead::new(Arc::clone(&shared))),
+            };
+            Ok((reply, Channel::new(shared)))
+        }
+        Class::WebSocket { accept } => {
+            let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+            let shared = Arc::new(Shared::new(Kind::WebSocket, strip(parts), config));
+            let channel = Channel::new(Arc::clone(&shared));
+            tokio::spawn(crate::ws::drive(shared, on_upgrade));
+            let mut headers = HeaderMap::new();
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+            let reply =
+                Reply { status: StatusCode::SWITCHING_PROTOCOLS, headers, state: ReplyState::Ready };
+            Ok((reply, channel))
+        }
+        Class::Reject(status, reason) => Err(Rejection { status, reason }),
+    }
+}
+
+/// The request parts kept for the channel's life: everything but hyper's upgrade handle.
+fn strip(parts: http::request::Parts) -> http::request::Parts {
+    parts
+}
+
+enum Class {
+    Stream,
+    WebSocket { accept: HeaderValue },
+    Reject(StatusCode, &'static str),
+}
+
+/// Does the header hold this token in its comma-separated list (case-insensitive)?
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// The single value of a header that must appear once.
+fn single(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<&HeaderValue>, ()> {
+    let mut all = headers.get_all(name).iter();
+    let first = all.next();
+    if all.next().is_some() {
+        return Err(());
+    }
+    Ok(first)
+}
+
+fn is_valid_key(key: &[u8]) -> bool {
+    // 16 bytes in base64: 22 significant characters and "==".
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22].iter().all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+        // the last significant character carries 2 bits, the other 4 must be zero
+        && matches!(key[21], b'A' | b'Q' | b'g' | b'w')
+}
+
+fn classify(parts: &http::request::Parts) -> Class {
+    let headers = &parts.headers;
+    if !has_token(headers, header::UPGRADE, "websocket") {
+        return Class::Stream;
+    }
+    if parts.method != Method::GET {
+        return Class::Reject(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "a WebSocket upgrade must use the GET method",
+        );
+    }
+    if parts.version != Version::HTTP_11 {
+        return Class::Reject(StatusCode::BAD_REQUEST, "a WebSocket upgrade needs HTTP/1.1");
+    }
+    if !has_token(headers, header::CONNECTION, "upgrade") {
+        return Class::Reject(
+            StatusCode::BAD_REQUEST,
+            "a WebSocket upgrade needs the header Connection: Upgrade",
+        );
+    }
+    match single(headers, header::SEC_WEBSOCKET_VERSION) {
+        Err(()) => {
+            return Class::Reject(
+                StatusCode::BAD_REQUEST,
+                "more than one Sec-WebSocket-Version header",
+            )
+        }
+        Ok(None) => {
+            return Class::Reject(
+                StatusCode::UPGRADE_REQUIRED,
+                "a WebSocket upgrade needs the header Sec-WebSocket-Version: 13",
+            )
+        }
+        Ok(Some(v)) if v.as_bytes().trim_ascii() != b"13" => {
+            return Class::Reject(
+                StatusCode::UPGRADE_REQUIRED,
+                "unsupported Sec-WebSocket-Version: only 13 is supported",
+            )
+        }
+        Ok(Some(_)) => {}
+    }
+    let key = match single(headers, header::SEC_WEBSOCKET_KEY) {
+        Err(()) => {
+            return Class::Reject(StatusCode::BAD_REQUEST, "more than one Sec-WebSocket-Key header")
+        }
+        Ok(None) => {
+            return Class::Reject(
+                StatusCode::BAD_REQUEST,
+                "a WebSocket upgrade needs a Sec-WebSocket-Key header",
+            )
+        }
+        Ok(Some(key)) => key.as_bytes().trim_ascii(),
+    };
+    if !is_valid_key(key) {
+        return Class::Reject(
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Key must be 16 bytes in base64 (24 characters)",
+        );
+    }
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key);
+    match HeaderValue::from_str(&accept) {
+        Ok(accept) => Class::WebSocket { accept },
+        Err(_) => Class::Reject(StatusCode::BAD_REQUEST, "invalid Sec-WebSocket-Key"),
+    }
+}
+
+/// A WebSocket handshake that was refused, and the 4xx response that says why.
+///
+/// # Examples
+///
+/// ```
+/// let request = http::Request::get("/chat")
+///     .header("upgrade", "websocket")
+///     .header("connection", "upgrade")
+///     .header("sec-websocket-version", "8")
+///     .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+///     .body(())?;
+/// let rejection = webchan::as_channel(request, webchan::Config::default()).unwrap_err();
+/// assert_eq!(rejection.status(), http::StatusCode::UPGRADE_REQUIRED);
+/// let response = rejection.into_response();
+/// assert_eq!(response.headers()["sec-websocket-version"], "13");
+/// # Ok::<(), http::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    status: StatusCode,
+    reason: &'static str,
+}
+
+impl Rejection {
+    /// The response status: 400, 405 or 426.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// Why, in words.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
+
+    /// The response to send: the status, a plain-text body with the reason, and
+    /// `Sec-WebSocket-Version: 13` (426) or `Allow: GET` (405).
+    #[must_use]
+    pub fn into_response(self) -> Response<Body> {
+        let mut response = Response::new(Body::full(format!("{}\n", self.reason).into()));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        if self.status == StatusCode::UPGRADE_REQUIRED {
+            headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        }
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            headers.insert(header::ALLOW, HeaderValue::from_static("GET"));
+        }
+        response
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status, self.reason)
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+impl From<Rejection> for Error {
+    fn from(r: Rejection) -> Self {
+        Self::Handshake(r.reason)
+    }
+}
+
+/// The response to a request made into a channel: a future of `Response<Body>`.
+///
+/// Before awaiting it, the handler can add headers and (for an HTTP stream) choose the status.
+/// A WebSocket's reply resolves at once to the `101 Switching Protocols` with the headers
+/// added; if the handler sets another status, the connection is not upgraded and the channel
+/// yields an error and `Closed`. An HTTP stream's reply resolves when the head is due (the
+/// first send or close, or the timeout); dropping it before then closes the channel.
+///
+/// # Examples
+///
+/// ```
+/// # async fn f(request: http::Request<()>) -> Result<(), Box<dyn std::error::Error>> {
+/// let (mut reply, channel) = webchan::as_channel(request, webchan::Config::default())?;
+/// reply.headers_mut().insert("set-cookie", "session=1".parse()?);
+/// # drop(channel);
+/// let response: http::Response<webchan::Body> = reply.await;
+/// # Ok(()) }
+/// ```
+#[must_use = "the reply is the response to return to the client"]
+pub struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    state: ReplyState,
+}
+
+enum ReplyState {
+    Ready,
+    Stream(StreamHead),
+    Done,
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reply")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reply {
+    /// The status the response will have (an HTTP stream's first
+    /// [`Message::Response`](crate::Message::Response) can still change it).
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The status, to change it.
+    pub fn status_mut(&mut self) -> &mut StatusCode {
+        &mut self.status
+    }
+
+    /// The headers the response will have.
+    #[must_use]
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The headers, to add to them.
+    pub fn headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.headers
+    }
+
+    /// Adds a header, by value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn f(reply: webchan::Reply) -> webchan::Reply {
+    /// reply.header(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"))
+    /// # }
+    /// ```
+    pub fn header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+}
+
+impl Future for Reply {
+    type Output = Response<Body>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
+        let this = &mut *self;
+        match &mut this.state {
+            ReplyState::Ready => {
+                this.state = ReplyState::Done;
+                let mut response = Response::new(Body::empty());
+                *response.status_mut() = this.status;
+                *response.headers_mut() = std::mem::take(&mut this.headers);
+                Poll::Ready(response)
+            }
+            ReplyState::Stream(head) => {
+                let response = std::task::ready!(head.poll_head(cx, this.status, &mut this.headers));
+                this.state = ReplyState::Done;
+                Poll::Ready(response)
+            }
+            ReplyState::Done => panic!("Reply polled after completion"),
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! The state one channel's handles and its transport share.
+//!
+//! One mutex guards it all; each side takes it once per batch, not once per byte: the
+//! transport swaps the whole outgoing queue out at a time and reports progress per flush,
+//! and pushes the events of one read burst at once.
+//!
+//! Sequence numbers give every accepted send its outcome without an allocation per send:
+//! every queued item gets the next number; `done_seq` is the watermark below which every item
+//! is finished (written, or failed with its error reported). A send waits for the watermark;
+//! if the channel closes first, every item above the watermark failed with
+//! [`Error::Closed`]. Item errors go to the sender that waits for that item (`tracked`), or
+//! else to the event stream as [`Event::Error`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use http::request::Parts;
+
+use crate::{CloseInfo, Config, Error, Event, Incoming, Kind, Message};
+
+/// What the transport takes from the queue.
+#[derive(Debug)]
+pub(crate) enum Item {
+    /// A message to send.
+    Send(Message),
+    /// Close the channel: a close frame with this code and reason on a WebSocket; the end of
+    /// the body on an HTTP stream.
+    Close(u16, String),
+}
+
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) seq: u64,
+    pub(crate) size: usize,
+    pub(crate) item: Item,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) kind: Kind,
+    pub(crate) request: Parts,
+    pub(crate) config: Config,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    /// `Open` was pushed.
+    opened: bool,
+    /// Sends are accepted: false once a close was asked for or the channel closed.
+    accepting: bool,
+    /// The transport is finished and `Closed` was pushed.
+    closed: bool,
+    /// `Closed` was taken from the stream: the stream has ended.
+    ended: bool,
+
+    queue: VecDeque<Queued>,
+    /// Bytes accepted and not yet finished (queued or in the transport's hands).
+    queued_bytes: usize,
+    /// The last sequence number given out.
+    next_seq: u64,
+    /// Every item up to this number is finished.
+    done_seq: u64,
+    /// Items whose sender waits for the outcome.
+    tracked: HashSet<u64>,
+    /// The errors of tracked items that failed.
+    failures: HashMap<u64, Error>,
+    /// The number of messages accepted (a response head is only valid as the first).
+    sends: u64,
+
+    transport_waker: Option<Waker>,
+    capacity_wakers: Vec<Waker>,
+    done_wakers: Vec<Waker>,
+
+    events: VecDeque<Event>,
+    event_bytes: usize,
+    receiver_waker: Option<Waker>,
+    receiver_alive: bool,
+    read_paused: bool,
+    /// Live `Sender`s and `Receiver`s; when none is left, the channel closes.
+    handles: usize,
+}
+
+fn wake_all(wakers: &mut Vec<Waker>) {
+    for w in wakers.drain(..) {
+        w.wake();
+    }
+}
+
+fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+fn register_in(list: &mut Vec<Waker>, cx: &Context<'_>) {
+    if !list.iter().any(|w| w.will_wake(cx.waker())) {
+        list.push(cx.waker().clone());
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(kind: Kind, request: Parts, config: Config) -> Self {
+        let state = State {
+            accepting: true,
+            receiver_alive: true,
+            // one Sender and one Receiver
+            handles: 2,
+            ..State::default()
+        };
+        Self { kind, request, config, state: Mutex::new(state) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while the lock is held cannot leave the state half-updated in a way that
+        // matters more than losing the channel: keep going with the data as it is.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    // ---- the handles' side ----
+
+    pub(crate) fn is_open(&self) -> bool {
+        let s = self.lock();
+        s.opened && s.accepting && !s.closed
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Ready when a send of any size may be queued (the queue is under its limit).
+    pub(crate) fn poll_capacity(&self, cx: &Context<'_>) -> Poll<Result<(), Error>> {
+        let mut s = self.lock();
+        if !s.accepting {
+            return Poll::Ready(Err(Error::Closed));
+        }
+        if s.queued_bytes < self.config.queue_limit {
+            return Poll::Ready(Ok(()));
+        }
+        register_in(&mut s.capacity_wakers, cx);
+        Poll::Pending
+    }
+
+    /// Queues a message. `strict` refuses it when it would take the queue over its limit.
+    /// Returns its sequence number.
+    pub(crate) fn enqueue(
+        &self,
+        message: Message,
+        tracked: bool,
+        close_after: bool,
+        strict: bool,
+    ) -> Result<u64, (Error, Message)> {
+        let mut s = self.lock();
+        if !s.accepting {
+            return Err((Error::Closed, message));
+        }
+        if let Message::Response(_) = message {
+            if self.kind == Kind::WebSocket {
+                return Err((
+                    Error::InvalidMessage("a response head cannot be sent on a WebSocket"),
+                    message,
+                ));
+            }
+            if s.sends > 0 {
+                return Err((
+                    Error::InvalidMessage(
+                        "a response head is only valid as the first send of an HTTP stream",
+                    ),
+                    message,
+                ));
+            }
+        }
+        let size = message.queued_size();
+        if strict && s.queued_bytes > 0 && s.queued_bytes + size > self.config.queue_limit {
+            return Err((Error::QueueFull { limit: self.config.queue_limit }, message));
+        }
+        s.sends += 1;
+        s.next_seq += 1;
+        let seq = s.next_seq;
+        s.queued_bytes += size;
+        if tracked {
+            s.tracked.insert(seq);
+        }
+        s.queue.push_back(Queued { seq, size, item: Item::Send(message) });
+        if close_after {
+            Self::push_close(&mut s, 1000, String::new());
+        }
+        if let Some(w) = s.transport_waker.take() {
+            w.wake();
+        }
+        Ok(seq)
+    }
+
+    fn push_close(s: &mut State, code: u16, reason: String) -> u64 {
+        s.accepting = false;
+        s.next_seq += 1;
+        let seq = s.next_seq;
+        s.queue.push_back(Queued { seq, size: 0, item: Item::Close(code, reason) });
+        // Senders waiting for room will never get it.
+        wake_all(&mut s.capacity_wakers);
+        seq
+    }
+
+    /// Asks for a close after everything queued. Returns false if the channel was already
+    /// closing or closed.
+    pub(crate) fn request_close(&self, code: u16, reason: String) -> bool {
+        let mut s = self.lock();
+        if !s.accepting {
+            return false;
+        }
+        Self::push_close(&mut s, code, reason);
+        if let Some(w) = s.transport_waker.take() {
+            w.wake();
+        }
+        true
+    }
+
+    /// The outcome of the item `seq` (and of everything before it).
+    pub(crate) fn poll_done(&self, cx: &Context<'_>, seq: u64) -> Poll<Result<(), Error>> {
+        let mut s = self.lock();
+        if s.done_seq >= seq {
+            let tracked = s.tracked.remove(&seq);
+            return Poll::Ready(match s.failures.remove(&seq) {
+                Some(e) if tracked => Err(e),
+                _ => Ok(()),
+            });
+        }
+        if s.closed {
+            s.tracked.remove(&seq);
+            return Poll::Ready(Err(Error::Closed));
+        }
+        register_in(&mut s.done_wakers, cx);
+        Poll::Pending
+    }
+
+    /// Forget a tracked item whose outcome nobody waits for any more: its error, if any, goes
+    /// to the event stream instead.
+    pub(crate) fn untrack(&self, seq: u64) {
+        let mut s = self.lock();
+        s.tracked.remove(&seq);
+        if let Some(e) = s.failures.remove(&seq) {
+            Self::push_event(&mut s, Event::Error(e));
+        }
+    }
+
+    /// Ready once the channel is closed.
+    pub(crate) fn poll_closed(&self, cx: &Context<'_>) -> Poll<()> {
+        let mut s = self.lock();
+        if s.closed {
+            return Poll::Ready(());
+        }
+        register_in(&mut s.done_wakers, cx);
+        Poll::Pending
+    }
+
+    pub(crate) fn poll_event(&self, cx: &Context<'_>) -> Poll<Option<Event>> {
+        let mut s = self.lock();
+        match s.events.pop_front() {
+            Some(event) => {
+                if let Event::Message(m) = &event {
+                    s.event_bytes -= incoming_size(m);
+                    if s.read_paused && s.event_bytes <= self.config.queue_limit / 2 {
+                        s.read_paused = false;
+                        if let Some(w) = s.transport_waker.take() {
+                            w.wake();
+                        }
+                    }
+                }
+                if let Event::Closed(_) = event {
+                    s.ended = true;
+                }
+                Poll::Ready(Some(event))
+            }
+            None if s.ended => Poll::Ready(None),
+            None => {
+                register(&mut s.receiver_waker, cx);
+                Poll::Pending
+            }
+        }
+    }
+
+    pub(crate) fn is_terminated(&self) -> bool {
+        self.lock().ended
+    }
+
+    pub(crate) fn add_handle(&self) {
+        self.lock().handles += 1;
+    }
+
+    /// A handle went away; the last one closes the channel.
+    pub(crate) fn drop_handle(&self, receiver: bool) {
+        let mut s = self.lock();
+        s.handles -= 1;
+        if receiver {
+            s.receiver_alive = false;
+            s.events.clear();
+            s.event_bytes = 0;
+            if s.read_paused {
+                s.read_paused = false;
+                if let Some(w) = s.transport_waker.take() {
+                    w.wake();
+                }
+            }
+        }
+        if s.handles == 0 && s.accepting {
+            Self::push_close(&mut s, 1000, String::new());
+            if let Some(w) = s.transport_waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    // ---- the transport's side ----
+
+    /// Moves every queued item into `out`; registers the transport's waker when there is none.
+    pub(crate) fn take_queue(&self, out: &mut VecDeque<Queued>, cx: &Context<'_>) {
+        let mut s = self.lock();
+        if s.queue.is_empty() {
+            register(&mut s.transport_waker, cx);
+        } else if out.is_empty() {
+            std::mem::swap(out, &mut s.queue);
+        } else {
+            out.append(&mut s.queue);
+        }
+    }
+
+    /// Peeks at the queue without taking (an HTTP stream's head decides on its first items).
+    pub(crate) fn with_queue<R>(&self, f: impl FnOnce(&mut VecDeque<Queued>) -> R) -> R {
+        f(&mut self.lock().queue)
+    }
+
+    pub(crate) fn register_transport(&self, cx: &Context<'_>) {
+        register(&mut self.lock().transport_waker, cx);
+    }
+
+    /// Items up to `upto` are finished; `bytes` of them leave the queue's count; `failures`
+    /// are the errors of some of them.
+    pub(crate) fn finish_items(&self, upto: u64, bytes: usize, failures: &mut Vec<(u64, Error)>) {
+        let mut s = self.lock();
+        if upto > s.done_seq {
+            s.done_seq = upto;
+        }
+        let was_full = s.queued_bytes >= self.config.queue_limit;
+        s.queued_bytes = s.queued_bytes.saturating_sub(bytes);
+        for (seq, error) in failures.drain(..) {
+            if s.tracked.contains(&seq) {
+                s.failures.insert(seq, error);
+            } else {
+                Self::push_event(&mut s, Event::Error(error));
+            }
+        }
+        if was_full && s.queued_bytes < self.config.queue_limit {
+            wake_all(&mut s.capacity_wakers);
+        }
+        wake_all(&mut s.done_wakers);
+    }
+
+    /// Whether the transport should stop reading: the application has too much unread.
+    pub(crate) fn read_paused(&self) -> bool {
+        self.lock().read_paused
+    }
+
+    /// Delivers received messages (and errors) to the stream.
+    pub(crate) fn push_events(&self, events: &mut Vec<Event>) {
+        let mut s = self.lock();
+        for e in events.drain(..) {
+            Self::push_event(&mut s, e);
+        }
+        if s.event_bytes > self.config.queue_limit {
+            s.read_paused = true;
+        }
+    }
+
+    fn push_event(s: &mut State, event: Event) {
+        if !s.receiver_alive {
+            if let Event::Error(e) = &event {
+                tracing::debug!(error = %e, "channel error with no receiver");
+            }
+            return;
+        }
+        if let Event::Message(m) = &event {
+            s.event_bytes += incoming_size(m);
+        }
+        s.events.push_back(event);
+        if let Some(w) = s.receiver_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// The channel can send: pushes `Open` (once).
+    pub(crate) fn open(&self) {
+        let mut s = self.lock();
+        if !s.opened && !s.closed {
+            s.opened = true;
+            Self::push_event(&mut s, Event::Open);
+        }
+    }
+
+    /// The transport is done: pushes `error` (if any) and `Closed` (once), fails what is left.
+    pub(crate) fn finish(&self, info: CloseInfo, error: Option<Error>) {
+        let mut s = self.lock();
+        if s.closed {
+            return;
+        }
+        s.closed = true;
+        s.accepting = false;
+        s.queue.clear();
+        s.queued_bytes = 0;
+        if let Some(e) = error {
+            Self::push_event(&mut s, Event::Error(e));
+        }
+        Self::push_event(&mut s, Event::Closed(info));
+        if !s.receiver_alive {
+            s.ended = true;
+        }
+        wake_all(&mut s.capacity_wakers);
+        wake_all(&mut s.done_wakers);
+        if let Some(w) = s.receiver_waker.take() {
+            w.wake();
+        }
+        s.transport_waker = None;
+    }
+}
+
+fn incoming_size(m: &Incoming) -> usize {
+    match m {
+        Incoming::Text(t) => t.len(),
+        Incoming::Binary(b) => b.len(),
+    }
+}

@@ -1,0 +1,384 @@
+//! The HTTP stream transport: the response head that waits for the first send, and
+//! [`Body`], the response body fed by the channel.
+//!
+//! No task of its own: hyper's connection task polls the body, and the body takes what the
+//! channel queued, a whole batch per lock.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use crate::charset::Charset;
+use crate::message::{Piece, Pump};
+use crate::shared::{Item, Queued, Shared};
+use crate::{CloseInfo, Error, Message};
+
+/// The body of every response this crate makes: an HTTP stream's body, fed by its channel, or
+/// the fixed body of a `101`, a rejection or a response sent whole.
+///
+/// The body ends normally when the channel is closed (also by its timeout). It ends with an
+/// error (hyper then aborts the response) only if it is polled after the channel failed.
+pub struct Body {
+    inner: Inner,
+}
+
+enum Inner {
+    Full(Option<Bytes>),
+    Stream(Box<StreamBody>),
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            Inner::Full(b) => f.debug_tuple("Body::Full").field(&b.as_ref().map(Bytes::len)).finish(),
+            Inner::Stream(_) => f.write_str("Body::Stream"),
+        }
+    }
+}
+
+impl Body {
+    /// An empty body.
+    #[must_use]
+    pub fn empty() -> Self {
+        Self { inner: Inner::Full(None) }
+    }
+
+    /// A body of these bytes.
+    #[must_use]
+    pub fn full(bytes: Bytes) -> Self {
+        Self { inner: Inner::Full(if bytes.is_empty() { None } else { Some(bytes) }) }
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match &mut self.inner {
+            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Stream(s) => s.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(b) => b.is_none(),
+            Inner::Stream(s) => s.finished,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+fn deadline_sleep(deadline: Option<Instant>) -> Option<Pin<Box<Sleep>>> {
+    deadline.map(|d| Box::pin(tokio::time::sleep_until(d)))
+}
+
+/// An HTTP stream before its head was sent.
+pub(crate) struct StreamHead {
+    shared: Arc<Shared>,
+    deadline: Option<Instant>,
+    timer: Option<Pin<Box<Sleep>>>,
+    done: bool,
+}
+
+impl StreamHead {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        let timeout = shared.config.timeout;
+        let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
+        Self { timer: deadline_sleep(deadline), deadline, shared, done: false }
+    }
+
+    /// Ready with the response once the head is due.
+    pub(crate) fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        status: StatusCode,
+        headers: &mut HeaderMap,
+    ) -> Poll<Response<Body>> {
+        let mut status = status;
+        let timed_out = self.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
+        let is_head = self.shared.request.method == Method::HEAD;
+        let first = self.shared.with_queue(|q| {
+            if timed_out {
+                return First::TimedOut;
+            }
+            match q.front() {
+                None => First::Nothing,
+                Some(Queued { item: Item::Close(..), .. }) => {
+                    First::CloseOnly(q.pop_front().map_or(0, |c| c.seq))
+                }
+                Some(Queued { item: Item::Send(_), .. }) => {
+                    // Unwrap a response head; the item keeps its place and number.
+                    if let Some(Queued { item: Item::Send(m @ Message::Response(_)), size, .. }) =
+                        q.front_mut()
+                    {
+                        let Message::Response(head) = std::mem::replace(m, Message::Text(String::new()))
+                        else {
+                            unreachable!("matched as a response head just above")
+                        };
+                        if let Some(s) = head.status {
+                            status = s;
+                        }
+                        let mut last = None;
+                        for (name, value) in head.headers {
+                            if let Some(name) = name {
+                                headers.remove(&name);
+                                last = Some(name);
+                            }
+                            if let Some(name) = &last {
+                                headers.append(name.clone(), value);
+                            }
+                        }
+                        *m = head.body.map_or(Message::Binary(Bytes::new()), |b| *b);
+                        *size = m.queued_size();
+                    }
+                    let closes_after = is_head
+                        || matches!(q.get(1), Some(Queued { item: Item::Close(..), .. }));
+                    let simple = matches!(
+                        q.front(),
+                        Some(Queued { item: Item::Send(Message::Text(_) | Message::Binary(_)), .. })
+                    );
+                    if closes_after && simple {
+                        let first = q.pop_front().expect("front checked above");
+                        let close_seq = if is_head { None } else { q.pop_front().map(|c| c.seq) };
+                        First::Whole(first, close_seq)
+                    } else if is_head {
+                        let first = q.pop_front().expect("front checked above");
+                        First::HeadOnly(first)
+                    } else {
+                        First::Stream
+                    }
+                }
+            }
+        });
+        let charset = Charset::from_content_type(headers.get(header::CONTENT_TYPE));
+        let (body, close) = match first {
+            First::Nothing => {
+                self.shared.register_transport(cx);
+                // A send may have come in between the look and the registration.
+                if self.shared.with_queue(|q| q.is_empty()) {
+                    return Poll::Pending;
+                }
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            First::TimedOut => (Body::empty(), None),
+            First::CloseOnly(seq) => {
+                self.shared.finish_items(seq, 0, &mut Vec::new());
+                (Body::empty(), None)
+            }
+            First::Whole(first, close_seq) => {
+                let mut failures = Vec::new();
+                let bytes = match first.item {
+                    Item::Send(Message::Text(s)) => match charset {
+                        Ok(c) => c.encode(s),
+                        Err(label) => {
+                            failures.push((first.seq, Error::UnknownCharset(label)));
+                            Bytes::new()
+                        }
+                    },
+                    Item::Send(Message::Binary(b)) => b,
+                    _ => Bytes::new(),
+                };
+                let upto = close_seq.unwrap_or(first.seq);
+                self.shared.finish_items(upto, first.size, &mut failures);
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                (if is_head { Body::empty() } else { Body::full(bytes) }, None)
+            }
+            First::HeadOnly(first) => {
+                self.shared.finish_items(first.seq, first.size, &mut Vec::new());
+                (Body::empty(), None)
+            }
+            First::Stream => {
+                let body = StreamBody {
+                    shared: Arc::clone(&self.shared),
+                    charset,
+                    batch: VecDeque::new(),
+                    current: None,
+                    done_upto: 0,
+                    reported: 0,
+                    done_bytes: 0,
+                    failures: Vec::new(),
+                    timer: deadline_sleep(self.deadline),
+                    finished: false,
+                };
+                (Body { inner: Inner::Stream(Box::new(body)) }, Some(()))
+            }
+        };
+        if close.is_none() {
+            // The whole response is decided: the channel is closed.
+            self.shared.finish(CloseInfo::http(), None);
+        }
+        self.done = true;
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        *response.headers_mut() = std::mem::take(headers);
+        Poll::Ready(response)
+    }
+}
+
+impl Drop for StreamHead {
+    fn drop(&mut self) {
+        if !self.done {
+            // The reply was dropped (the handler gave up, or the client went away before the
+            // head): nobody will ever read this stream.
+            self.shared.finish(CloseInfo::http(), None);
+        }
+    }
+}
+
+enum First {
+    Nothing,
+    TimedOut,
+    CloseOnly(u64),
+    Whole(Queued, Option<u64>),
+    HeadOnly(Queued),
+    Stream,
+}
+
+struct StreamBody {
+    shared: Arc<Shared>,
+    charset: Result<Charset, String>,
+    batch: VecDeque<Queued>,
+    current: Option<(u64, usize, Pump)>,
+    done_upto: u64,
+    reported: u64,
+    done_bytes: usize,
+    failures: Vec<(u64, Error)>,
+    timer: Option<Pin<Box<Sleep>>>,
+    finished: bool,
+}
+
+impl StreamBody {
+    fn report(&mut self) {
+        if self.done_upto > self.reported || !self.failures.is_empty() {
+            self.shared.finish_items(self.done_upto, self.done_bytes, &mut self.failures);
+            self.done_bytes = 0;
+            self.reported = self.done_upto;
+        }
+    }
+
+    fn end(&mut self) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        self.report();
+        self.finished = true;
+        self.shared.finish(CloseInfo::http(), None);
+        Poll::Ready(None)
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        if self.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready()) {
+            return self.end();
+        }
+        loop {
+            let Some((seq, size, pump)) = &mut self.current else {
+                if self.batch.is_empty() {
+                    self.report();
+                    self.shared.take_queue(&mut self.batch, cx);
+                }
+                match self.batch.pop_front() {
+                    None => {
+                        if self.shared.is_closed() {
+                            self.finished = true;
+                            return Poll::Ready(None);
+                        }
+                        return Poll::Pending;
+                    }
+                    Some(Queued { seq, item: Item::Close(..), .. }) => {
+                        self.done_upto = seq;
+                        return self.end();
+                    }
+                    Some(Queued { seq, size, item: Item::Send(message) }) => {
+                        match Pump::new(message) {
+                            Ok(pump) => self.current = Some((seq, size, pump)),
+                            Err(e) => {
+                                self.failures.push((seq, e));
+                                self.done_upto = seq;
+                                self.done_bytes += size;
+                            }
+                        }
+                        continue;
+                    }
+                }
+            };
+            let (seq, size) = (*seq, *size);
+            match pump.poll_next(cx) {
+                Poll::Ready(Some(Ok(piece))) => {
+                    let bytes = match piece {
+                        Piece::Binary(b) => b,
+                        Piece::Text(s) => match &self.charset {
+                            Ok(c) => c.encode(s),
+                            Err(label) => {
+                                self.failures.push((seq, Error::UnknownCharset(label.clone())));
+                                self.current = None;
+                                self.done_upto = seq;
+                                self.done_bytes += size;
+                                continue;
+                            }
+                        },
+                    };
+                    if bytes.is_empty() {
+                        continue;
+                    }
+                    if self.done_bytes >= self.shared.config.queue_limit / 4 {
+                        self.report();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    self.failures.push((seq, e));
+                    self.current = None;
+                    self.done_upto = seq;
+                    self.done_bytes += size;
+                }
+                Poll::Ready(None) => {
+                    self.current = None;
+                    self.done_upto = seq;
+                    self.done_bytes += size;
+                }
+                Poll::Pending => {
+                    self.report();
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for StreamBody {
+    fn drop(&mut self) {
+        if !self.finished {
+            // hyper dropped the body before its end: the client went away (or the connection
+            // failed). Whatever was written counts; the rest fails with `Closed`.
+            self.report();
+            self.shared.finish(CloseInfo::http(), None);
+        }
+    }
+}
