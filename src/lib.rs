@@ -71,9 +71,11 @@
 //! }
 //! ```
 #![doc(test(attr(deny(warnings))))]
+#![deny(missing_docs)]
 
 mod channel;
 mod charset;
+pub mod compat;
 mod config;
 mod error;
 mod event;
