@@ -76,7 +76,7 @@ pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Chan
     let (mut parts, _body) = request.into_parts();
     match classify(&parts) {
         Class::Stream => {
-            let shared = Arc::new(Shared::new(Kind::HttpStream, strip(parts), config));
+            let shared = Arc::new(Shared::new(Kind::HttpStream, parts, config));
             shared.open();
             let reply = Reply {
                 status: StatusCode::OK,
@@ -87,24 +87,22 @@ pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Chan
         }
         Class::WebSocket { accept } => {
             let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-            let shared = Arc::new(Shared::new(Kind::WebSocket, strip(parts), config));
+            let shared = Arc::new(Shared::new(Kind::WebSocket, parts, config));
             let channel = Channel::new(Arc::clone(&shared));
-            tokio::spawn(crate::ws::drive(shared, on_upgrade));
+            tokio::spawn(crate::ws::drive(Arc::clone(&shared), on_upgrade));
             let mut headers = HeaderMap::new();
             headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
             headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
             headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-            let reply =
-                Reply { status: StatusCode::SWITCHING_PROTOCOLS, headers, state: ReplyState::Ready };
+            let reply = Reply {
+                status: StatusCode::SWITCHING_PROTOCOLS,
+                headers,
+                state: ReplyState::Ready(Arc::clone(&shared)),
+            };
             Ok((reply, channel))
         }
         Class::Reject(status, reason) => Err(Rejection { status, reason }),
     }
-}
-
-/// The request parts kept for the channel's life: everything but hyper's upgrade handle.
-fn strip(parts: http::request::Parts) -> http::request::Parts {
-    parts
 }
 
 enum Class {
@@ -301,7 +299,7 @@ pub struct Reply {
 }
 
 enum ReplyState {
-    Ready,
+    Ready(Arc<Shared>),
     Stream(StreamHead),
     Done,
 }
@@ -360,7 +358,14 @@ impl Future for Reply {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
         let this = &mut *self;
         match &mut this.state {
-            ReplyState::Ready => {
+            ReplyState::Ready(shared) => {
+                if this.status != StatusCode::SWITCHING_PROTOCOLS {
+                    // The handler chose another answer: no upgrade.
+                    for name in [header::UPGRADE, header::CONNECTION, header::SEC_WEBSOCKET_ACCEPT] {
+                        this.headers.remove(name);
+                    }
+                    shared.refuse_upgrade(this.status);
+                }
                 this.state = ReplyState::Done;
                 let mut response = Response::new(Body::empty());
                 *response.status_mut() = this.status;

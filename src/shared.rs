@@ -12,7 +12,7 @@
 //! else to the event stream as [`Event::Error`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use http::request::Parts;
@@ -398,6 +398,13 @@ impl Shared {
         }
     }
 
+    /// The handler answered a WebSocket request with another status than 101: the channel
+    /// never opens.
+    pub(crate) fn refuse_upgrade(&self, status: http::StatusCode) {
+        let error = Error::Upgrade(Arc::new(Refused(status)));
+        self.finish(CloseInfo::websocket(1006, ""), Some(error));
+    }
+
     /// The transport is done: pushes `error` (if any) and `Closed` (once), fails what is left.
     pub(crate) fn finish(&self, info: CloseInfo, error: Option<Error>) {
         let mut s = self.lock();
@@ -430,3 +437,14 @@ fn incoming_size(m: &Incoming) -> usize {
         Incoming::Binary(b) => b.len(),
     }
 }
+
+#[derive(Debug)]
+struct Refused(http::StatusCode);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the handler answered with {} instead of 101", self.0)
+    }
+}
+
+impl std::error::Error for Refused {}

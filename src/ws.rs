@@ -47,6 +47,8 @@ pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
         Some(on_upgrade) => on_upgrade.await.map_err(|e| Error::Upgrade(Arc::new(e))),
     };
     let upgraded = match upgraded {
+        // The handler refused the upgrade (the channel is closed already).
+        Ok(_) if shared.is_closed() => return,
         Ok(upgraded) => upgraded,
         Err(error) => {
             tracing::debug!(%error, "websocket upgrade failed");

@@ -170,3 +170,165 @@ pub fn get(addr: SocketAddr, path: &str) -> Request<http_body_util::Empty<bytes:
         .body(http_body_util::Empty::new())
         .unwrap()
 }
+
+/// A raw WebSocket client over a TcpStream: handshake by hand, frames by hand, for tests that
+/// need to send what a well-behaved client library never would.
+pub struct RawWs {
+    pub tcp: tokio::net::TcpStream,
+    pub buf: Vec<u8>,
+}
+
+impl RawWs {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            let n = tcp.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "server closed during handshake");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..pos]).to_string();
+                assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+                assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+                buf.drain(..pos + 4);
+                break;
+            }
+        }
+        Self { tcp, buf }
+    }
+
+    /// Writes one masked frame: `first` is the first header byte (FIN, RSV, opcode).
+    pub async fn frame(&mut self, first: u8, payload: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let mut out = vec![first];
+        let len = payload.len();
+        if len < 126 {
+            out.push(0x80 | len as u8);
+        } else if len < 65536 {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        // The peer may already have failed the connection: a write error is fine here.
+        let _ = self.tcp.write_all(&out).await;
+    }
+
+    /// Writes raw bytes.
+    pub async fn raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.tcp.write_all(bytes).await;
+    }
+
+    /// Reads one frame from the server: (first header byte, payload); None at EOF.
+    pub async fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if self.buf.len() >= 2 {
+                let first = self.buf[0];
+                assert_eq!(self.buf[1] & 0x80, 0, "server frames must not be masked");
+                let (len, start) = match self.buf[1] & 0x7f {
+                    126 if self.buf.len() >= 4 => {
+                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+                    }
+                    127 if self.buf.len() >= 10 => {
+                        (u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize, 10)
+                    }
+                    n if n < 126 => (n as usize, 2),
+                    _ => (usize::MAX, 0),
+                };
+                if len != usize::MAX && self.buf.len() >= start + len {
+                    let payload = self.buf[start..start + len].to_vec();
+                    self.buf.drain(..start + len);
+                    return Some((first, payload));
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            let n = match tokio::time::timeout(Duration::from_secs(10), self.tcp.read(&mut chunk))
+                .await
+                .expect("no frame from the server within 10 s")
+            {
+                Ok(n) => n,
+                Err(_) => return None,
+            };
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads frames until a close frame; returns its code and reason.
+    pub async fn read_close(&mut self) -> Option<(u16, String)> {
+        while let Some((first, payload)) = self.read_frame().await {
+            if first & 0x0f == 0x8 {
+                if payload.len() < 2 {
+                    return Some((1005, String::new()));
+                }
+                let code = u16::from_be_bytes([payload[0], payload[1]]);
+                return Some((code, String::from_utf8_lossy(&payload[2..]).to_string()));
+            }
+        }
+        None
+    }
+
+    /// True when the server closed the TCP connection (EOF or reset) within 10 s.
+    pub async fn eof(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), self.tcp.read(&mut chunk)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+            }
+        }
+    }
+}
+
+/// Collects the events of one channel until `Closed` (inclusive); panics after 10 s.
+pub async fn events_until_closed(rx: &mut mpsc::UnboundedReceiver<Event>) -> Vec<Event> {
+    let mut out = Vec::new();
+    loop {
+        let e = next_event(rx).await;
+        let closed = matches!(e, Event::Closed(_));
+        out.push(e);
+        if closed {
+            return out;
+        }
+    }
+}
+
+/// A server that hands every channel to the test.
+pub async fn serve_channels(config: Config) -> (SocketAddr, mpsc::UnboundedReceiver<Channel>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let addr = serve(config, move |ch: Channel| {
+        let _ = tx.send(ch);
+        async {}
+    })
+    .await;
+    (addr, rx)
+}
+
+pub async fn next_channel(rx: &mut mpsc::UnboundedReceiver<Channel>) -> Channel {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("no channel within 10 s")
+        .expect("server gone")
+}
+
+/// The next event of a channel; panics after 10 s.
+pub async fn next_of(ch: &mut Channel) -> Option<Event> {
+    tokio::time::timeout(Duration::from_secs(10), ch.next()).await.expect("no event within 10 s")
+}

@@ -1,0 +1,611 @@
+//! WebSocket channels, end to end over 127.0.0.1 with real clients (tokio-tungstenite, and a
+//! raw TCP client for what a well-behaved library never sends).
+
+mod support;
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use support::*;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use webchan::{CloseInfo, Config, Event, Incoming, Kind, Message};
+
+fn closed_of(events: &[Event]) -> CloseInfo {
+    match events.last() {
+        Some(Event::Closed(info)) => info.clone(),
+        other => panic!("last event is not Closed: {other:?}"),
+    }
+}
+
+/// The order guarantee: at most one Open, first; exactly one Closed, last.
+fn assert_order(events: &[Event], expect_open: bool) {
+    let opens = events.iter().filter(|e| matches!(e, Event::Open)).count();
+    let closes = events.iter().filter(|e| matches!(e, Event::Closed(_))).count();
+    assert_eq!(opens, usize::from(expect_open), "{events:?}");
+    if expect_open {
+        assert!(matches!(events[0], Event::Open), "{events:?}");
+    }
+    assert_eq!(closes, 1, "{events:?}");
+    assert!(matches!(events.last(), Some(Event::Closed(_))), "{events:?}");
+}
+
+#[tokio::test]
+async fn upgrade_gives_101_and_a_websocket_channel_with_text_and_binary() {
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let mut ws = ws_connect(addr, "/chat?room=1").await;
+    let mut ch = next_channel(&mut channels).await;
+    assert_eq!(ch.kind(), Kind::WebSocket);
+    assert!(matches!(next_of(&mut ch).await, Some(Event::Open)));
+    assert!(ch.is_open());
+    assert_eq!(ch.originating_request().uri.path(), "/chat");
+    assert_eq!(ch.originating_request().uri.query(), Some("room=1"));
+    assert_eq!(ch.originating_request().method, http::Method::GET);
+    assert_eq!(ch.originating_request().headers["upgrade"], "websocket");
+
+    send_text(&mut ws, "héllo").await;
+    ws.send(WsMessage::binary(vec![0u8, 1, 255])).await.unwrap();
+    match next_of(&mut ch).await {
+        Some(Event::Message(Incoming::Text(t))) => assert_eq!(t.as_str(), "héllo"),
+        e => panic!("{e:?}"),
+    }
+    match next_of(&mut ch).await {
+        Some(Event::Message(Incoming::Binary(b))) => assert_eq!(&b[..], &[0u8, 1, 255]),
+        e => panic!("{e:?}"),
+    }
+    ch.send("text back".into()).await.unwrap();
+    ch.send(Message::from(vec![9u8, 8])).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text("text back")));
+    assert_eq!(next_msg(&mut ws).await, Some(WsMessage::binary(vec![9u8, 8])));
+}
+
+#[tokio::test]
+async fn handler_headers_appear_on_the_101() {
+    let addr = serve_with(
+        Config::default(),
+        |mut reply| {
+            reply.headers_mut().insert("set-cookie", "session=abc".parse().unwrap());
+            reply.headers_mut().insert("sec-websocket-protocol", "chat.v1".parse().unwrap());
+            reply
+        },
+        echo,
+    )
+    .await;
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{addr}/"
+        ))
+        .unwrap();
+    request.headers_mut().insert("sec-websocket-protocol", "chat.v1, chat.v0".parse().unwrap());
+    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.status(), 101);
+    assert_eq!(response.headers()["set-cookie"], "session=abc");
+    assert_eq!(response.headers()["sec-websocket-protocol"], "chat.v1");
+    send_text(&mut ws, "x").await;
+    assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text("x")));
+}
+
+#[tokio::test]
+async fn a_handler_that_answers_with_another_status_does_not_upgrade() {
+    let (rec, mut rx) = recorder();
+    let addr = serve_with(
+        Config::default(),
+        |mut reply| {
+            *reply.status_mut() = http::StatusCode::FORBIDDEN;
+            reply
+        },
+        rec,
+    )
+    .await;
+    let err = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await.unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+    let events = events_until_closed(&mut rx).await;
+    // No Open; an Error, then Closed.
+    assert_order(&events, false);
+    assert!(matches!(events[0], Event::Error(webchan::Error::Upgrade(_))), "{events:?}");
+}
+
+#[tokio::test]
+async fn messages_sent_before_open_go_out_in_order_after_it() {
+    let addr = serve(Config::default(), |ch: webchan::Channel| async move {
+        // Sent at once, before the upgrade can have completed.
+        let sender = ch.sender();
+        let mut completions = Vec::new();
+        for i in 0..20 {
+            completions.push(sender.try_send(format!("early {i}").into()).unwrap());
+        }
+        assert!(!ch.is_open() || ch.is_open()); // is_open is false until Open; not asserted here
+        for c in completions {
+            c.await.unwrap();
+        }
+        let mut ch = ch;
+        while ch.next().await.is_some() {}
+    })
+    .await;
+    let mut ws = ws_connect(addr, "/").await;
+    for i in 0..20 {
+        assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text(format!("early {i}"))));
+    }
+}
+
+#[tokio::test]
+async fn no_message_before_open_and_one_closed_last_then_the_stream_ends() {
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let mut ws = ws_connect(addr, "/").await;
+    for i in 0..5 {
+        send_text(&mut ws, &i.to_string()).await;
+    }
+    ws.close(None).await.unwrap();
+    let mut ch = next_channel(&mut channels).await;
+    let mut events = Vec::new();
+    while let Some(e) = next_of(&mut ch).await {
+        events.push(e);
+    }
+    assert_order(&events, true);
+    assert_eq!(events.len(), 7, "{events:?}");
+    // The peer closed without a code: 1005.
+    assert_eq!(closed_of(&events), CloseInfo::websocket(1005, ""));
+    // Fused: still None.
+    assert!(ch.next().await.is_none());
+    assert!(!ch.is_open());
+}
+
+#[tokio::test]
+async fn closed_carries_the_peer_code_and_reason() {
+    let (rec, mut rx) = recorder();
+    let addr = serve(Config::default(), rec).await;
+    let mut ws = ws_connect(addr, "/").await;
+    ws.close(Some(CloseFrame { code: 4001u16.into(), reason: "done here".into() })).await.unwrap();
+    let events = events_until_closed(&mut rx).await;
+    assert_order(&events, true);
+    assert_eq!(closed_of(&events), CloseInfo::websocket(4001, "done here"));
+    // The server echoed the close code (RFC 6455 §5.5.1) and then closed TCP.
+    match next_msg(&mut ws).await {
+        Some(WsMessage::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 4001),
+        None => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_1006_with_an_empty_reason() {
+    let (rec, mut rx) = recorder();
+    let addr = serve(Config::default(), rec).await;
+    let ws = ws_connect(addr, "/").await;
+    drop(ws);
+    let events = events_until_closed(&mut rx).await;
+    assert_order(&events, true);
+    assert_eq!(closed_of(&events), CloseInfo::websocket(1006, ""));
+}
+
+#[tokio::test]
+async fn server_close_sends_1000_and_reports_1000() {
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let mut ws = ws_connect(addr, "/").await;
+    let mut ch = next_channel(&mut channels).await;
+    assert!(matches!(next_of(&mut ch).await, Some(Event::Open)));
+    let sender = ch.sender();
+    let closing = tokio::spawn(async move { sender.close().await });
+    match next_msg(&mut ws).await {
+        Some(WsMessage::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 1000),
+        other => panic!("{other:?}"),
+    }
+    // tokio-tungstenite answers the close frame when polled again.
+    assert!(next_msg(&mut ws).await.is_none());
+    tokio::time::timeout(Duration::from_secs(10), closing).await.unwrap().unwrap();
+    match next_of(&mut ch).await {
+        Some(Event::Closed(info)) => assert_eq!(info, CloseInfo::websocket(1000, "")),
+        e => panic!("{e:?}"),
+    }
+    assert!(next_of(&mut ch).await.is_none());
+    assert!(matches!(ch.send("late".into()).await, Err(webchan::Error::Closed)));
+}
+
+#[tokio::test]
+async fn close_with_a_chosen_code_and_reason() {
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let mut ws = ws_connect(addr, "/").await;
+    let mut ch = next_channel(&mut channels).await;
+    let sender = ch.sender();
+    tokio::spawn(async move { sender.close_with(4321, "maintenance").await });
+    match next_msg(&mut ws).await {
+        Some(WsMessage::Close(Some(frame))) => {
+            assert_eq!(u16::from(frame.code), 4321);
+            assert_eq!(frame.reason.as_str(), "maintenance");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(next_msg(&mut ws).await.is_none());
+    let mut last = None;
+    while let Some(e) = next_of(&mut ch).await {
+        last = Some(e);
+    }
+    match last {
+        Some(Event::Closed(info)) => assert_eq!(info, CloseInfo::websocket(4321, "maintenance")),
+        e => panic!("{e:?}"),
+    }
+}
+
+#[tokio::test]
+async fn close_waits_a_bounded_time_for_a_peer_that_never_answers() {
+    let (addr, mut channels) =
+        serve_channels(Config::default().close_timeout(Duration::from_millis(300))).await;
+    let mut raw = RawWs::connect(addr).await;
+    let ch = next_channel(&mut channels).await;
+    let sender = ch.sender();
+    let closing = tokio::spawn(async move { sender.close().await });
+    assert_eq!(raw.read_close().await, Some((1000, String::new())));
+    // We never answer; the server drops the connection after its close timeout.
+    tokio::time::timeout(Duration::from_secs(10), closing).await.expect("close() hung").unwrap();
+    assert!(raw.eof().await);
+}
+
+#[tokio::test]
+async fn every_send_completes_or_fails_when_the_channel_closes_mid_send() {
+    let (addr, mut channels) = serve_channels(Config::default().queue_limit(64 * 1024)).await;
+    // A client that never reads: the server's sends pile up.
+    let mut raw = RawWs::connect(addr).await;
+    let ch = next_channel(&mut channels).await;
+    let sender = ch.sender();
+    let big = vec![7u8; 256 * 1024];
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let sender = sender.clone();
+        let big = big.clone();
+        tasks.push(tokio::spawn(async move { sender.send(big.into()).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Now the client goes away without a close frame.
+    drop(raw);
+    let mut failed = 0;
+    for t in tasks {
+        let result = tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .expect("a send hung after the connection dropped")
+            .unwrap();
+        if let Err(e) = result {
+            assert!(e.is_closed(), "{e}");
+            failed += 1;
+        }
+    }
+    assert!(failed > 0, "16 MiB cannot have gone to a client that never read");
+}
+
+#[tokio::test]
+async fn a_sequence_of_messages_goes_out_in_order_and_later_sends_do_not_overtake() {
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let mut ws = ws_connect(addr, "/").await;
+    let ch = next_channel(&mut channels).await;
+    let sender = ch.sender();
+    let slow = futures::stream::iter(0..5).then(|i| async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Message::from(format!("stream {i}"))
+    });
+    let a = sender.try_send(Message::seq((0..5).map(|i| Message::from(format!("seq {i}"))))).unwrap();
+    let b = sender.try_send(Message::stream(slow)).unwrap();
+    let c = sender.try_send("after".into()).unwrap();
+    for i in 0..5 {
+        assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text(format!("seq {i}"))));
+    }
+    for i in 0..5 {
+        assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text(format!("stream {i}"))));
+    }
+    assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text("after")));
+    a.await.unwrap();
+    b.await.unwrap();
+    c.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_response_head_is_rejected_on_a_websocket_and_the_channel_stays_usable() {
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let mut ws = ws_connect(addr, "/").await;
+    let mut ch = next_channel(&mut channels).await;
+    let head = Message::response(http::StatusCode::OK, http::HeaderMap::new(), "x");
+    let err = ch.send(head).await.unwrap_err();
+    assert!(err.is_invalid_message(), "{err}");
+    ch.send("still fine".into()).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text("still fine")));
+}
+
+#[tokio::test]
+async fn fragmented_messages_are_reassembled() {
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let mut raw = RawWs::connect(addr).await;
+    let mut ch = next_channel(&mut channels).await;
+    assert!(matches!(next_of(&mut ch).await, Some(Event::Open)));
+    raw.frame(0x01, b"frag").await; // text, not final
+    raw.frame(0x89, b"ping in between").await; // a ping between fragments is allowed
+    raw.frame(0x00, b"men").await; // continuation
+    raw.frame(0x80, b"ted").await; // final continuation
+    match next_of(&mut ch).await {
+        Some(Event::Message(Incoming::Text(t))) => assert_eq!(t.as_str(), "fragmented"),
+        e => panic!("{e:?}"),
+    }
+    let (first, payload) = raw.read_frame().await.unwrap();
+    assert_eq!(first, 0x8A, "pong expected");
+    assert_eq!(payload, b"ping in between");
+}
+
+#[tokio::test]
+async fn pings_are_answered_while_the_application_does_not_read() {
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let mut raw = RawWs::connect(addr).await;
+    // The application holds the channel and never polls it.
+    let _ch = next_channel(&mut channels).await;
+    for i in 0..3u8 {
+        raw.frame(0x89, &[i; 4]).await;
+        let (first, payload) = raw.read_frame().await.unwrap();
+        assert_eq!(first, 0x8A);
+        assert_eq!(payload, vec![i; 4]);
+    }
+}
+
+#[tokio::test]
+async fn pings_are_answered_while_the_application_only_sends() {
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let mut ws = ws_connect(addr, "/").await;
+    let ch = next_channel(&mut channels).await;
+    let sender = ch.sender();
+    let sending = tokio::spawn(async move {
+        for i in 0..200 {
+            if sender.send(format!("m{i}").into()).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    ws.send(WsMessage::Ping(vec![1, 2, 3].into())).await.unwrap();
+    let mut got_pong = false;
+    while let Some(m) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap() {
+        if let WsMessage::Pong(p) = m.unwrap() {
+            assert_eq!(&p[..], &[1, 2, 3]);
+            got_pong = true;
+            break;
+        }
+    }
+    assert!(got_pong);
+    sending.abort();
+}
+
+async fn failing_case(config: Config, first: u8, payload: &[u8], code: u16) -> Vec<Event> {
+    let (rec, mut rx) = recorder();
+    let addr = serve(config, rec).await;
+    let mut raw = RawWs::connect(addr).await;
+    assert!(matches!(next_event(&mut rx).await, Event::Open));
+    raw.frame(first, payload).await;
+    let close = raw.read_close().await;
+    assert_eq!(close.map(|c| c.0), Some(code));
+    let events = events_until_closed(&mut rx).await;
+    assert_eq!(closed_of(&events).code, Some(code), "{events:?}");
+    // An error event comes before the close.
+    assert!(events.iter().any(|e| matches!(e, Event::Error(_))), "{events:?}");
+    // And the server keeps serving.
+    let mut ws = ws_connect(addr, "/").await;
+    send_text(&mut ws, "still there?").await;
+    events
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007() {
+    let events = failing_case(Config::default(), 0x81, &[0xff, 0xfe, 0x41], 1007).await;
+    assert!(events.iter().any(|e| matches!(e, Event::Error(webchan::Error::InvalidUtf8))));
+}
+
+#[tokio::test]
+async fn a_reserved_opcode_closes_with_1002() {
+    let events = failing_case(Config::default(), 0x83, b"x", 1002).await;
+    assert!(events.iter().any(|e| matches!(e, Event::Error(webchan::Error::Protocol(_)))));
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_closes_with_1009() {
+    let config = Config::default().max_message_size(1000).max_frame_size(1000);
+    let events = failing_case(config, 0x82, &[0u8; 2000], 1009).await;
+    assert!(events.iter().any(|e| matches!(e, Event::Error(webchan::Error::TooLarge(_)))));
+}
+
+#[tokio::test]
+async fn a_fragmented_message_over_the_limit_closes_with_1009() {
+    let (rec, mut rx) = recorder();
+    let addr = serve(Config::default().max_message_size(1000), rec).await;
+    let mut raw = RawWs::connect(addr).await;
+    // A never-ending fragmented message: it is cut off once over the limit.
+    raw.frame(0x02, &[1u8; 400]).await;
+    for _ in 0..5 {
+        raw.frame(0x00, &[1u8; 400]).await;
+    }
+    assert_eq!(raw.read_close().await.map(|c| c.0), Some(1009));
+    let events = events_until_closed(&mut rx).await;
+    assert_eq!(closed_of(&events).code, Some(1009));
+}
+
+#[tokio::test]
+async fn a_five_mib_file_goes_out_byte_for_byte_in_messages_of_at_most_16_kib() {
+    let path = std::env::temp_dir().join(format!("webchan-ws-file-{}", std::process::id()));
+    let data: Vec<u8> = (0..5 * 1024 * 1024).map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let mut ws = ws_connect(addr, "/").await;
+    let ch = next_channel(&mut channels).await;
+    let sender = ch.sender();
+    let p = path.clone();
+    let sending = tokio::spawn(async move {
+        sender.send(Message::file(p)).await.unwrap();
+        let file = tokio::fs::File::open(std::env::temp_dir().join(format!(
+            "webchan-ws-file-{}",
+            std::process::id()
+        )))
+        .await
+        .unwrap();
+        sender.send(Message::from(file)).await.unwrap();
+        sender.send(Message::reader(&b"reader bytes"[..])).await.unwrap();
+        sender.send("end".into()).await.unwrap();
+    });
+    for _ in 0..2 {
+        let mut got = Vec::with_capacity(data.len());
+        while got.len() < data.len() {
+            match next_msg(&mut ws).await {
+                Some(WsMessage::Binary(b)) => {
+                    assert!(b.len() <= 16 * 1024, "a message of {} bytes", b.len());
+                    assert!(!b.is_empty());
+                    got.extend_from_slice(&b);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(got == data, "file content differs");
+    }
+    assert_eq!(next_msg(&mut ws).await, Some(WsMessage::binary(&b"reader bytes"[..])));
+    assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text("end")));
+    sending.await.unwrap();
+    let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test]
+async fn a_missing_file_fails_that_send_only() {
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let mut ws = ws_connect(addr, "/").await;
+    let ch = next_channel(&mut channels).await;
+    let err = ch.sender().send(Message::file("/nonexistent/webchan")).await.unwrap_err();
+    assert!(matches!(err, webchan::Error::Io(_)), "{err}");
+    ch.sender().send("next".into()).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text("next")));
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_file_ends_the_channel_and_fails_the_send() {
+    let path = std::env::temp_dir().join(format!("webchan-ws-big-{}", std::process::id()));
+    std::fs::write(&path, vec![1u8; 32 * 1024 * 1024]).unwrap();
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let mut ws = ws_connect(addr, "/").await;
+    let mut ch = next_channel(&mut channels).await;
+    let sender = ch.sender();
+    let p = path.clone();
+    let sending = tokio::spawn(async move { sender.send(Message::file(p)).await });
+    // Read a little, then vanish.
+    let _ = next_msg(&mut ws).await;
+    drop(ws);
+    let result = tokio::time::timeout(Duration::from_secs(10), sending).await.unwrap().unwrap();
+    assert!(result.unwrap_err().is_closed());
+    let mut last = None;
+    while let Some(e) = next_of(&mut ch).await {
+        last = Some(e);
+    }
+    assert!(matches!(last, Some(Event::Closed(ref i)) if i.code == Some(1006)), "{last:?}");
+    let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test]
+async fn the_sink_waits_while_the_queue_is_over_its_limit() {
+    let (addr, mut channels) = serve_channels(Config::default().queue_limit(32 * 1024)).await;
+    // A client that never reads.
+    let raw = RawWs::connect(addr).await;
+    let ch = next_channel(&mut channels).await;
+    let mut sender = ch.sender();
+    let chunk = vec![0u8; 16 * 1024];
+    // Feed until poll_ready stays pending: kernel buffers fill, then the queue.
+    let mut fed = 0usize;
+    loop {
+        match tokio::time::timeout(Duration::from_millis(500), sender.feed(chunk.clone().into()))
+            .await
+        {
+            Ok(result) => {
+                result.unwrap();
+                fed += chunk.len();
+                assert!(fed < 256 * 1024 * 1024, "the sink never pushed back");
+            }
+            Err(_) => break,
+        }
+    }
+    // try_send refuses once over the limit, and nothing already queued is lost.
+    let (err, _) = sender.try_send(chunk.clone().into()).unwrap_err();
+    assert!(err.is_queue_full(), "{err}");
+    drop(raw);
+}
+
+#[tokio::test]
+async fn idle_timeout_closes_after_no_traffic_in_either_direction() {
+    let (rec, mut rx) = recorder();
+    let addr = serve(Config::default().timeout(Duration::from_millis(300)), rec).await;
+    let mut ws = ws_connect(addr, "/").await;
+    // Traffic keeps it open.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        send_text(&mut ws, "keepalive").await;
+    }
+    // Then silence: closed with 1000 "idle timeout".
+    let mut close = None;
+    while let Some(m) = next_msg(&mut ws).await {
+        if let WsMessage::Close(f) = m {
+            close = f;
+            break;
+        }
+    }
+    let frame = close.expect("a close frame");
+    assert_eq!(u16::from(frame.code), 1000);
+    assert_eq!(frame.reason.as_str(), "idle timeout");
+    let events = events_until_closed(&mut rx).await;
+    assert_eq!(
+        events.iter().filter(|e| matches!(e, Event::Message(_))).count(),
+        4,
+        "{events:?}"
+    );
+    assert_eq!(closed_of(&events), CloseInfo::websocket(1000, "idle timeout"));
+}
+
+#[tokio::test]
+async fn outgoing_traffic_also_resets_the_idle_timeout() {
+    let (addr, mut channels) = serve_channels(Config::default().timeout(Duration::from_millis(300))).await;
+    let mut ws = ws_connect(addr, "/").await;
+    let ch = next_channel(&mut channels).await;
+    let sender = ch.sender();
+    tokio::spawn(async move {
+        for i in 0..6 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = sender.send(format!("tick {i}").into()).await;
+        }
+    });
+    for i in 0..6 {
+        assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text(format!("tick {i}"))));
+    }
+    match next_msg(&mut ws).await {
+        Some(WsMessage::Close(Some(f))) => assert_eq!(f.reason.as_str(), "idle timeout"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn dropping_every_handle_closes_with_1000() {
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let mut ws = ws_connect(addr, "/").await;
+    let ch = next_channel(&mut channels).await;
+    drop(ch);
+    match next_msg(&mut ws).await {
+        Some(WsMessage::Close(Some(f))) => assert_eq!(u16::from(f.code), 1000),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_channels() {
+    let addr = serve(Config::default(), echo).await;
+    let mut clients = Vec::new();
+    for i in 0..1000 {
+        clients.push(tokio::spawn(async move {
+            let mut ws = ws_connect(addr, "/").await;
+            let text = format!("client {i}");
+            send_text(&mut ws, &text).await;
+            assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text(text)));
+            ws
+        }));
+    }
+    let mut open = Vec::new();
+    for c in clients {
+        open.push(c.await.unwrap());
+    }
+    assert_eq!(open.len(), 1000);
+    for mut ws in open {
+        send_text(&mut ws, "again").await;
+        assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text("again")));
+    }
+}
