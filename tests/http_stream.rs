@@ -1,0 +1,455 @@
+//! HTTP stream channels, end to end over 127.0.0.1 with hyper clients (HTTP/1.1, HTTP/2) and
+//! raw TCP (HTTP/1.0, HEAD, disconnects).
+
+mod support;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::*;
+use webchan::{Channel, CloseInfo, Config, Event, Kind, Message};
+
+fn text_of(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).to_string()
+}
+
+#[tokio::test]
+async fn an_ordinary_request_becomes_an_http_stream_channel() {
+    let (rec, mut rx) = recorder();
+    let addr = serve(Config::default(), move |ch: Channel| {
+        let kind = ch.kind();
+        let path = ch.originating_request().uri.path().to_owned();
+        let agent = ch.originating_request().headers.get("x-test").cloned();
+        let open = ch.is_open();
+        let sender = ch.sender();
+        let f = rec(ch);
+        async move {
+            assert_eq!(kind, Kind::HttpStream);
+            assert_eq!(path, "/stream");
+            assert_eq!(agent.unwrap(), "yes");
+            assert!(open);
+            sender.send("one ".into()).await.unwrap();
+            sender.send("two".into()).await.unwrap();
+            sender.close().await;
+            f.await;
+        }
+    })
+    .await;
+    let mut req = get(addr, "/stream");
+    req.headers_mut().insert("x-test", "yes".parse().unwrap());
+    let response = http1_get(addr, req).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["transfer-encoding"], "chunked");
+    assert_eq!(&response.body()[..], b"one two");
+    let events = events_until_closed(&mut rx).await;
+    assert!(matches!(events[0], Event::Open));
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(matches!(&events[1], Event::Closed(info) if *info == CloseInfo::http()), "{events:?}");
+}
+
+#[tokio::test]
+async fn the_head_waits_for_the_first_send_so_a_response_head_sets_status_and_headers() {
+    let addr = serve_with(
+        Config::default(),
+        |mut reply| {
+            reply.headers_mut().insert("x-handler", "kept".parse().unwrap());
+            reply.headers_mut().insert("content-type", "text/plain".parse().unwrap());
+            reply
+        },
+        |ch: Channel| async move {
+            let sender = ch.sender();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut headers = http::HeaderMap::new();
+            headers.insert("content-type", "application/x-custom".parse().unwrap());
+            sender
+                .send(Message::response(http::StatusCode::CREATED, headers, "first"))
+                .await
+                .unwrap();
+            // A second head is refused; the channel stays usable.
+            let err = sender
+                .send(Message::response(http::StatusCode::OK, http::HeaderMap::new(), "x"))
+                .await
+                .unwrap_err();
+            assert!(err.is_invalid_message(), "{err}");
+            sender.send(" second".into()).await.unwrap();
+            sender.close().await;
+        },
+    )
+    .await;
+    let response = http1_get(addr, get(addr, "/")).await;
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["x-handler"], "kept");
+    assert_eq!(response.headers()["content-type"], "application/x-custom");
+    assert_eq!(&response.body()[..], b"first second");
+}
+
+#[tokio::test]
+async fn a_first_send_that_closes_gives_a_content_length_response() {
+    let addr = serve(Config::default(), |ch: Channel| async move {
+        ch.sender().send_and_close("whole body".into()).await.unwrap();
+    })
+    .await;
+    let response = http1_get(addr, get(addr, "/")).await;
+    assert_eq!(response.headers()["content-length"], "10");
+    assert!(response.headers().get("transfer-encoding").is_none());
+    assert_eq!(&response.body()[..], b"whole body");
+}
+
+#[tokio::test]
+async fn an_empty_first_send_that_closes_gives_content_length_zero() {
+    let addr = serve(Config::default(), |ch: Channel| async move {
+        ch.sender().send_and_close("".into()).await.unwrap();
+    })
+    .await;
+    let response = http1_get(addr, get(addr, "/")).await;
+    assert_eq!(response.headers()["content-length"], "0");
+    assert!(response.body().is_empty());
+}
+
+#[tokio::test]
+async fn a_response_head_with_close_gives_an_ordinary_response() {
+    let addr = serve(Config::default(), |ch: Channel| async move {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-a", "b".parse().unwrap());
+        let head = Message::response(http::StatusCode::NOT_FOUND, headers, "nope");
+        ch.sender().send_and_close(head).await.unwrap();
+    })
+    .await;
+    let response = http1_get(addr, get(addr, "/")).await;
+    assert_eq!(response.status(), 404);
+    assert_eq!(response.headers()["x-a"], "b");
+    assert_eq!(response.headers()["content-length"], "4");
+    assert_eq!(&response.body()[..], b"nope");
+}
+
+#[tokio::test]
+async fn closing_with_no_send_gives_an_empty_response_with_the_handlers_status_and_headers() {
+    let addr = serve_with(
+        Config::default(),
+        |mut reply| {
+            *reply.status_mut() = http::StatusCode::ACCEPTED;
+            reply.headers_mut().insert("set-cookie", "a=1".parse().unwrap());
+            reply
+        },
+        |ch: Channel| async move { ch.close().await },
+    )
+    .await;
+    let response = http1_get(addr, get(addr, "/")).await;
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.headers()["set-cookie"], "a=1");
+    assert!(response.body().is_empty());
+}
+
+#[tokio::test]
+async fn http_1_0_gets_a_body_that_ends_at_connection_close() {
+    let addr = serve(Config::default(), |ch: Channel| async move {
+        let s = ch.sender();
+        s.send("line 1\n".into()).await.unwrap();
+        s.send("line 2\n".into()).await.unwrap();
+        s.close().await;
+    })
+    .await;
+    let out = raw_http(addr, b"GET /old HTTP/1.0\r\nHost: x\r\n\r\n").await;
+    let text = text_of(&out);
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+    assert!(!text.to_ascii_lowercase().contains("transfer-encoding"), "{text}");
+    assert!(text.ends_with("\r\n\r\nline 1\nline 2\n"), "{text}");
+}
+
+#[tokio::test]
+async fn http_2_streams_work_the_same() {
+    let (rec, mut rx) = recorder();
+    let addr = serve(Config::default(), move |ch: Channel| {
+        let s = ch.sender();
+        let version = ch.originating_request().version;
+        let f = rec(ch);
+        async move {
+            assert_eq!(version, http::Version::HTTP_2);
+            for i in 0..3 {
+                s.send(format!("chunk {i};").into()).await.unwrap();
+            }
+            s.close().await;
+            f.await;
+        }
+    })
+    .await;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let response = sender.send_request(get(addr, "/h2")).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"chunk 0;chunk 1;chunk 2;");
+    let events = events_until_closed(&mut rx).await;
+    assert!(matches!(events.last(), Some(Event::Closed(i)) if i.code.is_none()));
+}
+
+#[tokio::test]
+async fn text_is_encoded_in_the_charset_of_the_content_type() {
+    let addr = serve_with(
+        Config::default(),
+        |mut reply| {
+            reply.headers_mut().insert("content-type", "text/plain; charset=ISO-8859-1".parse().unwrap());
+            reply
+        },
+        |ch: Channel| async move {
+            let s = ch.sender();
+            s.send("café ".into()).await.unwrap();
+            s.send("€".into()).await.unwrap();
+            s.close().await;
+        },
+    )
+    .await;
+    let response = http1_get(addr, get(addr, "/")).await;
+    // é is 0xE9 in ISO-8859-1; € does not exist there and becomes '?'.
+    assert_eq!(&response.body()[..], &[b'c', b'a', b'f', 0xE9, b' ', b'?']);
+}
+
+#[tokio::test]
+async fn a_first_response_head_can_choose_the_charset() {
+    let addr = serve(Config::default(), |ch: Channel| async move {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("content-type", "text/plain; charset=Shift_JIS".parse().unwrap());
+        ch.sender()
+            .send_and_close(Message::response(http::StatusCode::OK, headers, "日本"))
+            .await
+            .unwrap();
+    })
+    .await;
+    let response = http1_get(addr, get(addr, "/")).await;
+    assert_eq!(&response.body()[..], &[0x93, 0xFA, 0x96, 0x7B]);
+    assert_eq!(response.headers()["content-length"], "4");
+}
+
+#[tokio::test]
+async fn without_a_charset_text_is_utf8() {
+    let addr = serve(Config::default(), |ch: Channel| async move {
+        ch.sender().send_and_close("é€".into()).await.unwrap();
+    })
+    .await;
+    let response = http1_get(addr, get(addr, "/")).await;
+    assert_eq!(&response.body()[..], "é€".as_bytes());
+}
+
+#[tokio::test]
+async fn an_unknown_charset_fails_the_send_and_the_channel_stays_usable() {
+    let addr = serve_with(
+        Config::default(),
+        |mut reply| {
+            reply.headers_mut().insert("content-type", "text/plain; charset=klingon".parse().unwrap());
+            reply
+        },
+        |ch: Channel| async move {
+            let s = ch.sender();
+            s.send(Message::from(b"bin ".to_vec())).await.unwrap();
+            let err = s.send("text".into()).await.unwrap_err();
+            assert!(matches!(err, webchan::Error::UnknownCharset(ref l) if l == "klingon"), "{err}");
+            s.send(Message::from(b"more".to_vec())).await.unwrap();
+            s.close().await;
+        },
+    )
+    .await;
+    let response = http1_get(addr, get(addr, "/")).await;
+    assert_eq!(&response.body()[..], b"bin more");
+}
+
+#[tokio::test]
+async fn a_head_request_closes_after_the_first_send_and_gets_no_body() {
+    let (rec, mut rx) = recorder();
+    let addr = serve(Config::default(), move |ch: Channel| {
+        let s = ch.sender();
+        let f = rec(ch);
+        async move {
+            s.send("twelve bytes".into()).await.unwrap();
+            assert!(s.send("more".into()).await.unwrap_err().is_closed());
+            f.await;
+        }
+    })
+    .await;
+    let out = raw_http(addr, b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let text = text_of(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("content-length: 12"), "{text}");
+    assert!(text.ends_with("\r\n\r\n"), "no body after the head: {text}");
+    let events = events_until_closed(&mut rx).await;
+    assert!(matches!(events.last(), Some(Event::Closed(_))));
+}
+
+#[tokio::test]
+async fn a_five_mib_file_goes_out_byte_for_byte() {
+    let path = std::env::temp_dir().join(format!("webchan-http-file-{}", std::process::id()));
+    let data: Vec<u8> =
+        (0..5 * 1024 * 1024).map(|i: u32| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    let p = path.clone();
+    let addr = serve(Config::default(), move |ch: Channel| {
+        let p = p.clone();
+        async move {
+            let s = ch.sender();
+            s.send(Message::file(p)).await.unwrap();
+            s.close().await;
+        }
+    })
+    .await;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let response = sender.send_request(get(addr, "/")).await.unwrap();
+    let mut body = response.into_body();
+    let mut got = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.unwrap();
+        if let Some(chunk) = frame.data_ref() {
+            got.extend_from_slice(chunk);
+        }
+    }
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "file content differs");
+    let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_ends_the_channel_at_the_latest_at_the_next_send() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let addr = serve(Config::default(), move |mut ch: Channel| {
+        let tx = tx.clone();
+        async move {
+            let s = ch.sender();
+            s.send("first".into()).await.unwrap();
+            let _ = tx.send("sent first".to_owned());
+            let mut failed = false;
+            for _ in 0..200 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if s.send("tick\n".into()).await.is_err() {
+                    failed = true;
+                    break;
+                }
+            }
+            assert!(!s.is_open());
+            let _ = tx.send(format!("send failed: {failed}"));
+            let mut last = None;
+            while let Some(e) = ch.next().await {
+                last = Some(e);
+            }
+            let _ = tx.send(format!("{last:?}"));
+        }
+    })
+    .await;
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 256];
+        let _ = tcp.read(&mut buf).await.unwrap();
+    } // dropped
+    async fn wait(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap()
+    }
+    assert_eq!(wait(&mut rx).await, "sent first");
+    assert_eq!(wait(&mut rx).await, "send failed: true");
+    assert_eq!(wait(&mut rx).await, "Some(Closed(CloseInfo { code: None, reason: None }))");
+}
+
+#[tokio::test]
+async fn the_timeout_ends_the_stream_that_long_after_open_with_a_complete_response() {
+    let (rec, mut rx) = recorder();
+    let addr = serve(Config::default().timeout(Duration::from_millis(400)), move |ch: Channel| {
+        let s = ch.sender();
+        let f = rec(ch);
+        async move {
+            tokio::spawn(async move {
+                // Constant traffic does not keep it open.
+                while s.send("x".into()).await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            });
+            f.await;
+        }
+    })
+    .await;
+    let started = std::time::Instant::now();
+    // http1_get fails the test if the body is not complete (a chunked body with its end).
+    let response = http1_get(addr, get(addr, "/")).await;
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert!(!response.body().is_empty());
+    assert!(response.body().iter().all(|b| *b == b'x'));
+    let events = events_until_closed(&mut rx).await;
+    assert!(matches!(events.last(), Some(Event::Closed(i)) if i.code.is_none()));
+}
+
+#[tokio::test]
+async fn the_timeout_also_ends_a_stream_that_never_sent() {
+    let addr = serve(Config::default().timeout(Duration::from_millis(200)), |ch: Channel| async move {
+        // Holds the channel, sends nothing.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        drop(ch);
+    })
+    .await;
+    let response = http1_get(addr, get(addr, "/")).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.body().is_empty());
+}
+
+#[tokio::test]
+async fn a_sequence_and_a_reader_stream_in_order() {
+    let addr = serve(Config::default(), |ch: Channel| async move {
+        let s = ch.sender();
+        let a = s.try_send(Message::seq(vec!["a".into(), Message::from(b"b".to_vec()), "c".into()])).unwrap();
+        let b = s.try_send(Message::reader(&b"-reader-"[..])).unwrap();
+        let c = s.try_send("z".into()).unwrap();
+        a.await.unwrap();
+        b.await.unwrap();
+        c.await.unwrap();
+        s.close().await;
+    })
+    .await;
+    let response = http1_get(addr, get(addr, "/")).await;
+    assert_eq!(&response.body()[..], b"abc-reader-z");
+}
+
+#[tokio::test]
+async fn send_on_a_closed_channel_fails_with_closed() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let addr = serve(Config::default(), move |ch: Channel| {
+        let tx = tx.clone();
+        async move {
+            ch.sender().send_and_close("bye".into()).await.unwrap();
+            let r = ch.sender().send("late".into()).await;
+            let (e, _) = ch.sender().try_send("late".into()).unwrap_err();
+            let _ = tx.send((r.unwrap_err().is_closed(), e.is_closed(), ch.is_open()));
+        }
+    })
+    .await;
+    let response = http1_get(addr, get(addr, "/")).await;
+    assert_eq!(&response.body()[..], b"bye");
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+    assert_eq!(got, (true, true, false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_streams() {
+    let addr = serve(Config::default(), |ch: Channel| async move {
+        let s = ch.sender();
+        let path = ch.originating_request().uri.path().to_owned();
+        s.send(path.into()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.send(" done".into()).await.unwrap();
+        s.close().await;
+    })
+    .await;
+    let mut tasks = Vec::new();
+    for i in 0..1000 {
+        tasks.push(tokio::spawn(async move {
+            let r = http1_get(addr, get(addr, &format!("/{i}"))).await;
+            assert_eq!(text_of(r.body()), format!("/{i} done"));
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
