@@ -275,7 +275,11 @@ impl Sender {
         self.try_send_inner(message, true)
     }
 
-    fn try_send_inner(&self, message: Message, close: bool) -> Result<Completion, (Error, Message)> {
+    fn try_send_inner(
+        &self,
+        message: Message,
+        close: bool,
+    ) -> Result<Completion, (Error, Message)> {
         let seq = self.shared.enqueue(message, true, close, true)?;
         Ok(Completion { shared: Arc::clone(&self.shared), seq, finished: false })
     }

@@ -53,15 +53,13 @@ pub enum Message {
     Binary(Bytes),
     /// The content of the file at this path, opened when its turn comes.
     Path(PathBuf),
-    /// The content of an open file, from its current position.
-    File(tokio::fs::File),
     /// Everything an [`AsyncRead`] yields, until its end.
     Reader(Pin<Box<dyn AsyncRead + Send>>),
     /// Each message of a stream (or iterator, see [`Message::seq`]), in order.
-    Seq(Pin<Box<dyn Stream<Item = Message> + Send>>),
+    Seq(Pin<Box<dyn Stream<Item = Self> + Send>>),
     /// An HTTP stream's response head and its first body message: only valid as the first
     /// message of an HTTP stream.
-    Response(ResponseHead),
+    Response(Box<ResponseHead>),
 }
 
 /// The head of an HTTP stream's response, sent as its first message
@@ -93,24 +91,24 @@ impl Message {
     /// A sequence of messages from an iterator, each sent in turn.
     pub fn seq<I>(items: I) -> Self
     where
-        I: IntoIterator<Item = Message>,
+        I: IntoIterator<Item = Self>,
         I::IntoIter: Send + 'static,
     {
         Self::Seq(Box::pin(futures_util::stream::iter(items)))
     }
 
     /// A sequence of messages from a stream, each sent in turn as the stream yields it.
-    pub fn stream(items: impl Stream<Item = Message> + Send + 'static) -> Self {
+    pub fn stream(items: impl Stream<Item = Self> + Send + 'static) -> Self {
         Self::Seq(Box::pin(items))
     }
 
     /// A response head for the first send of an HTTP stream.
-    pub fn response(status: StatusCode, headers: HeaderMap, body: impl Into<Message>) -> Self {
-        Self::Response(ResponseHead {
+    pub fn response(status: StatusCode, headers: HeaderMap, body: impl Into<Self>) -> Self {
+        Self::Response(Box::new(ResponseHead {
             status: Some(status),
             headers,
             body: Some(Box::new(body.into())),
-        })
+        }))
     }
 
     /// The bytes this message holds in memory, for the queue's byte limit. Files, readers and
@@ -120,7 +118,7 @@ impl Message {
             Self::Text(s) => s.len(),
             Self::Binary(b) => b.len(),
             Self::Response(head) => head.body.as_ref().map_or(0, |b| b.queued_size()),
-            Self::Path(_) | Self::File(_) | Self::Reader(_) | Self::Seq(_) => CHUNK_SIZE,
+            Self::Path(_) | Self::Reader(_) | Self::Seq(_) => CHUNK_SIZE,
         }
     }
 }
@@ -131,7 +129,6 @@ impl fmt::Debug for Message {
             Self::Text(s) => f.debug_tuple("Text").field(s).finish(),
             Self::Binary(b) => f.debug_tuple("Binary").field(&b.len()).finish(),
             Self::Path(p) => f.debug_tuple("Path").field(p).finish(),
-            Self::File(_) => f.write_str("File"),
             Self::Reader(_) => f.write_str("Reader"),
             Self::Seq(_) => f.write_str("Seq"),
             Self::Response(head) => f.debug_tuple("Response").field(head).finish(),
@@ -169,9 +166,10 @@ impl From<&'static [u8]> for Message {
     }
 }
 
+/// An open file is sent from its current position to its end, like any reader.
 impl From<tokio::fs::File> for Message {
     fn from(f: tokio::fs::File) -> Self {
-        Self::File(f)
+        Self::Reader(Box::pin(f))
     }
 }
 
@@ -224,7 +222,6 @@ impl Pump {
             Message::Text(s) => Source::One(Some(Piece::Text(s))),
             Message::Binary(b) => Source::One(Some(Piece::Binary(b))),
             Message::Path(p) => Source::Opening(Box::pin(tokio::fs::File::open(p))),
-            Message::File(f) => Source::Reader(Box::pin(f)),
             Message::Reader(r) => Source::Reader(r),
             Message::Seq(s) => Source::Seq(s),
             Message::Response(_) => {
@@ -238,7 +235,21 @@ impl Pump {
     }
 
     /// The next piece; `None` once the message is sent whole. An error ends the message.
+    ///
+    /// Readers and streams are user code: a panic in one is caught and fails this message
+    /// with [`Error::Panicked`], and the connection goes on.
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Piece, Error>>> {
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.poll_inner(cx)));
+        match polled {
+            Ok(poll) => poll,
+            Err(payload) => {
+                tracing::warn!("a message source panicked; that send fails");
+                self.fail(Error::panicked(&*payload))
+            }
+        }
+    }
+
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Piece, Error>>> {
         loop {
             let Some(top) = self.stack.last_mut() else { return Poll::Ready(None) };
             match top {

@@ -361,7 +361,8 @@ impl Future for Reply {
             ReplyState::Ready(shared) => {
                 if this.status != StatusCode::SWITCHING_PROTOCOLS {
                     // The handler chose another answer: no upgrade.
-                    for name in [header::UPGRADE, header::CONNECTION, header::SEC_WEBSOCKET_ACCEPT] {
+                    for name in [header::UPGRADE, header::CONNECTION, header::SEC_WEBSOCKET_ACCEPT]
+                    {
                         this.headers.remove(name);
                     }
                     shared.refuse_upgrade(this.status);
@@ -373,7 +374,8 @@ impl Future for Reply {
                 Poll::Ready(response)
             }
             ReplyState::Stream(head) => {
-                let response = std::task::ready!(head.poll_head(cx, this.status, &mut this.headers));
+                let response =
+                    std::task::ready!(head.poll_head(cx, this.status, &mut this.headers));
                 this.state = ReplyState::Done;
                 Poll::Ready(response)
             }

@@ -39,7 +39,9 @@ enum Inner {
 impl fmt::Debug for Body {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.inner {
-            Inner::Full(b) => f.debug_tuple("Body::Full").field(&b.as_ref().map(Bytes::len)).finish(),
+            Inner::Full(b) => {
+                f.debug_tuple("Body::Full").field(&b.as_ref().map(Bytes::len)).finish()
+            }
             Inner::Stream(_) => f.write_str("Body::Stream"),
         }
     }
@@ -134,10 +136,12 @@ impl StreamHead {
                 }
                 Some(Queued { item: Item::Send(_), .. }) => {
                     // Unwrap a response head; the item keeps its place and number.
-                    if let Some(Queued { item: Item::Send(m @ Message::Response(_)), size, .. }) =
-                        q.front_mut()
+                    if let Some(Queued {
+                        item: Item::Send(m @ Message::Response(_)), size, ..
+                    }) = q.front_mut()
                     {
-                        let Message::Response(head) = std::mem::replace(m, Message::Text(String::new()))
+                        let Message::Response(head) =
+                            std::mem::replace(m, Message::Text(String::new()))
                         else {
                             unreachable!("matched as a response head just above")
                         };
@@ -157,11 +161,14 @@ impl StreamHead {
                         *m = head.body.map_or(Message::Binary(Bytes::new()), |b| *b);
                         *size = m.queued_size();
                     }
-                    let closes_after = is_head
-                        || matches!(q.get(1), Some(Queued { item: Item::Close(..), .. }));
+                    let closes_after =
+                        is_head || matches!(q.get(1), Some(Queued { item: Item::Close(..), .. }));
                     let simple = matches!(
                         q.front(),
-                        Some(Queued { item: Item::Send(Message::Text(_) | Message::Binary(_)), .. })
+                        Some(Queued {
+                            item: Item::Send(Message::Text(_) | Message::Binary(_)),
+                            ..
+                        })
                     );
                     if closes_after && simple {
                         let first = q.pop_front().expect("front checked above");
@@ -177,6 +184,9 @@ impl StreamHead {
             }
         });
         let charset = Charset::from_content_type(headers.get(header::CONTENT_TYPE));
+        if let Ok(c) = charset {
+            tracing::trace!(charset = c.name(), "http stream head is due");
+        }
         let (body, close) = match first {
             First::Nothing => {
                 self.shared.register_transport(cx);

@@ -62,8 +62,9 @@ pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
         .write_buffer_size(64 * 1024)
         .max_message_size(Some(config.max_message_size))
         .max_frame_size(Some(config.max_frame_size));
-    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
-        .await;
+    let ws =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
+            .await;
     shared.open();
     let timeout = shared.config.timeout;
     let mut conn = Conn {
@@ -84,6 +85,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
         abnormal: false,
         terminate: false,
         close_timer: None,
+        finished: false,
         idle: (!timeout.is_zero()).then(|| Idle {
             timeout,
             last: Instant::now(),
@@ -131,6 +133,19 @@ struct Conn {
     terminate: bool,
     close_timer: Option<Pin<Box<Sleep>>>,
     idle: Option<Idle>,
+    /// `Closed` was reported.
+    finished: bool,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if !self.finished {
+            // The task was cancelled (runtime shutting down) or a panic unwinds through it:
+            // still give the channel its `Closed` and fail what is queued.
+            self.abnormal = true;
+            self.finish();
+        }
+    }
 }
 
 impl Conn {
@@ -196,7 +211,9 @@ impl Conn {
                         WsMessage::Text(t) => {
                             self.events.push(Event::Message(Incoming::Text(Text(t))));
                         }
-                        WsMessage::Binary(b) => self.events.push(Event::Message(Incoming::Binary(b))),
+                        WsMessage::Binary(b) => {
+                            self.events.push(Event::Message(Incoming::Binary(b)))
+                        }
                         // tungstenite queued the pong; the flush below sends it.
                         WsMessage::Ping(_) => self.needs_flush = true,
                         WsMessage::Pong(_) | WsMessage::Frame(_) => {}
@@ -309,15 +326,16 @@ impl Conn {
                     Some(Queued { seq, item: Item::Close(code, reason), .. }) => {
                         self.start_close(code, reason, seq);
                     }
-                    Some(Queued { seq, size, item: Item::Send(message) }) => match Pump::new(message)
-                    {
-                        Ok(pump) => self.current = Some((seq, size, pump)),
-                        Err(e) => {
-                            self.failures.push((seq, e));
-                            self.fed_upto = seq;
-                            self.fed_bytes += size;
+                    Some(Queued { seq, size, item: Item::Send(message) }) => {
+                        match Pump::new(message) {
+                            Ok(pump) => self.current = Some((seq, size, pump)),
+                            Err(e) => {
+                                self.failures.push((seq, e));
+                                self.fed_upto = seq;
+                                self.fed_bytes += size;
+                            }
                         }
-                    },
+                    }
                 }
                 continue;
             };
@@ -388,6 +406,7 @@ impl Conn {
     }
 
     fn finish(&mut self) {
+        self.finished = true;
         if !self.needs_flush && !self.abnormal {
             self.report();
         }

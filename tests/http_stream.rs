@@ -194,7 +194,9 @@ async fn text_is_encoded_in_the_charset_of_the_content_type() {
     let addr = serve_with(
         Config::default(),
         |mut reply| {
-            reply.headers_mut().insert("content-type", "text/plain; charset=ISO-8859-1".parse().unwrap());
+            reply
+                .headers_mut()
+                .insert("content-type", "text/plain; charset=ISO-8859-1".parse().unwrap());
             reply
         },
         |ch: Channel| async move {
@@ -241,14 +243,19 @@ async fn an_unknown_charset_fails_the_send_and_the_channel_stays_usable() {
     let addr = serve_with(
         Config::default(),
         |mut reply| {
-            reply.headers_mut().insert("content-type", "text/plain; charset=klingon".parse().unwrap());
+            reply
+                .headers_mut()
+                .insert("content-type", "text/plain; charset=klingon".parse().unwrap());
             reply
         },
         |ch: Channel| async move {
             let s = ch.sender();
             s.send(Message::from(b"bin ".to_vec())).await.unwrap();
             let err = s.send("text".into()).await.unwrap_err();
-            assert!(matches!(err, webchan::Error::UnknownCharset(ref l) if l == "klingon"), "{err}");
+            assert!(
+                matches!(err, webchan::Error::UnknownCharset(ref l) if l == "klingon"),
+                "{err}"
+            );
             s.send(Message::from(b"more".to_vec())).await.unwrap();
             s.close().await;
         },
@@ -297,7 +304,8 @@ async fn a_five_mib_file_goes_out_byte_for_byte() {
     })
     .await;
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
     tokio::spawn(conn);
     let response = sender.send_request(get(addr, "/")).await.unwrap();
     let mut body = response.into_body();
@@ -384,12 +392,13 @@ async fn the_timeout_ends_the_stream_that_long_after_open_with_a_complete_respon
 
 #[tokio::test]
 async fn the_timeout_also_ends_a_stream_that_never_sent() {
-    let addr = serve(Config::default().timeout(Duration::from_millis(200)), |ch: Channel| async move {
-        // Holds the channel, sends nothing.
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        drop(ch);
-    })
-    .await;
+    let addr =
+        serve(Config::default().timeout(Duration::from_millis(200)), |ch: Channel| async move {
+            // Holds the channel, sends nothing.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            drop(ch);
+        })
+        .await;
     let response = http1_get(addr, get(addr, "/")).await;
     assert_eq!(response.status(), 200);
     assert!(response.body().is_empty());
@@ -399,7 +408,9 @@ async fn the_timeout_also_ends_a_stream_that_never_sent() {
 async fn a_sequence_and_a_reader_stream_in_order() {
     let addr = serve(Config::default(), |ch: Channel| async move {
         let s = ch.sender();
-        let a = s.try_send(Message::seq(vec!["a".into(), Message::from(b"b".to_vec()), "c".into()])).unwrap();
+        let a = s
+            .try_send(Message::seq(vec!["a".into(), Message::from(b"b".to_vec()), "c".into()]))
+            .unwrap();
         let b = s.try_send(Message::reader(&b"-reader-"[..])).unwrap();
         let c = s.try_send("z".into()).unwrap();
         a.await.unwrap();

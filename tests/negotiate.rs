@@ -12,7 +12,11 @@ const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
 /// Sends `request` with the given header lines; returns (status line, full response text), and
 /// the number of channels the server made.
-async fn exchange(method: &str, version: &str, headers: &[(&str, &str)]) -> (String, String, usize) {
+async fn exchange(
+    method: &str,
+    version: &str,
+    headers: &[(&str, &str)],
+) -> (String, String, usize) {
     let (addr, mut channels) = serve_channels(Config::default()).await;
     let made = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = std::sync::Arc::clone(&made);
@@ -27,34 +31,40 @@ async fn exchange(method: &str, version: &str, headers: &[(&str, &str)]) -> (Str
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("Connection-Close-Marker: 1\r\n\r\n");
-    let text = String::from_utf8_lossy(&tokio::time::timeout(Duration::from_secs(10), async {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        tcp.write_all(req.as_bytes()).await.unwrap();
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        // Read until the end of the (Content-Length delimited) response.
-        loop {
-            let n = tcp.read(&mut buf).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&buf[..n]);
-            let s = String::from_utf8_lossy(&out).to_string();
-            if let Some(pos) = s.find("\r\n\r\n") {
-                let len = s[..pos]
-                    .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse::<usize>().unwrap()))
-                    .unwrap_or(0);
-                if out.len() >= pos + 4 + len {
+    let text = String::from_utf8_lossy(
+        &tokio::time::timeout(Duration::from_secs(10), async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(req.as_bytes()).await.unwrap();
+            let mut out = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Read until the end of the (Content-Length delimited) response.
+            loop {
+                let n = tcp.read(&mut buf).await.unwrap();
+                if n == 0 {
                     break;
                 }
+                out.extend_from_slice(&buf[..n]);
+                let s = String::from_utf8_lossy(&out).to_string();
+                if let Some(pos) = s.find("\r\n\r\n") {
+                    let len = s[..pos]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if out.len() >= pos + 4 + len {
+                        break;
+                    }
+                }
             }
-        }
-        out
-    })
-    .await
-    .unwrap())
+            out
+        })
+        .await
+        .unwrap(),
+    )
     .to_string();
     let status = text.lines().next().unwrap_or_default().to_owned();
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -84,7 +94,10 @@ fn with(name: &'static str, value: &'static str) -> Vec<(&'static str, &'static 
 async fn a_valid_upgrade_gets_101_with_the_accept_key() {
     let (status, text, made) = exchange("GET", "HTTP/1.1", &base()).await;
     assert!(status.starts_with("HTTP/1.1 101"), "{text}");
-    assert!(text.to_ascii_lowercase().contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{text}"
+    );
     assert_eq!(made, 1);
 }
 
@@ -108,7 +121,13 @@ async fn no_upgrade_header_is_an_http_stream() {
     assert_eq!(made, 1);
 }
 
-async fn rejected(headers: &[(&str, &str)], method: &str, version: &str, code: u16, why: &str) -> String {
+async fn rejected(
+    headers: &[(&str, &str)],
+    method: &str,
+    version: &str,
+    code: u16,
+    why: &str,
+) -> String {
     let (status, text, made) = exchange(method, version, headers).await;
     assert!(status.contains(&format!(" {code} ")), "expected {code}: {text}");
     assert!(text.contains(why), "expected the reason {why:?} in: {text}");
@@ -118,13 +137,22 @@ async fn rejected(headers: &[(&str, &str)], method: &str, version: &str, code: u
 
 #[tokio::test]
 async fn a_missing_key_is_400() {
-    rejected(&without("Sec-WebSocket-Key"), "GET", "HTTP/1.1", 400, "needs a Sec-WebSocket-Key").await;
+    rejected(&without("Sec-WebSocket-Key"), "GET", "HTTP/1.1", 400, "needs a Sec-WebSocket-Key")
+        .await;
 }
 
 #[tokio::test]
 async fn a_key_of_the_wrong_length_is_400() {
-    rejected(&with("Sec-WebSocket-Key", "c2hvcnQ="), "GET", "HTTP/1.1", 400, "16 bytes in base64").await;
-    rejected(&with("Sec-WebSocket-Key", "!!!!!!!!!!!!!!!!!!!!!!=="), "GET", "HTTP/1.1", 400, "16 bytes").await;
+    rejected(&with("Sec-WebSocket-Key", "c2hvcnQ="), "GET", "HTTP/1.1", 400, "16 bytes in base64")
+        .await;
+    rejected(
+        &with("Sec-WebSocket-Key", "!!!!!!!!!!!!!!!!!!!!!!=="),
+        "GET",
+        "HTTP/1.1",
+        400,
+        "16 bytes",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -136,13 +164,15 @@ async fn a_duplicate_key_is_400() {
 
 #[tokio::test]
 async fn version_8_is_426_with_the_supported_version() {
-    let text = rejected(&with("Sec-WebSocket-Version", "8"), "GET", "HTTP/1.1", 426, "only 13").await;
+    let text =
+        rejected(&with("Sec-WebSocket-Version", "8"), "GET", "HTTP/1.1", 426, "only 13").await;
     assert!(text.to_ascii_lowercase().contains("sec-websocket-version: 13"), "{text}");
 }
 
 #[tokio::test]
 async fn a_missing_version_is_426() {
-    let text = rejected(&without("Sec-WebSocket-Version"), "GET", "HTTP/1.1", 426, "Version: 13").await;
+    let text =
+        rejected(&without("Sec-WebSocket-Version"), "GET", "HTTP/1.1", 426, "Version: 13").await;
     assert!(text.to_ascii_lowercase().contains("sec-websocket-version: 13"), "{text}");
 }
 
@@ -165,10 +195,8 @@ async fn an_http_1_0_upgrade_is_400() {
 #[tokio::test]
 async fn the_server_keeps_serving_after_rejections() {
     let (addr, _channels) = serve_channels(Config::default()).await;
-    let bad = format!(
-        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\
-         Sec-WebSocket-Version: 13\r\nConnection: close\r\n\r\n"
-    );
+    let bad = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nConnection: close\r\n\r\n";
     for _ in 0..5 {
         let out = raw_http(addr, bad.as_bytes()).await;
         assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 400"));

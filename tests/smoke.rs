@@ -37,9 +37,17 @@ async fn ws_events() {
         Event::Message(Incoming::Text(t)) => assert_eq!(t, "yo"),
         e => panic!("{e:?}"),
     }
-    ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame { code: 4000u16.into(), reason: "bye".into() })).await.unwrap();
+    ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: 4000u16.into(),
+        reason: "bye".into(),
+    }))
+    .await
+    .unwrap();
     match next_event(&mut rx).await {
-        Event::Closed(info) => { assert_eq!(info.code, Some(4000)); assert_eq!(info.reason.as_deref(), Some("bye")); }
+        Event::Closed(info) => {
+            assert_eq!(info.code, Some(4000));
+            assert_eq!(info.reason.as_deref(), Some("bye"));
+        }
         e => panic!("{e:?}"),
     }
 }

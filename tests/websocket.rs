@@ -243,7 +243,7 @@ async fn close_waits_a_bounded_time_for_a_peer_that_never_answers() {
 async fn every_send_completes_or_fails_when_the_channel_closes_mid_send() {
     let (addr, mut channels) = serve_channels(Config::default().queue_limit(64 * 1024)).await;
     // A client that never reads: the server's sends pile up.
-    let mut raw = RawWs::connect(addr).await;
+    let raw = RawWs::connect(addr).await;
     let ch = next_channel(&mut channels).await;
     let sender = ch.sender();
     let big = vec![7u8; 256 * 1024];
@@ -280,7 +280,8 @@ async fn a_sequence_of_messages_goes_out_in_order_and_later_sends_do_not_overtak
         tokio::time::sleep(Duration::from_millis(20)).await;
         Message::from(format!("stream {i}"))
     });
-    let a = sender.try_send(Message::seq((0..5).map(|i| Message::from(format!("seq {i}"))))).unwrap();
+    let a =
+        sender.try_send(Message::seq((0..5).map(|i| Message::from(format!("seq {i}"))))).unwrap();
     let b = sender.try_send(Message::stream(slow)).unwrap();
     let c = sender.try_send("after".into()).unwrap();
     for i in 0..5 {
@@ -422,7 +423,8 @@ async fn a_fragmented_message_over_the_limit_closes_with_1009() {
 #[tokio::test]
 async fn a_five_mib_file_goes_out_byte_for_byte_in_messages_of_at_most_16_kib() {
     let path = std::env::temp_dir().join(format!("webchan-ws-file-{}", std::process::id()));
-    let data: Vec<u8> = (0..5 * 1024 * 1024).map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data: Vec<u8> =
+        (0..5 * 1024 * 1024).map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     std::fs::write(&path, &data).unwrap();
     let (addr, mut channels) = serve_channels(Config::default()).await;
     let mut ws = ws_connect(addr, "/").await;
@@ -431,10 +433,9 @@ async fn a_five_mib_file_goes_out_byte_for_byte_in_messages_of_at_most_16_kib() 
     let p = path.clone();
     let sending = tokio::spawn(async move {
         sender.send(Message::file(p)).await.unwrap();
-        let file = tokio::fs::File::open(std::env::temp_dir().join(format!(
-            "webchan-ws-file-{}",
-            std::process::id()
-        )))
+        let file = tokio::fs::File::open(
+            std::env::temp_dir().join(format!("webchan-ws-file-{}", std::process::id())),
+        )
         .await
         .unwrap();
         sender.send(Message::from(file)).await.unwrap();
@@ -505,17 +506,12 @@ async fn the_sink_waits_while_the_queue_is_over_its_limit() {
     let chunk = vec![0u8; 16 * 1024];
     // Feed until poll_ready stays pending: kernel buffers fill, then the queue.
     let mut fed = 0usize;
-    loop {
-        match tokio::time::timeout(Duration::from_millis(500), sender.feed(chunk.clone().into()))
-            .await
-        {
-            Ok(result) => {
-                result.unwrap();
-                fed += chunk.len();
-                assert!(fed < 256 * 1024 * 1024, "the sink never pushed back");
-            }
-            Err(_) => break,
-        }
+    while let Ok(result) =
+        tokio::time::timeout(Duration::from_millis(500), sender.feed(chunk.clone().into())).await
+    {
+        result.unwrap();
+        fed += chunk.len();
+        assert!(fed < 256 * 1024 * 1024, "the sink never pushed back");
     }
     // try_send refuses once over the limit, and nothing already queued is lost.
     let (err, _) = sender.try_send(chunk.clone().into()).unwrap_err();
@@ -545,17 +541,14 @@ async fn idle_timeout_closes_after_no_traffic_in_either_direction() {
     assert_eq!(u16::from(frame.code), 1000);
     assert_eq!(frame.reason.as_str(), "idle timeout");
     let events = events_until_closed(&mut rx).await;
-    assert_eq!(
-        events.iter().filter(|e| matches!(e, Event::Message(_))).count(),
-        4,
-        "{events:?}"
-    );
+    assert_eq!(events.iter().filter(|e| matches!(e, Event::Message(_))).count(), 4, "{events:?}");
     assert_eq!(closed_of(&events), CloseInfo::websocket(1000, "idle timeout"));
 }
 
 #[tokio::test]
 async fn outgoing_traffic_also_resets_the_idle_timeout() {
-    let (addr, mut channels) = serve_channels(Config::default().timeout(Duration::from_millis(300))).await;
+    let (addr, mut channels) =
+        serve_channels(Config::default().timeout(Duration::from_millis(300))).await;
     let mut ws = ws_connect(addr, "/").await;
     let ch = next_channel(&mut channels).await;
     let sender = ch.sender();

@@ -64,8 +64,7 @@ where
                         Ok::<_, Infallible>(response)
                     }
                 });
-                let builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 let _ = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).await;
             });
         }
@@ -74,10 +73,10 @@ where
 }
 
 /// Records every event of every channel and sends them to the test.
-pub fn recorder() -> (
-    impl Fn(Channel) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync + 'static,
-    mpsc::UnboundedReceiver<Event>,
-) {
+pub type BoxFut = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+pub fn recorder(
+) -> (impl Fn(Channel) -> BoxFut + Send + Sync + 'static, mpsc::UnboundedReceiver<Event>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let f = move |mut channel: Channel| {
         let tx = tx.clone();
@@ -85,7 +84,7 @@ pub fn recorder() -> (
             while let Some(event) = channel.next().await {
                 let _ = tx.send(event);
             }
-        }) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+        }) as BoxFut
     };
     (f, rx)
 }
@@ -146,9 +145,10 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
 }
 
 /// A hyper HTTP/1.1 client request; returns the response with its body collected.
-pub async fn http1_get(addr: SocketAddr, request: Request<http_body_util::Empty<bytes::Bytes>>)
-    -> Response<bytes::Bytes>
-{
+pub async fn http1_get(
+    addr: SocketAddr,
+    request: Request<http_body_util::Empty<bytes::Bytes>>,
+) -> Response<bytes::Bytes> {
     use http_body_util::BodyExt;
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) =
@@ -255,12 +255,11 @@ impl RawWs {
                 }
             }
             let mut chunk = [0u8; 65536];
-            let n = match tokio::time::timeout(Duration::from_secs(10), self.tcp.read(&mut chunk))
+            let Ok(n) = tokio::time::timeout(Duration::from_secs(10), self.tcp.read(&mut chunk))
                 .await
                 .expect("no frame from the server within 10 s")
-            {
-                Ok(n) => n,
-                Err(_) => return None,
+            else {
+                return None;
             };
             if n == 0 {
                 return None;
