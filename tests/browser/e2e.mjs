@@ -1,0 +1,199 @@
+// End-to-end test of the demo page in Debian's headless Chromium, driven by playwright-core
+// (no browser download). Run through scripts/browser-test.sh, or:
+//
+//   DEMO_BIN=target/debug/examples/demo node tests/browser/e2e.mjs
+//
+// Starts the demo on a free port, opens two tabs and checks, through the DOM: a chat message
+// goes from one tab to the other over the WebSocket (both ways); the clock shows at least three
+// updates from the HTTP stream; a 64 MiB download completes with the size the server announced;
+// close codes 1009 and 1000 show on the page. Takes a screenshot (SCREENSHOT, default
+// /tmp/demo.png). Prints "N passed, N failed" last and exits non-zero if anything failed.
+
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const DEMO_BIN = process.env.DEMO_BIN || "target/debug/examples/demo";
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const SCREENSHOT = process.env.SCREENSHOT || "/tmp/demo.png";
+const DOWNLOAD_MIB = 64;
+
+let passed = 0;
+let failed = 0;
+
+async function check(name, body) {
+  const started = Date.now();
+  try {
+    await body();
+    passed += 1;
+    console.log(`ok   ${name} (${Date.now() - started} ms)`);
+  } catch (error) {
+    failed += 1;
+    console.log(`FAIL ${name}: ${String(error && error.message ? error.message : error).split("\n")[0]}`);
+  }
+}
+
+function assert(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+/** Starts the demo on a free port; resolves with its base URL once it listens. */
+function startDemo() {
+  const child = spawn(DEMO_BIN, ["--port", "0"], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info" },
+  });
+  const url = new Promise((resolve, reject) => {
+    let seen = "";
+    const timer = setTimeout(() => reject(new Error("the demo did not start within 30 s")), 30_000);
+    const prefix = (tag) => (data) => {
+      for (const line of data.toString().split("\n")) if (line) console.log(`  ${tag} ${line}`);
+    };
+    child.stdout.on("data", prefix("demo|"));
+    child.stderr.on("data", prefix("demo!"));
+    child.stdout.on("data", (data) => {
+      seen += data.toString().replace(/\x1b\[[0-9;]*m/g, "");
+      const m = seen.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    child.on("error", (error) => { clearTimeout(timer); reject(error); });
+    child.on("exit", (code) => { clearTimeout(timer); reject(new Error(`the demo exited with ${code}`)); });
+  });
+  return { child, url };
+}
+
+const demo = startDemo();
+const profile = mkdtempSync(join(tmpdir(), "webchan-e2e-"));
+let context = null;
+const pageErrors = [];
+
+// A hard limit for the whole run: a hung browser must not hang CI.
+const watchdog = setTimeout(() => {
+  console.log("FAIL the browser test took more than 5 minutes");
+  console.log(`${passed} passed, ${failed + 1} failed`);
+  demo.child.kill("SIGKILL");
+  process.exit(1);
+}, 300_000);
+
+try {
+  const base = await demo.url;
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width: 1280, height: 860 },
+    args: [
+      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ],
+  });
+  const open = async (name) => {
+    const page = await context.newPage();
+    page.on("pageerror", (error) => pageErrors.push(`${name}: ${error.message}`));
+    page.on("console", (msg) => {
+      if (msg.type() === "error") pageErrors.push(`${name} console: ${msg.text()}`);
+    });
+    await page.goto(base + "/");
+    return page;
+  };
+  const a = await open("tab A");
+  const b = await open("tab B");
+  const attr = (page, selector, name) => page.locator(selector).getAttribute(name);
+
+  await check("the page loads in two tabs and both chats open", async () => {
+    assert((await a.title()) === "webchan demo", `title is ${await a.title()}`);
+    for (const page of [a, b]) {
+      await page.waitForSelector('#chat-state[data-state="open"]', { timeout: 10_000 });
+      await page.waitForSelector("#chat-id[data-id]", { timeout: 10_000 });
+    }
+    const [idA, idB] = [await attr(a, "#chat-id", "data-id"), await attr(b, "#chat-id", "data-id")];
+    assert(idA && idB && idA !== idB, `tab ids ${idA} and ${idB}`);
+  });
+
+  await check("both tabs count two tabs online", async () => {
+    await a.waitForFunction(() => document.getElementById("chat-online").textContent === "2", null, { timeout: 10_000 });
+    await b.waitForFunction(() => document.getElementById("chat-online").textContent === "2", null, { timeout: 10_000 });
+  });
+
+  const say = async (from, to, text) => {
+    await from.fill("#chat-input", text);
+    await from.click("#chat-send");
+    const fromId = await attr(from, "#chat-id", "data-id");
+    const line = to.locator("#chat-log li.theirs", { hasText: text });
+    await line.waitFor({ timeout: 10_000 });
+    assert((await line.getAttribute("data-from")) === fromId, "the message is not marked as from the sender");
+    const echoed = await from.locator("#chat-log li.theirs", { hasText: text }).count();
+    assert(echoed === 0, "the sender got its own message back");
+    assert((await from.locator("#chat-log li.mine", { hasText: text }).count()) === 1, "the sender does not show its message");
+  };
+  await check("a chat message goes from tab A to tab B over the WebSocket", () =>
+    say(a, b, `hello from A ${Date.now()} <b>not bold</b> "quoted" ünïcode ✓`));
+  await check("and one from tab B to tab A", () => say(b, a, `reply from B ${Date.now()}`));
+
+  await check("the clock shows at least 3 updates from the HTTP stream", async () => {
+    await a.waitForFunction(
+      () => Number(document.getElementById("clock-count").dataset.updates) >= 3, null, { timeout: 10_000 });
+    assert((await attr(a, "#clock-state", "data-state")) === "streaming", "the clock is not streaming");
+    const time = await a.textContent("#clock-time");
+    assert(/^\d\d:\d\d:\d\d\.\d{3}$/.test(time), `clock shows "${time}"`);
+    const n1 = Number(await a.textContent("#clock-n"));
+    await a.waitForFunction((n) => Number(document.getElementById("clock-n").textContent) > n, n1, { timeout: 5_000 });
+  });
+
+  await check(`a ${DOWNLOAD_MIB} MiB download completes with the right size`, async () => {
+    await a.selectOption("#download-size", String(DOWNLOAD_MIB));
+    await a.click("#download-start");
+    await a.waitForSelector('#download-state[data-state="done"], #download-state[data-state="error"]', { timeout: 120_000 });
+    const state = await attr(a, "#download-state", "data-state");
+    const bytes = Number(await attr(a, "#download-text", "data-bytes"));
+    const expected = Number(await attr(a, "#download-text", "data-expected"));
+    assert(expected === DOWNLOAD_MIB * 1024 * 1024, `the server announced ${expected} bytes`);
+    assert(bytes === expected, `received ${bytes} of ${expected} bytes`);
+    assert(state === "done", `download state ${state}`);
+    const bar = await a.$eval("#download-bar", (el) => [el.value, el.max]);
+    assert(bar[0] === bar[1] && bar[1] === expected, `progress bar at ${bar[0]} of ${bar[1]}`);
+  });
+
+  await check(`screenshot in ${SCREENSHOT}`, async () => {
+    await a.screenshot({ path: SCREENSHOT, fullPage: true });
+  });
+
+  await check("a message over the limit closes tab B with 1009, and tab A sees it leave", async () => {
+    await b.click("#chat-big");
+    await b.waitForSelector('#chat-state[data-state="closed"]', { timeout: 10_000 });
+    assert((await attr(b, "#chat-close", "data-code")) === "1009", `close code ${await attr(b, "#chat-close", "data-code")}`);
+    await a.locator("#chat-log li.system", { hasText: "left (1009)" }).waitFor({ timeout: 10_000 });
+    await a.waitForFunction(() => document.getElementById("chat-online").textContent === "1", null, { timeout: 10_000 });
+  });
+
+  await check("tab B reconnects, then /close gives a server close with 1000", async () => {
+    await b.click("#chat-connect");
+    await b.waitForSelector('#chat-state[data-state="open"]', { timeout: 10_000 });
+    await b.fill("#chat-input", "/close");
+    await b.click("#chat-send");
+    await b.waitForSelector('#chat-state[data-state="closed"]', { timeout: 10_000 });
+    const code = await attr(b, "#chat-close", "data-code");
+    assert(code === "1000", `close code ${code}`);
+    const text = await b.textContent("#chat-close");
+    assert(text.includes("you typed /close"), `close reason shown as "${text}"`);
+  });
+
+  await check("no errors in the pages", async () => {
+    assert(pageErrors.length === 0, pageErrors.join("; "));
+  });
+} catch (error) {
+  failed += 1;
+  console.log(`FAIL setup: ${error && error.message ? error.message : error}`);
+} finally {
+  clearTimeout(watchdog);
+  if (context) await context.close().catch(() => {});
+  demo.child.kill("SIGTERM");
+  rmSync(profile, { recursive: true, force: true });
+}
+
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 && passed > 0 ? 0 : 1);
