@@ -1,0 +1,59 @@
+//! An echo server for the Autobahn WebSocket conformance suite: every text and binary message
+//! comes back unchanged, through the public `Channel` API.
+//!
+//! ```sh
+//! cargo run --release --example autobahn            # ws://127.0.0.1:9001
+//! ../shared/tools/autobahn/run.sh ws://127.0.0.1:9001
+//! ```
+//!
+//! `PORT` sets the port. `scripts/autobahn.sh` runs the suite against it.
+
+use std::convert::Infallible;
+
+use futures::{SinkExt, StreamExt};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use webchan::{Config, Event};
+
+async fn echo(channel: webchan::Channel) {
+    // Forward every incoming message to the sink; the sink batches and flushes once per
+    // wake-up.
+    let (mut sender, receiver) = channel.split();
+    let mut messages = receiver.filter_map(|event| {
+        futures::future::ready(match event {
+            Event::Message(m) => Some(Ok(m.into())),
+            _ => None,
+        })
+    });
+    let _ = sender.send_all(&mut messages).await;
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::io::Result<()> {
+    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(9001);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    println!("autobahn echo server on ws://127.0.0.1:{port}");
+    // Autobahn's limit cases send messages up to 16 MiB.
+    let config = Config::default().max_message_size(64 << 20).max_frame_size(64 << 20);
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        let config = config.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let config = config.clone();
+                async move {
+                    Ok::<_, Infallible>(match webchan::as_channel(request, config) {
+                        Ok((reply, channel)) => {
+                            tokio::spawn(echo(channel));
+                            reply.await
+                        }
+                        Err(rejection) => rejection.into_response(),
+                    })
+                }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}

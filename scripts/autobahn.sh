@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# RFC 6455 conformance: runs the Autobahn|Testsuite fuzzing client (../shared/tools/autobahn)
+# against webchan's echo servers, and fails if any case FAILED.
+#
+#   scripts/autobahn.sh            # all cases, both servers
+#
+# Servers: examples/autobahn.rs (the Stream/Sink API) and, when present, examples/compat.rs's
+# autobahn mode is not used: the compat echo server is examples/autobahn_compat.rs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOOLS="${AUTOBAHN_TOOLS:-../shared/tools/autobahn}"
+"$TOOLS/setup.sh" >/dev/null
+status=0
+run() { # run EXAMPLE PORT
+  local example=$1 port=$2
+  cargo build --release --example "$example" >/dev/null 2>&1
+  PORT=$port "./target/release/examples/$example" >/dev/null 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
+  echo "== $example"
+  AUTOBAHN_AGENT="webchan-$example" "$TOOLS/run.sh" "ws://127.0.0.1:$port" || status=1
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+run autobahn 9101
+if [ -f examples/autobahn_compat.rs ]; then
+  run autobahn_compat 9102
+fi
+exit $status
