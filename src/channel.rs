@@ -44,7 +44,7 @@ pub enum Kind {
 /// An echo over either transport:
 ///
 /// ```
-/// use futures::{SinkExt, StreamExt};
+/// use futures::StreamExt;
 /// use webchan::{Channel, Event};
 ///
 /// async fn echo(mut channel: Channel) -> Result<(), webchan::Error> {

@@ -22,37 +22,77 @@
 //! - Backpressure: the sink waits while the outgoing queue is over
 //!   [`Config::queue_limit`]; a slow client never makes the server buffer without bound.
 //!
-//! ## Example: a WebSocket or HTTP stream server
+//! ## A WebSocket: echo, with a greeting
+//!
+//! ```
+//! use futures::StreamExt;
+//! use webchan::{Channel, Event};
+//!
+//! async fn chat(mut channel: Channel) {
+//!     while let Some(event) = channel.next().await {
+//!         let sent = match event {
+//!             Event::Open => channel.send("welcome".into()).await,
+//!             Event::Message(message) => channel.send(message.into()).await,
+//!             Event::Error(error) => {
+//!                 eprintln!("channel error: {error}");
+//!                 Ok(())
+//!             }
+//!             Event::Closed(info) => {
+//!                 println!("closed: {:?} {:?}", info.code, info.reason);
+//!                 Ok(())
+//!             }
+//!             _ => Ok(()),
+//!         };
+//!         if sent.is_err() {
+//!             break;
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! ## An HTTP stream: a counter, one line a second, then the end of the response
+//!
+//! ```
+//! use std::time::Duration;
+//! use webchan::{Channel, Message};
+//!
+//! async fn counter(channel: Channel) -> Result<(), webchan::Error> {
+//!     let sender = channel.sender();
+//!     let mut headers = http::HeaderMap::new();
+//!     headers.insert("content-type", http::HeaderValue::from_static("text/plain"));
+//!     // The first send may set the status and headers: the head waits for it.
+//!     sender.send(Message::response(http::StatusCode::OK, headers, "counting\n")).await?;
+//!     for i in 1..=3 {
+//!         tokio::time::sleep(Duration::from_secs(1)).await;
+//!         sender.send(format!("{i}\n").into()).await?;
+//!     }
+//!     sender.close().await;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## Serving: one handler for both kinds, with hyper
 //!
 //! ```no_run
 //! use std::convert::Infallible;
-//! use futures::StreamExt;
-//! use hyper::server::conn::http1;
 //! use hyper::service::service_fn;
-//! use hyper_util::rt::TokioIo;
-//! use webchan::{Config, Event};
+//! use hyper_util::rt::{TokioExecutor, TokioIo};
+//! use webchan::{Channel, Config, Kind};
+//! # async fn chat(_: Channel) {}
+//! # async fn counter(_: Channel) -> Result<(), webchan::Error> { Ok(()) }
 //!
 //! async fn handle(
 //!     request: http::Request<hyper::body::Incoming>,
 //! ) -> Result<http::Response<webchan::Body>, Infallible> {
-//!     let (reply, mut channel) = match webchan::as_channel(request, Config::default()) {
+//!     let (reply, channel) = match webchan::as_channel(request, Config::default()) {
 //!         Ok(pair) => pair,
+//!         // A malformed WebSocket upgrade: 400/405/426 with the reason.
 //!         Err(rejection) => return Ok(rejection.into_response()),
 //!     };
-//!     tokio::spawn(async move {
-//!         while let Some(event) = channel.next().await {
-//!             match event {
-//!                 // An HTTP stream gets one message and ends; a WebSocket echoes.
-//!                 Event::Open if channel.kind() == webchan::Kind::HttpStream => {
-//!                     let _ = channel.sender().send_and_close("hello\n".into()).await;
-//!                 }
-//!                 Event::Message(message) => {
-//!                     let _ = channel.send(message.into()).await;
-//!                 }
-//!                 _ => {}
-//!             }
-//!         }
-//!     });
+//!     match channel.kind() {
+//!         Kind::WebSocket => drop(tokio::spawn(chat(channel))),
+//!         _ => drop(tokio::spawn(counter(channel))),
+//!     }
 //!     Ok(reply.await)
 //! }
 //!
@@ -62,15 +102,34 @@
 //!     loop {
 //!         let (tcp, _) = listener.accept().await?;
 //!         tokio::spawn(async move {
-//!             let connection = http1::Builder::new()
-//!                 .serve_connection(TokioIo::new(tcp), service_fn(handle))
-//!                 .with_upgrades();
-//!             let _ = connection.await;
+//!             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+//!                 .serve_connection_with_upgrades(TokioIo::new(tcp), service_fn(handle))
+//!                 .await;
 //!         });
 //!     }
 //! }
 //! ```
-#![doc(test(attr(deny(warnings))))]
+//!
+//! ## What happens to bad input
+//!
+//! - A malformed WebSocket upgrade gets no channel: [`as_channel`] returns a [`Rejection`]
+//!   whose response says why (400; 405 for a method other than GET; 426 with
+//!   `Sec-WebSocket-Version: 13` for another version).
+//! - A protocol violation closes the WebSocket with the RFC 6455 code (1002, 1007 for invalid
+//!   UTF-8, 1009 for a message over [`Config::max_message_size`]) after an [`Event::Error`].
+//! - A panic in a message source (a reader or a stream being sent) fails that send with
+//!   [`Error::Panicked`]; the connection goes on.
+//! - Every accepted send completes or reports its error: to the caller that waits for it, or
+//!   else as an [`Event::Error`]; sends still queued when a channel closes fail with
+//!   [`Error::Closed`].
+//!
+//! ## Memory
+//!
+//! Each WebSocket is driven by one task. An idle WebSocket channel costs about 16 KiB of server
+//! RSS (measured with 5,000 connections: `scripts/idle-rss.sh`), against ~135 KiB with
+//! tungstenite's default 128 KiB read buffer; an HTTP stream has no task of its own (hyper's
+//! connection task polls its body).
+#![doc(test(attr(deny(warnings), allow(dead_code))))]
 #![deny(missing_docs)]
 
 mod channel;

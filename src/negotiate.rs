@@ -46,7 +46,7 @@ use crate::{Channel, Config, Error, Kind};
 ///
 /// ```
 /// use std::convert::Infallible;
-/// use futures::{SinkExt, StreamExt};
+/// use futures::StreamExt;
 /// use webchan::{Config, Event};
 ///
 /// async fn handle(
@@ -288,7 +288,7 @@ impl From<Rejection> for Error {
 /// let (mut reply, channel) = webchan::as_channel(request, webchan::Config::default())?;
 /// reply.headers_mut().insert("set-cookie", "session=1".parse()?);
 /// # drop(channel);
-/// let response: http::Response<webchan::Body> = reply.await;
+/// let _response: http::Response<webchan::Body> = reply.await;
 /// # Ok(()) }
 /// ```
 #[must_use = "the reply is the response to return to the client"]
