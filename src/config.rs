@@ -24,6 +24,7 @@ pub struct Config {
     pub(crate) max_message_size: usize,
     pub(crate) max_frame_size: usize,
     pub(crate) read_buffer_size: usize,
+    pub(crate) allowed_origins: Option<std::sync::Arc<[String]>>,
 }
 
 impl Default for Config {
@@ -35,6 +36,7 @@ impl Default for Config {
             max_message_size: 64 << 20,
             max_frame_size: 16 << 20,
             read_buffer_size: 4096,
+            allowed_origins: None,
         }
     }
 }
@@ -91,6 +93,29 @@ impl Config {
     /// big messages a little. The default is 4 KiB.
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.read_buffer_size = bytes.max(256);
+        self
+    }
+
+    /// Accept WebSocket upgrades only from pages of these origins (e.g.
+    /// `"https://example.com"`, compared case-insensitively with the request's `Origin`
+    /// header); others get `403 Forbidden`. This guards against cross-site WebSocket
+    /// hijacking: browsers send cookies with a cross-site upgrade request and the same-origin
+    /// policy does not apply to WebSockets. Requests without an `Origin` header (non-browser
+    /// clients) are accepted. HTTP streams are not affected (browsers enforce CORS on them).
+    /// The default is to accept every origin.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = webchan::Config::default().allowed_origins(["https://chat.example.com"]);
+    /// # let _ = config;
+    /// ```
+    pub fn allowed_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allowed_origins = Some(origins.into_iter().map(Into::into).collect());
         self
     }
 }

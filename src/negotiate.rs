@@ -34,7 +34,7 @@ use crate::{Channel, Config, Error, Kind};
 /// A request that asks for a WebSocket but gets the handshake wrong gets no channel: the
 /// [`Rejection`] holds a 4xx response whose body says why — 400 for a missing or malformed
 /// header, 405 for a method other than GET, 426 with `Sec-WebSocket-Version: 13` for another
-/// version.
+/// version, 403 for an `Origin` that [`Config::allowed_origins`] does not list.
 ///
 /// # Panics
 ///
@@ -74,7 +74,7 @@ use crate::{Channel, Config, Error, Kind};
 /// ```
 pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Channel), Rejection> {
     let (mut parts, _body) = request.into_parts();
-    match classify(&parts) {
+    match classify(&parts, &config) {
         Class::Stream => {
             let shared = Arc::new(Shared::new(Kind::HttpStream, parts, config));
             shared.open();
@@ -139,10 +139,21 @@ fn is_valid_key(key: &[u8]) -> bool {
         && matches!(key[21], b'A' | b'Q' | b'g' | b'w')
 }
 
-fn classify(parts: &http::request::Parts) -> Class {
+fn classify(parts: &http::request::Parts, config: &Config) -> Class {
     let headers = &parts.headers;
     if !has_token(headers, header::UPGRADE, "websocket") {
         return Class::Stream;
+    }
+    if let Some(allowed) = &config.allowed_origins {
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let origin = origin.to_str().unwrap_or_default().trim();
+            if !allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+                return Class::Reject(
+                    StatusCode::FORBIDDEN,
+                    "the Origin of this WebSocket upgrade is not allowed",
+                );
+            }
+        }
     }
     if parts.method != Method::GET {
         return Class::Reject(
@@ -229,7 +240,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    /// The response status: 400, 405 or 426.
+    /// The response status: 400, 403, 405 or 426.
     #[must_use]
     pub fn status(&self) -> StatusCode {
         self.status

@@ -204,3 +204,38 @@ async fn the_server_keeps_serving_after_rejections() {
     let mut ws = ws_connect(addr, "/").await;
     futures::SinkExt::send(&mut ws, WsMessage::text("ok")).await.unwrap();
 }
+
+#[tokio::test]
+async fn an_origin_outside_the_allow_list_is_403_and_listed_or_absent_origins_pass() {
+    let config = Config::default().allowed_origins(["https://good.example"]);
+    let (addr, _channels) = serve_channels(config).await;
+    let upgrade = |origin: Option<&str>| {
+        let mut req = String::from(
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+        );
+        if let Some(o) = origin {
+            req.push_str(&format!("Origin: {o}\r\n"));
+        }
+        req.push_str("\r\n");
+        req
+    };
+    async fn status_line(addr: std::net::SocketAddr, req: String) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    }
+    let evil = status_line(addr, upgrade(Some("https://evil.example"))).await;
+    assert!(evil.starts_with("HTTP/1.1 403"), "{evil}");
+    assert!(evil.contains("Origin of this WebSocket upgrade is not allowed"), "{evil}");
+    let good = status_line(addr, upgrade(Some("https://GOOD.example"))).await;
+    assert!(good.starts_with("HTTP/1.1 101"), "{good}");
+    let none = status_line(addr, upgrade(None)).await;
+    assert!(none.starts_with("HTTP/1.1 101"), "{none}");
+}
