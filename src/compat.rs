@@ -1035,7 +1035,7 @@ impl Runner {
         match catch_unwind(AssertUnwindSafe(f)) {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
-                self.report(Error::Panicked(format!("{name} returned an error: {error}")));
+                self.report(Error::Callback { callback: name, error: error.into() });
             }
             Err(payload) => {
                 self.report(Error::Panicked(format!("{name} panicked: {}", panic_text(&*payload))));

@@ -75,6 +75,12 @@ impl Config {
         self
     }
 
+    /// The configured [`queue_limit`](Self::queue_limit), in bytes.
+    #[must_use]
+    pub fn queue_limit_bytes(&self) -> usize {
+        self.queue_limit
+    }
+
     /// The largest WebSocket message accepted from a client; a larger one closes the
     /// connection with 1009. The default is 64 MiB.
     pub fn max_message_size(mut self, bytes: usize) -> Self {

@@ -58,6 +58,14 @@ pub enum Error {
     UnknownCharset(String),
     /// A callback or a message source panicked; the panic was caught and the connection kept.
     Panicked(String),
+    /// A callback returned this error (the [`compat`](crate::compat) API's `on_success` and a
+    /// send's `on_error` may fail); it is reported, and the connection kept.
+    Callback {
+        /// Which callback.
+        callback: &'static str,
+        /// What it returned.
+        error: Arc<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Error {
@@ -113,6 +121,9 @@ impl fmt::Display for Error {
                 write!(f, "cannot encode text: unknown charset {label:?} in Content-Type")
             }
             Self::Panicked(what) => write!(f, "panicked: {what}"),
+            Self::Callback { callback, error } => {
+                write!(f, "{callback} returned an error: {error}")
+            }
         }
     }
 }
@@ -122,6 +133,7 @@ impl std::error::Error for Error {
         match self {
             Self::Upgrade(e) => Some(&**e),
             Self::Io(e) => Some(&**e),
+            Self::Callback { error, .. } => Some(&**error),
             _ => None,
         }
     }

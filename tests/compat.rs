@@ -1418,12 +1418,12 @@ async fn on_success_failure_is_reported_to_the_channels_on_error() {
 
     let mut ws = ws_connect(addr, "/").await;
     assert_eq!(ws_until_close(&mut ws).await.0, [text("a"), text("b"), text("c")]);
-    expect!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("bookkeeping"));
+    expect!(&mut rx, Ev::Err(Error::Callback { callback: "on_success", error }) if error.to_string().contains("bookkeeping"));
     expect!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("on_success boom"));
     expect_close(&mut rx).await;
 
     assert_eq!(&http1_get(addr, get(addr, "/")).await.body()[..], b"abc");
-    expect!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("bookkeeping"));
+    expect!(&mut rx, Ev::Err(Error::Callback { callback: "on_success", error }) if error.to_string().contains("bookkeeping"));
     expect!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("on_success boom"));
     expect_close(&mut rx).await;
 }
@@ -1519,12 +1519,12 @@ async fn send_on_error_failure_is_reported_to_the_channels_on_error() {
 
     let mut ws = ws_connect(addr, "/").await;
     assert_eq!(ws_until_close(&mut ws).await.0, [text("done")]);
-    expect!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("could not handle: i/o error"));
+    expect!(&mut rx, Ev::Err(Error::Callback { callback: "a send's on_error", error }) if error.to_string().contains("could not handle: i/o error"));
     expect!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("send on_error boom"));
     expect_close(&mut rx).await;
 
     assert_eq!(&http1_get(addr, get(addr, "/")).await.body()[..], b"done");
-    expect!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("could not handle"));
+    expect!(&mut rx, Ev::Err(Error::Callback { error, .. }) if error.to_string().contains("could not handle"));
     expect!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("send on_error boom"));
     expect_close(&mut rx).await;
 }
