@@ -4,8 +4,8 @@
 #
 #   scripts/autobahn.sh            # all cases, both servers
 #
-# Servers: examples/autobahn.rs (the Stream/Sink API) and, when present, examples/compat.rs's
-# autobahn mode is not used: the compat echo server is examples/autobahn_compat.rs.
+# Servers: examples/autobahn.rs (the Stream/Sink API) and examples/autobahn_compat.rs (the
+# callback API of webchan::compat). Takes about a minute on 2 cores, plus the release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${AUTOBAHN_TOOLS:-../shared/tools/autobahn}"
