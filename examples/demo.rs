@@ -14,7 +14,8 @@
 //! - `/chat`: a WebSocket; every message goes to every other open tab, through a
 //!   `tokio::sync::broadcast` selected with the channel's events (`futures::stream::select`).
 //!   The server sends JSON lines. `/close` asks the server to close; a message over 64 KiB
-//!   closes the connection with 1009. Try `websocat ws://127.0.0.1:3000/chat` beside a tab.
+//!   closes the connection with 1009. Upgrades from pages of other sites get 403
+//!   (`Config::allowed_origins`). Try `websocat ws://127.0.0.1:3000/chat` beside a tab.
 //! - `/clock`: an HTTP stream of Server-Sent Events, one every 500 ms
 //!   (`curl -N http://127.0.0.1:3000/clock`); over a WebSocket the same ticks come as text
 //!   messages (`websocat ws://127.0.0.1:3000/clock`).
@@ -76,9 +77,15 @@ async fn main() -> std::io::Result<()> {
         .with_ansi(std::io::stdout().is_terminal())
         .init();
 
-    let port = port();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    info!("listening on http://{}", listener.local_addr()?);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port())).await?;
+    let port = listener.local_addr()?.port();
+    info!("listening on http://127.0.0.1:{port}");
+
+    // The channels' settings. Only this page may open WebSockets: a browser sends cookies
+    // with a cross-site upgrade too, and the same-origin policy does not apply to WebSockets.
+    let config = Config::default()
+        .max_message_size(MAX_CHAT_MESSAGE)
+        .allowed_origins([format!("http://127.0.0.1:{port}"), format!("http://localhost:{port}")]);
 
     let room = Arc::new(Room {
         hub: broadcast::channel(256).0,
@@ -101,9 +108,10 @@ async fn main() -> std::io::Result<()> {
             }
         };
         debug!(%peer, "connection");
-        let room = Arc::clone(&room);
+        let (room, config) = (Arc::clone(&room), config.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |request| route(request, Arc::clone(&room), peer));
+            let service =
+                service_fn(move |request| route(request, config.clone(), Arc::clone(&room), peer));
             if let Err(error) = auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(tcp), service)
                 .await
@@ -140,6 +148,7 @@ fn port() -> u16 {
 
 async fn route(
     request: Request<Incoming>,
+    config: Config,
     room: Arc<Room>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
@@ -156,8 +165,7 @@ async fn route(
     }
 
     // Every other route is a channel: a WebSocket if the request asks for one, else an HTTP
-    // stream. A malformed upgrade gets a 4xx that says why.
-    let config = Config::default().max_message_size(MAX_CHAT_MESSAGE);
+    // stream. A malformed upgrade, or one from another site, gets a 4xx that says why.
     let (reply, channel) = match webchan::as_channel(request, config) {
         Ok(pair) => pair,
         Err(rejection) => {
