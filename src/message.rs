@@ -296,6 +296,11 @@ impl Pump {
         }
     }
 
+    /// Every piece was given out.
+    pub(crate) fn is_done(&self) -> bool {
+        self.stack.is_empty()
+    }
+
     fn fail(&mut self, error: Error) -> Poll<Option<Result<Piece, Error>>> {
         self.stack.clear();
         Poll::Ready(Some(Err(error)))

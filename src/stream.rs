@@ -284,7 +284,47 @@ struct StreamBody {
     finished: bool,
 }
 
+/// Small messages already queued behind each other go out as one HTTP chunk (a copy of a few
+/// KiB is cheaper than a chunk header and a trip through hyper for each).
+const COALESCE_BELOW: usize = 4 * 1024;
+const COALESCE_UP_TO: usize = 16 * 1024;
+
 impl StreamBody {
+    /// Appends to `first` the small text and binary messages queued right behind it.
+    fn coalesce(&mut self, first: Bytes) -> Bytes {
+        let mut out: Option<bytes::BytesMut> = None;
+        let mut total = first.len();
+        while let Some(Queued { item: Item::Send(Message::Text(_) | Message::Binary(_)), size, .. }) =
+            self.batch.front()
+        {
+            if *size >= COALESCE_BELOW || total + size > COALESCE_UP_TO {
+                break;
+            }
+            let Some(Queued { seq, size, item: Item::Send(message) }) = self.batch.pop_front() else {
+                unreachable!("front checked above")
+            };
+            let bytes = match (message, &self.charset) {
+                (Message::Binary(b), _) => b,
+                (Message::Text(t), Ok(c)) => c.encode(t),
+                (_, Err(label)) => {
+                    self.failures.push((seq, Error::UnknownCharset(label.clone())));
+                    Bytes::new()
+                }
+                _ => unreachable!("only text and binary are taken"),
+            };
+            total += bytes.len();
+            out.get_or_insert_with(|| {
+                let mut buf = bytes::BytesMut::with_capacity(COALESCE_UP_TO);
+                buf.extend_from_slice(&first);
+                buf
+            })
+            .extend_from_slice(&bytes);
+            self.done_upto = seq;
+            self.done_bytes += size;
+        }
+        out.map_or(first, bytes::BytesMut::freeze)
+    }
+
     fn report(&mut self) {
         if self.done_upto > self.reported || !self.failures.is_empty() {
             self.shared.finish_items(self.done_upto, self.done_bytes, &mut self.failures);
@@ -353,6 +393,16 @@ impl StreamBody {
                                 continue;
                             }
                         },
+                    };
+                    if pump.is_done() {
+                        self.current = None;
+                        self.done_upto = seq;
+                        self.done_bytes += size;
+                    }
+                    let bytes = if bytes.len() < COALESCE_BELOW && self.current.is_none() {
+                        self.coalesce(bytes)
+                    } else {
+                        bytes
                     };
                     if bytes.is_empty() {
                         continue;

@@ -1,0 +1,181 @@
+//! In-process benches: a channel end to end over `tokio::io::duplex` (no sockets, no kernel),
+//! with hyper serving one side and a client on the other.
+//!
+//! - `ws_echo/16B` and `ws_echo/16KiB`: a tokio-tungstenite client sends a batch of messages,
+//!   the server echoes them through a `Channel` (split, `send_all`), the client reads them back.
+//! - `http_stream/1KiB` and `http_stream/64KiB`: a task sends chunks through a `Sender`; a hyper
+//!   client reads the chunked body to its end.
+//!
+//! `cargo bench --bench channel`
+
+use std::convert::Infallible;
+use std::future::ready;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use futures::{SinkExt, StreamExt};
+use http_body_util::BodyExt;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::DuplexStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use webchan::{Config, Event, Message};
+
+async fn echo(channel: webchan::Channel) {
+    let (mut tx, rx) = channel.split();
+    let mut messages = rx.filter_map(|e| {
+        ready(match e {
+            Event::Message(m) => Some(Ok(m.into())),
+            _ => None,
+        })
+    });
+    let _ = tx.send_all(&mut messages).await;
+}
+
+/// Serves one connection on `io` with hyper; every request becomes a channel handled by `run`.
+fn serve<F, Fut>(io: DuplexStream, run: F)
+where
+    F: Fn(webchan::Channel) -> Fut + Send + Sync + Copy + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let service = service_fn(move |req| async move {
+            Ok::<_, Infallible>(match webchan::as_channel(req, Config::default()) {
+                Ok((reply, channel)) => {
+                    tokio::spawn(run(channel));
+                    reply.await
+                }
+                Err(rejection) => rejection.into_response(),
+            })
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades()
+            .await;
+    });
+}
+
+fn ws_echo(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut group = c.benchmark_group("ws_echo");
+    for (name, size, batch) in [("16B", 16usize, 256usize), ("16KiB", 16 * 1024, 16)] {
+        let (mut ws, payload) = rt.block_on(async {
+            let (client, server) = tokio::io::duplex(256 * 1024);
+            serve(server, echo);
+            let (ws, _) = tokio_tungstenite::client_async("ws://bench/", client).await.unwrap();
+            (ws, vec![7u8; size])
+        });
+        group.throughput(Throughput::Bytes((size * batch) as u64));
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    for _ in 0..batch {
+                        ws.feed(WsMessage::binary(payload.clone())).await.unwrap();
+                    }
+                    ws.flush().await.unwrap();
+                    for _ in 0..batch {
+                        match ws.next().await {
+                            Some(Ok(WsMessage::Binary(b))) => assert_eq!(b.len(), size),
+                            other => panic!("{other:?}"),
+                        }
+                    }
+                });
+            });
+        });
+    }
+    group.finish();
+}
+
+fn http_stream(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut group = c.benchmark_group("http_stream");
+    const TOTAL: usize = 4 * 1024 * 1024;
+    for (name, chunk) in [("1KiB", 1024usize), ("64KiB", 64 * 1024)] {
+        group.throughput(Throughput::Bytes(TOTAL as u64));
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| {
+                rt.block_on(async move {
+                    let (client, server) = tokio::io::duplex(256 * 1024);
+                    serve(server, move |channel| async move {
+                        let sender = channel.sender();
+                        // The data comes from another task than hyper's.
+                        tokio::spawn(async move {
+                            let data = bytes::Bytes::from(vec![1u8; chunk]);
+                            let mut sink = sender.clone();
+                            for _ in 0..TOTAL / chunk {
+                                sink.feed(Message::Binary(data.clone())).await.unwrap();
+                            }
+                            sink.flush().await.unwrap();
+                            sender.close().await;
+                        });
+                    });
+                    let (mut send, conn) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(client)).await.unwrap();
+                    tokio::spawn(conn);
+                    let request = http::Request::get("/")
+                        .header("host", "bench")
+                        .body(http_body_util::Empty::<bytes::Bytes>::new())
+                        .unwrap();
+                    let mut body = send.send_request(request).await.unwrap().into_body();
+                    let mut got = 0;
+                    while let Some(frame) = body.frame().await {
+                        if let Some(d) = frame.unwrap().data_ref() {
+                            got += d.len();
+                        }
+                    }
+                    assert_eq!(got, TOTAL);
+                });
+            });
+        });
+    }
+    group.finish();
+}
+
+/// The baseline: raw hyper with a `StreamBody` over the same chunks, made on hyper's task.
+fn hyper_stream_baseline(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut group = c.benchmark_group("hyper_stream_baseline");
+    const TOTAL: usize = 4 * 1024 * 1024;
+    for (name, chunk) in [("1KiB", 1024usize), ("64KiB", 64 * 1024)] {
+        group.throughput(Throughput::Bytes(TOTAL as u64));
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| {
+                rt.block_on(async move {
+                    let (client, server) = tokio::io::duplex(256 * 1024);
+                    tokio::spawn(async move {
+                        let service = service_fn(move |_req| async move {
+                            let data = bytes::Bytes::from(vec![1u8; chunk]);
+                            let frames = futures::stream::iter((0..TOTAL / chunk).map(move |_| {
+                                Ok::<_, Infallible>(hyper::body::Frame::data(data.clone()))
+                            }));
+                            Ok::<_, Infallible>(http::Response::new(
+                                http_body_util::StreamBody::new(frames),
+                            ))
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(server), service)
+                            .await;
+                    });
+                    let (mut send, conn) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(client)).await.unwrap();
+                    tokio::spawn(conn);
+                    let request = http::Request::get("/")
+                        .header("host", "bench")
+                        .body(http_body_util::Empty::<bytes::Bytes>::new())
+                        .unwrap();
+                    let mut body = send.send_request(request).await.unwrap().into_body();
+                    let mut got = 0;
+                    while let Some(frame) = body.frame().await {
+                        if let Some(d) = frame.unwrap().data_ref() {
+                            got += d.len();
+                        }
+                    }
+                    assert_eq!(got, TOTAL);
+                });
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, ws_echo, http_stream, hyper_stream_baseline);
+criterion_main!(benches);
