@@ -201,6 +201,8 @@ enum Source {
 /// Turns one message into pieces, lazily: a stack of sources (a sequence can hold files and
 /// further sequences).
 pub(crate) struct Pump {
+    /// A plain text or binary message: no stack, no allocation.
+    single: Option<Piece>,
     stack: Vec<Source>,
 }
 
@@ -212,9 +214,16 @@ impl fmt::Debug for Pump {
 
 impl Pump {
     pub(crate) fn new(message: Message) -> Result<Self, Error> {
-        let mut pump = Self { stack: Vec::with_capacity(1) };
-        pump.push(message)?;
-        Ok(pump)
+        let single = match message {
+            Message::Text(s) => Piece::Text(s),
+            Message::Binary(b) => Piece::Binary(b),
+            other => {
+                let mut pump = Self { single: None, stack: Vec::with_capacity(2) };
+                pump.push(other)?;
+                return Ok(pump);
+            }
+        };
+        Ok(Self { single: Some(single), stack: Vec::new() })
     }
 
     fn push(&mut self, message: Message) -> Result<(), Error> {
@@ -239,6 +248,9 @@ impl Pump {
     /// Readers and streams are user code: a panic in one is caught and fails this message
     /// with [`Error::Panicked`], and the connection goes on.
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Piece, Error>>> {
+        if let Some(piece) = self.single.take() {
+            return Poll::Ready(Some(Ok(piece)));
+        }
         let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.poll_inner(cx)));
         match polled {
             Ok(poll) => poll,
@@ -298,7 +310,7 @@ impl Pump {
 
     /// Every piece was given out.
     pub(crate) fn is_done(&self) -> bool {
-        self.stack.is_empty()
+        self.single.is_none() && self.stack.is_empty()
     }
 
     fn fail(&mut self, error: Error) -> Poll<Option<Result<Piece, Error>>> {
