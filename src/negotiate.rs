@@ -74,6 +74,7 @@ use crate::{Channel, Config, Error, Kind};
 /// ```
 pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Channel), Rejection> {
     let (mut parts, _body) = request.into_parts();
+    own_request_bytes(&mut parts);
     match classify(&parts, &config) {
         Class::Stream => {
             let shared = Arc::new(Shared::new(Kind::HttpStream, parts, config));
@@ -102,6 +103,22 @@ pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Chan
             Ok((reply, channel))
         }
         Class::Reject(status, reason) => Err(Rejection { status, reason }),
+    }
+}
+
+/// hyper parses the URI and header values as slices of its connection read buffer, so keeping
+/// them would keep that whole buffer (16 KiB) alive for the channel's life — most of an idle
+/// WebSocket's memory. Copy them into allocations of their own.
+fn own_request_bytes(parts: &mut http::request::Parts) {
+    let mut headers = HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        headers.append(name.clone(), copy);
+    }
+    parts.headers = headers;
+    if let Ok(uri) = parts.uri.to_string().parse() {
+        parts.uri = uri;
     }
 }
 
