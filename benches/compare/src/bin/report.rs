@@ -1,0 +1,287 @@
+//! Turns scripts/bench.sh's results file into markdown tables (medians over rounds, ratios to
+//! the peers) and checks issue 5's goals against them.
+//!
+//! ```text
+//! report RESULTS.tsv
+//! ```
+//!
+//! Each line of the file: `round<TAB>scenario<TAB>server<TAB>exit status<TAB>key=value ...`
+//! (the load client's last line). Exits 1 when any run failed.
+
+use std::collections::{BTreeMap, HashMap};
+
+struct Run {
+    ok: bool,
+    fields: HashMap<String, String>,
+}
+
+/// (id, title, kind) in table order; kind: "ws", "stream" or "idle".
+const SCENARIOS: &[(&str, &str, &str)] = &[
+    ("echo16", "WS echo 16 B, 64 conns × 8 in flight", "ws"),
+    ("pingpong", "WS ping-pong 16 B, 1 conn, client + server on one core", "ws"),
+    ("echo16k", "WS echo 16 KiB, 16 conns × 1 in flight", "ws"),
+    ("echo1m", "WS echo 1 MiB, 4 conns × 1 in flight", "ws"),
+    ("stream1k", "HTTP stream, 16 conns × 1 KiB chunks", "stream"),
+    ("stream64k", "HTTP stream, 16 conns × 64 KiB chunks", "stream"),
+    ("idle", "idle WS connections: server RSS per connection", "idle"),
+];
+
+const WS_SERVERS: &[&str] = &["webchan", "tungstenite", "tungstenite-batched", "axum", "fastwebsockets"];
+const STREAM_SERVERS: &[&str] = &["webchan-stream", "hyper-stream"];
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = values.len();
+    Some(if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 })
+}
+
+struct Cells<'a> {
+    runs: &'a BTreeMap<(String, String), Vec<Run>>,
+}
+
+impl Cells<'_> {
+    fn runs(&self, scenario: &str, server: &str) -> &[Run] {
+        self.runs.get(&(scenario.to_owned(), server.to_owned())).map_or(&[], |v| v.as_slice())
+    }
+    /// Median of a field over the successful runs.
+    fn get(&self, scenario: &str, server: &str, key: &str) -> Option<f64> {
+        median(
+            self.runs(scenario, server)
+                .iter()
+                .filter(|r| r.ok)
+                .filter_map(|r| r.fields.get(key)?.parse().ok())
+                .collect(),
+        )
+    }
+    fn failures(&self, scenario: &str, server: &str) -> usize {
+        self.runs(scenario, server).iter().filter(|r| !r.ok).count()
+    }
+}
+
+fn rate(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1e4 {
+        format!("{:.0}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn num(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "—".to_owned(), |v| format!("{v:.digits$}"))
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "—".into(),
+    }
+}
+
+fn main() {
+    let path = std::env::args().nth(1).unwrap_or_else(|| {
+        eprintln!("usage: report RESULTS.tsv");
+        std::process::exit(2)
+    });
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        eprintln!("report: {path}: {e}");
+        std::process::exit(2)
+    });
+    let mut runs: BTreeMap<(String, String), Vec<Run>> = BTreeMap::new();
+    let mut rounds = std::collections::BTreeSet::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let cols: Vec<&str> = line.splitn(5, '\t').collect();
+        if cols.len() < 4 {
+            continue;
+        }
+        rounds.insert(cols[0].to_owned());
+        let fields: HashMap<String, String> = cols
+            .get(4)
+            .unwrap_or(&"")
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect();
+        let ok = cols[3] == "0" && fields.get("errors").is_some_and(|e| e == "0");
+        runs.entry((cols[1].to_owned(), cols[2].to_owned())).or_default().push(Run { ok, fields });
+    }
+    let cells = Cells { runs: &runs };
+    let failed: usize = runs.values().flatten().filter(|r| !r.ok).count();
+    let present = |id: &str| runs.keys().any(|(s, _)| s == id);
+
+    println!("Medians of {} round(s). msg/s over the measured window; server CPU = utime+stime of the", rounds.len());
+    println!("server process over that window; † = the load client used ≥ 90 % of its own core (it");
+    println!("may be the limit); FAIL(n) = n runs with errors (not counted in the medians).\n");
+
+    // WebSocket throughput.
+    if SCENARIOS.iter().any(|(id, _, kind)| *kind == "ws" && present(id)) {
+        println!("| scenario | server | msg/s | MB/s | server CPU µs/msg | server CPU % | × axum | × tungstenite-batched |");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|");
+        for (id, title, _) in SCENARIOS.iter().filter(|(id, _, kind)| *kind == "ws" && present(id)) {
+            let base_axum = cells.get(id, "axum", "rate");
+            let base_batched = cells.get(id, "tungstenite-batched", "rate");
+            for server in WS_SERVERS {
+                if cells.runs(id, server).is_empty() {
+                    continue;
+                }
+                let r = cells.get(id, server, "rate");
+                let client_bound = *id != "pingpong"
+                    && cells.get(id, server, "client_cpu_pct").is_some_and(|c| c >= 90.0);
+                let fails = cells.failures(id, server);
+                let shown = format!(
+                    "{}{}{}",
+                    r.map_or("—".into(), rate),
+                    if client_bound { " †" } else { "" },
+                    if fails > 0 { format!(" FAIL({fails})") } else { String::new() }
+                );
+                println!(
+                    "| {title} | {server} | {shown} | {} | {} | {} | {} | {} |",
+                    num(cells.get(id, server, "mbps"), 1),
+                    num(cells.get(id, server, "cpu_us_per_msg"), 2),
+                    num(cells.get(id, server, "server_cpu_pct"), 0),
+                    ratio(r, base_axum),
+                    ratio(r, base_batched),
+                );
+            }
+        }
+        println!();
+    }
+
+    // HTTP streams.
+    if SCENARIOS.iter().any(|(id, _, kind)| *kind == "stream" && present(id)) {
+        println!("| scenario | server | GB/s | server CPU µs/chunk | server CPU % | × hyper-stream |");
+        println!("|---|---|---:|---:|---:|---:|");
+        for (id, title, _) in SCENARIOS.iter().filter(|(id, _, kind)| *kind == "stream" && present(id)) {
+            let base = cells.get(id, "hyper-stream", "gbps");
+            for server in STREAM_SERVERS {
+                if cells.runs(id, server).is_empty() {
+                    continue;
+                }
+                let g = cells.get(id, server, "gbps");
+                let client_bound = cells.get(id, server, "client_cpu_pct").is_some_and(|c| c >= 90.0);
+                let fails = cells.failures(id, server);
+                println!(
+                    "| {title} | {server} | {}{}{} | {} | {} | {} |",
+                    num(g, 2),
+                    if client_bound { " †" } else { "" },
+                    if fails > 0 { format!(" FAIL({fails})") } else { String::new() },
+                    num(cells.get(id, server, "cpu_us_per_msg"), 3),
+                    num(cells.get(id, server, "server_cpu_pct"), 0),
+                    ratio(g, base),
+                );
+            }
+        }
+        println!();
+    }
+
+    // Idle memory.
+    if present("idle") {
+        let n = runs
+            .iter()
+            .find(|((s, _), _)| s == "idle")
+            .and_then(|(_, v)| v.first()?.fields.get("conns").cloned())
+            .unwrap_or_default();
+        println!("| idle WS connections ({n}) | server | KiB per idle connection | KiB per connection after one 64 KiB echo each | × axum (idle) |");
+        println!("|---|---|---:|---:|---:|");
+        let base = cells.get("idle", "axum", "idle_kib_per_conn");
+        for server in WS_SERVERS {
+            if cells.runs("idle", server).is_empty() {
+                continue;
+            }
+            let idle = cells.get("idle", server, "idle_kib_per_conn");
+            let fails = cells.failures("idle", server);
+            println!(
+                "| RSS growth / connection | {server} | {}{} | {} | {} |",
+                num(idle, 1),
+                if fails > 0 { format!(" FAIL({fails})") } else { String::new() },
+                num(cells.get("idle", server, "after_kib_per_conn"), 1),
+                ratio(idle, base),
+            );
+        }
+        println!();
+    }
+
+    // Issue 5's goals, as far as these scenarios measure them.
+    let g = |s: &str, v: &str, k: &str| cells.get(s, v, k);
+    let mut goals: Vec<(String, Option<bool>)> = Vec::new();
+    let mut goal = |name: String, met: Option<bool>| goals.push((name, met));
+    let w16 = g("echo16", "webchan", "rate");
+    let both = |a: Option<f64>, b: Option<f64>, f: &dyn Fn(f64, f64) -> bool| match (a, b) {
+        (Some(a), Some(b)) => Some(f(a, b)),
+        _ => None,
+    };
+    if present("echo16") {
+        goal(format!("echo 16 B: ≥ 1.0M msg/s (webchan {})", w16.map_or("—".into(), rate)), w16.map(|r| r >= 1e6));
+        goal(
+            format!("echo 16 B: ≥ 3.5× axum ({})", ratio(w16, g("echo16", "axum", "rate"))),
+            both(w16, g("echo16", "axum", "rate"), &|a, b| a >= 3.5 * b),
+        );
+        goal(
+            format!(
+                "echo 16 B: ≥ 1.5× tungstenite-batched ({})",
+                ratio(w16, g("echo16", "tungstenite-batched", "rate"))
+            ),
+            both(w16, g("echo16", "tungstenite-batched", "rate"), &|a, b| a >= 1.5 * b),
+        );
+        let cpu = g("echo16", "webchan", "cpu_us_per_msg");
+        goal(format!("echo 16 B: server CPU ≤ 1 µs/msg ({} µs)", num(cpu, 2)), cpu.map(|c| c <= 1.0));
+    }
+    if present("pingpong") {
+        let w = g("pingpong", "webchan", "rate");
+        goal(
+            format!("ping-pong: ≥ fastwebsockets ({})", ratio(w, g("pingpong", "fastwebsockets", "rate"))),
+            both(w, g("pingpong", "fastwebsockets", "rate"), &|a, b| a >= b),
+        );
+        goal(
+            format!("ping-pong: ≥ 1.3× axum ({})", ratio(w, g("pingpong", "axum", "rate"))),
+            both(w, g("pingpong", "axum", "rate"), &|a, b| a >= 1.3 * b),
+        );
+    }
+    for (id, label) in [("echo16k", "16 KiB"), ("echo1m", "1 MiB")] {
+        if present(id) {
+            let w = g(id, "webchan", "rate");
+            goal(
+                format!("echo {label}: ≥ fastwebsockets ({})", ratio(w, g(id, "fastwebsockets", "rate"))),
+                both(w, g(id, "fastwebsockets", "rate"), &|a, b| a >= b),
+            );
+        }
+    }
+    for (id, label) in [("stream1k", "1 KiB"), ("stream64k", "64 KiB")] {
+        if present(id) {
+            let w = g(id, "webchan-stream", "gbps");
+            goal(
+                format!("HTTP stream {label} chunks: ≥ 1.0× raw hyper ({})", ratio(w, g(id, "hyper-stream", "gbps"))),
+                both(w, g(id, "hyper-stream", "gbps"), &|a, b| a >= b),
+            );
+        }
+    }
+    if present("idle") {
+        let idle = g("idle", "webchan", "idle_kib_per_conn");
+        let after = g("idle", "webchan", "after_kib_per_conn");
+        goal(format!("idle WS: ≤ 4 KiB per connection ({} KiB)", num(idle, 1)), idle.map(|v| v <= 4.0));
+        goal(
+            format!("idle WS after a 64 KiB message: ≤ 8 KiB per connection ({} KiB)", num(after, 1)),
+            after.map(|v| v <= 8.0),
+        );
+    }
+    if !goals.is_empty() {
+        println!("| goal (issue 5) | met |");
+        println!("|---|---|");
+        for (name, met) in goals {
+            let met = match met {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "—",
+            };
+            println!("| {name} | {met} |");
+        }
+        println!();
+    }
+    if failed > 0 {
+        println!("{failed} run(s) FAILED: see the logs next to the results file.");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,323 @@
+//! Echo and streaming servers for the loopback comparison, one per library.
+//!
+//! ```text
+//! servers NAME PORT
+//! ```
+//!
+//! Every server runs on a tokio `current_thread` runtime (one worker), listens on
+//! 127.0.0.1:PORT, sets `TCP_NODELAY` on accepted sockets (all of them alike) and prints
+//! `ready` once bound. WebSocket servers answer every text/binary message with the same
+//! message; stream servers answer `GET /?chunk=BYTES&total=BYTES` with a streamed (chunked)
+//! body of `total` bytes sent in chunks of `chunk` bytes, each chunk the same bytes
+//! (`compare::pattern`).
+//!
+//! Names: webchan, tungstenite, tungstenite-batched, axum, fastwebsockets (WebSocket echo);
+//! webchan-stream, hyper-stream (HTTP streams).
+
+use std::convert::Infallible;
+use std::future::{ready, Future};
+use std::io::Write;
+
+use bytes::Bytes;
+use futures::{FutureExt, SinkExt, StreamExt};
+use http::{header, Request, Response, StatusCode};
+use http_body_util::{Empty, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+const NAMES: &[&str] = &[
+    "webchan",
+    "tungstenite",
+    "tungstenite-batched",
+    "axum",
+    "fastwebsockets",
+    "webchan-stream",
+    "hyper-stream",
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(name), Some(port)) = (args.get(1), args.get(2).and_then(|p| p.parse::<u16>().ok()))
+    else {
+        eprintln!("usage: servers NAME PORT   (NAME: {})", NAMES.join(", "));
+        std::process::exit(2);
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
+        match name.as_str() {
+            "webchan" => serve(listener, webchan_ws).await,
+            "tungstenite" => serve(listener, |r| tungstenite_ws(r, false)).await,
+            "tungstenite-batched" => serve(listener, |r| tungstenite_ws(r, true)).await,
+            "fastwebsockets" => serve(listener, fastwebsockets_ws).await,
+            "webchan-stream" => serve(listener, webchan_stream).await,
+            "hyper-stream" => serve(listener, hyper_stream).await,
+            "axum" => axum_ws(listener).await,
+            other => {
+                eprintln!("unknown server {other:?} (one of: {})", NAMES.join(", "));
+                std::process::exit(2);
+            }
+        }
+    });
+}
+
+fn announce() {
+    println!("ready");
+    let _ = std::io::stdout().flush();
+}
+
+/// hyper-util's auto builder with upgrades, one task per connection: the same HTTP stack for
+/// every hyper-based server.
+async fn serve<H, Fut, B>(listener: TcpListener, handler: H)
+where
+    H: Fn(Request<Incoming>) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    announce();
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(error) => {
+                // EMFILE and friends: do not spin.
+                eprintln!("accept: {error}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(async move {
+            let service = service_fn(move |request| handler(request).map(Ok::<_, Infallible>));
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// webchan
+
+async fn webchan_ws(request: Request<Incoming>) -> Response<webchan::Body> {
+    match webchan::as_channel(request, webchan::Config::default()) {
+        Ok((reply, channel)) => {
+            tokio::spawn(webchan_echo(channel));
+            reply.await
+        }
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+/// Exactly examples/autobahn.rs: the Sink half forwards the Stream half's messages.
+async fn webchan_echo(channel: webchan::Channel) {
+    let (mut tx, rx) = channel.split();
+    let mut messages = rx.filter_map(|event| {
+        ready(match event {
+            webchan::Event::Message(m) => Some(Ok(m.into())),
+            _ => None,
+        })
+    });
+    let _ = tx.send_all(&mut messages).await;
+}
+
+/// `?chunk=&total=` (and `api=send` for one awaited `Sender::send` per chunk instead of the
+/// Sink). The chunks are produced by another task than hyper's connection task.
+async fn webchan_stream(request: Request<Incoming>) -> Response<webchan::Body> {
+    let params = StreamParams::from_query(request.uri().query());
+    let (reply, channel) = match webchan::as_channel(request, webchan::Config::default()) {
+        Ok(pair) => pair,
+        Err(rejection) => return rejection.into_response(),
+    };
+    tokio::spawn(async move {
+        let (mut tx, _rx) = channel.split();
+        let chunk = Bytes::from(compare::pattern(params.chunk));
+        if params.api_send {
+            for piece in params.pieces(chunk) {
+                if tx.send(piece.into()).await.is_err() {
+                    return;
+                }
+            }
+            tx.close().await;
+        } else {
+            let mut pieces = futures::stream::iter(params.pieces(chunk))
+                .map(|b| Ok::<webchan::Message, webchan::Error>(b.into()));
+            if tx.send_all(&mut pieces).await.is_ok() {
+                let _ = SinkExt::close(&mut tx).await;
+            }
+        }
+    });
+    reply.await
+}
+
+// ---------------------------------------------------------------------------------------------
+// raw hyper stream
+
+async fn hyper_stream(
+    request: Request<Incoming>,
+) -> Response<StreamBody<impl futures::Stream<Item = Result<Frame<Bytes>, Infallible>>>> {
+    let params = StreamParams::from_query(request.uri().query());
+    let chunk = Bytes::from(compare::pattern(params.chunk));
+    let body = StreamBody::new(futures::stream::iter(
+        params.pieces(chunk).map(|b| Ok::<_, Infallible>(Frame::data(b))),
+    ));
+    Response::new(body)
+}
+
+struct StreamParams {
+    chunk: usize,
+    total: u64,
+    api_send: bool,
+}
+
+impl StreamParams {
+    fn from_query(query: Option<&str>) -> Self {
+        let mut p = Self { chunk: 1024, total: 16 << 20, api_send: false };
+        for pair in query.unwrap_or("").split('&') {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "chunk" => p.chunk = v.parse().unwrap_or(p.chunk).max(1),
+                "total" => p.total = v.parse().unwrap_or(p.total),
+                "api" => p.api_send = v == "send",
+                _ => {}
+            }
+        }
+        p
+    }
+
+    /// `total` bytes as clones of `chunk` (the last one cut short).
+    fn pieces(&self, chunk: Bytes) -> impl Iterator<Item = Bytes> + Send + 'static {
+        let size = self.chunk as u64;
+        let full = self.total / size;
+        let rest = (self.total % size) as usize;
+        let last = chunk.slice(..rest);
+        (0..full).map(move |_| chunk.clone()).chain((rest > 0).then_some(last))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// tokio-tungstenite over a hyper upgrade
+
+async fn tungstenite_ws(mut request: Request<Incoming>, batched: bool) -> Response<Empty<Bytes>> {
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::WebSocketStream;
+
+    let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY) else {
+        return status(StatusCode::BAD_REQUEST);
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let _ = if batched { tungstenite_batched(ws).await } else { tungstenite_plain(ws).await };
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Empty::new())
+        .unwrap()
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+type WsResult = Result<(), tokio_tungstenite::tungstenite::Error>;
+
+/// One `send` (write + flush) per message: what most hand-written code does.
+async fn tungstenite_plain(mut ws: Ws) -> WsResult {
+    while let Some(message) = ws.next().await {
+        let message = message?;
+        if message.is_text() || message.is_binary() {
+            ws.send(message).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Feed every message that is ready, then flush once.
+async fn tungstenite_batched(mut ws: Ws) -> WsResult {
+    while let Some(message) = ws.next().await {
+        let message = message?;
+        if message.is_text() || message.is_binary() {
+            ws.feed(message).await?;
+        }
+        while let Some(Some(message)) = ws.next().now_or_never() {
+            let message = message?;
+            if message.is_text() || message.is_binary() {
+                ws.feed(message).await?;
+            }
+        }
+        ws.flush().await?;
+    }
+    Ok(())
+}
+
+fn status(code: StatusCode) -> Response<Empty<Bytes>> {
+    let mut response = Response::new(Empty::new());
+    *response.status_mut() = code;
+    response
+}
+
+// ---------------------------------------------------------------------------------------------
+// fastwebsockets
+
+async fn fastwebsockets_ws(mut request: Request<Incoming>) -> Response<Empty<Bytes>> {
+    use fastwebsockets::{upgrade, FragmentCollector, OpCode, WebSocketError};
+    let (response, upgrade) = match upgrade::upgrade(&mut request) {
+        Ok(pair) => pair,
+        Err(_) => return status(StatusCode::BAD_REQUEST),
+    };
+    tokio::spawn(async move {
+        let run = async move {
+            let mut ws = FragmentCollector::new(upgrade.await?);
+            loop {
+                let frame = ws.read_frame().await?;
+                match frame.opcode {
+                    OpCode::Close => break,
+                    OpCode::Text | OpCode::Binary => ws.write_frame(frame).await?,
+                    _ => {}
+                }
+            }
+            Ok::<_, WebSocketError>(())
+        };
+        let _ = run.await;
+    });
+    response
+}
+
+// ---------------------------------------------------------------------------------------------
+// axum
+
+async fn axum_ws(listener: TcpListener) {
+    use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+    use axum::serve::ListenerExt;
+
+    async fn echo(mut socket: WebSocket) {
+        while let Some(Ok(message)) = socket.recv().await {
+            match message {
+                Message::Text(_) | Message::Binary(_) => {
+                    if socket.send(message).await.is_err() {
+                        break;
+                    }
+                }
+                // Keep reading: tungstenite answers the close and then ends the stream.
+                _ => {}
+            }
+        }
+    }
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(|ws: WebSocketUpgrade| async move { ws.on_upgrade(echo) }),
+    );
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    announce();
+    axum::serve(listener, app).await.expect("axum::serve");
+}
