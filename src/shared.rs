@@ -66,6 +66,9 @@ pub(crate) struct State {
     tracked: HashSet<u64>,
     /// The errors of tracked items that failed.
     failures: HashMap<u64, Error>,
+    /// Items whose `Completion` was dropped before they finished: if the channel closes
+    /// first, each reports `Error::Closed` to the event stream.
+    orphans: HashSet<u64>,
     /// The number of messages accepted (a response head is only valid as the first).
     sends: u64,
 
@@ -242,6 +245,8 @@ impl Shared {
         s.tracked.remove(&seq);
         if let Some(e) = s.failures.remove(&seq) {
             Self::push_event(&mut s, Event::Error(e));
+        } else if seq > s.done_seq && !s.closed {
+            s.orphans.insert(seq);
         }
     }
 
@@ -344,6 +349,10 @@ impl Shared {
         }
         let was_full = s.queued_bytes >= self.config.queue_limit;
         s.queued_bytes = s.queued_bytes.saturating_sub(bytes);
+        if !s.orphans.is_empty() {
+            let done = s.done_seq;
+            s.orphans.retain(|seq| *seq > done);
+        }
         for (seq, error) in failures.drain(..) {
             if s.tracked.contains(&seq) {
                 s.failures.insert(seq, error);
@@ -418,6 +427,11 @@ impl Shared {
         if let Some(e) = error {
             Self::push_event(&mut s, Event::Error(e));
         }
+        // Sends nobody waits for any more, which will never go out.
+        for _ in 0..s.orphans.len() {
+            Self::push_event(&mut s, Event::Error(Error::Closed));
+        }
+        s.orphans.clear();
         Self::push_event(&mut s, Event::Closed(info));
         if !s.receiver_alive {
             s.ended = true;

@@ -1,8 +1,11 @@
-//! The WebSocket transport: one task per connection drives tungstenite over hyper's upgraded
-//! IO, so pings are answered and closes noticed whatever the application is doing.
+//! The WebSocket transport: one task per connection moves frames between hyper's upgraded IO
+//! and the channel's shared state, so pings are answered and closes noticed whatever the
+//! application is doing.
 //!
-//! Each wake-up reads every frame that is ready (up to a budget), takes every queued message,
-//! feeds them all, and flushes once: one `write` for a whole batch.
+//! Each wake-up decodes every frame that is ready (up to a budget), takes every queued
+//! message, encodes them all into one buffer, and writes it at once. Both buffers are dropped
+//! whenever the connection goes idle with them empty, so an idle connection holds no buffer,
+//! whatever size its last message had.
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -11,23 +14,23 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_core::Stream;
-use futures_sink::Sink;
+use bytes::{Buf, BytesMut};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
-use tokio_tungstenite::WebSocketStream;
 
-use crate::event::Text;
+use crate::frame::{self, Decoded, Decoder, Violation};
 use crate::message::{Piece, Pump};
 use crate::shared::{Item, Queued, Shared};
 use crate::{CloseInfo, Error, Event, Incoming};
 
-/// Messages read per wake-up before the task lets others run.
+/// Frames decoded per wake-up before the task lets others run.
 const READ_BUDGET: usize = 64;
+/// Encoded bytes gathered before they are written out.
+const WRITE_HIGH: usize = 64 * 1024;
+/// The most read at once while a large frame comes in.
+const MAX_READ: usize = 64 * 1024;
 
 #[derive(Debug)]
 struct NoUpgrade;
@@ -56,19 +59,16 @@ pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
             return;
         }
     };
-    let config = &shared.config;
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(config.read_buffer_size)
-        .write_buffer_size(64 * 1024)
-        .max_message_size(Some(config.max_message_size))
-        .max_frame_size(Some(config.max_frame_size));
-    let ws =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
-            .await;
     shared.open();
-    let timeout = shared.config.timeout;
+    let config = &shared.config;
+    let timeout = config.timeout;
     let mut conn = Conn {
-        ws,
+        io: TokioIo::new(upgraded),
+        rbuf: BytesMut::new(),
+        need: 0,
+        read_chunk: config.read_buffer_size,
+        wbuf: BytesMut::new(),
+        decoder: Decoder::new(config.max_message_size, config.max_frame_size),
         batch: VecDeque::new(),
         current: None,
         fed_upto: 0,
@@ -76,21 +76,20 @@ pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
         reported: 0,
         failures: Vec::new(),
         events: Vec::new(),
-        needs_flush: false,
         paused: false,
-        read_done: false,
+        read_closed: false,
         close_sent: None,
         peer_close: None,
         fatal: None,
         abnormal: false,
-        terminate: false,
+        shutting_down: false,
         close_timer: None,
-        finished: false,
         idle: (!timeout.is_zero()).then(|| Idle {
             timeout,
             last: Instant::now(),
             sleep: Box::pin(tokio::time::sleep(timeout)),
         }),
+        finished: false,
         shared,
     };
     poll_fn(|cx| conn.poll(cx)).await;
@@ -104,33 +103,40 @@ struct Idle {
 
 struct Conn {
     shared: Arc<Shared>,
-    ws: WebSocketStream<TokioIo<Upgraded>>,
+    io: TokioIo<Upgraded>,
+    /// Bytes read and not yet decoded.
+    rbuf: BytesMut,
+    /// How many bytes the frame being read needs in `rbuf` (0: unknown).
+    need: usize,
+    read_chunk: usize,
+    /// Encoded frames not yet written.
+    wbuf: BytesMut,
+    decoder: Decoder,
     /// Items taken from the shared queue, not yet started.
     batch: VecDeque<Queued>,
     /// The item being sent (sequence number, queued size, its pieces).
     current: Option<(u64, usize, Pump)>,
-    /// Every item up to this one was fed to tungstenite; done once the flush completes.
+    /// Every item up to this one was encoded into `wbuf`; done once `wbuf` is written.
     fed_upto: u64,
     fed_bytes: usize,
     reported: u64,
     failures: Vec<(u64, Error)>,
     /// Received events not yet handed to the stream.
     events: Vec<Event>,
-    needs_flush: bool,
     /// The application has too much unread: stop reading until it catches up.
     paused: bool,
-    /// tungstenite reported the end of the connection.
-    read_done: bool,
-    /// We sent a close frame with this code and reason.
+    /// Nothing more is read: the peer's close frame came, or the connection failed or ended.
+    read_closed: bool,
+    /// We started the closing handshake (or failed the connection) with this code and reason.
     close_sent: Option<CloseInfo>,
     /// The peer sent a close frame with this code and reason.
     peer_close: Option<CloseInfo>,
     /// The error that made us fail the connection.
     fatal: Option<Error>,
-    /// The connection broke without a closing handshake (1006).
+    /// The connection broke (I/O error, or the end of the stream without a closing handshake).
     abnormal: bool,
-    /// Stop as soon as the close frame we queued is flushed.
-    terminate: bool,
+    /// Write what is buffered, shut the TCP connection down, and end.
+    shutting_down: bool,
     close_timer: Option<Pin<Box<Sleep>>>,
     idle: Option<Idle>,
     /// `Closed` was reported.
@@ -152,15 +158,22 @@ impl Conn {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             let mut again = false;
-            if !self.read_done && !self.abnormal && !self.terminate {
+            if !self.read_closed && !self.abnormal {
                 again |= self.poll_read(cx);
             }
-            if !self.read_done && !self.abnormal {
-                self.poll_write(cx);
+            if !self.abnormal {
+                again |= self.poll_write(cx);
             }
-            if self.read_done || self.abnormal || (self.terminate && !self.needs_flush) {
+            if self.abnormal {
                 self.finish();
                 return Poll::Ready(());
+            }
+            if self.shutting_down && self.wbuf.is_empty() {
+                // Server side closes TCP first (RFC 6455 §7.1.1).
+                if Pin::new(&mut self.io).poll_shutdown(cx).is_ready() {
+                    self.finish();
+                    return Poll::Ready(());
+                }
             }
             if let Some(timer) = &mut self.close_timer {
                 if timer.as_mut().poll(cx).is_ready() {
@@ -173,15 +186,21 @@ impl Conn {
                 if self.close_sent.is_none() && idle.sleep.as_mut().poll(cx).is_ready() {
                     let deadline = idle.last + idle.timeout;
                     if Instant::now() >= deadline {
-                        self.start_close(1000, "idle timeout".to_owned(), 0);
-                        again = true;
+                        self.start_close(1000, "idle timeout");
                     } else {
                         idle.sleep.as_mut().reset(deadline);
-                        again = true;
                     }
+                    again = true;
                 }
             }
             if !again {
+                // Idle: keep no buffer.
+                if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+                    self.rbuf = BytesMut::new();
+                }
+                if self.wbuf.is_empty() && self.wbuf.capacity() > 0 {
+                    self.wbuf = BytesMut::new();
+                }
                 return Poll::Pending;
             }
         }
@@ -193,7 +212,7 @@ impl Conn {
         }
     }
 
-    /// Reads what is ready. Returns true when it stopped for the budget (poll again).
+    /// Reads and decodes what is ready. Returns true when it stopped for the budget.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> bool {
         if self.paused && self.close_sent.is_none() {
             self.paused = self.shared.read_paused();
@@ -201,46 +220,54 @@ impl Conn {
                 return false;
             }
         }
-        let mut budget_spent = false;
         let mut count = 0;
+        let mut budget_spent = false;
         loop {
-            match Pin::new(&mut self.ws).poll_next(cx) {
-                Poll::Ready(Some(Ok(message))) => {
+            match self.decoder.decode(&mut self.rbuf, &mut self.need) {
+                Ok(Some(decoded)) => {
                     count += 1;
-                    match message {
-                        WsMessage::Text(t) => {
-                            self.events.push(Event::Message(Incoming::Text(Text(t))));
-                        }
-                        WsMessage::Binary(b) => {
-                            self.events.push(Event::Message(Incoming::Binary(b)))
-                        }
-                        // tungstenite queued the pong; the flush below sends it.
-                        WsMessage::Ping(_) => self.needs_flush = true,
-                        WsMessage::Pong(_) | WsMessage::Frame(_) => {}
-                        WsMessage::Close(frame) => {
-                            // tungstenite queued the reply (an echo of the code).
-                            self.needs_flush = true;
-                            let info = match frame {
-                                Some(f) => CloseInfo::websocket(f.code.into(), f.reason.as_str()),
-                                None => CloseInfo::websocket(1005, ""),
-                            };
-                            self.peer_close.get_or_insert(info);
-                        }
+                    self.on_decoded(decoded);
+                    if self.read_closed {
+                        break;
                     }
                     if count >= READ_BUDGET {
                         budget_spent = true;
                         break;
                     }
+                    continue;
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    self.on_error(e);
+                Ok(None) => {}
+                Err(violation) => {
+                    self.fail(violation);
                     break;
                 }
-                Poll::Ready(None) => {
-                    self.read_done = true;
+            }
+            let start = self.rbuf.len();
+            if self.need > start {
+                self.rbuf.reserve(self.need - start);
+            }
+            let want = self.read_chunk.max(self.need.saturating_sub(start)).min(MAX_READ);
+            self.rbuf.resize(start + want, 0);
+            let mut read_buf = ReadBuf::new(&mut self.rbuf[start..]);
+            match Pin::new(&mut self.io).poll_read(cx, &mut read_buf) {
+                Poll::Ready(Ok(())) => {
+                    let n = read_buf.filled().len();
+                    self.rbuf.truncate(start + n);
+                    if n == 0 {
+                        self.on_eof();
+                        break;
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    self.rbuf.truncate(start);
+                    tracing::debug!(error = %e, "websocket connection lost");
+                    self.abnormal = true;
                     break;
                 }
-                Poll::Pending => break,
+                Poll::Pending => {
+                    self.rbuf.truncate(start);
+                    break;
+                }
             }
         }
         if count > 0 {
@@ -253,69 +280,73 @@ impl Conn {
         budget_spent && !self.paused
     }
 
-    fn on_error(&mut self, error: WsError) {
-        use tokio_tungstenite::tungstenite::error::ProtocolError;
-        match error {
-            WsError::ConnectionClosed | WsError::AlreadyClosed => self.read_done = true,
-            WsError::Io(e) => {
-                tracing::debug!(error = %e, "websocket connection lost");
-                self.abnormal = true;
+    fn on_decoded(&mut self, decoded: Decoded) {
+        match decoded {
+            Decoded::Text(t) => self.events.push(Event::Message(Incoming::Text(t))),
+            Decoded::Binary(b) => self.events.push(Event::Message(Incoming::Binary(b))),
+            Decoded::Ping(payload) => {
+                if self.close_sent.is_none() && self.peer_close.is_none() {
+                    frame::encode(&mut self.wbuf, frame::OP_PONG, &payload);
+                }
             }
-            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => self.abnormal = true,
-            WsError::Protocol(p) => {
-                let text = p.to_string();
-                self.fail(1002, "protocol error", Error::Protocol(text));
-            }
-            WsError::Utf8(_) => self.fail(1007, "invalid utf-8", Error::InvalidUtf8),
-            WsError::Capacity(c) => {
-                self.fail(1009, "message too big", Error::TooLarge(c.to_string()));
-            }
-            other => {
-                let text = other.to_string();
-                self.fail(1011, "internal error", Error::Protocol(text));
+            Decoded::Pong => {}
+            Decoded::Close(code, reason) => {
+                self.read_closed = true;
+                if self.close_sent.is_none() {
+                    // Answer with the same code (none for none), then close TCP.
+                    if code == 1005 {
+                        frame::encode(&mut self.wbuf, frame::OP_CLOSE, &[]);
+                    } else {
+                        frame::encode_close(&mut self.wbuf, code, "");
+                    }
+                }
+                self.peer_close = Some(CloseInfo::websocket(code, reason));
+                self.shutting_down = true;
             }
         }
     }
 
-    /// Fails the connection (RFC 6455 §7.1.7): a close frame with `code`, then the end.
-    fn fail(&mut self, code: u16, reason: &str, error: Error) {
-        tracing::debug!(%error, code, "failing websocket connection");
-        self.fatal = Some(error);
-        self.terminate = true;
-        if self.close_sent.is_none() {
-            self.send_close(CloseInfo::websocket(code, reason));
+    fn on_eof(&mut self) {
+        self.read_closed = true;
+        if self.peer_close.is_none() {
+            // The peer went away without a close frame: 1006 (RFC 6455 §7.1.5), also when
+            // we had started the closing handshake.
+            self.abnormal = true;
+        } else {
+            self.shutting_down = true;
         }
     }
 
-    fn send_close(&mut self, info: CloseInfo) {
-        let frame = CloseFrame {
-            code: CloseCode::from(info.code.unwrap_or(1000)),
-            reason: info.reason.clone().unwrap_or_default().into(),
-        };
-        // `start_send` of a close frame only buffers it (tungstenite's `close`); errors mean
-        // the connection is already gone, which the flush reports.
-        if let Err(e) = Pin::new(&mut self.ws).start_send(WsMessage::Close(Some(frame))) {
-            if !matches!(e, WsError::ConnectionClosed | WsError::AlreadyClosed) {
-                self.abnormal = !self.terminate;
-            }
+    /// Fails the connection (RFC 6455 §7.1.7): a close frame with the code, then the end.
+    fn fail(&mut self, violation: Violation) {
+        tracing::debug!(error = %violation.error, code = violation.code, "failing websocket connection");
+        self.read_closed = true;
+        self.shutting_down = true;
+        if self.close_sent.is_none() && self.peer_close.is_none() {
+            frame::encode_close(&mut self.wbuf, violation.code, violation.reason);
+            self.close_sent = Some(CloseInfo::websocket(violation.code, violation.reason));
         }
-        self.needs_flush = true;
-        self.close_sent = Some(info);
+        self.fatal = Some(violation.error);
     }
 
-    fn start_close(&mut self, code: u16, reason: String, seq: u64) {
-        if seq != 0 {
-            self.fed_upto = seq;
-        }
+    fn start_close(&mut self, code: u16, reason: &str) {
         if self.close_sent.is_some() || self.peer_close.is_some() {
             return;
         }
-        self.send_close(CloseInfo::websocket(code, reason));
+        frame::encode_close(&mut self.wbuf, code, reason);
+        self.close_sent = Some(CloseInfo::websocket(code, reason));
         self.close_timer = Some(Box::pin(tokio::time::sleep(self.shared.config.close_timeout)));
     }
 
-    fn poll_write(&mut self, cx: &mut Context<'_>) {
-        while self.close_sent.is_none() && self.peer_close.is_none() {
+    /// Encodes queued messages and writes. Returns true when it stopped with more to send
+    /// and the socket still writable.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut more = false;
+        while self.close_sent.is_none() && self.peer_close.is_none() && !self.shutting_down {
+            if self.wbuf.len() >= WRITE_HIGH {
+                more = true;
+                break;
+            }
             let Some((seq, size, pump)) = &mut self.current else {
                 if self.batch.is_empty() {
                     self.report();
@@ -324,7 +355,8 @@ impl Conn {
                 match self.batch.pop_front() {
                     None => break,
                     Some(Queued { seq, item: Item::Close(code, reason), .. }) => {
-                        self.start_close(code, reason, seq);
+                        self.fed_upto = seq;
+                        self.start_close(code, &reason);
                     }
                     Some(Queued { seq, size, item: Item::Send(message) }) => {
                         match Pump::new(message) {
@@ -340,21 +372,19 @@ impl Conn {
                 continue;
             };
             let (seq, size) = (*seq, *size);
-            match Pin::new(&mut self.ws).poll_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return self.on_write_error(e),
-                Poll::Pending => break,
-            }
             match pump.poll_next(cx) {
                 Poll::Ready(Some(Ok(piece))) => {
-                    let message = match piece {
-                        Piece::Text(s) => WsMessage::Text(s.into()),
-                        Piece::Binary(b) => WsMessage::Binary(b),
-                    };
-                    if let Err(e) = Pin::new(&mut self.ws).start_send(message) {
-                        return self.on_write_error(e);
+                    match &piece {
+                        Piece::Text(s) => {
+                            frame::encode(&mut self.wbuf, frame::OP_TEXT, s.as_bytes())
+                        }
+                        Piece::Binary(b) => frame::encode(&mut self.wbuf, frame::OP_BINARY, b),
                     }
-                    self.needs_flush = true;
+                    if pump.is_done() {
+                        self.current = None;
+                        self.fed_upto = seq;
+                        self.fed_bytes += size;
+                    }
                     self.touch();
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -371,32 +401,33 @@ impl Conn {
                 Poll::Pending => break,
             }
         }
-        if self.needs_flush {
-            match Pin::new(&mut self.ws).poll_flush(cx) {
-                Poll::Ready(Ok(())) => {
-                    self.needs_flush = false;
-                    self.report();
+        while !self.wbuf.is_empty() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.wbuf) {
+                Poll::Ready(Ok(0)) => {
+                    self.abnormal = true;
+                    return false;
                 }
-                Poll::Ready(Err(e)) => self.on_write_error(e),
-                Poll::Pending => {}
+                Poll::Ready(Ok(n)) => self.wbuf.advance(n),
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "websocket write failed");
+                    self.abnormal = true;
+                    return false;
+                }
+                Poll::Pending => return false,
             }
-        } else {
-            self.report();
         }
-    }
-
-    fn on_write_error(&mut self, error: WsError) {
-        match error {
-            WsError::ConnectionClosed | WsError::AlreadyClosed => self.read_done = true,
-            other => {
-                tracing::debug!(error = %other, "websocket write failed");
+        match Pin::new(&mut self.io).poll_flush(cx) {
+            Poll::Ready(Ok(())) => self.report(),
+            Poll::Ready(Err(_)) => {
                 self.abnormal = true;
+                return false;
             }
+            Poll::Pending => return false,
         }
-        self.needs_flush = false;
+        more
     }
 
-    /// Tells the senders how far the flushed items got.
+    /// Tells the senders how far the written items got.
     fn report(&mut self) {
         if self.fed_upto > self.reported || !self.failures.is_empty() {
             self.shared.finish_items(self.fed_upto, self.fed_bytes, &mut self.failures);
@@ -407,15 +438,14 @@ impl Conn {
 
     fn finish(&mut self) {
         self.finished = true;
-        if !self.needs_flush && !self.abnormal {
+        if self.wbuf.is_empty() && !self.abnormal {
             self.report();
         }
-        let info = if self.abnormal && self.fatal.is_none() {
+        let info = if self.abnormal && self.fatal.is_none() && self.peer_close.is_none() {
+            // No close frame came: 1006, whatever we had sent (RFC 6455 §7.1.5).
             CloseInfo::websocket(1006, "")
-        } else if let Some(ours) = self.close_sent.take().filter(|_| {
-            // A close frame we sent in answer to the peer's is not ours to report.
-            self.fatal.is_some() || self.peer_close.is_none()
-        }) {
+        } else if let Some(ours) = self.close_sent.take() {
+            // We closed (or failed the connection, or the peer never answered in time).
             ours
         } else if let Some(theirs) = self.peer_close.take() {
             theirs

@@ -1,0 +1,452 @@
+//! The WebSocket wire format (RFC 6455 §5), server side: decoding client frames (masked) into
+//! messages, encoding server frames (unmasked). Pure code over buffers; `ws.rs` moves the bytes.
+//!
+//! Why not tungstenite's codec: its read and write buffers only grow (a connection that once
+//! moved a 64 KiB message keeps ~130 KiB for life) and it works through a blocking-style
+//! `Read`/`Write` bridge. Owning the buffers lets an idle connection hold none at all, and
+//! lets the transport batch a whole wake-up's frames into one write.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::event::Text;
+use crate::Error;
+
+pub(crate) const OP_CONTINUATION: u8 = 0x0;
+pub(crate) const OP_TEXT: u8 = 0x1;
+pub(crate) const OP_BINARY: u8 = 0x2;
+pub(crate) const OP_CLOSE: u8 = 0x8;
+pub(crate) const OP_PING: u8 = 0x9;
+pub(crate) const OP_PONG: u8 = 0xA;
+
+/// Why the connection must be failed, and with which close code.
+#[derive(Debug)]
+pub(crate) struct Violation {
+    pub(crate) code: u16,
+    pub(crate) reason: &'static str,
+    pub(crate) error: Error,
+}
+
+impl Violation {
+    fn protocol(reason: &'static str) -> Self {
+        Self { code: 1002, reason: "protocol error", error: Error::Protocol(reason.to_owned()) }
+    }
+
+    fn too_large(what: String) -> Self {
+        Self { code: 1009, reason: "message too big", error: Error::TooLarge(what) }
+    }
+
+    fn utf8() -> Self {
+        Self { code: 1007, reason: "invalid utf-8", error: Error::InvalidUtf8 }
+    }
+}
+
+/// What a decoded frame means for the connection.
+#[derive(Debug)]
+pub(crate) enum Decoded {
+    Text(Text),
+    Binary(Bytes),
+    Ping(Bytes),
+    Pong,
+    /// A close frame: the code (1005 when none) and reason.
+    Close(u16, String),
+}
+
+/// A text or binary message being reassembled from fragments.
+#[derive(Debug)]
+struct Partial {
+    text: bool,
+    data: BytesMut,
+    /// For text: bytes known to be valid UTF-8 (an incomplete sequence may follow).
+    valid: usize,
+}
+
+/// Decodes client frames; keeps the fragments of an unfinished message.
+#[derive(Debug)]
+pub(crate) struct Decoder {
+    max_message: usize,
+    max_frame: usize,
+    partial: Option<Partial>,
+}
+
+/// Is this close code allowed in a close frame on the wire (RFC 6455 §7.4)?
+pub(crate) fn close_code_allowed(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1013 | 3000..=4999)
+}
+
+/// Unmasks (or masks) `data` in place with the 4-byte `key`.
+pub(crate) fn apply_mask(data: &mut [u8], key: [u8; 4]) {
+    let word = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
+    let mut chunks = data.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(chunk);
+        chunk.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ word).to_ne_bytes());
+    }
+    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
+        *byte ^= key[i % 4];
+    }
+}
+
+/// Checks the next UTF-8 bytes of a text message: `Ok(valid_upto)`; an incomplete sequence
+/// at the end is only an error when `last`.
+fn check_utf8(data: &[u8], from: usize, last: bool) -> Result<usize, Violation> {
+    match std::str::from_utf8(&data[from..]) {
+        Ok(_) => Ok(data.len()),
+        Err(e) if e.error_len().is_none() && !last => Ok(from + e.valid_up_to()),
+        Err(_) => Err(Violation::utf8()),
+    }
+}
+
+impl Decoder {
+    pub(crate) fn new(max_message: usize, max_frame: usize) -> Self {
+        Self { max_message, max_frame, partial: None }
+    }
+
+    /// Takes the next complete frame off the front of `buf`. `Ok(None)`: more bytes are
+    /// needed, and `need` says how many in all, when the header told.
+    pub(crate) fn decode(
+        &mut self,
+        buf: &mut BytesMut,
+        need: &mut usize,
+    ) -> Result<Option<Decoded>, Violation> {
+        loop {
+            let Some((fin, opcode, payload)) = self.frame(buf, need)? else { return Ok(None) };
+            if let Some(decoded) = self.message(fin, opcode, payload)? {
+                return Ok(Some(decoded));
+            }
+        }
+    }
+
+    /// One raw frame: (FIN, opcode, unmasked payload).
+    fn frame(
+        &self,
+        buf: &mut BytesMut,
+        need: &mut usize,
+    ) -> Result<Option<(bool, u8, BytesMut)>, Violation> {
+        if buf.len() < 2 {
+            *need = 2;
+            return Ok(None);
+        }
+        let (b0, b1) = (buf[0], buf[1]);
+        let fin = b0 & 0x80 != 0;
+        let opcode = b0 & 0x0F;
+        if b0 & 0x70 != 0 {
+            return Err(Violation::protocol("reserved bits set without an extension"));
+        }
+        if b1 & 0x80 == 0 {
+            return Err(Violation::protocol("unmasked frame from a client"));
+        }
+        match opcode {
+            OP_CONTINUATION | OP_TEXT | OP_BINARY => {}
+            OP_CLOSE | OP_PING | OP_PONG => {
+                if !fin {
+                    return Err(Violation::protocol("fragmented control frame"));
+                }
+                if b1 & 0x7F > 125 {
+                    return Err(Violation::protocol("control frame over 125 bytes"));
+                }
+            }
+            _ => return Err(Violation::protocol("reserved opcode")),
+        }
+        let (len, header) = match b1 & 0x7F {
+            126 => {
+                if buf.len() < 4 {
+                    *need = 8;
+                    return Ok(None);
+                }
+                (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 4)
+            }
+            127 => {
+                if buf.len() < 10 {
+                    *need = 14;
+                    return Ok(None);
+                }
+                let mut be = [0u8; 8];
+                be.copy_from_slice(&buf[2..10]);
+                let len = u64::from_be_bytes(be);
+                if len >> 63 != 0 {
+                    return Err(Violation::protocol("frame length with the top bit set"));
+                }
+                (len, 10)
+            }
+            n => (u64::from(n), 2),
+        };
+        if len > self.max_frame as u64 {
+            return Err(Violation::too_large(format!(
+                "frame of {len} bytes, over the limit of {}",
+                self.max_frame
+            )));
+        }
+        let len = len as usize; // at most max_frame, a usize
+        let total = header + 4 + len;
+        if buf.len() < total {
+            *need = total;
+            return Ok(None);
+        }
+        let key = [buf[header], buf[header + 1], buf[header + 2], buf[header + 3]];
+        buf.advance(header + 4);
+        let mut payload = buf.split_to(len);
+        apply_mask(&mut payload, key);
+        *need = 0;
+        Ok(Some((fin, opcode, payload)))
+    }
+
+    fn message(
+        &mut self,
+        fin: bool,
+        opcode: u8,
+        payload: BytesMut,
+    ) -> Result<Option<Decoded>, Violation> {
+        match opcode {
+            OP_TEXT | OP_BINARY => {
+                if self.partial.is_some() {
+                    return Err(Violation::protocol("new message before the last one ended"));
+                }
+                let text = opcode == OP_TEXT;
+                self.check_size(payload.len())?;
+                if fin {
+                    return Self::complete(text, payload).map(Some);
+                }
+                let valid = if text { check_utf8(&payload, 0, false)? } else { 0 };
+                self.partial = Some(Partial { text, data: payload, valid });
+                Ok(None)
+            }
+            OP_CONTINUATION => {
+                let Some(partial) = &mut self.partial else {
+                    return Err(Violation::protocol("continuation frame with nothing to continue"));
+                };
+                let size = partial.data.len() + payload.len();
+                if size > self.max_message {
+                    return Err(Violation::too_large(format!(
+                        "message of more than {} bytes",
+                        self.max_message
+                    )));
+                }
+                partial.data.extend_from_slice(&payload);
+                if partial.text {
+                    partial.valid = check_utf8(&partial.data, partial.valid, fin)?;
+                }
+                if !fin {
+                    return Ok(None);
+                }
+                let Partial { text, data, .. } = self.partial.take().expect("checked above");
+                Self::complete(text, data).map(Some)
+            }
+            OP_PING => Ok(Some(Decoded::Ping(payload.freeze()))),
+            OP_PONG => Ok(Some(Decoded::Pong)),
+            OP_CLOSE => match payload.len() {
+                0 => Ok(Some(Decoded::Close(1005, String::new()))),
+                1 => Err(Violation::protocol("close frame with a 1-byte payload")),
+                _ => {
+                    let code = u16::from_be_bytes([payload[0], payload[1]]);
+                    if !close_code_allowed(code) {
+                        return Err(Violation::protocol("close code not allowed on the wire"));
+                    }
+                    let reason =
+                        std::str::from_utf8(&payload[2..]).map_err(|_| Violation::utf8())?;
+                    Ok(Some(Decoded::Close(code, reason.to_owned())))
+                }
+            },
+            _ => Err(Violation::protocol("reserved opcode")),
+        }
+    }
+
+    fn check_size(&self, size: usize) -> Result<(), Violation> {
+        if size > self.max_message {
+            return Err(Violation::too_large(format!(
+                "message of more than {} bytes",
+                self.max_message
+            )));
+        }
+        Ok(())
+    }
+
+    fn complete(text: bool, data: BytesMut) -> Result<Decoded, Violation> {
+        if text {
+            let text = tokio_tungstenite::tungstenite::Utf8Bytes::try_from(data.freeze())
+                .map_err(|_| Violation::utf8())?;
+            Ok(Decoded::Text(Text(text)))
+        } else {
+            Ok(Decoded::Binary(data.freeze()))
+        }
+    }
+}
+
+/// Appends one unmasked server frame with FIN set.
+pub(crate) fn encode(out: &mut BytesMut, opcode: u8, payload: &[u8]) {
+    let len = payload.len();
+    out.reserve(len + 10);
+    out.put_u8(0x80 | opcode);
+    if len < 126 {
+        out.put_u8(len as u8);
+    } else if len <= usize::from(u16::MAX) {
+        out.put_u8(126);
+        out.put_u16(len as u16);
+    } else {
+        out.put_u8(127);
+        out.put_u64(len as u64);
+    }
+    out.extend_from_slice(payload);
+}
+
+/// Appends a close frame (the reason is cut to fit 125 bytes).
+pub(crate) fn encode_close(out: &mut BytesMut, code: u16, reason: &str) {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    encode(out, OP_CLOSE, &payload);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![first];
+        let len = payload.len();
+        if len < 126 {
+            out.push(0x80 | len as u8);
+        } else if len < 65536 {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        let key = [1, 2, 3, 4];
+        out.extend_from_slice(&key);
+        let mut masked = payload.to_vec();
+        apply_mask(&mut masked, key);
+        out.extend_from_slice(&masked);
+        out
+    }
+
+    fn decode_all(bytes: &[u8]) -> Result<Vec<Decoded>, Violation> {
+        let mut decoder = Decoder::new(1 << 20, 1 << 20);
+        let mut buf = BytesMut::from(bytes);
+        let mut need = 0;
+        let mut out = Vec::new();
+        while let Some(d) = decoder.decode(&mut buf, &mut need)? {
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn mask_round_trips_at_every_length_and_offset() {
+        for len in 0..40 {
+            let data: Vec<u8> = (0..len as u8).collect();
+            let mut x = data.clone();
+            apply_mask(&mut x, [9, 8, 7, 6]);
+            if len > 0 {
+                assert_ne!(x, data);
+            }
+            for (i, b) in x.iter().enumerate() {
+                assert_eq!(*b, data[i] ^ [9, 8, 7, 6][i % 4]);
+            }
+            apply_mask(&mut x, [9, 8, 7, 6]);
+            assert_eq!(x, data);
+        }
+    }
+
+    #[test]
+    fn decodes_text_binary_and_lengths_of_every_header_size() {
+        for len in [0usize, 1, 125, 126, 65535, 65536, 70000] {
+            let payload = vec![b'a'; len];
+            let got = decode_all(&client_frame(0x82, &payload)).unwrap();
+            assert!(matches!(&got[..], [Decoded::Binary(b)] if b.len() == len));
+            let got = decode_all(&client_frame(0x81, &payload)).unwrap();
+            assert!(matches!(&got[..], [Decoded::Text(t)] if t.len() == len));
+        }
+    }
+
+    #[test]
+    fn waits_for_partial_frames_and_says_how_much_it_needs() {
+        let frame = client_frame(0x82, &[7u8; 300]);
+        let mut decoder = Decoder::new(1 << 20, 1 << 20);
+        let mut buf = BytesMut::new();
+        let mut need = 0;
+        for (i, byte) in frame.iter().enumerate() {
+            assert!(decoder.decode(&mut buf, &mut need).unwrap().is_none(), "at {i}");
+            buf.put_u8(*byte);
+        }
+        assert_eq!(need, frame.len());
+        assert!(
+            matches!(decoder.decode(&mut buf, &mut need).unwrap(), Some(Decoded::Binary(b)) if b.len() == 300)
+        );
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn reassembles_fragments_with_control_frames_between() {
+        let mut bytes = client_frame(0x01, "hé".as_bytes()[..2].as_ref());
+        bytes.extend(client_frame(0x89, b"ping"));
+        bytes.extend(client_frame(0x80, &"hé".as_bytes()[2..]));
+        let got = decode_all(&bytes).unwrap();
+        assert!(matches!(&got[0], Decoded::Ping(p) if &p[..] == b"ping"));
+        assert!(matches!(&got[1], Decoded::Text(t) if t.as_str() == "hé"));
+    }
+
+    fn violation(bytes: &[u8]) -> u16 {
+        decode_all(bytes).map(|_| ()).unwrap_err().code
+    }
+
+    #[test]
+    fn violations_and_their_codes() {
+        assert_eq!(violation(&client_frame(0xC2, b"x")), 1002, "rsv1");
+        assert_eq!(violation(&client_frame(0x83, b"x")), 1002, "reserved data opcode");
+        assert_eq!(violation(&client_frame(0x8B, b"x")), 1002, "reserved control opcode");
+        assert_eq!(violation(&client_frame(0x09, b"x")), 1002, "fragmented ping");
+        assert_eq!(violation(&client_frame(0x89, &[0; 126])), 1002, "ping over 125");
+        assert_eq!(violation(&client_frame(0x80, b"x")), 1002, "continuation alone");
+        assert_eq!(violation(&[0x82, 0x01, b'x']), 1002, "unmasked");
+        let mut two = client_frame(0x01, b"a");
+        two.extend(client_frame(0x81, b"b"));
+        assert_eq!(violation(&two), 1002, "new message inside a fragmented one");
+        assert_eq!(violation(&client_frame(0x81, &[0xff])), 1007, "invalid utf-8");
+        assert_eq!(violation(&client_frame(0x01, &[0xff])), 1007, "fail fast on a fragment");
+        assert_eq!(violation(&client_frame(0x88, &[0x03])), 1002, "1-byte close");
+        for code in [0u16, 999, 1004, 1005, 1006, 1014, 1015, 1016, 2999, 5000] {
+            assert_eq!(violation(&client_frame(0x88, &code.to_be_bytes())), 1002, "code {code}");
+        }
+        assert_eq!(violation(&client_frame(0x88, &[0x03, 0xe8, 0xff])), 1007, "close reason");
+        let mut small = Decoder::new(10, 100);
+        let mut buf = BytesMut::from(&client_frame(0x82, &[0; 11])[..]);
+        assert_eq!(small.decode(&mut buf, &mut 0).unwrap_err().code, 1009);
+        let mut small = Decoder::new(100, 10);
+        let mut buf = BytesMut::from(&client_frame(0x82, &[0; 11])[..]);
+        assert_eq!(small.decode(&mut buf, &mut 0).unwrap_err().code, 1009);
+    }
+
+    #[test]
+    fn close_frames() {
+        let got = decode_all(&client_frame(0x88, b"")).unwrap();
+        assert!(matches!(&got[0], Decoded::Close(1005, r) if r.is_empty()));
+        let mut payload = 4001u16.to_be_bytes().to_vec();
+        payload.extend_from_slice("bye é".as_bytes());
+        let got = decode_all(&client_frame(0x88, &payload)).unwrap();
+        assert!(matches!(&got[0], Decoded::Close(4001, r) if r == "bye é"));
+    }
+
+    #[test]
+    fn encodes_server_frames() {
+        let mut out = BytesMut::new();
+        encode(&mut out, OP_TEXT, b"hi");
+        assert_eq!(&out[..], &[0x81, 2, b'h', b'i']);
+        out.clear();
+        encode(&mut out, OP_BINARY, &[0; 200]);
+        assert_eq!(&out[..4], &[0x82, 126, 0, 200]);
+        out.clear();
+        encode(&mut out, OP_BINARY, &[0; 70000]);
+        assert_eq!(&out[..10], &[0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+        out.clear();
+        encode_close(&mut out, 1000, &"é".repeat(100));
+        assert_eq!(out[1] as usize, out.len() - 2);
+        assert!(out.len() - 2 <= 125);
+        assert!(std::str::from_utf8(&out[4..]).is_ok());
+    }
+}
