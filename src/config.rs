@@ -25,6 +25,7 @@ pub struct Config {
     pub(crate) max_frame_size: usize,
     pub(crate) read_buffer_size: usize,
     pub(crate) allowed_origins: Option<std::sync::Arc<[String]>>,
+    pub(crate) keepalive: Option<(Duration, Duration)>,
 }
 
 impl Default for Config {
@@ -37,6 +38,7 @@ impl Default for Config {
             max_frame_size: 16 << 20,
             read_buffer_size: 4096,
             allowed_origins: None,
+            keepalive: Some((Duration::from_secs(25), Duration::from_secs(20))),
         }
     }
 }
@@ -72,6 +74,28 @@ impl Config {
     /// sequences count as one 16 KiB chunk. The default is 1 MiB.
     pub fn queue_limit(mut self, bytes: usize) -> Self {
         self.queue_limit = bytes;
+        self
+    }
+
+    /// Dead-peer detection for WebSockets: when nothing has been received for `interval`, send
+    /// a ping; if nothing at all arrives within `timeout` after it, drop the connection and
+    /// report `Closed` with 1006 and the reason `"keepalive timeout"`. Any frame from the peer
+    /// counts as life. Pings and pongs do not count as traffic for the idle
+    /// [`timeout`](Self::timeout). The default is a ping after 25 s of silence and 20 s to
+    /// answer (a peer behind a NAT or a proxy that drops quiet connections after 30-60 s stays
+    /// reachable); `None` turns it off.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let config = webchan::Config::default()
+    ///     .keepalive(Some((Duration::from_secs(10), Duration::from_secs(5))));
+    /// # let _ = config;
+    /// ```
+    pub fn keepalive(mut self, keepalive: Option<(Duration, Duration)>) -> Self {
+        self.keepalive = keepalive;
         self
     }
 

@@ -89,10 +89,27 @@ pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
             last: Instant::now(),
             sleep: Box::pin(tokio::time::sleep(timeout)),
         }),
+        keepalive: config.keepalive.map(|(interval, timeout)| Keepalive {
+            interval,
+            timeout,
+            last_heard: Instant::now(),
+            ping_sent: None,
+            sleep: Box::pin(tokio::time::sleep(interval)),
+        }),
+        keepalive_expired: false,
         finished: false,
         shared,
     };
     poll_fn(|cx| conn.poll(cx)).await;
+}
+
+/// Keepalive: when the peer was last heard from, and the ping we wait an answer for.
+struct Keepalive {
+    interval: Duration,
+    timeout: Duration,
+    last_heard: Instant,
+    ping_sent: Option<Instant>,
+    sleep: Pin<Box<Sleep>>,
 }
 
 struct Idle {
@@ -139,6 +156,9 @@ struct Conn {
     shutting_down: bool,
     close_timer: Option<Pin<Box<Sleep>>>,
     idle: Option<Idle>,
+    keepalive: Option<Keepalive>,
+    /// The connection was dropped because the peer stopped answering pings.
+    keepalive_expired: bool,
     /// `Closed` was reported.
     finished: bool,
 }
@@ -182,6 +202,30 @@ impl Conn {
                     return Poll::Ready(());
                 }
             }
+            // Once the closing handshake has begun, the close timer governs.
+            let closing = self.close_sent.is_some() || self.peer_close.is_some();
+            if let Some(ka) = self.keepalive.as_mut().filter(|_| !closing) {
+                if ka.sleep.as_mut().poll(cx).is_ready() {
+                    let now = Instant::now();
+                    match ka.ping_sent {
+                        Some(sent) if now >= sent + ka.timeout => {
+                            tracing::debug!("no answer to our ping: dropping the connection");
+                            self.keepalive_expired = true;
+                            self.abnormal = true;
+                            self.finish();
+                            return Poll::Ready(());
+                        }
+                        Some(sent) => ka.sleep.as_mut().reset(sent + ka.timeout),
+                        None if now >= ka.last_heard + ka.interval => {
+                            ka.ping_sent = Some(now);
+                            ka.sleep.as_mut().reset(now + ka.timeout);
+                            frame::encode(&mut self.wbuf, frame::OP_PING, b"webchan");
+                        }
+                        None => ka.sleep.as_mut().reset(ka.last_heard + ka.interval),
+                    }
+                    again = true;
+                }
+            }
             if let Some(idle) = &mut self.idle {
                 if self.close_sent.is_none() && idle.sleep.as_mut().poll(cx).is_ready() {
                     let deadline = idle.last + idle.timeout;
@@ -221,11 +265,14 @@ impl Conn {
             }
         }
         let mut count = 0;
+        let mut data = false;
+        let mut heard = false;
         let mut budget_spent = false;
         loop {
             match self.decoder.decode(&mut self.rbuf, &mut self.need) {
                 Ok(Some(decoded)) => {
                     count += 1;
+                    data |= matches!(decoded, Decoded::Text(_) | Decoded::Binary(_));
                     self.on_decoded(decoded);
                     if self.read_closed {
                         break;
@@ -257,6 +304,7 @@ impl Conn {
                         self.on_eof();
                         break;
                     }
+                    heard = true;
                 }
                 Poll::Ready(Err(e)) => {
                     self.rbuf.truncate(start);
@@ -270,8 +318,14 @@ impl Conn {
                 }
             }
         }
-        if count > 0 {
+        if data {
             self.touch();
+        }
+        if heard {
+            if let Some(ka) = &mut self.keepalive {
+                ka.last_heard = Instant::now();
+                ka.ping_sent = None;
+            }
         }
         if !self.events.is_empty() {
             self.shared.push_events(&mut self.events);
@@ -441,7 +495,9 @@ impl Conn {
         if self.wbuf.is_empty() && !self.abnormal {
             self.report();
         }
-        let info = if self.abnormal && self.fatal.is_none() && self.peer_close.is_none() {
+        let info = if self.keepalive_expired {
+            CloseInfo::websocket(1006, "keepalive timeout")
+        } else if self.abnormal && self.fatal.is_none() && self.peer_close.is_none() {
             // No close frame came: 1006, whatever we had sent (RFC 6455 §7.1.5).
             CloseInfo::websocket(1006, "")
         } else if let Some(ours) = self.close_sent.take() {

@@ -1,0 +1,135 @@
+//! Keepalive and dead-peer detection on WebSockets, over real sockets with short intervals.
+
+mod support;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use support::*;
+use webchan::{CloseInfo, Config, Event};
+
+fn keepalive(interval_ms: u64, timeout_ms: u64) -> Config {
+    Config::default()
+        .keepalive(Some((Duration::from_millis(interval_ms), Duration::from_millis(timeout_ms))))
+}
+
+#[tokio::test]
+async fn a_peer_that_never_answers_pings_is_dropped_with_1006_keepalive_timeout() {
+    let (rec, mut rx) = recorder();
+    let addr = serve(keepalive(100, 200), rec).await;
+    // A raw client that reads but never answers.
+    let mut raw = RawWs::connect(addr).await;
+    let (first, _) = raw.read_frame().await.expect("a ping");
+    assert_eq!(first, 0x89, "the server pings a silent peer");
+    assert!(raw.eof().await, "the server did not drop the dead peer");
+    let events = events_until_closed(&mut rx).await;
+    assert!(
+        matches!(events.last(), Some(Event::Closed(i)) if *i == CloseInfo::websocket(1006, "keepalive timeout")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_peer_that_answers_pings_stays_connected_while_nobody_reads_or_writes() {
+    let (addr, mut channels) = serve_channels(keepalive(100, 150)).await;
+    let mut ws = ws_connect(addr, "/").await;
+    let ch = next_channel(&mut channels).await;
+    // The application neither reads nor writes; the client answers pings while it polls.
+    let mut pings = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1200);
+    while let Ok(Some(m)) = tokio::time::timeout_at(deadline, ws.next()).await {
+        if let WsMessage::Ping(_) = m.expect("connection error") {
+            pings += 1;
+        }
+    }
+    assert!(pings >= 3, "only {pings} pings in 1.2 s with a 100 ms interval");
+    assert!(ch.is_open());
+    let mut ch = ch;
+    send_text(&mut ws, "still here").await;
+    loop {
+        match next_of(&mut ch).await {
+            Some(Event::Message(m)) => {
+                assert_eq!(m, webchan::Incoming::Text("still here".into()));
+                break;
+            }
+            Some(Event::Open) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn keepalive_pings_do_not_count_as_traffic_for_the_idle_timeout() {
+    let config = keepalive(50, 1000).timeout(Duration::from_millis(400));
+    let (rec, mut rx) = recorder();
+    let addr = serve(config, rec).await;
+    let mut ws = ws_connect(addr, "/").await;
+    // Answering pings (by polling) is not traffic: the idle timeout still closes.
+    let mut close = None;
+    while let Some(m) = next_msg(&mut ws).await {
+        if let WsMessage::Close(f) = m {
+            close = f;
+            break;
+        }
+    }
+    assert_eq!(close.expect("a close frame").reason.as_str(), "idle timeout");
+    let events = events_until_closed(&mut rx).await;
+    assert!(
+        matches!(events.last(), Some(Event::Closed(i)) if i.reason.as_deref() == Some("idle timeout"))
+    );
+}
+
+#[tokio::test]
+async fn keepalive_off_sends_no_ping() {
+    let (addr, _channels) = serve_channels(Config::default().keepalive(None)).await;
+    let mut raw = RawWs::connect(addr).await;
+    let got = tokio::time::timeout(Duration::from_millis(300), raw.read_frame()).await;
+    assert!(got.is_err(), "a frame came with keepalive off: {got:?}");
+}
+
+/// A real client process, stopped with SIGSTOP: the kernel still acknowledges TCP, but no pong
+/// comes back. Python's standard library does the handshake (no package needed).
+#[tokio::test]
+async fn a_stopped_client_process_is_detected() {
+    let (rec, mut rx) = recorder();
+    let addr = serve(keepalive(100, 300), rec).await;
+    let script = format!(
+        "import socket,sys,time\n\
+         s=socket.create_connection(('127.0.0.1',{port}))\n\
+         s.sendall(b'GET / HTTP/1.1\\r\\nHost: x\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n'\n\
+         b'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n')\n\
+         buf=b''\n\
+         while b'\\r\\n\\r\\n' not in buf: buf+=s.recv(1)\n\
+         print('open', flush=True)\n\
+         time.sleep(60)\n",
+        port = addr.port()
+    );
+    let mut child = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 is needed for this test");
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(line.trim(), "open");
+    assert!(matches!(next_event(&mut rx).await, Event::Open));
+    let pid = child.id().unwrap().to_string();
+    let stopped = std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    assert!(stopped.success());
+    let events = events_until_closed(&mut rx).await;
+    let _ = std::process::Command::new("kill").args(["-CONT", &pid]).status();
+    let _ = child.kill().await;
+    assert!(
+        matches!(events.last(), Some(Event::Closed(i)) if *i == CloseInfo::websocket(1006, "keepalive timeout")),
+        "{events:?}"
+    );
+}
