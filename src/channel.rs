@@ -120,6 +120,13 @@ impl Channel {
         self.sender.originating_request()
     }
 
+    /// The `Last-Event-ID` header of the request: the id of the last server-sent event a
+    /// reconnecting browser saw (see [`crate::sse`]).
+    #[must_use]
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.originating_request().headers.get("last-event-id").and_then(|v| v.to_str().ok())
+    }
+
     /// Sends a message and waits until it was handed to the socket (or to hyper).
     ///
     /// # Errors

@@ -26,6 +26,8 @@ pub struct Config {
     pub(crate) read_buffer_size: usize,
     pub(crate) allowed_origins: Option<std::sync::Arc<[String]>>,
     pub(crate) keepalive: Option<(Duration, Duration)>,
+    pub(crate) sse: crate::sse::Mode,
+    pub(crate) sse_keepalive: Option<Duration>,
 }
 
 impl Default for Config {
@@ -39,6 +41,8 @@ impl Default for Config {
             read_buffer_size: 4096,
             allowed_origins: None,
             keepalive: Some((Duration::from_secs(25), Duration::from_secs(20))),
+            sse: crate::sse::Mode::Auto,
+            sse_keepalive: Some(Duration::from_secs(15)),
         }
     }
 }
@@ -96,6 +100,20 @@ impl Config {
     /// ```
     pub fn keepalive(mut self, keepalive: Option<(Duration, Duration)>) -> Self {
         self.keepalive = keepalive;
+        self
+    }
+
+    /// When an HTTP stream is a Server-Sent Events stream (see [`crate::sse`]). The default is
+    /// [`Mode::Auto`](crate::sse::Mode::Auto): when the request accepts `text/event-stream`.
+    pub fn sse(mut self, mode: crate::sse::Mode) -> Self {
+        self.sse = mode;
+        self
+    }
+
+    /// On an SSE stream, send a comment line (`:`) after this long without an event, so that
+    /// proxies keep the connection. The default is 15 seconds; `None` sends none.
+    pub fn sse_keepalive(mut self, period: Option<Duration>) -> Self {
+        self.sse_keepalive = period;
         self
     }
 

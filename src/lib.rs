@@ -143,6 +143,7 @@ mod frame;
 mod message;
 mod negotiate;
 mod shared;
+pub mod sse;
 mod stream;
 mod ws;
 

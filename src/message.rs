@@ -60,6 +60,8 @@ pub enum Message {
     /// An HTTP stream's response head and its first body message: only valid as the first
     /// message of an HTTP stream.
     Response(Box<ResponseHead>),
+    /// A server-sent event, for an HTTP stream in SSE mode (see [`crate::sse`]).
+    Sse(Box<crate::sse::Event>),
 }
 
 /// The head of an HTTP stream's response, sent as its first message
@@ -119,6 +121,7 @@ impl Message {
             Self::Binary(b) => b.len(),
             Self::Response(head) => head.body.as_ref().map_or(0, |b| b.queued_size()),
             Self::Path(_) | Self::Reader(_) | Self::Seq(_) => CHUNK_SIZE,
+            Self::Sse(event) => event.queued_size(),
         }
     }
 }
@@ -132,6 +135,7 @@ impl fmt::Debug for Message {
             Self::Reader(_) => f.write_str("Reader"),
             Self::Seq(_) => f.write_str("Seq"),
             Self::Response(head) => f.debug_tuple("Response").field(head).finish(),
+            Self::Sse(event) => f.debug_tuple("Sse").field(event).finish(),
         }
     }
 }
@@ -187,6 +191,8 @@ impl From<crate::Incoming> for Message {
 pub(crate) enum Piece {
     Text(String),
     Binary(Bytes),
+    /// Bytes already framed for an SSE stream.
+    Sse(Bytes),
 }
 
 type Opening = Pin<Box<dyn Future<Output = io::Result<tokio::fs::File>> + Send>>;
@@ -233,6 +239,7 @@ impl Pump {
             Message::Path(p) => Source::Opening(Box::pin(tokio::fs::File::open(p))),
             Message::Reader(r) => Source::Reader(r),
             Message::Seq(s) => Source::Seq(s),
+            Message::Sse(event) => Source::One(Some(Piece::Sse(event.to_bytes()?))),
             Message::Response(_) => {
                 return Err(Error::InvalidMessage(
                     "a response head is only valid as the first message of an HTTP stream",

@@ -77,7 +77,12 @@ pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Chan
     own_request_bytes(&mut parts);
     match classify(&parts, &config) {
         Class::Stream => {
-            let shared = Arc::new(Shared::new(Kind::HttpStream, parts, config));
+            let sse = match config.sse {
+                crate::sse::Mode::Always => true,
+                crate::sse::Mode::Never => false,
+                _ => accepts_event_stream(&parts.headers),
+            };
+            let shared = Arc::new(Shared::new(Kind::HttpStream, sse, parts, config));
             shared.open();
             let reply = Reply {
                 status: StatusCode::OK,
@@ -88,7 +93,7 @@ pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Chan
         }
         Class::WebSocket { accept } => {
             let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-            let shared = Arc::new(Shared::new(Kind::WebSocket, parts, config));
+            let shared = Arc::new(Shared::new(Kind::WebSocket, false, parts, config));
             let channel = Channel::new(Arc::clone(&shared));
             tokio::spawn(crate::ws::drive(Arc::clone(&shared), on_upgrade));
             let mut headers = HeaderMap::new();
@@ -134,6 +139,21 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
         v.to_str()
             .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
             .unwrap_or(false)
+    })
+}
+
+/// Does the `Accept` header name `text/event-stream` (parameters such as `q` aside)?
+fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',').any(|t| {
+                t.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .eq_ignore_ascii_case("text/event-stream")
+            })
+        })
     })
 }
 

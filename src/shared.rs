@@ -39,6 +39,8 @@ pub(crate) struct Queued {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) kind: Kind,
+    /// An HTTP stream in Server-Sent Events mode.
+    pub(crate) sse: bool,
     pub(crate) request: Parts,
     pub(crate) config: Config,
     state: Mutex<State>,
@@ -105,7 +107,7 @@ fn register_in(list: &mut Vec<Waker>, cx: &Context<'_>) {
 }
 
 impl Shared {
-    pub(crate) fn new(kind: Kind, request: Parts, config: Config) -> Self {
+    pub(crate) fn new(kind: Kind, sse: bool, request: Parts, config: Config) -> Self {
         let state = State {
             accepting: true,
             receiver_alive: true,
@@ -113,7 +115,7 @@ impl Shared {
             handles: 2,
             ..State::default()
         };
-        Self { kind, request, config, state: Mutex::new(state) }
+        Self { kind, sse, request, config, state: Mutex::new(state) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -159,7 +161,26 @@ impl Shared {
         if !s.accepting {
             return Err((Error::Closed, message));
         }
+        if let Message::Sse(event) = &message {
+            if self.kind == Kind::WebSocket {
+                return Err((
+                    Error::InvalidMessage("a server-sent event cannot be sent on a WebSocket"),
+                    message,
+                ));
+            }
+            if let Err(e) = event.validate() {
+                return Err((e, message));
+            }
+        }
         if let Message::Response(_) = message {
+            if self.sse {
+                return Err((
+                    Error::InvalidMessage(
+                        "an SSE stream sends its head at open: set the status and headers on the Reply",
+                    ),
+                    message,
+                ));
+            }
             if self.kind == Kind::WebSocket {
                 return Err((
                     Error::InvalidMessage("a response head cannot be sent on a WebSocket"),

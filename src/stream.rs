@@ -122,6 +122,9 @@ impl StreamHead {
         status: StatusCode,
         headers: &mut HeaderMap,
     ) -> Poll<Response<Body>> {
+        if self.shared.sse {
+            return Poll::Ready(self.sse_head(status, headers));
+        }
         let mut status = status;
         let timed_out = self.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
         let is_head = self.shared.request.method == Method::HEAD;
@@ -227,7 +230,8 @@ impl StreamHead {
             First::Stream => {
                 let body = StreamBody {
                     shared: Arc::clone(&self.shared),
-                    charset,
+                    encoding: Encoding::Charset(charset),
+                    sse_keepalive: None,
                     batch: VecDeque::new(),
                     current: None,
                     done_upto: 0,
@@ -252,6 +256,51 @@ impl StreamHead {
     }
 }
 
+impl StreamHead {
+    /// An SSE stream's head goes out at open.
+    fn sse_head(&mut self, status: StatusCode, headers: &mut HeaderMap) -> Response<Body> {
+        self.done = true;
+        for (name, value) in [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ] {
+            if !headers.contains_key(&name) {
+                headers.insert(name, HeaderValue::from_static(value));
+            }
+        }
+        let ends_now = self.shared.request.method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || !status.is_success();
+        let body = if ends_now {
+            // No event will ever be read: a HEAD, or a status that ends the stream (204
+            // tells a browser to stop reconnecting).
+            self.shared.finish(CloseInfo::http(), None);
+            Body::empty()
+        } else {
+            let period = self.shared.config.sse_keepalive;
+            let body = StreamBody {
+                shared: Arc::clone(&self.shared),
+                encoding: Encoding::Sse,
+                sse_keepalive: period.map(|p| (p, Box::pin(tokio::time::sleep(p)))),
+                batch: VecDeque::new(),
+                current: None,
+                done_upto: 0,
+                reported: 0,
+                done_bytes: 0,
+                failures: Vec::new(),
+                timer: deadline_sleep(self.deadline),
+                finished: false,
+            };
+            Body { inner: Inner::Stream(Box::new(body)) }
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        *response.headers_mut() = std::mem::take(headers);
+        response
+    }
+}
+
 impl Drop for StreamHead {
     fn drop(&mut self) {
         if !self.done {
@@ -271,9 +320,19 @@ enum First {
     Stream,
 }
 
+/// How text becomes bytes on this stream.
+enum Encoding {
+    /// In the charset of the `Content-Type` (or the unknown label).
+    Charset(Result<Charset, String>),
+    /// As server-sent events.
+    Sse,
+}
+
 struct StreamBody {
     shared: Arc<Shared>,
-    charset: Result<Charset, String>,
+    encoding: Encoding,
+    /// SSE: a comment after this long without an event.
+    sse_keepalive: Option<(std::time::Duration, Pin<Box<Sleep>>)>,
     batch: VecDeque<Queued>,
     current: Option<(u64, usize, Pump)>,
     done_upto: u64,
@@ -290,28 +349,47 @@ const COALESCE_BELOW: usize = 4 * 1024;
 const COALESCE_UP_TO: usize = 16 * 1024;
 
 impl StreamBody {
+    fn encode_piece(&self, piece: Piece) -> Result<Bytes, Error> {
+        match (&self.encoding, piece) {
+            (_, Piece::Sse(b)) => Ok(b),
+            (Encoding::Sse, Piece::Text(s)) => Ok(crate::sse::data_event(&s)),
+            (Encoding::Sse, Piece::Binary(_)) => {
+                Err(Error::InvalidMessage("an SSE stream carries text and events, not binary data"))
+            }
+            (Encoding::Charset(Ok(c)), Piece::Text(s)) => Ok(c.encode(s)),
+            (Encoding::Charset(Err(label)), Piece::Text(_)) => {
+                Err(Error::UnknownCharset(label.clone()))
+            }
+            (Encoding::Charset(_), Piece::Binary(b)) => Ok(b),
+        }
+    }
+
     /// Appends to `first` the small text and binary messages queued right behind it.
     fn coalesce(&mut self, first: Bytes) -> Bytes {
         let mut out: Option<bytes::BytesMut> = None;
         let mut total = first.len();
-        while let Some(Queued { item: Item::Send(Message::Text(_) | Message::Binary(_)), size, .. }) =
-            self.batch.front()
+        while let Some(Queued {
+            item: Item::Send(Message::Text(_) | Message::Binary(_)),
+            size,
+            ..
+        }) = self.batch.front()
         {
             if *size >= COALESCE_BELOW || total + size > COALESCE_UP_TO {
                 break;
             }
-            let Some(Queued { seq, size, item: Item::Send(message) }) = self.batch.pop_front() else {
+            let Some(Queued { seq, size, item: Item::Send(message) }) = self.batch.pop_front()
+            else {
                 unreachable!("front checked above")
             };
-            let bytes = match (message, &self.charset) {
-                (Message::Binary(b), _) => b,
-                (Message::Text(t), Ok(c)) => c.encode(t),
-                (_, Err(label)) => {
-                    self.failures.push((seq, Error::UnknownCharset(label.clone())));
-                    Bytes::new()
-                }
+            let piece = match message {
+                Message::Binary(b) => Piece::Binary(b),
+                Message::Text(t) => Piece::Text(t),
                 _ => unreachable!("only text and binary are taken"),
             };
+            let bytes = self.encode_piece(piece).unwrap_or_else(|e| {
+                self.failures.push((seq, e));
+                Bytes::new()
+            });
             total += bytes.len();
             out.get_or_insert_with(|| {
                 let mut buf = bytes::BytesMut::with_capacity(COALESCE_UP_TO);
@@ -341,6 +419,21 @@ impl StreamBody {
     }
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let polled = self.poll_data(cx);
+        if let Some((period, sleep)) = &mut self.sse_keepalive {
+            match &polled {
+                Poll::Ready(Some(Ok(_))) => sleep.as_mut().reset(Instant::now() + *period),
+                Poll::Pending if sleep.as_mut().poll(cx).is_ready() => {
+                    sleep.as_mut().reset(Instant::now() + *period);
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b":\n\n")))));
+                }
+                _ => {}
+            }
+        }
+        polled
+    }
+
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         if self.finished {
             return Poll::Ready(None);
         }
@@ -381,20 +474,18 @@ impl StreamBody {
             let (seq, size) = (*seq, *size);
             match pump.poll_next(cx) {
                 Poll::Ready(Some(Ok(piece))) => {
-                    let bytes = match piece {
-                        Piece::Binary(b) => b,
-                        Piece::Text(s) => match &self.charset {
-                            Ok(c) => c.encode(s),
-                            Err(label) => {
-                                self.failures.push((seq, Error::UnknownCharset(label.clone())));
-                                self.current = None;
-                                self.done_upto = seq;
-                                self.done_bytes += size;
-                                continue;
-                            }
-                        },
+                    let whole = pump.is_done();
+                    let bytes = match self.encode_piece(piece) {
+                        Ok(bytes) => bytes,
+                        Err(e) => {
+                            self.failures.push((seq, e));
+                            self.current = None;
+                            self.done_upto = seq;
+                            self.done_bytes += size;
+                            continue;
+                        }
                     };
-                    if pump.is_done() {
+                    if whole {
                         self.current = None;
                         self.done_upto = seq;
                         self.done_bytes += size;

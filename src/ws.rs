@@ -432,7 +432,9 @@ impl Conn {
                         Piece::Text(s) => {
                             frame::encode(&mut self.wbuf, frame::OP_TEXT, s.as_bytes())
                         }
-                        Piece::Binary(b) => frame::encode(&mut self.wbuf, frame::OP_BINARY, b),
+                        Piece::Binary(b) | Piece::Sse(b) => {
+                            frame::encode(&mut self.wbuf, frame::OP_BINARY, b);
+                        }
                     }
                     if pump.is_done() {
                         self.current = None;
