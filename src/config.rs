@@ -28,6 +28,7 @@ pub struct Config {
     pub(crate) keepalive: Option<(Duration, Duration)>,
     pub(crate) sse: crate::sse::Mode,
     pub(crate) sse_keepalive: Option<Duration>,
+    pub(crate) shutdown: Option<crate::Shutdown>,
 }
 
 impl Default for Config {
@@ -43,6 +44,7 @@ impl Default for Config {
             keepalive: Some((Duration::from_secs(25), Duration::from_secs(20))),
             sse: crate::sse::Mode::Auto,
             sse_keepalive: Some(Duration::from_secs(15)),
+            shutdown: None,
         }
     }
 }
@@ -114,6 +116,14 @@ impl Config {
     /// proxies keep the connection. The default is 15 seconds; `None` sends none.
     pub fn sse_keepalive(mut self, period: Option<Duration>) -> Self {
         self.sse_keepalive = period;
+        self
+    }
+
+    /// Register every channel made with this configuration in `shutdown`, so that
+    /// [`Shutdown::shutdown`](crate::Shutdown::shutdown) can close them all. The default is
+    /// none.
+    pub fn shutdown(mut self, shutdown: &crate::Shutdown) -> Self {
+        self.shutdown = Some(shutdown.clone());
         self
     }
 

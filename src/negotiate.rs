@@ -34,7 +34,8 @@ use crate::{Channel, Config, Error, Kind};
 /// A request that asks for a WebSocket but gets the handshake wrong gets no channel: the
 /// [`Rejection`] holds a 4xx response whose body says why — 400 for a missing or malformed
 /// header, 405 for a method other than GET, 426 with `Sec-WebSocket-Version: 13` for another
-/// version, 403 for an `Origin` that [`Config::allowed_origins`] does not list.
+/// version, 403 for an `Origin` that [`Config::allowed_origins`] does not list; and 503 for
+/// any request once the [`Shutdown`](crate::Shutdown) of its `Config` has begun.
 ///
 /// # Panics
 ///
@@ -74,6 +75,12 @@ use crate::{Channel, Config, Error, Kind};
 /// ```
 pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Channel), Rejection> {
     let (mut parts, _body) = request.into_parts();
+    if config.shutdown.as_ref().is_some_and(crate::Shutdown::is_shutting_down) {
+        return Err(Rejection {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            reason: "the server is shutting down",
+        });
+    }
     own_request_bytes(&mut parts);
     match classify(&parts, &config) {
         Class::Stream => {
@@ -83,6 +90,7 @@ pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Chan
                 _ => accepts_event_stream(&parts.headers),
             };
             let shared = Arc::new(Shared::new(Kind::HttpStream, sse, parts, config));
+            shared.register();
             shared.open();
             let reply = Reply {
                 status: StatusCode::OK,
@@ -94,6 +102,7 @@ pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Chan
         Class::WebSocket { accept } => {
             let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
             let shared = Arc::new(Shared::new(Kind::WebSocket, false, parts, config));
+            shared.register();
             let channel = Channel::new(Arc::clone(&shared));
             tokio::spawn(crate::ws::drive(Arc::clone(&shared), on_upgrade));
             let mut headers = HeaderMap::new();
@@ -277,7 +286,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    /// The response status: 400, 403, 405 or 426.
+    /// The response status: 400, 403, 405, 426, or 503 during a shutdown.
     #[must_use]
     pub fn status(&self) -> StatusCode {
         self.status

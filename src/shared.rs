@@ -44,6 +44,10 @@ pub(crate) struct Shared {
     pub(crate) request: Parts,
     pub(crate) config: Config,
     state: Mutex<State>,
+    /// The shutdown registry this channel is in, and its id there.
+    registered: std::sync::OnceLock<(Arc<crate::shutdown::Registry>, u64)>,
+    /// Drop the connection now (a shutdown's deadline passed).
+    forced: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -115,7 +119,15 @@ impl Shared {
             handles: 2,
             ..State::default()
         };
-        Self { kind, sse, request, config, state: Mutex::new(state) }
+        Self {
+            kind,
+            sse,
+            request,
+            config,
+            state: Mutex::new(state),
+            registered: std::sync::OnceLock::new(),
+            forced: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -436,7 +448,43 @@ impl Shared {
     }
 
     /// The transport is done: pushes `error` (if any) and `Closed` (once), fails what is left.
+    /// Puts the channel in its configuration's shutdown registry.
+    pub(crate) fn register(self: &Arc<Self>) {
+        if let Some(shutdown) = &self.config.shutdown {
+            let registry = Arc::clone(shutdown.registry());
+            let id = registry.add(self);
+            let _ = self.registered.set((registry, id));
+        }
+    }
+
+    /// The shutdown asks for a graceful close: 1001 "going away" on a WebSocket; the end of an
+    /// HTTP stream, after a jittered `retry:` on an SSE stream.
+    pub(crate) fn shutdown_close(&self, index: usize) {
+        if self.sse {
+            let retry = crate::shutdown::jittered_retry(index);
+            let event = crate::sse::Event::new().retry(retry);
+            let _ = self.enqueue(event.into(), false, true, false);
+        }
+        self.request_close(1001, "going away".to_owned());
+    }
+
+    /// The shutdown's deadline passed: the transport drops the connection at once.
+    pub(crate) fn force_close(&self) {
+        self.forced.store(true, std::sync::atomic::Ordering::Release);
+        let waker = self.lock().transport_waker.take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn is_forced(&self) -> bool {
+        self.forced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub(crate) fn finish(&self, info: CloseInfo, error: Option<Error>) {
+        if let Some((registry, id)) = self.registered.get() {
+            registry.remove(*id);
+        }
         let mut s = self.lock();
         if s.closed {
             return;

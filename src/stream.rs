@@ -437,6 +437,9 @@ impl StreamBody {
         if self.finished {
             return Poll::Ready(None);
         }
+        if self.shared.is_forced() {
+            return self.end();
+        }
         if self.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready()) {
             return self.end();
         }

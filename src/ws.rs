@@ -176,6 +176,11 @@ impl Drop for Conn {
 
 impl Conn {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shared.is_forced() {
+            // A shutdown's deadline passed: drop the connection now.
+            self.finish();
+            return Poll::Ready(());
+        }
         loop {
             let mut again = false;
             if !self.read_closed && !self.abnormal {
@@ -238,11 +243,17 @@ impl Conn {
                 }
             }
             if !again {
+                if self.close_sent.is_some() || self.peer_close.is_some() {
+                    // No longer taking from the queue: stay wakeable for a forced close.
+                    self.shared.register_transport(cx);
+                }
                 // Idle: keep no buffer.
-                if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+                // (An empty `BytesMut` can still hold its allocation: after `advance` or
+                // `split_to` its capacity reads 0 while the buffer stays alive. Replace it.)
+                if self.rbuf.is_empty() {
                     self.rbuf = BytesMut::new();
                 }
-                if self.wbuf.is_empty() && self.wbuf.capacity() > 0 {
+                if self.wbuf.is_empty() {
                     self.wbuf = BytesMut::new();
                 }
                 return Poll::Pending;

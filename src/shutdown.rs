@@ -1,0 +1,159 @@
+//! Graceful shutdown of every channel a server made.
+//!
+//! hyper-util's `GracefulShutdown` does not see upgraded HTTP/1 WebSockets (the connection
+//! future ends at the upgrade while the socket lives on) and waits forever on endless streams.
+//! So webchan keeps its own registry: give a [`Shutdown`] to the [`Config`](crate::Config) of
+//! the channels it should cover, and [`Shutdown::shutdown`] then
+//!
+//! 1. refuses new channels (`503 Service Unavailable`; stop the accept loop too — see
+//!    [`Shutdown::is_shutting_down`]),
+//! 2. closes every WebSocket with 1001 "going away" and ends every HTTP stream cleanly (an SSE
+//!    stream first gets a `retry:` of a few seconds with jitter, so that clients do not all
+//!    reconnect at once) — after what is already queued,
+//! 3. waits up to the deadline for the peers,
+//! 4. drops what is left, and reports how many channels closed cleanly and how many were
+//!    forced.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! # async fn f() {
+//! let shutdown = webchan::Shutdown::new();
+//! let config = webchan::Config::default().shutdown(&shutdown);
+//! // ... serve requests with `config` ...
+//! # let _ = config;
+//! let report = shutdown.shutdown(Duration::from_secs(10)).await;
+//! println!("{} closed cleanly, {} forced", report.clean, report.forced);
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::shared::Shared;
+
+/// A registry of live channels that can close them all (see the [module docs](self)).
+/// Cheap to clone; clones share the registry.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    inner: Arc<Registry>,
+}
+
+impl std::fmt::Debug for Shutdown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shutdown")
+            .field("live", &self.live())
+            .field("shutting_down", &self.is_shutting_down())
+            .finish()
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    next: AtomicU64,
+    shutting_down: AtomicBool,
+    live: Mutex<HashMap<u64, Weak<Shared>>>,
+    changed: Notify,
+}
+
+/// What [`Shutdown::shutdown`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Channels that closed before the deadline.
+    pub clean: usize,
+    /// Channels still open at the deadline, dropped.
+    pub forced: usize,
+}
+
+impl Shutdown {
+    /// A new, empty registry.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Has [`shutdown`](Self::shutdown) been called? An accept loop can check this (or
+    /// `select!` on something of its own) to stop taking connections.
+    #[must_use]
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// How many registered channels are open now.
+    #[must_use]
+    pub fn live(&self) -> usize {
+        self.inner.live.lock().map_or(0, |l| l.len())
+    }
+
+    /// Closes every registered channel gracefully, waits up to `deadline` for them, then drops
+    /// the rest. New channels are refused from the first moment.
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        self.inner.shutting_down.store(true, Ordering::Release);
+        let channels: Vec<Arc<Shared>> = self.snapshot();
+        let total = channels.len();
+        for (i, shared) in channels.iter().enumerate() {
+            shared.shutdown_close(i);
+        }
+        drop(channels);
+        let deadline = tokio::time::Instant::now() + deadline;
+        loop {
+            // Registered before the count is read, so a close in between is not missed.
+            let mut notified = std::pin::pin!(self.inner.changed.notified());
+            notified.as_mut().enable();
+            if self.live() == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        let left = self.snapshot();
+        let forced = left.len();
+        for shared in left {
+            shared.force_close();
+        }
+        tracing::info!(clean = total - forced.min(total), forced, "channels shut down");
+        ShutdownReport { clean: total.saturating_sub(forced), forced }
+    }
+
+    fn snapshot(&self) -> Vec<Arc<Shared>> {
+        let live = self.inner.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        live.values().filter_map(Weak::upgrade).collect()
+    }
+
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.inner
+    }
+}
+
+impl Registry {
+    pub(crate) fn add(&self, shared: &Arc<Shared>) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        live.insert(id, Arc::downgrade(shared));
+        id
+    }
+
+    pub(crate) fn remove(&self, id: u64) {
+        let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        live.remove(&id);
+        drop(live);
+        self.changed.notify_waiters();
+    }
+}
+
+/// A reconnect delay of 2 to 5 seconds, different for each channel.
+pub(crate) fn jittered_retry(index: usize) -> Duration {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as usize);
+    let spread = (index.wrapping_mul(2_654_435_761).wrapping_add(seed)) % 3000;
+    Duration::from_millis(2000 + spread as u64)
+}

@@ -1,0 +1,118 @@
+//! Graceful shutdown: every WebSocket gets 1001, every HTTP stream ends cleanly (SSE after a
+//! jittered retry), stragglers are forced off at the deadline, new channels are refused.
+
+mod support;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use support::*;
+use webchan::{Config, Event, Shutdown};
+
+/// A server whose channels stay open until closed, each recording its last event.
+async fn server(
+    shutdown: &Shutdown,
+) -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Event>) {
+    let (rec, rx) = recorder();
+    (serve(Config::default().shutdown(shutdown), rec).await, rx)
+}
+
+/// An HTTP stream (SSE or plain) read with hyper on a task of its own; gives its body.
+async fn open_stream(addr: std::net::SocketAddr, sse: bool) -> tokio::task::JoinHandle<String> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let mut req = get(addr, "/stream");
+    if sse {
+        req.headers_mut().insert("accept", "text/event-stream".parse().unwrap());
+    }
+    let response = sender.send_request(req);
+    tokio::spawn(async move {
+        let body = response.await.unwrap().into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    })
+}
+
+#[tokio::test]
+async fn every_channel_closes_cleanly_and_new_ones_are_refused() {
+    let shutdown = Shutdown::new();
+    let (addr, mut events) = server(&shutdown).await;
+
+    let mut ws = ws_connect(addr, "/ws").await;
+    let sse_body = open_stream(addr, true).await;
+    let plain_body = open_stream(addr, false).await;
+    // The plain stream's head waits for a send or a close; wait until all three are open.
+    let mut opened = 0;
+    while opened < 3 {
+        if matches!(next_event(&mut events).await, Event::Open) {
+            opened += 1;
+        }
+    }
+    assert_eq!(shutdown.live(), 3);
+
+    let shutting = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { shutdown.shutdown(Duration::from_secs(5)).await })
+    };
+    // The WebSocket client sees 1001 "going away" and answers (tokio-tungstenite does when read).
+    match next_msg(&mut ws).await {
+        Some(WsMessage::Close(Some(frame))) => {
+            assert_eq!(u16::from(frame.code), 1001);
+            assert_eq!(frame.reason.as_str(), "going away");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(next_msg(&mut ws).await.is_none());
+    // The SSE stream got a retry of 2-5 s, then a clean end; the plain stream a clean end.
+    let sse = tokio::time::timeout(Duration::from_secs(10), sse_body).await.unwrap().unwrap();
+    let retry: u64 = sse
+        .strip_prefix("retry: ")
+        .and_then(|r| r.strip_suffix("\n\n"))
+        .expect("a retry field")
+        .parse()
+        .unwrap();
+    assert!((2000..5000).contains(&retry), "{retry}");
+    let plain = tokio::time::timeout(Duration::from_secs(10), plain_body).await.unwrap().unwrap();
+    assert_eq!(plain, "");
+
+    let report = tokio::time::timeout(Duration::from_secs(10), shutting).await.unwrap().unwrap();
+    assert_eq!((report.clean, report.forced), (3, 0));
+    assert_eq!(shutdown.live(), 0);
+    assert!(shutdown.is_shutting_down());
+
+    // New channels are refused.
+    let response = http1_get(addr, get(addr, "/late")).await;
+    assert_eq!(response.status(), 503);
+    let err = tokio_tungstenite::connect_async(format!("ws://{addr}/late")).await.unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+}
+
+#[tokio::test]
+async fn a_client_that_ignores_the_close_is_forced_off_at_the_deadline() {
+    let shutdown = Shutdown::new();
+    let (addr, mut events) = server(&shutdown).await;
+    let mut raw = RawWs::connect(addr).await;
+    assert!(matches!(next_event(&mut events).await, Event::Open));
+    let started = tokio::time::Instant::now();
+    let report = shutdown.shutdown(Duration::from_millis(300)).await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!((report.clean, report.forced), (0, 1));
+    assert_eq!(raw.read_close().await, Some((1001, "going away".to_owned())));
+    assert!(raw.eof().await, "the forced connection was not dropped");
+    let closed = events_until_closed(&mut events).await;
+    assert!(matches!(closed.last(), Some(Event::Closed(i)) if i.code == Some(1001)), "{closed:?}");
+}
+
+#[tokio::test]
+async fn channels_without_the_shutdown_in_their_config_are_not_touched() {
+    let shutdown = Shutdown::new();
+    let addr = serve(Config::default(), echo).await;
+    let mut ws = ws_connect(addr, "/").await;
+    let report = shutdown.shutdown(Duration::from_millis(100)).await;
+    assert_eq!((report.clean, report.forced), (0, 0));
+    send_text(&mut ws, "still up").await;
+    assert_eq!(ws.next().await.unwrap().unwrap(), WsMessage::text("still up"));
+}
