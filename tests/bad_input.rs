@@ -512,7 +512,6 @@ async fn close_codes_not_allowed_on_the_wire_are_answered_with_1002() {
 }
 
 #[tokio::test]
-#[ignore = "core bug: a disallowed close code gives Closed(1002) with no Event::Error (see RELIABILITY.md)"]
 async fn close_codes_not_allowed_on_the_wire_report_a_protocol_error() {
     // lib.rs: "A protocol violation closes the WebSocket with the RFC 6455 code (1002, ...)
     // after an Event::Error" — as every other violation in this file does.
@@ -698,4 +697,66 @@ async fn an_http_client_that_never_reads_meets_backpressure_and_bounded_memory()
     let mut ch = ch;
     let events = all_events(&mut ch).await;
     assert_eq!(closed_of(&events), CloseInfo::http());
+}
+
+#[tokio::test]
+async fn a_client_that_floods_an_application_that_does_not_read_is_slowed_by_tcp() {
+    // The incoming side is bounded too: with more than queue_limit bytes of messages not taken
+    // from the stream, the server stops reading and TCP stops the client. Nothing is lost.
+    const QUEUE: usize = 256 * 1024;
+    const SIZE: usize = 64 * 1024;
+    const CAP: usize = 4096; // frames: 256 MiB
+    let mut server = start(Config::default().queue_limit(QUEUE), None).await;
+    let raw = RawWs::connect(server.addr, "/bad").await;
+    let mut ch = server.next_channel().await; // held, not polled
+    let written = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&written);
+    let (_read, mut write) = raw.tcp.into_split();
+    let writer = tokio::spawn(async move {
+        for i in 0..CAP as u32 {
+            let mut payload = vec![(i % 251) as u8; SIZE];
+            payload[..4].copy_from_slice(&i.to_be_bytes());
+            if write.write_all(&encode(0x82, Some([1, 2, 3, 4]), &payload, None)).await.is_err() {
+                break;
+            }
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+        write
+    });
+    // Wait until the writer has stalled for half a second.
+    let mut last = usize::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = written.load(Ordering::SeqCst);
+        assert!(now < CAP, "256 MiB went to an application that reads nothing");
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let bound = QUEUE + 2 * SIZE + max_send_buffer() + max_receive_buffer();
+    eprintln!("the client wrote {} bytes before TCP stopped it (bound {bound})", last * SIZE);
+    assert!(last * SIZE <= bound, "{} bytes taken in (bound {bound})", last * SIZE);
+    // Meanwhile the server serves others.
+    server.assert_still_serving().await;
+    // The application reads: everything arrives, in order, and the client can go on.
+    assert!(matches!(tokio::time::timeout(LIMIT, ch.next()).await.unwrap(), Some(Event::Open)));
+    for i in 0..last as u32 + 64 {
+        match tokio::time::timeout(LIMIT, ch.next()).await.expect("stuck after draining") {
+            Some(Event::Message(webchan::Incoming::Binary(b))) => {
+                assert_eq!(b.len(), SIZE);
+                assert_eq!(u32::from_be_bytes(b[..4].try_into().unwrap()), i, "lost or reordered");
+            }
+            other => panic!("message {i}: {other:?}"),
+        }
+    }
+    writer.abort();
+}
+
+/// The kernel's largest receive buffer.
+fn max_receive_buffer() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_rmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2).and_then(|n| n.parse().ok()))
+        .unwrap_or(64 << 20)
 }

@@ -672,7 +672,6 @@ async fn every_queued_http_stream_send_reports_an_outcome_when_the_connection_dr
 }
 
 #[tokio::test]
-#[ignore = "core bug: sends whose Completion was dropped vanish silently when the channel closes (see RELIABILITY.md)"]
 async fn unawaited_sends_still_queued_when_the_connection_drops_are_reported_as_errors() {
     // Completion: "Dropping the completion does not cancel the send (its error then goes to
     // the event stream)"; lib.rs: "sends still queued when a channel closes fail with
