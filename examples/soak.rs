@@ -463,7 +463,7 @@ async fn run(args: Args) -> bool {
     let base = figures(&stats);
     let waves = args.connections.div_ceil(args.wave);
     let pace = Duration::from_secs(args.seconds) / waves as u32;
-    let warm_up = waves.div_ceil(10);
+    let quarter = waves.div_ceil(4);
     println!(
         "soak: {} connections in {waves} waves of {} over ~{} s, seed {}",
         args.connections, args.wave, args.seconds, args.seed
@@ -507,15 +507,17 @@ async fn run(args: Args) -> bool {
             }
         }
         done += n;
-        if wave + 1 == warm_up {
-            // The start: after a warm-up of a tenth of the waves, so that the runtime's
-            // threads, the allocator's arenas and lazily initialised state exist already.
-            start = Some(settle(&stats, base).await);
-        }
-        if wave % 5 == 4 || wave + 1 == waves {
-            let now = figures(&stats);
+        if (wave + 1) % quarter == 0 || wave + 1 == waves {
+            // Quarters: let the closes in flight finish and take the figures. The start is
+            // the first quarter: by then the runtime's threads, the allocator's arenas and
+            // lazily initialised state exist (see RELIABILITY.md for the cold start).
+            let now = settle(&stats, base).await;
+            if start.is_none() {
+                start = Some(now);
+            }
             println!(
-                "  {:>6.1} s: {done} connections, live channels {}, tasks {}, fds {}, RSS {} KiB",
+                "  {:>6.1} s: {done:>6} connections; settled: live channels {}, tasks {}, fds {}, \
+                 RSS {} KiB",
                 began.elapsed().as_secs_f64(),
                 now.channels,
                 now.tasks,
@@ -540,7 +542,7 @@ async fn run(args: Args) -> bool {
     for (failure, count) in &failures {
         println!("    {count} x {failure}");
     }
-    println!("                 cold start  start (after warm-up)       peak         end");
+    println!("                 cold start  start (1st quarter)         peak         end");
     println!(
         "  live channels  {:>10}  {:>20}  {:>10}  {:>10}",
         cold.channels, start.channels, peak.channels, end.channels
