@@ -15,16 +15,16 @@
 //! | `(as-channel request opts)` | [`as_channel(request, options)`](as_channel) → [`ResponseFuture`] | [`crate::as_channel(request, config)`](crate::as_channel) → `(Reply, Channel)` |
 //! | the returned response map | `ResponseFuture.await` → `Response<Body>` | `reply.await` |
 //! | `:headers` of the handler's response | [`ResponseFuture::headers_mut`] | [`Reply::headers_mut`](crate::Reply::headers_mut) |
-//! | `:on-open (fn [ch])` | [`Options::on_open`] | [`Event::Open`](crate::Event::Open) |
-//! | `:on-message (fn [ch msg])` | [`Options::on_message`] | [`Event::Message`](crate::Event::Message) |
-//! | `:on-error (fn [ch throwable])` | [`Options::on_error`] | [`Event::Error`](crate::Event::Error) |
-//! | `:on-close (fn [ch {:keys [code reason]}])` | [`Options::on_close`] | [`Event::Closed`](crate::Event::Closed) |
+//! | `:on-open (fn [ch])` | [`Options::on_open`] | [`Event::Open`] |
+//! | `:on-message (fn [ch msg])` | [`Options::on_message`] | [`Event::Message`] |
+//! | `:on-error (fn [ch throwable])` | [`Options::on_error`] | [`Event::Error`] |
+//! | `:on-close (fn [ch {:keys [code reason]}])` | [`Options::on_close`] | [`Event::Closed`] |
 //! | `:timeout` (milliseconds, 0 = none) | [`Options::timeout`] (a `Duration`, zero = none) | [`Config::timeout`] |
 //! | `(send! ch msg)` → `true` | [`Handle::send`] → `Ok(true)` | [`Sender::try_send`](crate::Sender::try_send) → `Ok(Completion)`, or the [`Sink`](futures_sink::Sink) |
 //! | `send!` → `nil` (channel closed) | `Ok(false)`, no callback | `Err((Error::Closed, message))` |
 //! | `send!` throws (a map where it is not allowed) | `Err(Error::InvalidMessage)`, no callback | `Err((Error::InvalidMessage, message))` |
 //! | `:close? true` | [`SendOptions::close`] | [`Sender::try_send_and_close`](crate::Sender::try_send_and_close) |
-//! | `:on-success (fn [])` | [`SendOptions::on_success`] | the [`Completion`](crate::Completion) resolves to `Ok(())` |
+//! | `:on-success (fn [])` | [`SendOptions::on_success`] | the [`Completion`] resolves to `Ok(())` |
 //! | `:on-error (fn [throwable])` of `send!` | [`SendOptions::on_error`] | the `Completion` resolves to `Err(error)` |
 //! | `(close ch)` | [`Handle::close`] | [`Sender::start_close`](crate::Sender::start_close), [`Sender::close`](crate::Sender::close) |
 //! | `(open? ch)` | [`Handle::is_open`] | [`Channel::is_open`](crate::Channel::is_open) |

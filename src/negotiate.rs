@@ -106,14 +106,19 @@ pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Chan
             let channel = Channel::new(Arc::clone(&shared));
             tokio::spawn(crate::ws::drive(Arc::clone(&shared), on_upgrade));
             let mut headers = HeaderMap::new();
-            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-            let reply = Reply {
-                status: StatusCode::SWITCHING_PROTOCOLS,
-                headers,
-                state: ReplyState::Ready(Arc::clone(&shared)),
+            let status = match accept {
+                // HTTP/1.1 (RFC 6455): 101 Switching Protocols.
+                Some(accept) => {
+                    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+                    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+                    StatusCode::SWITCHING_PROTOCOLS
+                }
+                // HTTP/2 extended CONNECT (RFC 8441): 200, no accept key, no body.
+                None => StatusCode::OK,
             };
+            let reply =
+                Reply { status, headers, state: ReplyState::Ready(Arc::clone(&shared), status) };
             Ok((reply, channel))
         }
         Class::Reject(status, reason) => Err(Rejection { status, reason }),
@@ -138,7 +143,10 @@ fn own_request_bytes(parts: &mut http::request::Parts) {
 
 enum Class {
     Stream,
-    WebSocket { accept: HeaderValue },
+    /// A WebSocket; the accept key for HTTP/1.1, none for HTTP/2.
+    WebSocket {
+        accept: Option<HeaderValue>,
+    },
     Reject(StatusCode, &'static str),
 }
 
@@ -149,6 +157,50 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
             .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
             .unwrap_or(false)
     })
+}
+
+/// An `Origin` outside [`Config::allowed_origins`] gets 403.
+fn check_origin(headers: &HeaderMap, config: &Config) -> Option<Class> {
+    let allowed = config.allowed_origins.as_ref()?;
+    let origin = headers.get(header::ORIGIN)?.to_str().unwrap_or_default().trim();
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+        return None;
+    }
+    Some(Class::Reject(
+        StatusCode::FORBIDDEN,
+        "the Origin of this WebSocket upgrade is not allowed",
+    ))
+}
+
+/// CONNECT: a WebSocket over HTTP/2 (RFC 8441: `:protocol = websocket`), nothing else; it is
+/// never an HTTP stream.
+fn classify_connect(parts: &http::request::Parts, config: &Config) -> Class {
+    let protocol = parts.extensions.get::<hyper::ext::Protocol>();
+    let Some(protocol) = protocol.filter(|_| parts.version == Version::HTTP_2) else {
+        return Class::Reject(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is only served for WebSockets over HTTP/2 (RFC 8441)",
+        );
+    };
+    if !protocol.as_str().eq_ignore_ascii_case("websocket") {
+        return Class::Reject(
+            StatusCode::NOT_IMPLEMENTED,
+            "the only CONNECT protocol served is websocket",
+        );
+    }
+    if let Some(rejected) = check_origin(&parts.headers, config) {
+        return rejected;
+    }
+    match single(&parts.headers, header::SEC_WEBSOCKET_VERSION) {
+        Ok(Some(v)) if v.as_bytes().trim_ascii() == b"13" => Class::WebSocket { accept: None },
+        Err(()) => {
+            Class::Reject(StatusCode::BAD_REQUEST, "more than one Sec-WebSocket-Version header")
+        }
+        _ => Class::Reject(
+            StatusCode::UPGRADE_REQUIRED,
+            "a WebSocket needs the header Sec-WebSocket-Version: 13",
+        ),
+    }
 }
 
 /// Does the `Accept` header name `text/event-stream` (parameters such as `q` aside)?
@@ -187,20 +239,16 @@ fn is_valid_key(key: &[u8]) -> bool {
 
 fn classify(parts: &http::request::Parts, config: &Config) -> Class {
     let headers = &parts.headers;
+    if parts.method == Method::CONNECT {
+        return classify_connect(parts, config);
+    }
     if !has_token(headers, header::UPGRADE, "websocket") {
         return Class::Stream;
     }
-    if let Some(allowed) = &config.allowed_origins {
-        if let Some(origin) = headers.get(header::ORIGIN) {
-            let origin = origin.to_str().unwrap_or_default().trim();
-            if !allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
-                return Class::Reject(
-                    StatusCode::FORBIDDEN,
-                    "the Origin of this WebSocket upgrade is not allowed",
-                );
-            }
-        }
+    if let Some(rejected) = check_origin(headers, config) {
+        return rejected;
     }
+
     if parts.method != Method::GET {
         return Class::Reject(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -257,7 +305,7 @@ fn classify(parts: &http::request::Parts, config: &Config) -> Class {
     }
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key);
     match HeaderValue::from_str(&accept) {
-        Ok(accept) => Class::WebSocket { accept },
+        Ok(accept) => Class::WebSocket { accept: Some(accept) },
         Err(_) => Class::Reject(StatusCode::BAD_REQUEST, "invalid Sec-WebSocket-Key"),
     }
 }
@@ -356,7 +404,8 @@ pub struct Reply {
 }
 
 enum ReplyState {
-    Ready(Arc<Shared>),
+    /// A WebSocket's answer: ready at once; anything but the expected status refuses it.
+    Ready(Arc<Shared>, StatusCode),
     Stream(StreamHead),
     Done,
 }
@@ -415,8 +464,8 @@ impl Future for Reply {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
         let this = &mut *self;
         match &mut this.state {
-            ReplyState::Ready(shared) => {
-                if this.status != StatusCode::SWITCHING_PROTOCOLS {
+            ReplyState::Ready(shared, expected) => {
+                if this.status != *expected {
                     // The handler chose another answer: no upgrade.
                     for name in [header::UPGRADE, header::CONNECTION, header::SEC_WEBSOCKET_ACCEPT]
                     {

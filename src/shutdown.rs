@@ -1,33 +1,4 @@
-//! Graceful shutdown of every channel a server made.
-//!
-//! hyper-util's `GracefulShutdown` does not see upgraded HTTP/1 WebSockets (the connection
-//! future ends at the upgrade while the socket lives on) and waits forever on endless streams.
-//! So webchan keeps its own registry: give a [`Shutdown`] to the [`Config`](crate::Config) of
-//! the channels it should cover, and [`Shutdown::shutdown`] then
-//!
-//! 1. refuses new channels (`503 Service Unavailable`; stop the accept loop too — see
-//!    [`Shutdown::is_shutting_down`]),
-//! 2. closes every WebSocket with 1001 "going away" and ends every HTTP stream cleanly (an SSE
-//!    stream first gets a `retry:` of a few seconds with jitter, so that clients do not all
-//!    reconnect at once) — after what is already queued,
-//! 3. waits up to the deadline for the peers,
-//! 4. drops what is left, and reports how many channels closed cleanly and how many were
-//!    forced.
-//!
-//! # Examples
-//!
-//! ```
-//! use std::time::Duration;
-//!
-//! # async fn f() {
-//! let shutdown = webchan::Shutdown::new();
-//! let config = webchan::Config::default().shutdown(&shutdown);
-//! // ... serve requests with `config` ...
-//! # let _ = config;
-//! let report = shutdown.shutdown(Duration::from_secs(10)).await;
-//! println!("{} closed cleanly, {} forced", report.clean, report.forced);
-//! # }
-//! ```
+//! Graceful shutdown of every channel a server made: see [`Shutdown`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,8 +9,39 @@ use tokio::sync::Notify;
 
 use crate::shared::Shared;
 
-/// A registry of live channels that can close them all (see the [module docs](self)).
-/// Cheap to clone; clones share the registry.
+/// A registry of live channels that can close them all. Cheap to clone; clones share the
+/// registry.
+///
+/// Graceful shutdown of every channel a server made.
+///
+/// hyper-util's `GracefulShutdown` does not see upgraded HTTP/1 WebSockets (the connection
+/// future ends at the upgrade while the socket lives on) and waits forever on endless streams.
+/// So webchan keeps its own registry: give a [`Shutdown`] to the [`Config`](crate::Config) of
+/// the channels it should cover, and [`Shutdown::shutdown`] then
+///
+/// 1. refuses new channels (`503 Service Unavailable`; stop the accept loop too — see
+///    [`Shutdown::is_shutting_down`]),
+/// 2. closes every WebSocket with 1001 "going away" and ends every HTTP stream cleanly (an SSE
+///    stream first gets a `retry:` of a few seconds with jitter, so that clients do not all
+///    reconnect at once) — after what is already queued,
+/// 3. waits up to the deadline for the peers,
+/// 4. drops what is left, and reports how many channels closed cleanly and how many were
+///    forced.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// # async fn f() {
+/// let shutdown = webchan::Shutdown::new();
+/// let config = webchan::Config::default().shutdown(&shutdown);
+/// // ... serve requests with `config` ...
+/// # let _ = config;
+/// let report = shutdown.shutdown(Duration::from_secs(10)).await;
+/// println!("{} closed cleanly, {} forced", report.clean, report.forced);
+/// # }
+/// ```
 #[derive(Clone, Default)]
 pub struct Shutdown {
     inner: Arc<Registry>,

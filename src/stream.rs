@@ -228,10 +228,16 @@ impl StreamHead {
                 (Body::empty(), None)
             }
             First::Stream => {
+                let declared = headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse().ok());
                 let body = StreamBody {
                     shared: Arc::clone(&self.shared),
                     encoding: Encoding::Charset(charset),
                     sse_keepalive: None,
+                    declared,
+                    written: 0,
                     batch: VecDeque::new(),
                     current: None,
                     done_upto: 0,
@@ -283,6 +289,8 @@ impl StreamHead {
                 shared: Arc::clone(&self.shared),
                 encoding: Encoding::Sse,
                 sse_keepalive: period.map(|p| (p, Box::pin(tokio::time::sleep(p)))),
+                declared: None,
+                written: 0,
                 batch: VecDeque::new(),
                 current: None,
                 done_upto: 0,
@@ -333,6 +341,11 @@ struct StreamBody {
     encoding: Encoding,
     /// SSE: a comment after this long without an event.
     sse_keepalive: Option<(std::time::Duration, Pin<Box<Sleep>>)>,
+    /// The `Content-Length` the handler declared, if any: hyper stops polling (and drops the
+    /// body) once that many bytes went out.
+    declared: Option<u64>,
+    /// Bytes given to hyper so far.
+    written: u64,
     batch: VecDeque<Queued>,
     current: Option<(u64, usize, Pump)>,
     done_upto: u64,
@@ -420,6 +433,9 @@ impl StreamBody {
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let polled = self.poll_data(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            self.written += frame.data_ref().map_or(0, |d| d.len() as u64);
+        }
         if let Some((period, sleep)) = &mut self.sse_keepalive {
             match &polled {
                 Poll::Ready(Some(Ok(_))) => sleep.as_mut().reset(Instant::now() + *period),
@@ -529,8 +545,19 @@ impl StreamBody {
 impl Drop for StreamBody {
     fn drop(&mut self) {
         if !self.finished {
-            // hyper dropped the body before its end: the client went away (or the connection
-            // failed). Whatever was written counts; the rest fails with `Closed`.
+            if self.declared.is_some_and(|len| len == self.written) {
+                // The whole declared length went out, and hyper needs no more: the message
+                // that was being sent is complete.
+                if let Some((seq, size, _)) = self.current.take() {
+                    self.done_upto = seq;
+                    self.done_bytes += size;
+                }
+                if let Some(Queued { seq, item: Item::Close(..), .. }) = self.batch.front() {
+                    self.done_upto = *seq;
+                }
+            }
+            // Otherwise hyper dropped the body before its end: the client went away (or the
+            // connection failed). Whatever was written counts; the rest fails with `Closed`.
             self.report();
             self.shared.finish(CloseInfo::http(), None);
         }

@@ -464,3 +464,25 @@ async fn a_thousand_concurrent_streams() {
         t.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_declared_content_length_with_a_reader_body_completes_the_send() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let addr = serve(Config::default(), move |ch: Channel| {
+        let tx = tx.clone();
+        async move {
+            use tokio::io::AsyncReadExt;
+            let mut headers = http::HeaderMap::new();
+            headers.insert("content-length", "100000".parse().unwrap());
+            let body = Message::reader(tokio::io::repeat(b'x').take(100_000));
+            let head = Message::response(http::StatusCode::OK, headers, body);
+            let _ = tx.send(ch.sender().send_and_close(head).await);
+        }
+    })
+    .await;
+    let response = http1_get(addr, get(addr, "/")).await;
+    assert_eq!(response.headers()["content-length"], "100000");
+    assert_eq!(response.body().len(), 100_000);
+    let result = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+    assert!(result.is_ok(), "{result:?}");
+}

@@ -106,7 +106,10 @@ pub async fn ws_connect(addr: SocketAddr, path: &str) -> WsClient {
 }
 
 /// The next data or close message, skipping pings and pongs; panics after 10 s.
-pub async fn next_msg(ws: &mut WsClient) -> Option<WsMessage> {
+pub async fn next_msg<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Option<WsMessage>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         let next = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
