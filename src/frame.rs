@@ -274,8 +274,13 @@ impl Decoder {
 
 /// Appends one unmasked server frame with FIN set.
 pub(crate) fn encode(out: &mut BytesMut, opcode: u8, payload: &[u8]) {
-    let len = payload.len();
-    out.reserve(len + 10);
+    out.reserve(payload.len() + 10);
+    encode_header(out, opcode, payload.len());
+    out.extend_from_slice(payload);
+}
+
+/// Appends the header of an unmasked server frame with FIN set and `len` bytes of payload.
+pub(crate) fn encode_header(out: &mut BytesMut, opcode: u8, len: usize) {
     out.put_u8(0x80 | opcode);
     if len < 126 {
         out.put_u8(len as u8);
@@ -286,7 +291,6 @@ pub(crate) fn encode(out: &mut BytesMut, opcode: u8, payload: &[u8]) {
         out.put_u8(127);
         out.put_u64(len as u64);
     }
-    out.extend_from_slice(payload);
 }
 
 /// Appends a close frame (the reason is cut to fit 125 bytes).

@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::AsyncWrite;
 use tokio::time::{Instant, Sleep};
 
 use crate::frame::{self, Decoded, Decoder, Violation};
@@ -29,8 +29,10 @@ use crate::{CloseInfo, Error, Event, Incoming};
 const READ_BUDGET: usize = 64;
 /// Encoded bytes gathered before they are written out.
 const WRITE_HIGH: usize = 64 * 1024;
-/// The most read at once while a large frame comes in.
-const MAX_READ: usize = 64 * 1024;
+/// Payloads at least this large are written from their own buffer (vectored), not copied.
+const LARGE_PAYLOAD: usize = 16 * 1024;
+/// Buffers given to one vectored write at most.
+const MAX_SLICES: usize = 32;
 
 #[derive(Debug)]
 struct NoUpgrade;
@@ -68,6 +70,8 @@ pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
         need: 0,
         read_chunk: config.read_buffer_size,
         wbuf: BytesMut::new(),
+        out: VecDeque::new(),
+        out_len: 0,
         decoder: Decoder::new(config.max_message_size, config.max_frame_size),
         batch: VecDeque::new(),
         current: None,
@@ -128,6 +132,10 @@ struct Conn {
     read_chunk: usize,
     /// Encoded frames not yet written.
     wbuf: BytesMut,
+    /// Sealed buffers waiting for the socket, in order: runs of small frames, and large
+    /// payloads as they came (no copy).
+    out: VecDeque<bytes::Bytes>,
+    out_len: usize,
     decoder: Decoder,
     /// Items taken from the shared queue, not yet started.
     batch: VecDeque<Queued>,
@@ -193,7 +201,7 @@ impl Conn {
                 self.finish();
                 return Poll::Ready(());
             }
-            if self.shutting_down && self.wbuf.is_empty() {
+            if self.shutting_down && self.pending_out() == 0 {
                 // Server side closes TCP first (RFC 6455 §7.1.1).
                 if Pin::new(&mut self.io).poll_shutdown(cx).is_ready() {
                     self.finish();
@@ -256,6 +264,9 @@ impl Conn {
                 if self.wbuf.is_empty() {
                     self.wbuf = BytesMut::new();
                 }
+                if self.out.is_empty() && self.out.capacity() > 0 {
+                    self.out = VecDeque::new();
+                }
                 return Poll::Pending;
             }
         }
@@ -300,33 +311,21 @@ impl Conn {
                     break;
                 }
             }
-            let start = self.rbuf.len();
-            if self.need > start {
-                self.rbuf.reserve(self.need - start);
-            }
-            let want = self.read_chunk.max(self.need.saturating_sub(start)).min(MAX_READ);
-            self.rbuf.resize(start + want, 0);
-            let mut read_buf = ReadBuf::new(&mut self.rbuf[start..]);
-            match Pin::new(&mut self.io).poll_read(cx, &mut read_buf) {
-                Poll::Ready(Ok(())) => {
-                    let n = read_buf.filled().len();
-                    self.rbuf.truncate(start + n);
-                    if n == 0 {
-                        self.on_eof();
-                        break;
-                    }
-                    heard = true;
+            // Room for the frame being read (its size is known from its header), or a chunk.
+            let want = self.read_chunk.max(self.need.saturating_sub(self.rbuf.len()));
+            self.rbuf.reserve(want);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+                Poll::Ready(Ok(0)) => {
+                    self.on_eof();
+                    break;
                 }
+                Poll::Ready(Ok(_)) => heard = true,
                 Poll::Ready(Err(e)) => {
-                    self.rbuf.truncate(start);
                     tracing::debug!(error = %e, "websocket connection lost");
                     self.abnormal = true;
                     break;
                 }
-                Poll::Pending => {
-                    self.rbuf.truncate(start);
-                    break;
-                }
+                Poll::Pending => break,
             }
         }
         if data {
@@ -408,7 +407,7 @@ impl Conn {
     fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
         let mut more = false;
         while self.close_sent.is_none() && self.peer_close.is_none() && !self.shutting_down {
-            if self.wbuf.len() >= WRITE_HIGH {
+            if self.pending_out() >= WRITE_HIGH {
                 more = true;
                 break;
             }
@@ -439,15 +438,12 @@ impl Conn {
             let (seq, size) = (*seq, *size);
             match pump.poll_next(cx) {
                 Poll::Ready(Some(Ok(piece))) => {
-                    match &piece {
-                        Piece::Text(s) => {
-                            frame::encode(&mut self.wbuf, frame::OP_TEXT, s.as_bytes())
-                        }
-                        Piece::Binary(b) | Piece::Sse(b) => {
-                            frame::encode(&mut self.wbuf, frame::OP_BINARY, b);
-                        }
+                    let whole = pump.is_done();
+                    match piece {
+                        Piece::Text(s) => self.queue_frame(frame::OP_TEXT, s.into()),
+                        Piece::Binary(b) | Piece::Sse(b) => self.queue_frame(frame::OP_BINARY, b),
                     }
-                    if pump.is_done() {
+                    if whole {
                         self.current = None;
                         self.fed_upto = seq;
                         self.fed_bytes += size;
@@ -468,13 +464,20 @@ impl Conn {
                 Poll::Pending => break,
             }
         }
-        while !self.wbuf.is_empty() {
-            match Pin::new(&mut self.io).poll_write(cx, &self.wbuf) {
+        self.seal();
+        while self.out_len > 0 {
+            let mut slices = [std::io::IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            for (slot, buf) in slices.iter_mut().zip(self.out.iter()) {
+                *slot = std::io::IoSlice::new(buf);
+                count += 1;
+            }
+            match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
                 Poll::Ready(Ok(0)) => {
                     self.abnormal = true;
                     return false;
                 }
-                Poll::Ready(Ok(n)) => self.wbuf.advance(n),
+                Poll::Ready(Ok(n)) => self.consume(n),
                 Poll::Ready(Err(e)) => {
                     tracing::debug!(error = %e, "websocket write failed");
                     self.abnormal = true;
@@ -494,6 +497,48 @@ impl Conn {
         more
     }
 
+    /// Bytes encoded and not yet written.
+    fn pending_out(&self) -> usize {
+        self.wbuf.len() + self.out_len
+    }
+
+    /// Queues one data frame: small ones are copied into `wbuf` with their neighbours, large
+    /// payloads are written from their own buffer.
+    fn queue_frame(&mut self, opcode: u8, payload: bytes::Bytes) {
+        if payload.len() < LARGE_PAYLOAD {
+            frame::encode(&mut self.wbuf, opcode, &payload);
+            return;
+        }
+        frame::encode_header(&mut self.wbuf, opcode, payload.len());
+        self.seal();
+        self.out_len += payload.len();
+        self.out.push_back(payload);
+    }
+
+    /// Moves what `wbuf` holds to the write queue.
+    fn seal(&mut self) {
+        if !self.wbuf.is_empty() {
+            let run = self.wbuf.split().freeze();
+            self.out_len += run.len();
+            self.out.push_back(run);
+        }
+    }
+
+    /// `n` bytes of the write queue went out.
+    fn consume(&mut self, mut n: usize) {
+        self.out_len -= n;
+        while n > 0 {
+            let Some(front) = self.out.front_mut() else { break };
+            if front.len() <= n {
+                n -= front.len();
+                self.out.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+
     /// Tells the senders how far the written items got.
     fn report(&mut self) {
         if self.fed_upto > self.reported || !self.failures.is_empty() {
@@ -505,7 +550,7 @@ impl Conn {
 
     fn finish(&mut self) {
         self.finished = true;
-        if self.wbuf.is_empty() && !self.abnormal {
+        if self.pending_out() == 0 && !self.abnormal {
             self.report();
         }
         let info = if self.keepalive_expired {
