@@ -64,8 +64,10 @@ pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
     shared.open();
     let config = &shared.config;
     let timeout = config.timeout;
+    let io = TokioIo::new(upgraded);
     let mut conn = Conn {
-        io: TokioIo::new(upgraded),
+        vectored: io.is_write_vectored(),
+        io,
         rbuf: BytesMut::new(),
         need: 0,
         read_chunk: config.read_buffer_size,
@@ -136,6 +138,8 @@ struct Conn {
     /// payloads as they came (no copy).
     out: VecDeque<bytes::Bytes>,
     out_len: usize,
+    /// The IO writes several buffers at once: large payloads need no copy.
+    vectored: bool,
     decoder: Decoder,
     /// Items taken from the shared queue, not yet started.
     batch: VecDeque<Queued>,
@@ -505,7 +509,7 @@ impl Conn {
     /// Queues one data frame: small ones are copied into `wbuf` with their neighbours, large
     /// payloads are written from their own buffer.
     fn queue_frame(&mut self, opcode: u8, payload: bytes::Bytes) {
-        if payload.len() < LARGE_PAYLOAD {
+        if payload.len() < LARGE_PAYLOAD || !self.vectored {
             frame::encode(&mut self.wbuf, opcode, &payload);
             return;
         }
