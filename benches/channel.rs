@@ -54,6 +54,24 @@ where
     });
 }
 
+/// GETs `/` with a hyper HTTP/1.1 client over `io`; returns the body's length.
+async fn read_body(io: DuplexStream) -> usize {
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::get("/")
+        .header("host", "bench")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let mut body = send.send_request(request).await.unwrap().into_body();
+    let mut got = 0;
+    while let Some(frame) = body.frame().await {
+        if let Some(d) = frame.unwrap().data_ref() {
+            got += d.len();
+        }
+    }
+    got
+}
+
 fn ws_echo(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut group = c.benchmark_group("ws_echo");
@@ -108,21 +126,7 @@ fn http_stream(c: &mut Criterion) {
                             sender.close().await;
                         });
                     });
-                    let (mut send, conn) =
-                        hyper::client::conn::http1::handshake(TokioIo::new(client)).await.unwrap();
-                    tokio::spawn(conn);
-                    let request = http::Request::get("/")
-                        .header("host", "bench")
-                        .body(http_body_util::Empty::<bytes::Bytes>::new())
-                        .unwrap();
-                    let mut body = send.send_request(request).await.unwrap().into_body();
-                    let mut got = 0;
-                    while let Some(frame) = body.frame().await {
-                        if let Some(d) = frame.unwrap().data_ref() {
-                            got += d.len();
-                        }
-                    }
-                    assert_eq!(got, TOTAL);
+                    assert_eq!(read_body(client).await, TOTAL);
                 });
             });
         });
@@ -155,21 +159,7 @@ fn hyper_stream_baseline(c: &mut Criterion) {
                             .serve_connection(TokioIo::new(server), service)
                             .await;
                     });
-                    let (mut send, conn) =
-                        hyper::client::conn::http1::handshake(TokioIo::new(client)).await.unwrap();
-                    tokio::spawn(conn);
-                    let request = http::Request::get("/")
-                        .header("host", "bench")
-                        .body(http_body_util::Empty::<bytes::Bytes>::new())
-                        .unwrap();
-                    let mut body = send.send_request(request).await.unwrap().into_body();
-                    let mut got = 0;
-                    while let Some(frame) = body.frame().await {
-                        if let Some(d) = frame.unwrap().data_ref() {
-                            got += d.len();
-                        }
-                    }
-                    assert_eq!(got, TOTAL);
+                    assert_eq!(read_body(client).await, TOTAL);
                 });
             });
         });

@@ -232,22 +232,8 @@ impl StreamHead {
                     .get(header::CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse().ok());
-                let body = StreamBody {
-                    shared: Arc::clone(&self.shared),
-                    encoding: Encoding::Charset(charset),
-                    sse_keepalive: None,
-                    declared,
-                    written: 0,
-                    batch: VecDeque::new(),
-                    current: None,
-                    done_upto: 0,
-                    reported: 0,
-                    done_bytes: 0,
-                    failures: Vec::new(),
-                    timer: deadline_sleep(self.deadline),
-                    finished: false,
-                };
-                (Body { inner: Inner::Stream(Box::new(body)) }, Some(()))
+                let body = self.body(Encoding::Charset(charset), declared);
+                (body, Some(()))
             }
         };
         if close.is_none() {
@@ -263,6 +249,30 @@ impl StreamHead {
 }
 
 impl StreamHead {
+    /// The streamed body that follows the head.
+    fn body(&self, encoding: Encoding, declared: Option<u64>) -> Body {
+        let sse_keepalive = match encoding {
+            Encoding::Sse => self.shared.config.sse_keepalive,
+            Encoding::Charset(_) => None,
+        };
+        let body = StreamBody {
+            shared: Arc::clone(&self.shared),
+            encoding,
+            sse_keepalive: sse_keepalive.map(|p| (p, Box::pin(tokio::time::sleep(p)))),
+            declared,
+            written: 0,
+            batch: VecDeque::new(),
+            current: None,
+            done_upto: 0,
+            reported: 0,
+            done_bytes: 0,
+            failures: Vec::new(),
+            timer: deadline_sleep(self.deadline),
+            finished: false,
+        };
+        Body { inner: Inner::Stream(Box::new(body)) }
+    }
+
     /// An SSE stream's head goes out at open.
     fn sse_head(&mut self, status: StatusCode, headers: &mut HeaderMap) -> Response<Body> {
         self.done = true;
@@ -284,23 +294,7 @@ impl StreamHead {
             self.shared.finish(CloseInfo::http(), None);
             Body::empty()
         } else {
-            let period = self.shared.config.sse_keepalive;
-            let body = StreamBody {
-                shared: Arc::clone(&self.shared),
-                encoding: Encoding::Sse,
-                sse_keepalive: period.map(|p| (p, Box::pin(tokio::time::sleep(p)))),
-                declared: None,
-                written: 0,
-                batch: VecDeque::new(),
-                current: None,
-                done_upto: 0,
-                reported: 0,
-                done_bytes: 0,
-                failures: Vec::new(),
-                timer: deadline_sleep(self.deadline),
-                finished: false,
-            };
-            Body { inner: Inner::Stream(Box::new(body)) }
+            self.body(Encoding::Sse, None)
         };
         let mut response = Response::new(body);
         *response.status_mut() = status;
