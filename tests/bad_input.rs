@@ -8,6 +8,8 @@
 //! upgrade requests in `tests/negotiate.rs`, invalid UTF-8 in a text message, opcode 0x3 and a
 //! fragmented message over the limit in `tests/websocket.rs`.
 
+mod support;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +21,8 @@ use http::{Request, Response};
 use hyper::body::Incoming as HyperBody;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use support::{encode_frame, RawWs};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -170,144 +173,6 @@ fn errors_of(events: &[Event]) -> Vec<&Error> {
         .collect()
 }
 
-/// The bytes of one frame: `first` is the first header byte (FIN, RSV, opcode); `mask`
-/// none for an unmasked frame; the header declares `declared` bytes (the payload's length
-/// when `None`).
-fn encode(first: u8, mask: Option<[u8; 4]>, payload: &[u8], declared: Option<u64>) -> Vec<u8> {
-    let mut out = vec![first];
-    let len = declared.unwrap_or(payload.len() as u64);
-    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
-    if len < 126 {
-        out.push(mask_bit | len as u8);
-    } else if len < 65536 {
-        out.push(mask_bit | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(mask_bit | 127);
-        out.extend_from_slice(&len.to_be_bytes());
-    }
-    match mask {
-        Some(mask) => {
-            out.extend_from_slice(&mask);
-            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        }
-        None => out.extend_from_slice(payload),
-    }
-    out
-}
-
-/// A raw WebSocket client (from tests/support, plus unmasked frames and declared lengths). `S`
-/// is the connection, or one half of it.
-struct RawWs<S = TcpStream> {
-    tcp: S,
-    buf: Vec<u8>,
-}
-
-impl RawWs {
-    async fn connect(addr: SocketAddr, path: &str) -> Self {
-        let mut tcp = TcpStream::connect(addr).await.unwrap();
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        tcp.write_all(req.as_bytes()).await.unwrap();
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 1024];
-        loop {
-            let n = tokio::time::timeout(LIMIT, tcp.read(&mut chunk))
-                .await
-                .expect("no handshake answer within 10 s")
-                .unwrap();
-            assert!(n > 0, "server closed during handshake");
-            buf.extend_from_slice(&chunk[..n]);
-            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..pos]).to_string();
-                assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-                assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
-                buf.drain(..pos + 4);
-                break;
-            }
-        }
-        Self { tcp, buf }
-    }
-}
-
-impl<S: AsyncWrite + Unpin> RawWs<S> {
-    /// Writes one masked frame.
-    async fn frame(&mut self, first: u8, payload: &[u8]) {
-        self.raw(&encode(first, Some([0x12, 0x34, 0x56, 0x78]), payload, None)).await;
-    }
-
-    /// Writes raw bytes; the peer may already have failed the connection: errors are ignored.
-    async fn raw(&mut self, bytes: &[u8]) {
-        let _ = self.tcp.write_all(bytes).await;
-    }
-}
-
-impl<S: AsyncRead + Unpin> RawWs<S> {
-    /// Reads one frame from the server: (first header byte, payload); None at EOF or reset.
-    async fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
-        loop {
-            if self.buf.len() >= 2 {
-                let first = self.buf[0];
-                assert_eq!(self.buf[1] & 0x80, 0, "server frames must not be masked");
-                let (len, start) = match self.buf[1] & 0x7f {
-                    126 if self.buf.len() >= 4 => {
-                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
-                    }
-                    127 if self.buf.len() >= 10 => {
-                        (u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize, 10)
-                    }
-                    n if n < 126 => (n as usize, 2),
-                    _ => (usize::MAX, 0),
-                };
-                if len != usize::MAX && self.buf.len() >= start + len {
-                    let payload = self.buf[start..start + len].to_vec();
-                    self.buf.drain(..start + len);
-                    return Some((first, payload));
-                }
-            }
-            let mut chunk = [0u8; 65536];
-            let Ok(n) = tokio::time::timeout(LIMIT, self.tcp.read(&mut chunk))
-                .await
-                .expect("no frame from the server within 10 s")
-            else {
-                return None;
-            };
-            if n == 0 {
-                return None;
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// Reads frames until a close frame; returns its code (1005 if none) and reason.
-    async fn read_close(&mut self) -> Option<(u16, String)> {
-        while let Some((first, payload)) = self.read_frame().await {
-            if first & 0x0f == 0x8 {
-                if payload.len() < 2 {
-                    return Some((1005, String::new()));
-                }
-                let code = u16::from_be_bytes([payload[0], payload[1]]);
-                return Some((code, String::from_utf8_lossy(&payload[2..]).to_string()));
-            }
-        }
-        None
-    }
-
-    /// True when the server closed the TCP connection (EOF or reset) within 10 s.
-    async fn eof(&mut self) -> bool {
-        let mut chunk = [0u8; 4096];
-        loop {
-            match tokio::time::timeout(LIMIT, self.tcp.read(&mut chunk)).await {
-                Err(_) => return false,
-                Ok(Ok(0) | Err(_)) => return true,
-                Ok(Ok(_)) => continue,
-            }
-        }
-    }
-}
-
 /// A raw client on `/bad` of a fresh server, and its channel, opened.
 struct Case {
     server: Server,
@@ -318,7 +183,7 @@ struct Case {
 impl Case {
     async fn open(config: Config) -> Self {
         let mut server = start(config, None).await;
-        let raw = RawWs::connect(server.addr, "/bad").await;
+        let raw = RawWs::connect_path(server.addr, "/bad").await;
         let ch = server.next_channel().await;
         Self { server, raw, ch }
     }
@@ -392,7 +257,7 @@ async fn binary_garbage_after_the_handshake_closes_with_1002() {
 async fn an_unmasked_client_frame_closes_with_1002() {
     for first in [0x81u8, 0x82, 0x89] {
         let mut case = Case::open(Config::default()).await;
-        case.raw.raw(&encode(first, None, b"not masked", None)).await;
+        case.raw.raw(&encode_frame(first, None, b"not masked", None)).await;
         expect_protocol_error(case).await;
     }
 }
@@ -560,7 +425,7 @@ async fn a_single_frame_message_over_the_message_limit_closes_with_1009() {
 async fn a_frame_header_announcing_an_exabyte_closes_with_1009_without_waiting_for_it() {
     // Only the 14 header bytes are sent: the length is refused as soon as it is read.
     let mut case = Case::open(Config::default()).await;
-    let header = encode(0x82, Some([1, 2, 3, 4]), &[], Some(1 << 60));
+    let header = encode_frame(0x82, Some([1, 2, 3, 4]), &[], Some(1 << 60));
     assert_eq!(header.len(), 14);
     case.raw.raw(&header).await;
     let events = case.expect_closed_with(1009).await;
@@ -572,14 +437,14 @@ async fn a_never_ending_fragmented_message_is_cut_off_with_1009() {
     const LIMIT_BYTES: usize = 64 * 1024;
     const CAP: usize = 256 * 1024 * 1024;
     let mut server = start(Config::default().max_message_size(LIMIT_BYTES), None).await;
-    let raw = RawWs::connect(server.addr, "/bad").await;
+    let raw = RawWs::connect_path(server.addr, "/bad").await;
     let mut ch = server.next_channel().await;
     let (read, mut write) = raw.tcp.into_split();
     // The writer sends fragments of 4 KiB, each under the frame limit, until the server cuts
     // the connection (or a cap of 256 MiB that only a server without a limit would reach).
     let writer = tokio::spawn(async move {
-        let first = encode(0x02, Some([9, 9, 9, 9]), &[7u8; 4096], None);
-        let next = encode(0x00, Some([9, 9, 9, 9]), &[7u8; 4096], None);
+        let first = encode_frame(0x02, Some([9, 9, 9, 9]), &[7u8; 4096], None);
+        let next = encode_frame(0x00, Some([9, 9, 9, 9]), &[7u8; 4096], None);
         let mut sent = 0usize;
         if write.write_all(&first).await.is_err() {
             return sent;
@@ -707,7 +572,7 @@ async fn a_client_that_floods_an_application_that_does_not_read_is_slowed_by_tcp
     const SIZE: usize = 64 * 1024;
     const CAP: usize = 4096; // frames: 256 MiB
     let mut server = start(Config::default().queue_limit(QUEUE), None).await;
-    let raw = RawWs::connect(server.addr, "/bad").await;
+    let raw = RawWs::connect_path(server.addr, "/bad").await;
     let mut ch = server.next_channel().await; // held, not polled
     let written = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&written);
@@ -716,7 +581,11 @@ async fn a_client_that_floods_an_application_that_does_not_read_is_slowed_by_tcp
         for i in 0..CAP as u32 {
             let mut payload = vec![(i % 251) as u8; SIZE];
             payload[..4].copy_from_slice(&i.to_be_bytes());
-            if write.write_all(&encode(0x82, Some([1, 2, 3, 4]), &payload, None)).await.is_err() {
+            if write
+                .write_all(&encode_frame(0x82, Some([1, 2, 3, 4]), &payload, None))
+                .await
+                .is_err()
+            {
                 break;
             }
             counter.fetch_add(1, Ordering::SeqCst);

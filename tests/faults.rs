@@ -4,6 +4,8 @@
 //! accepted send reports exactly one outcome, `Closed` (or `on_close`) comes exactly once and
 //! last, and the server goes on serving.
 
+mod support;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,6 +20,7 @@ use http::{Request, Response};
 use hyper::body::Incoming as HyperBody;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::{encode_frame, RawWs};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -164,123 +167,6 @@ fn closed_of(events: &[Event]) -> CloseInfo {
     }
 }
 
-/// A raw WebSocket client (from tests/support): handshake and frames by hand.
-struct RawWs {
-    tcp: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl RawWs {
-    async fn connect(addr: SocketAddr, path: &str) -> Self {
-        let mut tcp = TcpStream::connect(addr).await.unwrap();
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        tcp.write_all(req.as_bytes()).await.unwrap();
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 1024];
-        loop {
-            let n = tokio::time::timeout(LIMIT, tcp.read(&mut chunk)).await.unwrap().unwrap();
-            assert!(n > 0, "server closed during handshake");
-            buf.extend_from_slice(&chunk[..n]);
-            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                assert!(buf.starts_with(b"HTTP/1.1 101"));
-                buf.drain(..pos + 4);
-                break;
-            }
-        }
-        Self { tcp, buf }
-    }
-
-    /// One masked frame; `declared` overrides the length in the header.
-    fn encode(first: u8, payload: &[u8], declared: Option<u64>) -> Vec<u8> {
-        let mut out = vec![first];
-        let len = declared.unwrap_or(payload.len() as u64);
-        if len < 126 {
-            out.push(0x80 | len as u8);
-        } else if len < 65536 {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&len.to_be_bytes());
-        }
-        let mask = [0x12, 0x34, 0x56, 0x78];
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        out
-    }
-
-    async fn raw(&mut self, bytes: &[u8]) {
-        let _ = self.tcp.write_all(bytes).await;
-    }
-
-    async fn frame(&mut self, first: u8, payload: &[u8]) {
-        self.raw(&Self::encode(first, payload, None)).await;
-    }
-
-    /// One frame from the server: (first header byte, payload); None at EOF or reset.
-    async fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
-        loop {
-            if self.buf.len() >= 2 {
-                let first = self.buf[0];
-                let (len, start) = match self.buf[1] & 0x7f {
-                    126 if self.buf.len() >= 4 => {
-                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
-                    }
-                    127 if self.buf.len() >= 10 => {
-                        (u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize, 10)
-                    }
-                    n if n < 126 => (n as usize, 2),
-                    _ => (usize::MAX, 0),
-                };
-                if len != usize::MAX && self.buf.len() >= start + len {
-                    let payload = self.buf[start..start + len].to_vec();
-                    self.buf.drain(..start + len);
-                    return Some((first, payload));
-                }
-            }
-            let mut chunk = [0u8; 65536];
-            let Ok(n) = tokio::time::timeout(LIMIT, self.tcp.read(&mut chunk))
-                .await
-                .expect("no frame from the server within 10 s")
-            else {
-                return None;
-            };
-            if n == 0 {
-                return None;
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    async fn read_close(&mut self) -> Option<(u16, String)> {
-        while let Some((first, payload)) = self.read_frame().await {
-            if first & 0x0f == 0x8 {
-                if payload.len() < 2 {
-                    return Some((1005, String::new()));
-                }
-                let code = u16::from_be_bytes([payload[0], payload[1]]);
-                return Some((code, String::from_utf8_lossy(&payload[2..]).to_string()));
-            }
-        }
-        None
-    }
-
-    /// True when the server closed the TCP connection (EOF or reset) within 10 s.
-    async fn eof(&mut self) -> bool {
-        let mut chunk = [0u8; 4096];
-        loop {
-            match tokio::time::timeout(LIMIT, self.tcp.read(&mut chunk)).await {
-                Err(_) => return false,
-                Ok(Ok(0) | Err(_)) => return true,
-                Ok(Ok(_)) => continue,
-            }
-        }
-    }
-}
-
 /// An endless reader of `b'r'`s that counts what it gave and says when it was dropped.
 struct Endless {
     given: Arc<AtomicUsize>,
@@ -348,9 +234,9 @@ async fn next_msg(
 async fn a_client_that_vanishes_mid_frame_gives_1006_and_no_message() {
     let (addr, mut channels) = serve_channels(Config::default()).await;
     // Half a frame: the header says 1000 bytes, 500 come.
-    let mut raw = RawWs::connect(addr, "/test").await;
+    let mut raw = RawWs::connect_path(addr, "/test").await;
     let mut ch = next_channel(&mut channels).await;
-    let frame = RawWs::encode(0x82, &[5u8; 1000], None);
+    let frame = encode_frame(0x82, Some([0x12, 0x34, 0x56, 0x78]), &[5u8; 1000], None);
     raw.raw(&frame[..frame.len() - 500]).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     drop(raw);
@@ -360,10 +246,10 @@ async fn a_client_that_vanishes_mid_frame_gives_1006_and_no_message() {
         "{events:?}"
     );
     // Mid-message: the first fragment whole, the second cut.
-    let mut raw = RawWs::connect(addr, "/test").await;
+    let mut raw = RawWs::connect_path(addr, "/test").await;
     let mut ch = next_channel(&mut channels).await;
     raw.frame(0x01, b"first half, ").await;
-    let frame = RawWs::encode(0x80, b"second half", None);
+    let frame = encode_frame(0x80, Some([0x12, 0x34, 0x56, 0x78]), b"second half", None);
     raw.raw(&frame[..frame.len() - 4]).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     drop(raw);
@@ -385,7 +271,7 @@ async fn a_client_that_vanishes_mid_file_fails_the_send_and_releases_the_source(
         let dropped = Arc::new(AtomicBool::new(false));
         let endless = Endless { given: Arc::clone(&given), dropped: Arc::clone(&dropped) };
         let mut client = match kind {
-            Kind::WebSocket => RawWs::connect(addr, "/test").await.tcp,
+            Kind::WebSocket => RawWs::connect_path(addr, "/test").await.tcp,
             _ => raw_get(addr, "/test").await,
         };
         let mut ch = next_channel(&mut channels).await;
@@ -424,7 +310,7 @@ async fn a_client_that_vanishes_mid_close_handshake_ends_the_channel_at_once_wit
     // A close timeout of 30 s: the close must end because the client went, not by the timer.
     let config = Config::default().close_timeout(Duration::from_secs(30));
     let (addr, mut channels) = serve_channels(config).await;
-    let mut raw = RawWs::connect(addr, "/test").await;
+    let mut raw = RawWs::connect_path(addr, "/test").await;
     let mut ch = next_channel(&mut channels).await;
     let sender = ch.sender();
     let closing = tokio::spawn(async move { sender.close().await });
@@ -446,7 +332,7 @@ async fn a_client_that_closes_and_vanishes_before_our_answer_is_reported_with_it
     let (addr, mut channels) = serve_channels(Config::default()).await;
     // A race between our answer and the client's FIN: repeat it.
     for round in 0..20 {
-        let mut raw = RawWs::connect(addr, "/test").await;
+        let mut raw = RawWs::connect_path(addr, "/test").await;
         let mut ch = next_channel(&mut channels).await;
         raw.frame(0x88, &[0x0f, 0xa0, b'b', b'y', b'e']).await; // 4000 "bye"
         drop(raw);
@@ -463,7 +349,7 @@ async fn a_client_that_closes_and_vanishes_before_our_answer_is_reported_with_it
 async fn a_peer_that_never_answers_our_close_is_dropped_after_the_close_timeout() {
     let config = Config::default().close_timeout(Duration::from_millis(300));
     let (addr, mut channels) = serve_channels(config).await;
-    let mut raw = RawWs::connect(addr, "/test").await;
+    let mut raw = RawWs::connect_path(addr, "/test").await;
     let mut ch = next_channel(&mut channels).await;
     let sender = ch.sender();
     let closing = tokio::spawn(async move { sender.close_with(4100, "going").await });
@@ -625,7 +511,7 @@ async fn queued_sends_when_the_connection_drops(kind: Kind) {
     const SIZE: usize = 64 * 1024;
     let (addr, mut channels) = serve_channels(Config::default().queue_limit(64 << 20)).await;
     let client = match kind {
-        Kind::WebSocket => RawWs::connect(addr, "/test").await.tcp,
+        Kind::WebSocket => RawWs::connect_path(addr, "/test").await.tcp,
         _ => raw_get(addr, "/test").await,
     };
     let mut ch = next_channel(&mut channels).await;
@@ -679,7 +565,7 @@ async fn unawaited_sends_still_queued_when_the_connection_drops_are_reported_as_
     for kind in [Kind::WebSocket, Kind::HttpStream] {
         let (addr, mut channels) = serve_channels(Config::default().queue_limit(64 << 20)).await;
         let client = match kind {
-            Kind::WebSocket => RawWs::connect(addr, "/test").await.tcp,
+            Kind::WebSocket => RawWs::connect_path(addr, "/test").await.tcp,
             _ => raw_get(addr, "/test").await,
         };
         let mut ch = next_channel(&mut channels).await;
@@ -745,7 +631,7 @@ async fn compat_every_queued_send_gets_one_callback_and_on_close_comes_once_last
     for kind in [Kind::WebSocket, Kind::HttpStream] {
         log.lock().unwrap().clear();
         let client = match kind {
-            Kind::WebSocket => RawWs::connect(addr, "/").await.tcp,
+            Kind::WebSocket => RawWs::connect_path(addr, "/").await.tcp,
             _ => raw_get(addr, "/").await,
         };
         tokio::time::timeout(LIMIT, opened.recv()).await.expect("no on_open").unwrap();

@@ -174,26 +174,67 @@ pub fn get(addr: SocketAddr, path: &str) -> Request<http_body_util::Empty<bytes:
         .unwrap()
 }
 
+/// The bytes of one frame: `first` is the first header byte (FIN, RSV, opcode); `mask`
+/// none for an unmasked frame; the header declares `declared` bytes (the payload's length
+/// when `None`).
+pub fn encode_frame(
+    first: u8,
+    mask: Option<[u8; 4]>,
+    payload: &[u8],
+    declared: Option<u64>,
+) -> Vec<u8> {
+    let mut out = vec![first];
+    let len = declared.unwrap_or(payload.len() as u64);
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    if len < 126 {
+        out.push(mask_bit | len as u8);
+    } else if len < 65536 {
+        out.push(mask_bit | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(mask_bit | 127);
+        out.extend_from_slice(&len.to_be_bytes());
+    }
+    match mask {
+        Some(mask) => {
+            out.extend_from_slice(&mask);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        }
+        None => out.extend_from_slice(payload),
+    }
+    out
+}
+
 /// A raw WebSocket client over a TcpStream: handshake by hand, frames by hand, for tests that
-/// need to send what a well-behaved client library never would.
-pub struct RawWs {
-    pub tcp: tokio::net::TcpStream,
+/// need to send what a well-behaved client library never would. `S` is the connection, or one
+/// half of it.
+pub struct RawWs<S = tokio::net::TcpStream> {
+    pub tcp: S,
     pub buf: Vec<u8>,
 }
 
 impl RawWs {
+    /// Connects and upgrades `/`.
     pub async fn connect(addr: SocketAddr) -> Self {
+        Self::connect_path(addr, "/").await
+    }
+
+    /// Connects and upgrades `path`.
+    pub async fn connect_path(addr: SocketAddr, path: &str) -> Self {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let req = format!(
-            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         tcp.write_all(req.as_bytes()).await.unwrap();
         let mut buf = Vec::new();
         let mut chunk = [0u8; 1024];
         loop {
-            let n = tcp.read(&mut chunk).await.unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut chunk))
+                .await
+                .expect("no handshake answer within 10 s")
+                .unwrap();
             assert!(n > 0, "server closed during handshake");
             buf.extend_from_slice(&chunk[..n]);
             if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -206,35 +247,23 @@ impl RawWs {
         }
         Self { tcp, buf }
     }
+}
 
-    /// Writes one masked frame: `first` is the first header byte (FIN, RSV, opcode).
+impl<S: tokio::io::AsyncWrite + Unpin> RawWs<S> {
+    /// Writes one masked frame.
     pub async fn frame(&mut self, first: u8, payload: &[u8]) {
-        use tokio::io::AsyncWriteExt;
-        let mut out = vec![first];
-        let len = payload.len();
-        if len < 126 {
-            out.push(0x80 | len as u8);
-        } else if len < 65536 {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-        let mask = [0x12, 0x34, 0x56, 0x78];
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        // The peer may already have failed the connection: a write error is fine here.
-        let _ = self.tcp.write_all(&out).await;
+        self.raw(&encode_frame(first, Some([0x12, 0x34, 0x56, 0x78]), payload, None)).await;
     }
 
-    /// Writes raw bytes.
+    /// Writes raw bytes; the peer may already have failed the connection: errors are ignored.
     pub async fn raw(&mut self, bytes: &[u8]) {
         use tokio::io::AsyncWriteExt;
         let _ = self.tcp.write_all(bytes).await;
     }
+}
 
-    /// Reads one frame from the server: (first header byte, payload); None at EOF.
+impl<S: tokio::io::AsyncRead + Unpin> RawWs<S> {
+    /// Reads one frame from the server: (first header byte, payload); None at EOF or reset.
     pub async fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
         use tokio::io::AsyncReadExt;
         loop {
@@ -271,7 +300,7 @@ impl RawWs {
         }
     }
 
-    /// Reads frames until a close frame; returns its code and reason.
+    /// Reads frames until a close frame; returns its code (1005 if none) and reason.
     pub async fn read_close(&mut self) -> Option<(u16, String)> {
         while let Some((first, payload)) = self.read_frame().await {
             if first & 0x0f == 0x8 {
@@ -292,7 +321,7 @@ impl RawWs {
         loop {
             match tokio::time::timeout(Duration::from_secs(10), self.tcp.read(&mut chunk)).await {
                 Err(_) => return false,
-                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(0) | Err(_)) => return true,
                 Ok(Ok(_)) => continue,
             }
         }
