@@ -5,7 +5,10 @@
 //
 // Starts the demo on a free port, opens two tabs and checks, through the DOM: a chat message
 // goes from one tab to the other over the WebSocket (both ways); the clock shows at least three
-// updates from the HTTP stream; a 64 MiB download completes with the size the server announced;
+// updates from the HTTP stream; an EventSource on /events gets its events in order, reconnects
+// by itself when the server ends the stream (sending Last-Event-ID, which the server echoes),
+// and stops for good at the server's 204 (checked in the page and in /events/stats), and the
+// page's feed panel shows it; a 64 MiB download completes with the size the server announced;
 // close codes 1009 and 1000 show on the page. Takes a screenshot (SCREENSHOT, default
 // /tmp/demo.png). Prints "N passed, N failed" last and exits non-zero if anything failed.
 
@@ -31,7 +34,8 @@ async function check(name, body) {
     console.log(`ok   ${name} (${Date.now() - started} ms)`);
   } catch (error) {
     failed += 1;
-    console.log(`FAIL ${name}: ${String(error && error.message ? error.message : error).split("\n")[0]}`);
+    const text = String(error && error.message ? error.message : error).split("\n")[0];
+    console.log(`FAIL ${name}: ${text.length > 300 ? text.slice(0, 300) + "…" : text}`);
   }
 }
 
@@ -142,6 +146,94 @@ try {
     assert(/^\d\d:\d\d:\d\d\.\d{3}$/.test(time), `clock shows "${time}"`);
     const n1 = Number(await a.textContent("#clock-n"));
     await a.waitForFunction((n) => Number(document.getElementById("clock-n").textContent) > n, n1, { timeout: 5_000 });
+  });
+
+  // ---- Server-Sent Events: EventSource, reconnection with Last-Event-ID, 204 ----------------
+  // /events?n=3&stop=9: three connections of three events each (ids 1-9, `retry: 200`, the
+  // stream ends after each third), then a fourth connection answered 204. Expected, in order:
+  const SSE_EXPECTED = "open feed feed feed error:0 open feed feed feed error:0 open feed feed feed error:0 error:2";
+  const sseKey = `e2e-${Date.now()}`;
+  // Runs in the page: the EventSource's events as they come, until it is CLOSED, then 1.5 s
+  // more of watching for anything else (a reconnect after the 204 would be an `open` or an
+  // `error`).
+  let sse = null;
+  let sseFeeds = [];
+  const sseRun = () => a.evaluate(async (key) => {
+    const t0 = performance.now();
+    const log = [];
+    const at = () => Math.round(performance.now() - t0);
+    const source = new EventSource(`/events?n=3&stop=9&key=${key}`);
+    source.onopen = () => log.push({ type: "open", t: at() });
+    source.onmessage = (e) => log.push({ type: "message", t: at(), data: e.data });
+    source.addEventListener("feed", (e) =>
+      log.push({ type: "feed", t: at(), lastEventId: e.lastEventId, data: e.data }));
+    const closed = await new Promise((resolve) => {
+      source.onerror = () => {
+        log.push({ type: `error:${source.readyState}`, t: at() });
+        if (source.readyState === EventSource.CLOSED) resolve(true);
+      };
+      setTimeout(() => resolve(false), 20_000);
+    });
+    const closedAt = at();
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const readyState = source.readyState;
+    source.close();
+    return { closed, closedAt, readyState, log };
+  }, sseKey);
+  const sseStats = async () => {
+    const response = await fetch(`${base}/events/stats?key=${sseKey}`);
+    assert(response.ok, `/events/stats answered ${response.status}`);
+    return (await response.json()).connections;
+  };
+
+  await check("SSE: EventSource gets events 1-9 in order, with their ids and multi-line data", async () => {
+    sse = await sseRun();
+    sseFeeds = sse.log.filter((e) => e.type === "feed");
+    const ids = sseFeeds.map((e) => e.lastEventId).join(",");
+    assert(ids === "1,2,3,4,5,6,7,8,9", `event ids (lastEventId) ${ids || "none"}`);
+    assert(!sse.log.some((e) => e.type === "message"), "an event came without its `event: feed` type");
+    for (const e of sseFeeds) {
+      // Sent as one data field ending in CRLF, CR and LF: three `data:` lines, joined with LF.
+      const lines = e.data.split("\n");
+      assert(lines.length === 3 && lines[1] === "second line" && lines[2] === "third line",
+        `event ${e.lastEventId} has data ${JSON.stringify(e.data)}`);
+      const m = JSON.parse(lines[0]);
+      assert(String(m.id) === e.lastEventId, `event ${e.lastEventId} carries id ${m.id}`);
+    }
+  });
+
+  await check("SSE: after the server ends the stream, the browser reconnects by itself with Last-Event-ID", async () => {
+    assert(sse, "no EventSource run");
+    const seq = sse.log.map((e) => e.type).join(" ");
+    assert(seq === SSE_EXPECTED, `EventSource events: ${seq}`);
+    // What the server saw, echoed in each event: no Last-Event-ID on the first connection,
+    // then the last id of the connection before.
+    const seen = sseFeeds.map((e) => { const m = JSON.parse(e.data.split("\n")[0]); return `${m.connection}:${m.lastEventId}`; });
+    const want = ["1:null", "1:null", "1:null", "2:3", "2:3", "2:3", "3:6", "3:6", "3:6"];
+    assert(seen.join(" ") === want.join(" "), `connection:Last-Event-ID seen by the server: ${seen.join(" ")}`);
+    // `retry: 200` honoured: each reconnect within 1.5 s of the end of the stream (Chromium's
+    // default is 3 s).
+    const reconnects = sse.log.flatMap((e, i) =>
+      e.type === "error:0" ? [sse.log[i + 1].t - e.t] : []);
+    assert(reconnects.length === 3 && reconnects.every((ms) => ms < 1500), `reconnect delays ${reconnects.join(", ")} ms`);
+  });
+
+  await check("SSE: a 204 closes the EventSource (readyState 2) and no connection follows in 1.5 s", async () => {
+    assert(sse, "no EventSource run");
+    assert(sse.closed, "the EventSource was not CLOSED within 20 s");
+    assert(sse.readyState === 2, `readyState ${sse.readyState} 1.5 s after it closed`);
+    assert(!sse.log.some((e) => e.t > sse.closedAt), `events after CLOSED: ${JSON.stringify(sse.log.filter((e) => e.t > sse.closedAt))}`);
+    const connections = await sseStats();
+    const got = connections.map((c) => `${c.lastEventId}:${c.status}`).join(" ");
+    assert(got === "null:200 3:200 6:200 9:204", `connections the server saw (Last-Event-ID:status): ${got}`);
+  });
+
+  await check("the page's reconnecting feed shows 9 events over 3 connections, then stops", async () => {
+    await a.click("#feed-start");
+    await a.waitForSelector('#feed-state[data-state="closed"]', { timeout: 20_000 });
+    const [events, opens] = [await attr(a, "#feed-count", "data-events"), await attr(a, "#feed-opens", "data-opens")];
+    assert(events === "9" && opens === "3", `${events} events over ${opens} connections`);
+    assert((await a.textContent("#feed-last")) === "9", `last id ${await a.textContent("#feed-last")}`);
   });
 
   await check(`a ${DOWNLOAD_MIB} MiB download completes with the right size`, async () => {
