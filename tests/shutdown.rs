@@ -116,3 +116,109 @@ async fn channels_without_the_shutdown_in_their_config_are_not_touched() {
     send_text(&mut ws, "still up").await;
     assert_eq!(ws.next().await.unwrap().unwrap(), WsMessage::text("still up"));
 }
+
+/// curl on an SSE stream and a plain stream, and a WebSocket over HTTP/2 (RFC 8441): at
+/// shutdown curl exits 0 with complete responses and the HTTP/2 WebSocket sees 1001.
+#[tokio::test]
+async fn curl_streams_and_an_http2_websocket_close_cleanly() {
+    use futures::SinkExt;
+    use hyper_util::rt::TokioExecutor;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let shutdown = Shutdown::new();
+    let config = Config::default().shutdown(&shutdown);
+    let (rec, mut events) = recorder();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let rec = std::sync::Arc::new(rec);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let (config, rec) = (config.clone(), rec.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let (config, rec) = (config.clone(), rec.clone());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(match webchan::as_channel(req, config) {
+                            Ok((reply, channel)) => {
+                                tokio::spawn(rec(channel));
+                                reply.await
+                            }
+                            Err(rejection) => rejection.into_response(),
+                        })
+                    }
+                });
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder.http2().enable_connect_protocol();
+                let _ = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).await;
+            });
+        }
+    });
+
+    let curl = |sse: bool| {
+        let mut cmd = tokio::process::Command::new("curl");
+        cmd.args(["-sS", "-N", "--max-time", "20"]);
+        if sse {
+            cmd.args(["-H", "Accept: text/event-stream"]);
+        }
+        cmd.arg(format!("http://{addr}/")).output()
+    };
+    let sse = tokio::spawn(curl(true));
+    let plain = tokio::spawn(curl(false));
+
+    // The WebSocket over HTTP/2.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("http://{addr}/ws"))
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    req.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let upgraded = hyper::upgrade::on(response).await.unwrap();
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Client,
+        None,
+    )
+    .await;
+    ws.send(WsMessage::text("hello")).await.unwrap();
+
+    let mut opened = 0;
+    while opened < 3 {
+        if matches!(next_event(&mut events).await, Event::Open) {
+            opened += 1;
+        }
+    }
+    let shutting = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { shutdown.shutdown(Duration::from_secs(5)).await })
+    };
+    let mut close = None;
+    while let Some(m) = next_msg(&mut ws).await {
+        if let WsMessage::Close(frame) = m {
+            close = frame;
+            break;
+        }
+    }
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(1001));
+    let _ = next_msg(&mut ws).await; // lets the client answer the close
+    for (name, out) in [("sse", sse), ("plain", plain)] {
+        let out =
+            tokio::time::timeout(Duration::from_secs(15), out).await.unwrap().unwrap().unwrap();
+        assert!(out.status.success(), "curl on the {name} stream: {out:?}");
+        if name == "sse" {
+            assert!(String::from_utf8_lossy(&out.stdout).starts_with("retry: "), "{out:?}");
+        }
+    }
+    let report = tokio::time::timeout(Duration::from_secs(10), shutting).await.unwrap().unwrap();
+    assert_eq!((report.clean, report.forced), (3, 0));
+}
