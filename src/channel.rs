@@ -1,5 +1,6 @@
 //! [`Channel`] and its halves, [`Sender`] and [`Receiver`].
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -75,7 +76,7 @@ impl Channel {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self {
             sender: Sender { shared: Arc::clone(&shared), last_seq: 0 },
-            receiver: Receiver { shared },
+            receiver: Receiver { shared, local: VecDeque::new(), ended: false },
         }
     }
 
@@ -400,6 +401,10 @@ impl Drop for Completion {
 /// Dropping it discards messages that arrive later (the channel stays open for sending).
 pub struct Receiver {
     shared: Arc<Shared>,
+    /// Events taken from the shared queue a burst at a time, not yet returned.
+    local: VecDeque<Event>,
+    /// `Closed` was returned: the stream has ended.
+    ended: bool,
 }
 
 impl fmt::Debug for Receiver {
@@ -415,13 +420,33 @@ impl Drop for Receiver {
 }
 
 impl Receiver {
+    /// The next event, taking a whole burst from the shared queue when the local one is empty.
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        loop {
+            if let Some(event) = self.local.pop_front() {
+                if let Event::Closed(_) = event {
+                    self.ended = true;
+                    self.local.clear();
+                }
+                return Poll::Ready(Some(event));
+            }
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            if !ready!(self.shared.poll_events(cx, &mut self.local)) {
+                self.ended = true;
+                return Poll::Ready(None);
+            }
+        }
+    }
+
     /// The next event; `None` after [`Event::Closed`].
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: an event is only taken when this returns it.
     pub async fn recv(&mut self) -> Option<Event> {
-        poll_fn(|cx| self.shared.poll_event(cx)).await
+        poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// Is the channel open: opened, and not closed or closing?
@@ -439,14 +464,14 @@ impl Receiver {
 
 impl Stream for Receiver {
     type Item = Event;
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        self.shared.poll_event(cx)
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.poll_recv(cx)
     }
 }
 
 impl FusedStream for Receiver {
     fn is_terminated(&self) -> bool {
-        self.shared.is_terminated()
+        self.ended
     }
 }
 

@@ -293,34 +293,30 @@ impl Shared {
         Poll::Pending
     }
 
-    pub(crate) fn poll_event(&self, cx: &Context<'_>) -> Poll<Option<Event>> {
+    /// Moves every waiting event into `out` (one lock for a whole burst). Ready(false): the
+    /// stream has ended.
+    pub(crate) fn poll_events(&self, cx: &Context<'_>, out: &mut VecDeque<Event>) -> Poll<bool> {
         let mut s = self.lock();
-        match s.events.pop_front() {
-            Some(event) => {
-                if let Event::Message(m) = &event {
-                    s.event_bytes -= incoming_size(m);
-                    if s.read_paused && s.event_bytes <= self.config.queue_limit / 2 {
-                        s.read_paused = false;
-                        if let Some(w) = s.transport_waker.take() {
-                            w.wake();
-                        }
-                    }
-                }
-                if let Event::Closed(_) = event {
-                    s.ended = true;
-                }
-                Poll::Ready(Some(event))
+        if s.events.is_empty() {
+            if s.ended {
+                return Poll::Ready(false);
             }
-            None if s.ended => Poll::Ready(None),
-            None => {
-                register(&mut s.receiver_waker, cx);
-                Poll::Pending
+            register(&mut s.receiver_waker, cx);
+            return Poll::Pending;
+        }
+        std::mem::swap(out, &mut s.events);
+        if matches!(out.back(), Some(Event::Closed(_))) {
+            s.ended = true;
+        }
+        // Taken by the application: no longer counts against the read pause.
+        s.event_bytes = 0;
+        if s.read_paused {
+            s.read_paused = false;
+            if let Some(w) = s.transport_waker.take() {
+                w.wake();
             }
         }
-    }
-
-    pub(crate) fn is_terminated(&self) -> bool {
-        self.lock().ended
+        Poll::Ready(true)
     }
 
     pub(crate) fn add_handle(&self) {
