@@ -21,7 +21,7 @@ use http::{Request, Response};
 use hyper::body::Incoming as HyperBody;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use support::{encode_frame, RawWs};
+use support::{encode_frame, raw_http, RawWs};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -126,18 +126,6 @@ impl Server {
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
         assert!(text.ends_with("\r\n\r\nok"), "{text}");
     }
-}
-
-/// A raw HTTP exchange: writes `request`, reads until the server closes.
-async fn raw_http(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(request).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(LIMIT, tcp.read_to_end(&mut out))
-        .await
-        .expect("server did not close within 10 s")
-        .unwrap();
-    out
 }
 
 /// Takes every event of a channel until its stream ends (10 s at most); checks the order

@@ -20,7 +20,7 @@ use http::{Request, Response};
 use hyper::body::Incoming as HyperBody;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{encode_frame, RawWs};
+use support::{encode_frame, raw_http, RawWs};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -122,17 +122,6 @@ async fn assert_still_serving(addr: SocketAddr) {
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.ends_with("\r\n\r\nok"), "{text}");
-}
-
-async fn raw_http(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(request).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(LIMIT, tcp.read_to_end(&mut out))
-        .await
-        .expect("server did not close within 10 s")
-        .unwrap();
-    out
 }
 
 /// A raw connection that has sent an HTTP/1.1 GET and reads nothing yet.
