@@ -21,7 +21,7 @@ use http::{Request, Response};
 use hyper::body::Incoming as HyperBody;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use support::{encode_frame, raw_http, RawWs};
+use support::{echo_or_ok as well_behaved, encode_frame, raw_http, RawWs};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -83,20 +83,6 @@ async fn start(config: Config, header_read_timeout: Option<Duration>) -> Server 
         }
     });
     Server { addr, channels, made }
-}
-
-async fn well_behaved(mut channel: Channel) {
-    if channel.kind() == Kind::HttpStream {
-        let _ = channel.sender().send_and_close("ok".into()).await;
-        return;
-    }
-    while let Some(event) = channel.next().await {
-        if let Event::Message(m) = event {
-            if channel.send(m.into()).await.is_err() {
-                break;
-            }
-        }
-    }
 }
 
 impl Server {

@@ -20,7 +20,7 @@ use http::{Request, Response};
 use hyper::body::Incoming as HyperBody;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{encode_frame, raw_http, RawWs};
+use support::{echo_or_ok as well_behaved, encode_frame, raw_http, RawWs};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -87,20 +87,6 @@ async fn serve_channels(config: Config) -> (SocketAddr, mpsc::UnboundedReceiver<
     })
     .await;
     (addr, rx)
-}
-
-async fn well_behaved(mut channel: Channel) {
-    if channel.kind() == Kind::HttpStream {
-        let _ = channel.sender().send_and_close("ok".into()).await;
-        return;
-    }
-    while let Some(event) = channel.next().await {
-        if let Event::Message(m) = event {
-            if channel.send(m.into()).await.is_err() {
-                break;
-            }
-        }
-    }
 }
 
 async fn next_channel(rx: &mut mpsc::UnboundedReceiver<Channel>) -> Channel {

@@ -6,14 +6,14 @@ mod support;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use http::{Method, Request, StatusCode};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{next_msg, WsMessage};
+use support::{echo_or_ok, next_msg, WsMessage};
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
-use webchan::{Channel, Config, Event, Kind};
+use webchan::{Config, Kind};
 
 /// An echo server speaking HTTP/1.1 and HTTP/2 with RFC 8441 enabled; reports each channel's
 /// kind and HTTP version.
@@ -33,7 +33,7 @@ async fn server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<(Kind, ht
                             Ok((reply, channel)) => {
                                 let _ = tx
                                     .send((channel.kind(), channel.originating_request().version));
-                                tokio::spawn(echo(channel));
+                                tokio::spawn(echo_or_ok(channel));
                                 reply.await
                             }
                             Err(rejection) => rejection.into_response(),
@@ -48,18 +48,6 @@ async fn server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<(Kind, ht
         }
     });
     (addr, rx)
-}
-
-async fn echo(mut channel: Channel) {
-    if channel.kind() == Kind::HttpStream {
-        let _ = channel.sender().send_and_close("plain".into()).await;
-        return;
-    }
-    while let Some(event) = channel.next().await {
-        if let Event::Message(m) = event {
-            let _ = channel.send(m.into()).await;
-        }
-    }
 }
 
 type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;

@@ -89,7 +89,18 @@ pub fn recorder(
     (f, rx)
 }
 
-/// An echo handler: sends back every message; an HTTP stream gets "hello" and closes.
+/// A well-behaved handler: a WebSocket echoes every message; an HTTP stream gets "ok" as a
+/// plain response.
+pub async fn echo_or_ok(channel: Channel) {
+    if channel.kind() == webchan::Kind::HttpStream {
+        let _ = channel.sender().send_and_close("ok".into()).await;
+        return;
+    }
+    echo(channel).await;
+}
+
+/// An echo handler: sends back every message (an HTTP stream, which receives none, stays open
+/// until the client leaves).
 pub async fn echo(mut channel: Channel) {
     while let Some(event) = channel.next().await {
         if let Event::Message(m) = event {
