@@ -97,6 +97,9 @@ fn check_utf8(data: &[u8], from: usize, last: bool) -> Result<usize, Violation> 
     }
 }
 
+/// Payloads up to this size are copied out of the read buffer rather than split off.
+const COPY_MAX: usize = 1024;
+
 impl Decoder {
     pub(crate) fn new(max_message: usize, max_frame: usize) -> Self {
         Self { max_message, max_frame, partial: None }
@@ -185,7 +188,15 @@ impl Decoder {
         }
         let key = [buf[header], buf[header + 1], buf[header + 2], buf[header + 3]];
         buf.advance(header + 4);
-        let mut payload = buf.split_to(len);
+        // A small payload is copied out, so the read buffer stays unshared and can be reused;
+        // a large one is split off without a copy.
+        let mut payload = if len <= COPY_MAX {
+            let copy = BytesMut::from(&buf[..len]);
+            buf.advance(len);
+            copy
+        } else {
+            buf.split_to(len)
+        };
         apply_mask(&mut payload, key);
         *need = 0;
         Ok(Some((fin, opcode, payload)))

@@ -133,6 +133,7 @@
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
 #![deny(missing_docs)]
 
+mod bufpool;
 mod channel;
 mod charset;
 pub mod compat;

@@ -20,6 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWrite;
 use tokio::time::{Instant, Sleep};
 
+use crate::bufpool;
 use crate::frame::{self, Decoded, Decoder, Violation};
 use crate::message::{Piece, Pump};
 use crate::shared::{Item, Queued, Shared};
@@ -107,6 +108,14 @@ pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
         shared,
     };
     poll_fn(|cx| conn.poll(cx)).await;
+}
+
+/// `buf`, given a pooled allocation first if it has none.
+fn wbuf(buf: &mut BytesMut) -> &mut BytesMut {
+    if buf.capacity() == 0 {
+        *buf = bufpool::take(bufpool::SIZE);
+    }
+    buf
 }
 
 /// Keepalive: when the peer was last heard from, and the ping we wait an answer for.
@@ -236,7 +245,7 @@ impl Conn {
                         None if now >= ka.last_heard + ka.interval => {
                             ka.ping_sent = Some(now);
                             ka.sleep.as_mut().reset(now + ka.timeout);
-                            frame::encode(&mut self.wbuf, frame::OP_PING, b"webchan");
+                            frame::encode(wbuf(&mut self.wbuf), frame::OP_PING, b"webchan");
                         }
                         None => ka.sleep.as_mut().reset(ka.last_heard + ka.interval),
                     }
@@ -259,14 +268,14 @@ impl Conn {
                     // No longer taking from the queue: stay wakeable for a forced close.
                     self.shared.register_transport(cx);
                 }
-                // Idle: keep no buffer.
+                // Idle: keep no buffer; empty ones go back to the thread's pool.
                 // (An empty `BytesMut` can still hold its allocation: after `advance` or
                 // `split_to` its capacity reads 0 while the buffer stays alive. Replace it.)
                 if self.rbuf.is_empty() {
-                    self.rbuf = BytesMut::new();
+                    bufpool::give(std::mem::take(&mut self.rbuf));
                 }
                 if self.wbuf.is_empty() {
-                    self.wbuf = BytesMut::new();
+                    bufpool::give(std::mem::take(&mut self.wbuf));
                 }
                 if self.out.is_empty() && self.out.capacity() > 0 {
                     self.out = VecDeque::new();
@@ -317,6 +326,9 @@ impl Conn {
             }
             // Room for the frame being read (its size is known from its header), or a chunk.
             let want = self.read_chunk.max(self.need.saturating_sub(self.rbuf.len()));
+            if self.rbuf.capacity() == 0 {
+                self.rbuf = bufpool::take(want);
+            }
             self.rbuf.reserve(want);
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
                 Poll::Ready(Ok(0)) => {
@@ -354,7 +366,7 @@ impl Conn {
             Decoded::Binary(b) => self.events.push(Event::Message(Incoming::Binary(b))),
             Decoded::Ping(payload) => {
                 if self.close_sent.is_none() && self.peer_close.is_none() {
-                    frame::encode(&mut self.wbuf, frame::OP_PONG, &payload);
+                    frame::encode(self.wbuf(), frame::OP_PONG, &payload);
                 }
             }
             Decoded::Pong => {}
@@ -363,9 +375,9 @@ impl Conn {
                 if self.close_sent.is_none() {
                     // Answer with the same code (none for none), then close TCP.
                     if code == 1005 {
-                        frame::encode(&mut self.wbuf, frame::OP_CLOSE, &[]);
+                        frame::encode(self.wbuf(), frame::OP_CLOSE, &[]);
                     } else {
-                        frame::encode_close(&mut self.wbuf, code, "");
+                        frame::encode_close(self.wbuf(), code, "");
                     }
                 }
                 self.peer_close = Some(CloseInfo::websocket(code, reason));
@@ -391,7 +403,7 @@ impl Conn {
         self.read_closed = true;
         self.shutting_down = true;
         if self.close_sent.is_none() && self.peer_close.is_none() {
-            frame::encode_close(&mut self.wbuf, violation.code, violation.reason);
+            frame::encode_close(self.wbuf(), violation.code, violation.reason);
             self.close_sent = Some(CloseInfo::websocket(violation.code, violation.reason));
         }
         self.fatal = Some(violation.error);
@@ -401,7 +413,7 @@ impl Conn {
         if self.close_sent.is_some() || self.peer_close.is_some() {
             return;
         }
-        frame::encode_close(&mut self.wbuf, code, reason);
+        frame::encode_close(self.wbuf(), code, reason);
         self.close_sent = Some(CloseInfo::websocket(code, reason));
         self.close_timer = Some(Box::pin(tokio::time::sleep(self.shared.config.close_timeout)));
     }
@@ -468,8 +480,25 @@ impl Conn {
                 Poll::Pending => break,
             }
         }
-        self.seal();
-        while self.out_len > 0 {
+        while self.pending_out() > 0 {
+            if self.out.is_empty() {
+                // The common case: small frames only, written straight from `wbuf`.
+                match Pin::new(&mut self.io).poll_write(cx, &self.wbuf) {
+                    Poll::Ready(Ok(0)) => {
+                        self.abnormal = true;
+                        return false;
+                    }
+                    Poll::Ready(Ok(n)) => self.wbuf.advance(n),
+                    Poll::Ready(Err(e)) => {
+                        tracing::debug!(error = %e, "websocket write failed");
+                        self.abnormal = true;
+                        return false;
+                    }
+                    Poll::Pending => return false,
+                }
+                continue;
+            }
+            self.seal();
             let mut slices = [std::io::IoSlice::new(&[]); MAX_SLICES];
             let mut count = 0;
             for (slot, buf) in slices.iter_mut().zip(self.out.iter()) {
@@ -510,13 +539,18 @@ impl Conn {
     /// payloads are written from their own buffer.
     fn queue_frame(&mut self, opcode: u8, payload: bytes::Bytes) {
         if payload.len() < LARGE_PAYLOAD || !self.vectored {
-            frame::encode(&mut self.wbuf, opcode, &payload);
+            frame::encode(self.wbuf(), opcode, &payload);
             return;
         }
-        frame::encode_header(&mut self.wbuf, opcode, payload.len());
+        frame::encode_header(self.wbuf(), opcode, payload.len());
         self.seal();
         self.out_len += payload.len();
         self.out.push_back(payload);
+    }
+
+    /// The write buffer, taken from the pool if the connection holds none.
+    fn wbuf(&mut self) -> &mut BytesMut {
+        wbuf(&mut self.wbuf)
     }
 
     /// Moves what `wbuf` holds to the write queue.
