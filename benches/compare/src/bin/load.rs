@@ -4,7 +4,9 @@
 //! ```text
 //! load echo   --port P [--conns 64] [--inflight 8] [--size 16] [--duration 5] [--pid SERVER_PID] [--text]
 //! load stream --port P [--conns 16] [--chunk 1024] [--total 16777216] [--duration 5] [--pid SERVER_PID]
+//! load stream --port P --file PATH [--query length=1] [--conns 16] [--duration 5] [--pid SERVER_PID]
 //! load idle   --port P [--conns 5000] [--size 65536] [--sources 20] [--settle 2] --pid SERVER_PID
+//! load idlehttp --port P [--conns 5000] [--chunk 64] [--sources 20] [--settle 2] --pid SERVER_PID
 //! ```
 //!
 //! `echo`: C connections, each keeping K messages of S bytes in flight for D seconds; every
@@ -12,12 +14,19 @@
 //! sequence number and a per-position pattern). Ping-pong is `--conns 1 --inflight 1`.
 //! `stream`: C connections, each GETting `/?chunk=S&total=T` again and again for D seconds
 //! (keep-alive; chunked or Content-Length), every body byte checked, each body's length checked.
+//! With `--file`, each connection GETs `/` (plus `?QUERY`) and every body must be that file's
+//! content, byte for byte and whole (the client reads the file once and compares).
 //! `idle`: opens N WebSocket connections from source addresses 127.0.0.1..127.0.0.SOURCES,
 //! reads the server's RSS, then has each connection echo one S-byte message (64 at a time),
 //! waits `settle` seconds and reads it again.
+//! `idlehttp`: opens N HTTP/1.1 connections the same way, each GETting `/` and reading the
+//! response head and a first body chunk of exactly `chunk` bytes (`compare::pattern`); the body
+//! must not end. After `settle` seconds the server's RSS is read again, and each connection
+//! is checked to have received nothing more and to be still open.
 //!
 //! With `--pid`, the server's CPU time (utime + stime from /proc/PID/stat) over the measured
-//! window and its RSS (VmRSS) are read too. The last line on stdout is `key=value` pairs for
+//! window and its RSS (VmRSS) are read too, and for `stream` its peak RSS since it started
+//! (VmHWM). The last line on stdout is `key=value` pairs for
 //! scripts/bench.sh; the exit status is 1 on any error or mismatch.
 
 use std::collections::HashMap;
@@ -53,7 +62,7 @@ fn die(message: &str) -> ! {
 
 fn main() {
     let mut argv = std::env::args().skip(1);
-    let scenario = argv.next().unwrap_or_else(|| die("usage: load echo|stream|idle --port P ..."));
+    let scenario = argv.next().unwrap_or_else(|| die("usage: load echo|stream|idle|idlehttp --port P ..."));
     let mut map = HashMap::new();
     let rest: Vec<String> = argv.collect();
     let mut i = 0;
@@ -75,6 +84,7 @@ fn main() {
             "echo" => echo(&args).await,
             "stream" => stream(&args).await,
             "idle" => idle(&args).await,
+            "idlehttp" => idle_http(&args).await,
             other => die(&format!("unknown scenario {other}")),
         }
     });
@@ -104,8 +114,17 @@ fn cpu_seconds(pid: &str) -> Option<f64> {
 }
 
 fn rss_kib(pid: &str) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// Peak resident set size since the process started.
+fn hwm_kib(pid: &str) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+fn status_kib(pid: &str, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -675,16 +694,143 @@ async fn idle(args: &Args) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
+// idle HTTP streams: RSS per connection
+
+async fn idle_http(args: &Args) -> bool {
+    let port: u16 = args.get("port", 9000);
+    let conns: u32 = args.get("conns", 5000);
+    let chunk: usize = args.get("chunk", 64);
+    let sources: u32 = args.get("sources", 20);
+    let settle = Duration::from_secs_f64(args.get("settle", 2.0));
+    let Some(pid) = args.0.get("pid").cloned() else { die("idlehttp needs --pid") };
+    let pattern = compare::pattern(chunk.max(1));
+
+    let rss0 = rss_kib(&pid);
+    let t0 = Instant::now();
+    let opened: Vec<Res<(TcpStream, Body<'_>)>> = futures::stream::iter(0..conns)
+        .map(|i| open_idle_stream(port, 1 + (i % sources.max(1)) as u8, &pattern, chunk))
+        .buffered(64)
+        .collect()
+        .await;
+    let mut streams = Vec::new();
+    let mut errors = Vec::new();
+    for (i, result) in opened.into_iter().enumerate() {
+        match result {
+            Ok(pair) => streams.push(pair),
+            Err(e) => errors.push(format!("connection {i}: {e}")),
+        }
+    }
+    let open_secs = t0.elapsed().as_secs_f64();
+    if !errors.is_empty() {
+        print_errors(&errors);
+        report(&[("scenario", "idlehttp".into()), ("errors", errors.len().to_string())]);
+        return false;
+    }
+    tokio::time::sleep(settle).await;
+    let rss1 = rss_kib(&pid);
+
+    // Every stream still open, and nothing more than its first chunk received.
+    let mut buf = [0u8; 1024];
+    for (i, (tcp, body)) in streams.iter_mut().enumerate() {
+        loop {
+            let result = match tcp.try_read(&mut buf) {
+                Ok(0) => Err("closed by the server while idle".to_owned()),
+                Ok(n) => idle_feed(body, &buf[..n], chunk),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => Err(format!("read: {e}")),
+            };
+            if let Err(e) = result {
+                errors.push(format!("connection {i}: {e}"));
+                break;
+            }
+        }
+    }
+    drop(streams);
+
+    print_errors(&errors);
+    let per = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:.2}", (a as f64 - b as f64) / conns as f64),
+        _ => "NA".into(),
+    };
+    let show = |r: Option<u64>| r.map_or("NA".into(), |r| r.to_string());
+    report(&[
+        ("scenario", "idlehttp".into()),
+        ("conns", conns.to_string()),
+        ("chunk", chunk.to_string()),
+        ("open_secs", format!("{open_secs:.2}")),
+        ("rss_before_kib", show(rss0)),
+        ("rss_idle_kib", show(rss1)),
+        ("idle_kib_per_conn", per(rss1, rss0)),
+        ("errors", errors.len().to_string()),
+    ]);
+    errors.is_empty()
+}
+
+/// GET / and read the head and a first chunk of exactly `chunk` bytes of `pattern`.
+async fn open_idle_stream(port: u16, source: u8, pattern: &[u8], chunk: usize) -> Res<(TcpStream, Body<'_>)> {
+    let mut tcp = connect(port, source).await?;
+    let request = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+    let (head, rest) = read_head(&mut tcp, Vec::new()).await?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("response: {}", head.lines().next().unwrap_or("")));
+    }
+    if !header(&head, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        return Err("the response of a never-ending stream is not chunked".into());
+    }
+    let mut body = Body { pattern, verify: true, offset: 0, state: St::Size(0, false) };
+    idle_feed(&mut body, &rest, chunk)?;
+    let mut buf = [0u8; 1024];
+    while body.offset < chunk as u64 {
+        let n = tcp.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err(format!("closed after {} of the first {chunk} body bytes", body.offset));
+        }
+        idle_feed(&mut body, &buf[..n], chunk)?;
+    }
+    Ok((tcp, body))
+}
+
+/// Body bytes of an idle stream: the first `chunk` bytes, then nothing; the body must not end.
+fn idle_feed(body: &mut Body<'_>, data: &[u8], chunk: usize) -> Res<()> {
+    let used = body.feed(data)?;
+    if matches!(body.state, St::Done) || used < data.len() {
+        return Err(format!("the body ended after {} bytes", body.offset));
+    }
+    if body.offset > chunk as u64 {
+        return Err(format!("{} body bytes, expected {chunk} and then nothing", body.offset));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // HTTP streams
 
 async fn stream(args: &Args) -> bool {
     let port: u16 = args.get("port", 9000);
     let conns: u32 = args.get("conns", 16);
-    let chunk: usize = args.get("chunk", 1024);
-    let total: u64 = args.get("total", 16 << 20);
+    let mut chunk: usize = args.get("chunk", 1024);
+    let mut total: u64 = args.get("total", 16 << 20);
     let duration = Duration::from_secs_f64(args.get("duration", 5.0));
     let pid: Option<String> = args.0.get("pid").cloned();
     let verify = args.get("verify", 1u8) != 0;
+    let file: Option<String> = args.0.get("file").cloned();
+    // The expected body: `total` bytes of the pattern repeated with period `chunk`, or the
+    // file's content (one period, the whole body).
+    let (pattern, target) = match &file {
+        Some(path) => {
+            let content = std::fs::read(path).unwrap_or_else(|e| die(&format!("{path}: {e}")));
+            if content.is_empty() {
+                die(&format!("{path} is empty"));
+            }
+            total = content.len() as u64;
+            // For the per-chunk figures: the size webchan and hyper-file read a file in.
+            chunk = args.get("chunk", 16384);
+            let query = args.0.get("query").map_or(String::new(), |q| format!("?{q}"));
+            (content, format!("/{query}"))
+        }
+        None => (compare::pattern(chunk), format!("/?chunk={chunk}&total={total}")),
+    };
 
     let mut streams = Vec::new();
     for _ in 0..conns {
@@ -698,7 +844,8 @@ async fn stream(args: &Args) -> bool {
         }
     }
     let shared = Arc::new(Shared { stop: AtomicBool::new(false), messages: AtomicU64::new(0) });
-    let pattern = Arc::new(compare::pattern(chunk));
+    let pattern = Arc::new(pattern);
+    let target = Arc::new(target);
     let rss_before = pid.as_deref().and_then(rss_kib);
     let window = Window::start(pid.clone());
     let tasks: Vec<_> = streams
@@ -706,8 +853,9 @@ async fn stream(args: &Args) -> bool {
         .map(|tcp| {
             let shared = Arc::clone(&shared);
             let pattern = Arc::clone(&pattern);
+            let target = Arc::clone(&target);
             tokio::spawn(async move {
-                let run = stream_conn(tcp, port, chunk, total, &pattern, verify, &shared);
+                let run = stream_conn(tcp, port, &target, total, &pattern, verify, &shared);
                 match tokio::time::timeout(duration + Duration::from_secs(30), run).await {
                     Ok(r) => r,
                     Err(_) => Err("timed out".into()),
@@ -719,6 +867,7 @@ async fn stream(args: &Args) -> bool {
     let measured = window.stop();
     let bytes = shared.messages.load(Relaxed);
     let rss = pid.as_deref().and_then(rss_kib);
+    let hwm = pid.as_deref().and_then(hwm_kib);
     shared.stop.store(true, Relaxed);
     let mut errors = Vec::new();
     let mut bodies = 0;
@@ -730,9 +879,14 @@ async fn stream(args: &Args) -> bool {
         }
     }
     print_errors(&errors);
+    // The whole run, bodies finished after the window included.
+    let hwm_end = pid.as_deref().and_then(hwm_kib);
     let chunks = bytes as f64 / chunk as f64;
+    let mib = bytes as f64 / (1u64 << 20) as f64;
     report(&[
         ("scenario", "stream".into()),
+        ("file", file.is_some().to_string()),
+        ("query", args.0.get("query").cloned().unwrap_or_else(|| "-".into())),
         ("conns", conns.to_string()),
         ("chunk", chunk.to_string()),
         ("total", total.to_string()),
@@ -744,9 +898,12 @@ async fn stream(args: &Args) -> bool {
         ("server_cpu_s", opt(measured.server_cpu, 1.0, 3)),
         ("server_cpu_pct", opt(measured.server_cpu.map(|c| c / measured.secs), 100.0, 1)),
         ("cpu_us_per_msg", opt(measured.server_cpu.map(|c| c / chunks.max(1.0)), 1e6, 3)),
+        ("cpu_us_per_mib", opt(measured.server_cpu.map(|c| c / mib.max(1e-9)), 1e6, 1)),
         ("client_cpu_pct", opt(measured.client_cpu.map(|c| c / measured.secs), 100.0, 1)),
         ("rss_before_kib", rss_before.map_or("NA".into(), |r| r.to_string())),
         ("rss_kib", rss.map_or("NA".into(), |r| r.to_string())),
+        ("hwm_kib", hwm.map_or("NA".into(), |r| r.to_string())),
+        ("hwm_end_kib", hwm_end.map_or("NA".into(), |r| r.to_string())),
         ("errors", errors.len().to_string()),
     ]);
     errors.is_empty() && bytes > 0
@@ -756,13 +913,13 @@ async fn stream(args: &Args) -> bool {
 async fn stream_conn(
     mut tcp: TcpStream,
     port: u16,
-    chunk: usize,
+    target: &str,
     total: u64,
     pattern: &[u8],
     verify: bool,
     shared: &Shared,
 ) -> Res<u64> {
-    let request = format!("GET /?chunk={chunk}&total={total} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    let request = format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
     let mut buf = vec![0u8; 256 << 10];
     let mut bodies = 0;
     let mut leftover = Vec::new();

@@ -1,7 +1,7 @@
 //! Echo and streaming servers for the loopback comparison, one per library.
 //!
 //! ```text
-//! servers NAME PORT
+//! servers NAME PORT [FILE]
 //! ```
 //!
 //! Every server runs on a tokio `current_thread` runtime (one worker), listens on
@@ -9,19 +9,26 @@
 //! `ready` once bound. WebSocket servers answer every text/binary message with the same
 //! message; stream servers answer `GET /?chunk=BYTES&total=BYTES` with a streamed (chunked)
 //! body of `total` bytes sent in chunks of `chunk` bytes, each chunk the same bytes
-//! (`compare::pattern`).
+//! (`compare::pattern`). File servers answer `GET /` with the content of FILE, read anew for
+//! each request (chunked; `?length=1` declares its `Content-Length` instead). Idle servers
+//! answer `GET /` with a chunked body that sends `compare::pattern(64)` and then nothing
+//! more, never ending: an HTTP stream held open.
 //!
 //! Names: webchan, tungstenite, tungstenite-batched, axum, fastwebsockets (WebSocket echo);
-//! webchan-stream, hyper-stream (HTTP streams).
+//! webchan-stream, hyper-stream (HTTP streams); webchan-file, hyper-file (a file, FILE
+//! required); webchan-idle, hyper-idle (idle HTTP streams). The uWebSockets peer (`uws`) is
+//! a separate C++ program, `uws/echo.cpp`.
 
 use std::convert::Infallible;
 use std::future::{ready, Future};
 use std::io::Write;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use futures::{FutureExt, SinkExt, StreamExt};
 use http::{header, Request, Response, StatusCode};
-use http_body_util::{Empty, StreamBody};
+use http_body_util::{Either, Empty, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -36,7 +43,20 @@ const NAMES: &[&str] = &[
     "fastwebsockets",
     "webchan-stream",
     "hyper-stream",
+    "webchan-file",
+    "hyper-file",
+    "webchan-idle",
+    "hyper-idle",
 ];
+
+/// The file the file servers send, and its length.
+static FILE: OnceLock<(PathBuf, u64)> = OnceLock::new();
+
+/// The one chunk an idle HTTP stream sends (shared: its bytes are not per connection).
+static IDLE_CHUNK: OnceLock<Bytes> = OnceLock::new();
+
+/// Bytes in the one chunk of an idle HTTP stream (the load client expects as many).
+const IDLE_CHUNK_LEN: usize = 64;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -45,6 +65,25 @@ fn main() {
         eprintln!("usage: servers NAME PORT   (NAME: {})", NAMES.join(", "));
         std::process::exit(2);
     };
+    if name.ends_with("-file") {
+        let Some(path) = args.get(3) else {
+            eprintln!("usage: servers {name} PORT FILE");
+            std::process::exit(2);
+        };
+        let len = match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => meta.len(),
+            Ok(_) => {
+                eprintln!("{path}: not a file");
+                std::process::exit(2);
+            }
+            Err(error) => {
+                eprintln!("{path}: {error}");
+                std::process::exit(2);
+            }
+        };
+        FILE.set((PathBuf::from(path), len)).unwrap();
+    }
+    IDLE_CHUNK.set(Bytes::from(compare::pattern(IDLE_CHUNK_LEN))).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async move {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
@@ -55,6 +94,10 @@ fn main() {
             "fastwebsockets" => serve(listener, fastwebsockets_ws).await,
             "webchan-stream" => serve(listener, webchan_stream).await,
             "hyper-stream" => serve(listener, hyper_stream).await,
+            "webchan-file" => serve(listener, webchan_file).await,
+            "hyper-file" => serve(listener, hyper_file).await,
+            "webchan-idle" => serve(listener, webchan_idle).await,
+            "hyper-idle" => serve(listener, hyper_idle).await,
             "axum" => axum_ws(listener).await,
             other => {
                 eprintln!("unknown server {other:?} (one of: {})", NAMES.join(", "));
@@ -154,6 +197,43 @@ async fn webchan_stream(request: Request<Incoming>) -> Response<webchan::Body> {
     reply.await
 }
 
+/// The file as one message: `Message::file` (opened when its turn comes, read
+/// `webchan::CHUNK_SIZE` bytes at a time), sent with `send_and_close` so that the body ends.
+/// With `?length=1` the handler declares the file's `Content-Length` on the reply.
+async fn webchan_file(request: Request<Incoming>) -> Response<webchan::Body> {
+    let declare = query_flag(request.uri().query(), "length");
+    let (mut reply, channel) = match webchan::as_channel(request, webchan::Config::default()) {
+        Ok(pair) => pair,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let (path, len) = FILE.get().expect("file servers have a FILE");
+    if declare {
+        reply.headers_mut().insert(header::CONTENT_LENGTH, (*len).into());
+    }
+    let message = webchan::Message::file(path.clone());
+    tokio::spawn(async move {
+        let _ = channel.sender().send_and_close(message).await;
+    });
+    reply.await
+}
+
+/// One chunk, then an HTTP stream held open: the task waits for the channel's events (the
+/// `Closed` when the client goes away), as an application holding a stream would.
+async fn webchan_idle(request: Request<Incoming>) -> Response<webchan::Body> {
+    let (reply, mut channel) = match webchan::as_channel(request, webchan::Config::default()) {
+        Ok(pair) => pair,
+        Err(rejection) => return rejection.into_response(),
+    };
+    tokio::spawn(async move {
+        let chunk = IDLE_CHUNK.get().unwrap().clone();
+        if channel.send(chunk.into()).await.is_err() {
+            return;
+        }
+        while channel.next().await.is_some() {}
+    });
+    reply.await
+}
+
 // ---------------------------------------------------------------------------------------------
 // raw hyper stream
 
@@ -166,6 +246,55 @@ async fn hyper_stream(
         params.pieces(chunk).map(|b| Ok::<_, Infallible>(Frame::data(b))),
     ));
     Response::new(body)
+}
+
+/// tokio::fs::File + tokio_util's `ReaderStream` in a `StreamBody`, the file opened for each
+/// request. `?cap=BYTES` sets the `ReaderStream`'s read size (default `webchan::CHUNK_SIZE`,
+/// 16 KiB, the size webchan reads a file in; `ReaderStream::new` would read 4 KiB);
+/// `?length=1` declares the `Content-Length`.
+async fn hyper_file(
+    request: Request<Incoming>,
+) -> Response<Either<StreamBody<impl futures::Stream<Item = Result<Frame<Bytes>, std::io::Error>>>, Empty<Bytes>>>
+{
+    let query = request.uri().query();
+    let declare = query_flag(query, "length");
+    let cap = query_value(query, "cap").and_then(|v| v.parse().ok()).unwrap_or(webchan::CHUNK_SIZE).max(1);
+    let (path, len) = FILE.get().expect("file servers have a FILE");
+    let file = match tokio::fs::File::open(path).await {
+        Ok(file) => file,
+        Err(error) => {
+            eprintln!("open {}: {error}", path.display());
+            let mut response = Response::new(Either::Right(Empty::new()));
+            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            return response;
+        }
+    };
+    let frames = tokio_util::io::ReaderStream::with_capacity(file, cap).map(|r| r.map(Frame::data));
+    let mut response = Response::new(Either::Left(StreamBody::new(frames)));
+    if declare {
+        response.headers_mut().insert(header::CONTENT_LENGTH, (*len).into());
+    }
+    response
+}
+
+/// One chunk, then a body that never ends (a stream that pends forever after it).
+async fn hyper_idle(
+    _request: Request<Incoming>,
+) -> Response<StreamBody<impl futures::Stream<Item = Result<Frame<Bytes>, Infallible>>>> {
+    let chunk = IDLE_CHUNK.get().unwrap().clone();
+    let frames = futures::stream::once(ready(Ok(Frame::data(chunk)))).chain(futures::stream::pending());
+    Response::new(StreamBody::new(frames))
+}
+
+fn query_value<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == key).then_some(v)
+    })
+}
+
+fn query_flag(query: Option<&str>, key: &str) -> bool {
+    query_value(query, key).is_some_and(|v| v == "1" || v == "true")
 }
 
 struct StreamParams {
