@@ -15,7 +15,7 @@ struct Run {
     fields: HashMap<String, String>,
 }
 
-/// (id, title, kind) in table order; kind: "ws", "stream" or "idle".
+/// (id, title, kind) in table order; kind: "ws", "stream", "file", "idle" or "idlehttp".
 const SCENARIOS: &[(&str, &str, &str)] = &[
     ("echo16", "WS echo 16 B, 64 conns × 8 in flight", "ws"),
     ("pingpong", "WS ping-pong 16 B, 1 conn, client + server on one core", "ws"),
@@ -23,11 +23,16 @@ const SCENARIOS: &[(&str, &str, &str)] = &[
     ("echo1m", "WS echo 1 MiB, 4 conns × 1 in flight", "ws"),
     ("stream1k", "HTTP stream, 16 conns × 1 KiB chunks", "stream"),
     ("stream64k", "HTTP stream, 16 conns × 64 KiB chunks", "stream"),
+    ("file", "file, 16 conns, chunked", "file"),
+    ("filelen", "file, 16 conns, Content-Length declared", "file"),
     ("idle", "idle WS connections: server RSS per connection", "idle"),
+    ("idlehttp", "idle HTTP streams: server RSS per stream", "idlehttp"),
 ];
 
-const WS_SERVERS: &[&str] = &["webchan", "tungstenite", "tungstenite-batched", "axum", "fastwebsockets"];
+const WS_SERVERS: &[&str] = &["webchan", "tungstenite", "tungstenite-batched", "axum", "fastwebsockets", "uws"];
 const STREAM_SERVERS: &[&str] = &["webchan-stream", "hyper-stream"];
+const FILE_SERVERS: &[&str] = &["webchan-file", "hyper-file"];
+const IDLE_HTTP_SERVERS: &[&str] = &["webchan-idle", "hyper-idle"];
 
 fn median(mut values: Vec<f64>) -> Option<f64> {
     if values.is_empty() {
@@ -58,6 +63,22 @@ impl Cells<'_> {
     }
     fn failures(&self, scenario: &str, server: &str) -> usize {
         self.runs(scenario, server).iter().filter(|r| !r.ok).count()
+    }
+    /// A field as the load client wrote it, from the first run of a scenario that has it.
+    fn first(&self, scenario: &str, key: &str) -> Option<String> {
+        self.runs
+            .iter()
+            .filter(|((s, _), _)| s == scenario)
+            .flat_map(|(_, runs)| runs.iter())
+            .find_map(|r| r.fields.get(key).cloned())
+    }
+}
+
+fn fails_mark(n: usize) -> String {
+    if n > 0 {
+        format!(" FAIL({n})")
+    } else {
+        String::new()
     }
 }
 
@@ -118,11 +139,12 @@ fn main() {
 
     // WebSocket throughput.
     if SCENARIOS.iter().any(|(id, _, kind)| *kind == "ws" && present(id)) {
-        println!("| scenario | server | msg/s | MB/s | server CPU µs/msg | server CPU % | × axum | × tungstenite-batched |");
-        println!("|---|---|---:|---:|---:|---:|---:|---:|");
+        println!("| scenario | server | msg/s | MB/s | server CPU µs/msg | server CPU % | × axum | × tungstenite-batched | × uws |");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
         for (id, title, _) in SCENARIOS.iter().filter(|(id, _, kind)| *kind == "ws" && present(id)) {
             let base_axum = cells.get(id, "axum", "rate");
             let base_batched = cells.get(id, "tungstenite-batched", "rate");
+            let base_uws = cells.get(id, "uws", "rate");
             for server in WS_SERVERS {
                 if cells.runs(id, server).is_empty() {
                     continue;
@@ -138,12 +160,13 @@ fn main() {
                     if fails > 0 { format!(" FAIL({fails})") } else { String::new() }
                 );
                 println!(
-                    "| {title} | {server} | {shown} | {} | {} | {} | {} | {} |",
+                    "| {title} | {server} | {shown} | {} | {} | {} | {} | {} | {} |",
                     num(cells.get(id, server, "mbps"), 1),
                     num(cells.get(id, server, "cpu_us_per_msg"), 2),
                     num(cells.get(id, server, "server_cpu_pct"), 0),
                     ratio(r, base_axum),
                     ratio(r, base_batched),
+                    ratio(r, base_uws),
                 );
             }
         }
@@ -173,6 +196,68 @@ fn main() {
                     ratio(g, base),
                 );
             }
+        }
+        println!();
+    }
+
+    // File downloads.
+    if SCENARIOS.iter().any(|(id, _, kind)| *kind == "file" && present(id)) {
+        let mib = |kib: Option<f64>| kib.map(|k| k / 1024.0);
+        println!("| scenario | server | GB/s | server CPU µs/MiB | server CPU % | RSS before (MiB) | peak RSS (MiB) | × hyper-file |");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|");
+        for (id, title, _) in SCENARIOS.iter().filter(|(id, _, kind)| *kind == "file" && present(id)) {
+            let size = cells.first(id, "total").and_then(|t| t.parse::<f64>().ok());
+            let title = match size {
+                Some(bytes) => title.replacen("file", &format!("file of {:.0} MiB", bytes / (1 << 20) as f64), 1),
+                None => title.to_string(),
+            };
+            let base = cells.get(id, "hyper-file", "gbps");
+            for server in FILE_SERVERS {
+                if cells.runs(id, server).is_empty() {
+                    continue;
+                }
+                let g = cells.get(id, server, "gbps");
+                let client_bound = cells.get(id, server, "client_cpu_pct").is_some_and(|c| c >= 90.0);
+                println!(
+                    "| {title} | {server} | {}{}{} | {} | {} | {} | {} | {} |",
+                    num(g, 2),
+                    if client_bound { " †" } else { "" },
+                    fails_mark(cells.failures(id, server)),
+                    num(cells.get(id, server, "cpu_us_per_mib"), 0),
+                    num(cells.get(id, server, "server_cpu_pct"), 0),
+                    num(mib(cells.get(id, server, "rss_before_kib")), 1),
+                    num(mib(cells.get(id, server, "hwm_end_kib")), 1),
+                    ratio(g, base),
+                );
+            }
+        }
+        println!();
+        for id in ["file", "filelen"] {
+            if let Some(query) = cells.first(id, "query") {
+                println!("`{id}` requests: `GET /?{query}`.");
+            }
+        }
+        println!("`cap`: hyper-file's ReaderStream read size (webchan reads a file 16 KiB at a time). Peak RSS:");
+        println!("VmHWM of the server process at the end of the run (every body finished).\n");
+    }
+
+    // Idle HTTP streams.
+    if present("idlehttp") {
+        let n = cells.first("idlehttp", "conns").unwrap_or_default();
+        println!("| idle HTTP streams ({n}) | server | KiB per idle stream | × hyper-idle |");
+        println!("|---|---|---:|---:|");
+        let base = cells.get("idlehttp", "hyper-idle", "idle_kib_per_conn");
+        for server in IDLE_HTTP_SERVERS {
+            if cells.runs("idlehttp", server).is_empty() {
+                continue;
+            }
+            let idle = cells.get("idlehttp", server, "idle_kib_per_conn");
+            println!(
+                "| RSS growth / stream | {server} | {}{} | {} |",
+                num(idle, 2),
+                fails_mark(cells.failures("idlehttp", server)),
+                ratio(idle, base),
+            );
         }
         println!();
     }
@@ -258,7 +343,47 @@ fn main() {
             );
         }
     }
+    if present("echo16") && !cells.runs("echo16", "uws").is_empty() {
+        let uws = g("echo16", "uws", "rate");
+        goal(
+            format!("echo 16 B: within 1.5× of uWebSockets ({} of uws)", ratio(w16, uws)),
+            both(w16, uws, &|a, b| a * 1.5 >= b),
+        );
+    }
+    for (id, label) in [("file", "chunked"), ("filelen", "Content-Length")] {
+        if present(id) {
+            let w = g(id, "webchan-file", "gbps");
+            goal(
+                format!("file sends ({label}): ≥ 0.9× hyper + ReaderStream ({})", ratio(w, g(id, "hyper-file", "gbps"))),
+                both(w, g(id, "hyper-file", "gbps"), &|a, b| a >= 0.9 * b),
+            );
+            // Flat: the peak over the whole run stays below one file's size, while 16 whole
+            // files are in flight at any time.
+            let peak = g(id, "webchan-file", "hwm_end_kib");
+            let size = cells.first(id, "total").and_then(|t| t.parse::<f64>().ok());
+            goal(
+                format!(
+                    "file sends ({label}): memory flat (peak RSS {} MiB, hyper-file {} MiB; file {} MiB)",
+                    num(peak.map(|k| k / 1024.0), 1),
+                    num(g(id, "hyper-file", "hwm_end_kib").map(|k| k / 1024.0), 1),
+                    num(size.map(|b| b / (1 << 20) as f64), 0),
+                ),
+                both(peak, size, &|p, s| p * 1024.0 < s),
+            );
+        }
+    }
+    if present("idlehttp") {
+        let idle = g("idlehttp", "webchan-idle", "idle_kib_per_conn");
+        goal(format!("idle HTTP stream: ≤ 2 KiB per channel ({} KiB)", num(idle, 2)), idle.map(|v| v <= 2.0));
+    }
     if present("idle") {
+        let n: u64 = cells.first("idle", "conns").and_then(|c| c.parse().ok()).unwrap_or(0);
+        let ran = !cells.runs("idle", "webchan").is_empty();
+        let ok = ran && cells.failures("idle", "webchan") == 0;
+        goal(
+            format!("50,000 concurrent idle WS channels (this run: {n}{})", if ok { ", all fine" } else { "" }),
+            if n >= 50_000 && ran { Some(ok) } else { None },
+        );
         let idle = g("idle", "webchan", "idle_kib_per_conn");
         let after = g("idle", "webchan", "after_kib_per_conn");
         goal(format!("idle WS: ≤ 4 KiB per connection ({} KiB)", num(idle, 1)), idle.map(|v| v <= 4.0));
