@@ -139,8 +139,11 @@ fn main() {
 
     // WebSocket throughput.
     if SCENARIOS.iter().any(|(id, _, kind)| *kind == "ws" && present(id)) {
-        println!("| scenario | server | msg/s | MB/s | server CPU µs/msg | server CPU % | × axum | × tungstenite-batched | × uws |");
-        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        // The uws column only when uWebSockets ran (scripts/bench.sh builds it when it can).
+        let has_uws = runs.keys().any(|(_, server)| server == "uws");
+        let (uws_head, uws_rule) = if has_uws { (" × uws |", "---:|") } else { ("", "") };
+        println!("| scenario | server | msg/s | MB/s | server CPU µs/msg | server CPU % | × axum | × tungstenite-batched |{uws_head}");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|{uws_rule}");
         for (id, title, _) in SCENARIOS.iter().filter(|(id, _, kind)| *kind == "ws" && present(id)) {
             let base_axum = cells.get(id, "axum", "rate");
             let base_batched = cells.get(id, "tungstenite-batched", "rate");
@@ -160,13 +163,13 @@ fn main() {
                     if fails > 0 { format!(" FAIL({fails})") } else { String::new() }
                 );
                 println!(
-                    "| {title} | {server} | {shown} | {} | {} | {} | {} | {} | {} |",
+                    "| {title} | {server} | {shown} | {} | {} | {} | {} | {} |{}",
                     num(cells.get(id, server, "mbps"), 1),
                     num(cells.get(id, server, "cpu_us_per_msg"), 2),
                     num(cells.get(id, server, "server_cpu_pct"), 0),
                     ratio(r, base_axum),
                     ratio(r, base_batched),
-                    ratio(r, base_uws),
+                    if has_uws { format!(" {} |", ratio(r, base_uws)) } else { String::new() },
                 );
             }
         }
