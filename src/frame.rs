@@ -66,6 +66,10 @@ pub(crate) struct Decoder {
     max_message: usize,
     max_frame: usize,
     partial: Option<Partial>,
+    /// Where small payloads are copied to: one allocation shared by the payloads of a burst
+    /// (each a refcounted slice of it), not one per message, and the read buffer stays
+    /// unshared.
+    arena: BytesMut,
 }
 
 /// Is this close code allowed in a close frame on the wire (RFC 6455 §7.4)?
@@ -99,10 +103,12 @@ fn check_utf8(data: &[u8], from: usize, last: bool) -> Result<usize, Violation> 
 
 /// Payloads up to this size are copied out of the read buffer rather than split off.
 const COPY_MAX: usize = 1024;
+/// The largest payload arena.
+const ARENA_MAX: usize = 4096;
 
 impl Decoder {
     pub(crate) fn new(max_message: usize, max_frame: usize) -> Self {
-        Self { max_message, max_frame, partial: None }
+        Self { max_message, max_frame, partial: None, arena: BytesMut::new() }
     }
 
     /// Takes the next complete frame off the front of `buf`. `Ok(None)`: more bytes are
@@ -120,9 +126,15 @@ impl Decoder {
         }
     }
 
+    /// Lets go of the payload arena (when the connection goes idle): what it holds stays
+    /// alive only as long as the messages that use it.
+    pub(crate) fn release(&mut self) {
+        self.arena = BytesMut::new();
+    }
+
     /// One raw frame: (FIN, opcode, unmasked payload).
     fn frame(
-        &self,
+        &mut self,
         buf: &mut BytesMut,
         need: &mut usize,
     ) -> Result<Option<(bool, u8, BytesMut)>, Violation> {
@@ -187,14 +199,18 @@ impl Decoder {
             return Ok(None);
         }
         let key = [buf[header], buf[header + 1], buf[header + 2], buf[header + 3]];
-        buf.advance(header + 4);
-        // A small payload is copied out, so the read buffer stays unshared and can be reused;
-        // a large one is split off without a copy.
+        // A small payload is copied out (to the arena), so the read buffer stays unshared and
+        // can be reused; a large one is split off without a copy.
         let mut payload = if len <= COPY_MAX {
-            let copy = BytesMut::from(&buf[..len]);
-            buf.advance(len);
-            copy
+            if self.arena.capacity() < len {
+                // Room for every payload still in `buf`, at most.
+                self.arena = BytesMut::with_capacity(buf.len().min(ARENA_MAX).max(len));
+            }
+            self.arena.extend_from_slice(&buf[header + 4..total]);
+            buf.advance(total);
+            self.arena.split()
         } else {
+            buf.advance(header + 4);
             buf.split_to(len)
         };
         apply_mask(&mut payload, key);

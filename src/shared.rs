@@ -36,6 +36,16 @@ pub(crate) struct Queued {
     pub(crate) item: Item,
 }
 
+/// A transport that a handle may run on its own task: a sender waiting for its messages to go
+/// out writes them itself instead of waking the transport's task and waiting to be woken back
+/// (two task switches per burst saved).
+pub(crate) trait Inline: Send + Sync + std::fmt::Debug {
+    /// Runs the transport once, on the caller's task but on behalf of the transport's task
+    /// (every readiness it waits for wakes that task). False when it could not run (busy on
+    /// another thread, not started, or finished).
+    fn step(&self) -> bool;
+}
+
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) kind: Kind,
@@ -48,6 +58,8 @@ pub(crate) struct Shared {
     registered: std::sync::OnceLock<(Arc<crate::shutdown::Registry>, u64)>,
     /// Drop the connection now (a shutdown's deadline passed).
     forced: std::sync::atomic::AtomicBool,
+    /// The transport, when handles can run it (WebSockets).
+    inline: std::sync::OnceLock<Arc<dyn Inline>>,
 }
 
 #[derive(Debug, Default)]
@@ -127,6 +139,23 @@ impl Shared {
             state: Mutex::new(state),
             registered: std::sync::OnceLock::new(),
             forced: std::sync::atomic::AtomicBool::new(false),
+            inline: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Lets handles run the transport (see [`Inline`]).
+    pub(crate) fn set_inline(&self, transport: Arc<dyn Inline>) {
+        let _ = self.inline.set(transport);
+    }
+
+    /// Gets queued items moving: runs the transport here if it can, else wakes its task.
+    fn push_out(&self) {
+        if self.inline.get().is_some_and(|t| t.step()) {
+            return;
+        }
+        let waker = self.lock().transport_waker.take();
+        if let Some(w) = waker {
+            w.wake();
         }
     }
 
@@ -149,6 +178,16 @@ impl Shared {
 
     /// Ready when a send of any size may be queued (the queue is under its limit).
     pub(crate) fn poll_capacity(&self, cx: &Context<'_>) -> Poll<Result<(), Error>> {
+        let s = self.lock();
+        if !s.accepting {
+            return Poll::Ready(Err(Error::Closed));
+        }
+        if s.queued_bytes < self.config.queue_limit {
+            return Poll::Ready(Ok(()));
+        }
+        drop(s);
+        // What is queued may wait for a flush (see `enqueue`): get it moving.
+        self.push_out();
         let mut s = self.lock();
         if !s.accepting {
             return Poll::Ready(Err(Error::Closed));
@@ -161,6 +200,8 @@ impl Shared {
     }
 
     /// Queues a message. `strict` refuses it when it would take the queue over its limit.
+    /// `flush_later`: a flush will follow (a `Sink`), so a transport that handles can run
+    /// (see [`Inline`]) is not woken now; the flush writes it from the caller's task.
     /// Returns its sequence number.
     pub(crate) fn enqueue(
         &self,
@@ -168,6 +209,7 @@ impl Shared {
         tracked: bool,
         close_after: bool,
         strict: bool,
+        flush_later: bool,
     ) -> Result<u64, (Error, Message)> {
         let mut s = self.lock();
         if !s.accepting {
@@ -223,8 +265,10 @@ impl Shared {
         if close_after {
             Self::push_close(&mut s, 1000, String::new());
         }
-        if let Some(w) = s.transport_waker.take() {
-            w.wake();
+        if !(flush_later && self.inline.get().is_some()) || close_after {
+            if let Some(w) = s.transport_waker.take() {
+                w.wake();
+            }
         }
         Ok(seq)
     }
@@ -255,6 +299,9 @@ impl Shared {
 
     /// The outcome of the item `seq` (and of everything before it).
     pub(crate) fn poll_done(&self, cx: &Context<'_>, seq: u64) -> Poll<Result<(), Error>> {
+        if self.lock().done_seq < seq {
+            self.push_out();
+        }
         let mut s = self.lock();
         if s.done_seq >= seq {
             let tracked = s.tracked.remove(&seq);
@@ -327,6 +374,12 @@ impl Shared {
     pub(crate) fn drop_handle(&self, receiver: bool) {
         let mut s = self.lock();
         s.handles -= 1;
+        if !receiver && !s.queue.is_empty() {
+            // Sends that waited for a flush (see `enqueue`) still go out.
+            if let Some(w) = s.transport_waker.take() {
+                w.wake();
+            }
+        }
         if receiver {
             s.receiver_alive = false;
             s.events.clear();
@@ -459,7 +512,7 @@ impl Shared {
         if self.sse {
             let retry = crate::shutdown::jittered_retry(index);
             let event = crate::sse::Event::new().retry(retry);
-            let _ = self.enqueue(event.into(), false, true, false);
+            let _ = self.enqueue(event.into(), false, true, false, false);
         }
         self.request_close(1001, "going away".to_owned());
     }

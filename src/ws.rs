@@ -2,16 +2,22 @@
 //! and the channel's shared state, so pings are answered and closes noticed whatever the
 //! application is doing.
 //!
+//! The connection's state sits behind a mutex that its task and the channel's handles share:
+//! a sender flushing its messages runs the connection on its own task (with the task's waker,
+//! so every readiness still wakes the connection's task), instead of waking the task and
+//! waiting to be woken back. The task remains the one that always runs: reads, pings,
+//! timers and closes do not depend on the application polling anything.
+//!
 //! Each wake-up decodes every frame that is ready (up to a budget), takes every queued
-//! message, encodes them all into one buffer, and writes it at once. Both buffers are dropped
-//! whenever the connection goes idle with them empty, so an idle connection holds no buffer,
-//! whatever size its last message had.
+//! message, encodes them all into one buffer, and writes it at once. Both buffers are given
+//! back (to a small per-thread pool) whenever the connection goes idle with them empty, so an
+//! idle connection holds no buffer, whatever size its last message had.
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -23,8 +29,8 @@ use tokio::time::{Instant, Sleep};
 use crate::bufpool;
 use crate::frame::{self, Decoded, Decoder, Violation};
 use crate::message::{Piece, Pump};
-use crate::shared::{Item, Queued, Shared};
-use crate::{CloseInfo, Error, Event, Incoming};
+use crate::shared::{Inline, Item, Queued, Shared};
+use crate::{CloseInfo, Error, Event, Incoming, Message};
 
 /// Frames decoded per wake-up before the task lets others run.
 const READ_BUDGET: usize = 64;
@@ -66,7 +72,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
     let config = &shared.config;
     let timeout = config.timeout;
     let io = TokioIo::new(upgraded);
-    let mut conn = Conn {
+    let conn = Conn {
         vectored: io.is_write_vectored(),
         io,
         rbuf: BytesMut::new(),
@@ -105,9 +111,81 @@ pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
         }),
         keepalive_expired: false,
         finished: false,
-        shared,
+        driver: None,
+        shared: Arc::clone(&shared),
     };
-    poll_fn(|cx| conn.poll(cx)).await;
+    let core = Arc::new(Core { conn: Mutex::new(Some(conn)) });
+    shared.set_inline(core.clone());
+    drop(shared);
+    let core = EndOnDrop(core);
+    poll_fn(|cx| {
+        let mut slot = core.0.lock();
+        let Some(conn) = slot.as_mut() else { return Poll::Ready(()) };
+        if !conn.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            conn.driver = Some(cx.waker().clone());
+        }
+        if conn.poll(cx).is_ready() {
+            let conn = slot.take();
+            drop(slot);
+            drop(conn);
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    })
+    .await;
+}
+
+/// The connection, shared by its task and the channel's handles (see [`Inline`]). The task
+/// takes it out when it ends, which also breaks the cycle `Shared -> Core -> Conn -> Shared`.
+#[derive(Debug)]
+struct Core {
+    conn: Mutex<Option<Conn>>,
+}
+
+impl Core {
+    fn lock(&self) -> MutexGuard<'_, Option<Conn>> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Inline for Core {
+    fn step(&self) -> bool {
+        let mut slot = match self.conn.try_lock() {
+            Ok(slot) => slot,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            // The task (or another handle) is running it right now.
+            Err(TryLockError::WouldBlock) => return false,
+        };
+        let Some(conn) = slot.as_mut() else { return false };
+        let Some(waker) = conn.driver.clone() else { return false };
+        // Everything this step waits for (socket readiness, timers, the queue) wakes the
+        // connection's task, exactly as if the task had run it.
+        if conn.poll(&mut Context::from_waker(&waker)).is_ready() {
+            let conn = slot.take();
+            drop(slot);
+            drop(conn);
+            // Let the task see that it is over.
+            waker.wake();
+        }
+        true
+    }
+}
+
+/// Ends the connection if the task is dropped before it did (a runtime shutting down).
+struct EndOnDrop(Arc<Core>);
+
+impl std::ops::Deref for EndOnDrop {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.0
+    }
+}
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        let conn = self.0.lock().take();
+        drop(conn);
+    }
 }
 
 /// `buf`, given a pooled allocation first if it has none.
@@ -182,6 +260,14 @@ struct Conn {
     keepalive_expired: bool,
     /// `Closed` was reported.
     finished: bool,
+    /// The waker of the connection's task, for handles that run it (see [`Inline`]).
+    driver: Option<Waker>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").finish_non_exhaustive()
+    }
 }
 
 impl Drop for Conn {
@@ -274,6 +360,7 @@ impl Conn {
                 if self.rbuf.is_empty() {
                     bufpool::give(std::mem::take(&mut self.rbuf));
                 }
+                self.decoder.release();
                 if self.wbuf.is_empty() {
                     bufpool::give(std::mem::take(&mut self.wbuf));
                 }
@@ -422,6 +509,7 @@ impl Conn {
     /// and the socket still writable.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
         let mut more = false;
+        let mut wrote = false;
         while self.close_sent.is_none() && self.peer_close.is_none() && !self.shutting_down {
             if self.pending_out() >= WRITE_HIGH {
                 more = true;
@@ -437,6 +525,19 @@ impl Conn {
                     Some(Queued { seq, item: Item::Close(code, reason), .. }) => {
                         self.fed_upto = seq;
                         self.start_close(code, &reason);
+                    }
+                    // Text and binary, the common case: framed at once, no pump.
+                    Some(Queued { seq, size, item: Item::Send(Message::Binary(b)) }) => {
+                        self.queue_frame(frame::OP_BINARY, b);
+                        self.fed_upto = seq;
+                        self.fed_bytes += size;
+                        wrote = true;
+                    }
+                    Some(Queued { seq, size, item: Item::Send(Message::Text(s)) }) => {
+                        self.queue_frame(frame::OP_TEXT, s.into());
+                        self.fed_upto = seq;
+                        self.fed_bytes += size;
+                        wrote = true;
                     }
                     Some(Queued { seq, size, item: Item::Send(message) }) => {
                         match Pump::new(message) {
@@ -464,7 +565,7 @@ impl Conn {
                         self.fed_upto = seq;
                         self.fed_bytes += size;
                     }
-                    self.touch();
+                    wrote = true;
                 }
                 Poll::Ready(Some(Err(e))) => {
                     self.failures.push((seq, e));
@@ -479,6 +580,9 @@ impl Conn {
                 }
                 Poll::Pending => break,
             }
+        }
+        if wrote {
+            self.touch();
         }
         while self.pending_out() > 0 {
             if self.out.is_empty() {

@@ -602,3 +602,115 @@ async fn a_thousand_concurrent_channels() {
         assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text("again")));
     }
 }
+
+// ---- sends through the Sink: a flush writes them from the sender's task ----
+
+#[tokio::test]
+async fn messages_fed_without_a_flush_go_out_when_the_sender_is_dropped() {
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let mut raw = RawWs::connect(addr).await;
+    let ch = next_channel(&mut channels).await;
+    let mut sender = ch.sender();
+    for n in 0..3u8 {
+        // `feed` queues without flushing.
+        sender.feed(Message::Binary(vec![n; 3].into())).await.unwrap();
+    }
+    drop(sender);
+    for n in 0..3u8 {
+        let (opcode, payload) = tokio::time::timeout(Duration::from_secs(5), raw.read_frame())
+            .await
+            .expect("the fed message arrives once the sender is gone")
+            .expect("a frame");
+        assert_eq!((opcode, payload), (0x82, vec![n; 3]));
+    }
+    drop(ch);
+}
+
+#[tokio::test]
+async fn a_flush_sends_what_was_fed_and_completes_once_it_is_written() {
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let mut raw = RawWs::connect(addr).await;
+    let ch = next_channel(&mut channels).await;
+    let mut sender = ch.sender();
+    for n in 0..100u8 {
+        sender.feed(Message::Binary(vec![n; 100].into())).await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(5), sender.flush())
+        .await
+        .expect("the flush completes")
+        .unwrap();
+    for n in 0..100u8 {
+        let frame = tokio::time::timeout(Duration::from_secs(5), raw.read_frame()).await;
+        assert_eq!(frame.expect("in time"), Some((0x82, vec![n; 100])));
+    }
+    // Still usable: the next send goes out too.
+    sender.send(Message::from("after")).await.unwrap();
+    assert_eq!(raw.read_frame().await, Some((0x81, b"after".to_vec())));
+}
+
+#[tokio::test]
+async fn feeding_past_the_queue_limit_without_a_flush_still_moves_the_queue() {
+    // A reading client: once the queue is over its limit, poll_ready must get the queued
+    // messages going itself (nobody flushes) or this would wait forever.
+    let (addr, mut channels) = serve_channels(Config::default().queue_limit(8 * 1024)).await;
+    let mut raw = RawWs::connect(addr).await;
+    let ch = next_channel(&mut channels).await;
+    let mut sender = ch.sender();
+    let feeding = tokio::spawn(async move {
+        for n in 0..64u8 {
+            sender.feed(Message::Binary(vec![n; 1024].into())).await.unwrap();
+        }
+        sender
+    });
+    for n in 0..56u8 {
+        let frame = tokio::time::timeout(Duration::from_secs(5), raw.read_frame()).await;
+        assert_eq!(frame.expect("the queue moves without a flush"), Some((0x82, vec![n; 1024])));
+    }
+    let sender = tokio::time::timeout(Duration::from_secs(5), feeding).await.unwrap().unwrap();
+    drop(sender);
+    for n in 56..64u8 {
+        assert_eq!(raw.read_frame().await, Some((0x82, vec![n; 1024])));
+    }
+    drop(ch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn senders_on_several_threads_flushing_at_once_keep_each_ones_order() {
+    // Every flush may write from its own task while the connection's task runs on the other
+    // thread: each sender's messages must still arrive whole and in its order.
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let mut raw = RawWs::connect(addr).await;
+    let ch = next_channel(&mut channels).await;
+    const SENDERS: u8 = 8;
+    const EACH: u32 = 500;
+    let mut tasks = Vec::new();
+    for id in 0..SENDERS {
+        let mut sender = ch.sender();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..EACH {
+                let mut payload = vec![id];
+                payload.extend_from_slice(&n.to_be_bytes());
+                if n % 7 == 0 {
+                    sender.feed(Message::Binary(payload.into())).await.unwrap();
+                } else {
+                    sender.send(Message::Binary(payload.into())).await.unwrap();
+                }
+            }
+            sender.flush().await.unwrap();
+        }));
+    }
+    let mut next = [0u32; SENDERS as usize];
+    for _ in 0..u32::from(SENDERS) * EACH {
+        let (opcode, payload) =
+            tokio::time::timeout(Duration::from_secs(10), raw.read_frame()).await.unwrap().unwrap();
+        assert_eq!(opcode, 0x82);
+        let id = payload[0] as usize;
+        let n = u32::from_be_bytes(payload[1..5].try_into().unwrap());
+        assert_eq!(n, next[id], "sender {id} out of order");
+        next[id] += 1;
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(next.iter().all(|n| *n == EACH));
+}
