@@ -11,7 +11,7 @@ use futures_core::{FusedStream, Stream};
 use futures_sink::Sink;
 use http::request::Parts;
 
-use crate::shared::Shared;
+use crate::shared::{Shared, Taken};
 use crate::{Error, Event, Message};
 
 /// Which transport a channel runs on.
@@ -233,7 +233,7 @@ impl Sender {
     /// The request that made this channel.
     #[must_use]
     pub fn originating_request(&self) -> &Parts {
-        &self.shared.request
+        self.shared.request.parts()
     }
 
     /// Sends a message, waiting for room in the queue first, and waits until it was handed to
@@ -439,9 +439,13 @@ impl Receiver {
             if self.ended {
                 return Poll::Ready(None);
             }
-            if !ready!(self.shared.poll_events(cx, &mut self.local)) {
-                self.ended = true;
-                return Poll::Ready(None);
+            match ready!(self.shared.poll_events(cx, &mut self.local)) {
+                Taken::Open => return Poll::Ready(Some(Event::Open)),
+                Taken::Events => {}
+                Taken::End => {
+                    self.ended = true;
+                    return Poll::Ready(None);
+                }
             }
         }
     }
@@ -464,7 +468,7 @@ impl Receiver {
     /// The request that made this channel.
     #[must_use]
     pub fn originating_request(&self) -> &Parts {
-        &self.shared.request
+        self.shared.request.parts()
     }
 }
 

@@ -15,9 +15,15 @@ use std::time::Duration;
 ///     .queue_limit(256 * 1024);
 /// assert_eq!(config.timeout_duration(), Duration::from_secs(30));
 /// ```
-#[derive(Debug, Clone)]
+///
+/// A `Config` is a shared, reference-counted value: every channel made with it holds a
+/// pointer to the same settings, not a copy of them.
+#[derive(Debug, Clone, Default)]
 #[must_use]
-pub struct Config {
+pub struct Config(std::sync::Arc<Settings>);
+
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
     pub(crate) timeout: Duration,
     pub(crate) close_timeout: Duration,
     pub(crate) queue_limit: usize,
@@ -31,7 +37,7 @@ pub struct Config {
     pub(crate) shutdown: Option<crate::Shutdown>,
 }
 
-impl Default for Config {
+impl Default for Settings {
     fn default() -> Self {
         Self {
             timeout: Duration::ZERO,
@@ -50,24 +56,33 @@ impl Default for Config {
 }
 
 impl Config {
+    fn set(&mut self) -> &mut Settings {
+        std::sync::Arc::make_mut(&mut self.0)
+    }
+
+    /// The settings, for the crate's own use.
+    pub(crate) fn get(&self) -> &Settings {
+        &self.0
+    }
+
     /// A WebSocket closes (with 1000, reason `"idle timeout"`) after this long without a frame
     /// in either direction; an HTTP stream ends this long after it opened, whatever the
     /// traffic, with a complete response. Zero means no timeout. The default is zero.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.set().timeout = timeout;
         self
     }
 
     /// The configured [`timeout`](Self::timeout).
     #[must_use]
     pub fn timeout_duration(&self) -> Duration {
-        self.timeout
+        self.0.timeout
     }
 
     /// How long a WebSocket closed by the server waits for the client's close frame before it
     /// drops the connection. The default is 5 seconds.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.close_timeout = timeout;
+        self.set().close_timeout = timeout;
         self
     }
 
@@ -79,7 +94,7 @@ impl Config {
     /// yet taken from the stream (TCP then slows the client down). Files, readers and
     /// sequences count as one 16 KiB chunk. The default is 1 MiB.
     pub fn queue_limit(mut self, bytes: usize) -> Self {
-        self.queue_limit = bytes;
+        self.set().queue_limit = bytes;
         self
     }
 
@@ -101,21 +116,21 @@ impl Config {
     /// # let _ = config;
     /// ```
     pub fn keepalive(mut self, keepalive: Option<(Duration, Duration)>) -> Self {
-        self.keepalive = keepalive;
+        self.set().keepalive = keepalive;
         self
     }
 
     /// When an HTTP stream is a Server-Sent Events stream (see [`crate::sse`]). The default is
     /// [`Mode::Auto`](crate::sse::Mode::Auto): when the request accepts `text/event-stream`.
     pub fn sse(mut self, mode: crate::sse::Mode) -> Self {
-        self.sse = mode;
+        self.set().sse = mode;
         self
     }
 
     /// On an SSE stream, send a comment line (`:`) after this long without an event, so that
     /// proxies keep the connection. The default is 15 seconds; `None` sends none.
     pub fn sse_keepalive(mut self, period: Option<Duration>) -> Self {
-        self.sse_keepalive = period;
+        self.set().sse_keepalive = period;
         self
     }
 
@@ -123,34 +138,34 @@ impl Config {
     /// [`Shutdown::shutdown`](crate::Shutdown::shutdown) can close them all. The default is
     /// none.
     pub fn shutdown(mut self, shutdown: &crate::Shutdown) -> Self {
-        self.shutdown = Some(shutdown.clone());
+        self.set().shutdown = Some(shutdown.clone());
         self
     }
 
     /// The configured [`queue_limit`](Self::queue_limit), in bytes.
     #[must_use]
     pub fn queue_limit_bytes(&self) -> usize {
-        self.queue_limit
+        self.0.queue_limit
     }
 
     /// The largest WebSocket message accepted from a client; a larger one closes the
     /// connection with 1009. The default is 64 MiB.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.max_message_size = bytes;
+        self.set().max_message_size = bytes;
         self
     }
 
     /// The largest WebSocket frame accepted from a client; a larger one closes the connection
     /// with 1009. The default is 16 MiB.
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.max_frame_size = bytes;
+        self.set().max_frame_size = bytes;
         self
     }
 
     /// The WebSocket read buffer. Small keeps idle connections cheap; larger can speed up
     /// big messages a little. The default is 4 KiB.
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
-        self.read_buffer_size = bytes.max(256);
+        self.set().read_buffer_size = bytes.max(256);
         self
     }
 
@@ -173,7 +188,7 @@ impl Config {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.allowed_origins = Some(origins.into_iter().map(Into::into).collect());
+        self.set().allowed_origins = Some(origins.into_iter().map(Into::into).collect());
         self
     }
 }

@@ -141,6 +141,7 @@ mod config;
 mod error;
 mod event;
 mod frame;
+mod head;
 mod message;
 mod negotiate;
 mod shared;

@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 
+use crate::head::RequestHead;
 use crate::shared::Shared;
 use crate::stream::{Body, StreamHead};
 use crate::{Channel, Config, Error, Kind};
@@ -75,21 +76,21 @@ use crate::{Channel, Config, Error, Kind};
 /// ```
 pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Channel), Rejection> {
     let (mut parts, _body) = request.into_parts();
-    if config.shutdown.as_ref().is_some_and(crate::Shutdown::is_shutting_down) {
+    if config.get().shutdown.as_ref().is_some_and(crate::Shutdown::is_shutting_down) {
         return Err(Rejection {
             status: StatusCode::SERVICE_UNAVAILABLE,
             reason: "the server is shutting down",
         });
     }
-    own_request_bytes(&mut parts);
     match classify(&parts, &config) {
         Class::Stream => {
-            let sse = match config.sse {
+            let sse = match config.get().sse {
                 crate::sse::Mode::Always => true,
                 crate::sse::Mode::Never => false,
                 _ => accepts_event_stream(&parts.headers),
             };
-            let shared = Arc::new(Shared::new(Kind::HttpStream, sse, parts, config));
+            let shared =
+                Arc::new(Shared::new(Kind::HttpStream, sse, RequestHead::new(parts), config));
             shared.register();
             shared.open();
             let reply = Reply {
@@ -101,7 +102,8 @@ pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Chan
         }
         Class::WebSocket { accept } => {
             let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-            let shared = Arc::new(Shared::new(Kind::WebSocket, false, parts, config));
+            let shared =
+                Arc::new(Shared::new(Kind::WebSocket, false, RequestHead::new(parts), config));
             shared.register();
             let channel = Channel::new(Arc::clone(&shared));
             tokio::spawn(crate::ws::drive(Arc::clone(&shared), on_upgrade));
@@ -125,22 +127,6 @@ pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Chan
     }
 }
 
-/// hyper parses the URI and header values as slices of its connection read buffer, so keeping
-/// them would keep that whole buffer (16 KiB) alive for the channel's life — most of an idle
-/// WebSocket's memory. Copy them into allocations of their own.
-fn own_request_bytes(parts: &mut http::request::Parts) {
-    let mut headers = HeaderMap::with_capacity(parts.headers.len());
-    for (name, value) in &parts.headers {
-        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-        copy.set_sensitive(value.is_sensitive());
-        headers.append(name.clone(), copy);
-    }
-    parts.headers = headers;
-    if let Ok(uri) = parts.uri.to_string().parse() {
-        parts.uri = uri;
-    }
-}
-
 enum Class {
     Stream,
     /// A WebSocket; the accept key for HTTP/1.1, none for HTTP/2.
@@ -161,7 +147,7 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
 
 /// An `Origin` outside [`Config::allowed_origins`] gets 403.
 fn check_origin(headers: &HeaderMap, config: &Config) -> Option<Class> {
-    let allowed = config.allowed_origins.as_ref()?;
+    let allowed = config.get().allowed_origins.as_ref()?;
     let origin = headers.get(header::ORIGIN)?.to_str().unwrap_or_default().trim();
     if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
         return None;

@@ -11,11 +11,9 @@
 //! [`Error::Closed`]. Item errors go to the sender that waits for that item (`tracked`), or
 //! else to the event stream as [`Event::Error`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-
-use http::request::Parts;
 
 use crate::{CloseInfo, Config, Error, Event, Incoming, Kind, Message};
 
@@ -51,7 +49,7 @@ pub(crate) struct Shared {
     pub(crate) kind: Kind,
     /// An HTTP stream in Server-Sent Events mode.
     pub(crate) sse: bool,
-    pub(crate) request: Parts,
+    pub(crate) request: crate::head::RequestHead,
     pub(crate) config: Config,
     state: Mutex<State>,
     /// The shutdown registry this channel is in, and its id there.
@@ -64,8 +62,11 @@ pub(crate) struct Shared {
 
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    /// `Open` was pushed.
+    /// The channel opened (`Open` is, or was, the first event).
     opened: bool,
+    /// `Open` waits to be taken: kept as a flag, not queued, so that a channel that never
+    /// receives anything holds no event queue.
+    open_pending: bool,
     /// Sends are accepted: false once a close was asked for or the channel closed.
     accepting: bool,
     /// The transport is finished and `Closed` was pushed.
@@ -80,13 +81,8 @@ pub(crate) struct State {
     next_seq: u64,
     /// Every item up to this number is finished.
     done_seq: u64,
-    /// Items whose sender waits for the outcome.
-    tracked: HashSet<u64>,
-    /// The errors of tracked items that failed.
-    failures: HashMap<u64, Error>,
-    /// Items whose `Completion` was dropped before they finished: if the channel closes
-    /// first, each reports `Error::Closed` to the event stream.
-    orphans: HashSet<u64>,
+    /// Sends whose outcome somebody waits for.
+    tracking: Tracking,
     /// The number of messages accepted (a response head is only valid as the first).
     sends: u64,
 
@@ -101,6 +97,61 @@ pub(crate) struct State {
     read_paused: bool,
     /// Live `Sender`s and `Receiver`s; when none is left, the channel closes.
     handles: usize,
+}
+
+/// What [`Shared::poll_events`] took.
+pub(crate) enum Taken {
+    /// The `Open` event.
+    Open,
+    /// A burst of events, now in the caller's queue.
+    Events,
+    /// Nothing more: the stream has ended.
+    End,
+}
+
+/// Plain vectors: there are rarely more than a few entries (one per send being awaited), and
+/// an emptied one gives its allocation back, so that an idle channel holds none.
+#[derive(Debug, Default)]
+struct Tracking {
+    /// Items whose sender waits for the outcome.
+    tracked: Vec<u64>,
+    /// The errors of tracked items that failed.
+    failures: Vec<(u64, Error)>,
+    /// Items whose `Completion` was dropped before they finished: if the channel closes
+    /// first, each reports `Error::Closed` to the event stream.
+    orphans: Vec<u64>,
+}
+
+/// Removes `seq` from `list`; frees the list once it is empty.
+fn remove_seq<T>(list: &mut Vec<T>, seq: u64, key: impl Fn(&T) -> u64) -> Option<T> {
+    let at = list.iter().position(|item| key(item) == seq)?;
+    let item = list.swap_remove(at);
+    if list.is_empty() {
+        *list = Vec::new();
+    }
+    Some(item)
+}
+
+impl Tracking {
+    fn is_tracked(&self, seq: u64) -> bool {
+        self.tracked.contains(&seq)
+    }
+
+    /// Stops tracking `seq`: whether it was tracked, and its error if it failed.
+    fn untrack(&mut self, seq: u64) -> (bool, Option<Error>) {
+        let tracked = remove_seq(&mut self.tracked, seq, |s| *s).is_some();
+        (tracked, remove_seq(&mut self.failures, seq, |(s, _)| *s).map(|(_, e)| e))
+    }
+
+    /// Forgets the orphans up to `done` (they finished).
+    fn finished_upto(&mut self, done: u64) {
+        if !self.orphans.is_empty() {
+            self.orphans.retain(|seq| *seq > done);
+            if self.orphans.is_empty() {
+                self.orphans = Vec::new();
+            }
+        }
+    }
 }
 
 fn wake_all(wakers: &mut Vec<Waker>) {
@@ -123,7 +174,12 @@ fn register_in(list: &mut Vec<Waker>, cx: &Context<'_>) {
 }
 
 impl Shared {
-    pub(crate) fn new(kind: Kind, sse: bool, request: Parts, config: Config) -> Self {
+    pub(crate) fn new(
+        kind: Kind,
+        sse: bool,
+        request: crate::head::RequestHead,
+        config: Config,
+    ) -> Self {
         let state = State {
             accepting: true,
             receiver_alive: true,
@@ -182,7 +238,7 @@ impl Shared {
         if !s.accepting {
             return Poll::Ready(Err(Error::Closed));
         }
-        if s.queued_bytes < self.config.queue_limit {
+        if s.queued_bytes < self.config.get().queue_limit {
             return Poll::Ready(Ok(()));
         }
         drop(s);
@@ -192,7 +248,7 @@ impl Shared {
         if !s.accepting {
             return Poll::Ready(Err(Error::Closed));
         }
-        if s.queued_bytes < self.config.queue_limit {
+        if s.queued_bytes < self.config.get().queue_limit {
             return Poll::Ready(Ok(()));
         }
         register_in(&mut s.capacity_wakers, cx);
@@ -251,15 +307,15 @@ impl Shared {
             }
         }
         let size = message.queued_size();
-        if strict && s.queued_bytes > 0 && s.queued_bytes + size > self.config.queue_limit {
-            return Err((Error::QueueFull { limit: self.config.queue_limit }, message));
+        if strict && s.queued_bytes > 0 && s.queued_bytes + size > self.config.get().queue_limit {
+            return Err((Error::QueueFull { limit: self.config.get().queue_limit }, message));
         }
         s.sends += 1;
         s.next_seq += 1;
         let seq = s.next_seq;
         s.queued_bytes += size;
         if tracked {
-            s.tracked.insert(seq);
+            s.tracking.tracked.push(seq);
         }
         s.queue.push_back(Queued { seq, size, item: Item::Send(message) });
         if close_after {
@@ -304,14 +360,13 @@ impl Shared {
         }
         let mut s = self.lock();
         if s.done_seq >= seq {
-            let tracked = s.tracked.remove(&seq);
-            return Poll::Ready(match s.failures.remove(&seq) {
-                Some(e) if tracked => Err(e),
+            return Poll::Ready(match s.tracking.untrack(seq) {
+                (true, Some(e)) => Err(e),
                 _ => Ok(()),
             });
         }
         if s.closed {
-            s.tracked.remove(&seq);
+            s.tracking.untrack(seq);
             return Poll::Ready(Err(Error::Closed));
         }
         register_in(&mut s.done_wakers, cx);
@@ -322,11 +377,10 @@ impl Shared {
     /// to the event stream instead.
     pub(crate) fn untrack(&self, seq: u64) {
         let mut s = self.lock();
-        s.tracked.remove(&seq);
-        if let Some(e) = s.failures.remove(&seq) {
+        if let (_, Some(e)) = s.tracking.untrack(seq) {
             Self::push_event(&mut s, Event::Error(e));
         } else if seq > s.done_seq && !s.closed {
-            s.orphans.insert(seq);
+            s.tracking.orphans.push(seq);
         }
     }
 
@@ -342,11 +396,15 @@ impl Shared {
 
     /// Moves every waiting event into `out` (one lock for a whole burst). Ready(false): the
     /// stream has ended.
-    pub(crate) fn poll_events(&self, cx: &Context<'_>, out: &mut VecDeque<Event>) -> Poll<bool> {
+    pub(crate) fn poll_events(&self, cx: &Context<'_>, out: &mut VecDeque<Event>) -> Poll<Taken> {
         let mut s = self.lock();
+        if s.open_pending {
+            s.open_pending = false;
+            return Poll::Ready(Taken::Open);
+        }
         if s.events.is_empty() {
             if s.ended {
-                return Poll::Ready(false);
+                return Poll::Ready(Taken::End);
             }
             register(&mut s.receiver_waker, cx);
             return Poll::Pending;
@@ -363,7 +421,7 @@ impl Shared {
                 w.wake();
             }
         }
-        Poll::Ready(true)
+        Poll::Ready(Taken::Events)
     }
 
     pub(crate) fn add_handle(&self) {
@@ -429,20 +487,18 @@ impl Shared {
         if upto > s.done_seq {
             s.done_seq = upto;
         }
-        let was_full = s.queued_bytes >= self.config.queue_limit;
+        let was_full = s.queued_bytes >= self.config.get().queue_limit;
         s.queued_bytes = s.queued_bytes.saturating_sub(bytes);
-        if !s.orphans.is_empty() {
-            let done = s.done_seq;
-            s.orphans.retain(|seq| *seq > done);
-        }
+        let done = s.done_seq;
+        s.tracking.finished_upto(done);
         for (seq, error) in failures.drain(..) {
-            if s.tracked.contains(&seq) {
-                s.failures.insert(seq, error);
+            if s.tracking.is_tracked(seq) {
+                s.tracking.failures.push((seq, error));
             } else {
                 Self::push_event(&mut s, Event::Error(error));
             }
         }
-        if was_full && s.queued_bytes < self.config.queue_limit {
+        if was_full && s.queued_bytes < self.config.get().queue_limit {
             wake_all(&mut s.capacity_wakers);
         }
         wake_all(&mut s.done_wakers);
@@ -459,7 +515,7 @@ impl Shared {
         for e in events.drain(..) {
             Self::push_event(&mut s, e);
         }
-        if s.event_bytes > self.config.queue_limit {
+        if s.event_bytes > self.config.get().queue_limit {
             s.read_paused = true;
         }
     }
@@ -485,7 +541,12 @@ impl Shared {
         let mut s = self.lock();
         if !s.opened && !s.closed {
             s.opened = true;
-            Self::push_event(&mut s, Event::Open);
+            if s.receiver_alive {
+                s.open_pending = true;
+                if let Some(w) = s.receiver_waker.take() {
+                    w.wake();
+                }
+            }
         }
     }
 
@@ -499,7 +560,7 @@ impl Shared {
     /// The transport is done: pushes `error` (if any) and `Closed` (once), fails what is left.
     /// Puts the channel in its configuration's shutdown registry.
     pub(crate) fn register(self: &Arc<Self>) {
-        if let Some(shutdown) = &self.config.shutdown {
+        if let Some(shutdown) = &self.config.get().shutdown {
             let registry = Arc::clone(shutdown.registry());
             let id = registry.add(self);
             let _ = self.registered.set((registry, id));
@@ -546,10 +607,10 @@ impl Shared {
             Self::push_event(&mut s, Event::Error(e));
         }
         // Sends nobody waits for any more, which will never go out.
-        for _ in 0..s.orphans.len() {
+        let orphans = std::mem::take(&mut s.tracking.orphans).len();
+        for _ in 0..orphans {
             Self::push_event(&mut s, Event::Error(Error::Closed));
         }
-        s.orphans.clear();
         Self::push_event(&mut s, Event::Closed(info));
         if !s.receiver_alive {
             s.ended = true;

@@ -110,7 +110,7 @@ pub(crate) struct StreamHead {
 
 impl StreamHead {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        let timeout = shared.config.timeout;
+        let timeout = shared.config.get().timeout;
         let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
         Self { timer: deadline_sleep(deadline), deadline, shared, done: false }
     }
@@ -127,7 +127,7 @@ impl StreamHead {
         }
         let mut status = status;
         let timed_out = self.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
-        let is_head = self.shared.request.method == Method::HEAD;
+        let is_head = self.shared.request.method() == Method::HEAD;
         let first = self.shared.with_queue(|q| {
             if timed_out {
                 return First::TimedOut;
@@ -252,7 +252,7 @@ impl StreamHead {
     /// The streamed body that follows the head.
     fn body(&self, encoding: Encoding, declared: Option<u64>) -> Body {
         let sse_keepalive = match encoding {
-            Encoding::Sse => self.shared.config.sse_keepalive,
+            Encoding::Sse => self.shared.config.get().sse_keepalive,
             Encoding::Charset(_) => None,
         };
         let body = StreamBody {
@@ -285,7 +285,7 @@ impl StreamHead {
                 headers.insert(name, HeaderValue::from_static(value));
             }
         }
-        let ends_now = self.shared.request.method == Method::HEAD
+        let ends_now = self.shared.request.method() == Method::HEAD
             || status == StatusCode::NO_CONTENT
             || !status.is_success();
         let body = if ends_now {
@@ -511,7 +511,7 @@ impl StreamBody {
                     if bytes.is_empty() {
                         continue;
                     }
-                    if self.done_bytes >= self.shared.config.queue_limit / 4 {
+                    if self.done_bytes >= self.shared.config.get().queue_limit / 4 {
                         self.report();
                     }
                     return Poll::Ready(Some(Ok(Frame::data(bytes))));

@@ -70,18 +70,18 @@ pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
     };
     shared.open();
     let config = &shared.config;
-    let timeout = config.timeout;
+    let timeout = config.get().timeout;
     let io = TokioIo::new(upgraded);
     let conn = Conn {
         vectored: io.is_write_vectored(),
         io,
         rbuf: BytesMut::new(),
         need: 0,
-        read_chunk: config.read_buffer_size,
+        read_chunk: config.get().read_buffer_size,
         wbuf: BytesMut::new(),
         out: VecDeque::new(),
         out_len: 0,
-        decoder: Decoder::new(config.max_message_size, config.max_frame_size),
+        decoder: Decoder::new(config.get().max_message_size, config.get().max_frame_size),
         batch: VecDeque::new(),
         current: None,
         fed_upto: 0,
@@ -102,7 +102,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
             last: Instant::now(),
             sleep: Box::pin(tokio::time::sleep(timeout)),
         }),
-        keepalive: config.keepalive.map(|(interval, timeout)| Keepalive {
+        keepalive: config.get().keepalive.map(|(interval, timeout)| Keepalive {
             interval,
             timeout,
             last_heard: Instant::now(),
@@ -367,6 +367,7 @@ impl Conn {
                 if self.out.is_empty() && self.out.capacity() > 0 {
                     self.out = VecDeque::new();
                 }
+
                 return Poll::Pending;
             }
         }
@@ -502,7 +503,8 @@ impl Conn {
         }
         frame::encode_close(self.wbuf(), code, reason);
         self.close_sent = Some(CloseInfo::websocket(code, reason));
-        self.close_timer = Some(Box::pin(tokio::time::sleep(self.shared.config.close_timeout)));
+        self.close_timer =
+            Some(Box::pin(tokio::time::sleep(self.shared.config.get().close_timeout)));
     }
 
     /// Encodes queued messages and writes. Returns true when it stopped with more to send
