@@ -376,8 +376,21 @@ fn main() {
         }
     }
     if present("idlehttp") {
+        // hyper's own HTTP/1 connection (its read and write buffers) costs ~15 KiB whoever
+        // serves the body: the goal is what the channel adds to it, measured against the
+        // raw-hyper server holding the same idle body.
         let idle = g("idlehttp", "webchan-idle", "idle_kib_per_conn");
-        goal(format!("idle HTTP stream: ≤ 2 KiB per channel ({} KiB)", num(idle, 2)), idle.map(|v| v <= 2.0));
+        let base = g("idlehttp", "hyper-idle", "idle_kib_per_conn");
+        let added = idle.zip(base).map(|(w, h)| w - h);
+        goal(
+            format!(
+                "idle HTTP stream: ≤ 2 KiB per channel over hyper's own connection ({} KiB: {} in all, hyper alone {})",
+                num(added, 2),
+                num(idle, 2),
+                num(base, 2)
+            ),
+            added.map(|v| v <= 2.0),
+        );
     }
     if present("idle") {
         let n: u64 = cells.first("idle", "conns").and_then(|c| c.parse().ok()).unwrap_or(0);
