@@ -8,51 +8,19 @@
 //!
 //! `cargo bench --bench channel`
 
+mod support;
+
 use std::convert::Infallible;
-use std::future::ready;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use support::serve;
 use tokio::io::DuplexStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use webchan::{Config, Event, Message};
-
-async fn echo(channel: webchan::Channel) {
-    let (mut tx, rx) = channel.split();
-    let mut messages = rx.filter_map(|e| {
-        ready(match e {
-            Event::Message(m) => Some(Ok(m.into())),
-            _ => None,
-        })
-    });
-    let _ = tx.send_all(&mut messages).await;
-}
-
-/// Serves one connection on `io` with hyper; every request becomes a channel handled by `run`.
-fn serve<F, Fut>(io: DuplexStream, run: F)
-where
-    F: Fn(webchan::Channel) -> Fut + Send + Sync + Copy + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    tokio::spawn(async move {
-        let service = service_fn(move |req| async move {
-            Ok::<_, Infallible>(match webchan::as_channel(req, Config::default()) {
-                Ok((reply, channel)) => {
-                    tokio::spawn(run(channel));
-                    reply.await
-                }
-                Err(rejection) => rejection.into_response(),
-            })
-        });
-        let _ = hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(io), service)
-            .with_upgrades()
-            .await;
-    });
-}
+use webchan::Message;
 
 /// GETs `/` with a hyper HTTP/1.1 client over `io`; returns the body's length.
 async fn read_body(io: DuplexStream) -> usize {
@@ -78,7 +46,7 @@ fn ws_echo(c: &mut Criterion) {
     for (name, size, batch) in [("16B", 16usize, 256usize), ("16KiB", 16 * 1024, 16)] {
         let (mut ws, payload) = rt.block_on(async {
             let (client, server) = tokio::io::duplex(256 * 1024);
-            serve(server, echo);
+            serve(server, support::echo);
             let (ws, _) = tokio_tungstenite::client_async("ws://bench/", client).await.unwrap();
             (ws, vec![7u8; size])
         });

@@ -9,49 +9,14 @@
 //!
 //! `cargo bench --bench instructions` (or `scripts/callgrind.sh` for the count).
 
-use std::convert::Infallible;
-use std::future::ready;
+mod support;
 
-use futures::{SinkExt, StreamExt};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use webchan::{Config, Event};
 
 const CONNS: usize = 64;
 const INFLIGHT: usize = 8;
 const ROUNDS: usize = 500;
 const SIZE: usize = 16;
-
-/// The echo handler of `benches/compare` and `examples/autobahn.rs`.
-async fn echo(channel: webchan::Channel) {
-    let (mut tx, rx) = channel.split();
-    let mut messages = rx.filter_map(|e| {
-        ready(match e {
-            Event::Message(m) => Some(Ok(m.into())),
-            _ => None,
-        })
-    });
-    let _ = tx.send_all(&mut messages).await;
-}
-
-fn serve(io: DuplexStream) {
-    tokio::spawn(async move {
-        let service = service_fn(|req| async move {
-            Ok::<_, Infallible>(match webchan::as_channel(req, Config::default()) {
-                Ok((reply, channel)) => {
-                    tokio::spawn(echo(channel));
-                    reply.await
-                }
-                Err(rejection) => rejection.into_response(),
-            })
-        });
-        let _ = hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(io), service)
-            .with_upgrades()
-            .await;
-    });
-}
 
 /// One client: the upgrade, then `ROUNDS` bursts written at once and read back.
 async fn client(mut io: DuplexStream, id: usize) -> usize {
@@ -95,7 +60,7 @@ fn main() {
         let mut clients = Vec::new();
         for id in 0..CONNS {
             let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-            serve(server_io);
+            support::serve(server_io, support::echo);
             clients.push(tokio::spawn(client(client_io, id)));
         }
         let mut total = 0;

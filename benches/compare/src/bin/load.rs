@@ -169,6 +169,31 @@ fn opt(v: Option<f64>, scale: f64, digits: usize) -> String {
     v.map_or_else(|| "NA".to_owned(), |v| format!("{:.*}", digits, v * scale))
 }
 
+/// Opens `conns` connections, 64 at a time, with `open(i)`: the opened ones and the seconds
+/// it took, or `None` when any failed (every error printed and reported for `scenario`).
+async fn open_all<T, F, Fut>(scenario: &str, conns: u32, open: F) -> Option<(Vec<T>, f64)>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Res<T>>,
+{
+    let t0 = Instant::now();
+    let opened: Vec<Res<T>> = futures::stream::iter(0..conns).map(open).buffered(64).collect().await;
+    let mut streams = Vec::new();
+    let mut errors = Vec::new();
+    for (i, result) in opened.into_iter().enumerate() {
+        match result {
+            Ok(stream) => streams.push(stream),
+            Err(e) => errors.push(format!("connection {i}: {e}")),
+        }
+    }
+    if !errors.is_empty() {
+        print_errors(&errors);
+        report(&[("scenario", scenario.into()), ("errors", errors.len().to_string())]);
+        return None;
+    }
+    Some((streams, t0.elapsed().as_secs_f64()))
+}
+
 fn print_errors(errors: &[String]) {
     for e in errors.iter().take(10) {
         eprintln!("load: error: {e}");
@@ -401,19 +426,9 @@ async fn echo(args: &Args) -> bool {
     let pid: Option<String> = args.0.get("pid").cloned();
     let text = args.has("text");
 
-    let opened: Vec<Res<(TcpStream, Vec<u8>)>> =
-        futures::stream::iter(0..conns).map(|_| open_ws(port, 1)).buffered(64).collect().await;
-    let mut streams = Vec::new();
-    for result in opened {
-        match result {
-            Ok(pair) => streams.push(pair),
-            Err(e) => {
-                eprintln!("load: {e}");
-                report(&[("scenario", "echo".into()), ("errors", "1".into())]);
-                return false;
-            }
-        }
-    }
+    let Some((streams, _)) = open_all("echo", conns, |_| open_ws(port, 1)).await else {
+        return false;
+    };
     let shared = Arc::new(Shared { stop: AtomicBool::new(false), messages: AtomicU64::new(0) });
     let rss_before = pid.as_deref().and_then(rss_kib);
     let window = Window::start(pid.clone());
@@ -580,26 +595,12 @@ async fn idle(args: &Args) -> bool {
     let text = args.has("text");
 
     let rss0 = rss_kib(&pid);
-    let t0 = Instant::now();
-    let opened: Vec<Res<(TcpStream, Vec<u8>)>> = futures::stream::iter(0..conns)
-        .map(|i| open_ws(port, 1 + (i % sources.max(1)) as u8))
-        .buffered(64)
-        .collect()
-        .await;
-    let mut streams = Vec::new();
-    let mut errors = Vec::new();
-    for (i, result) in opened.into_iter().enumerate() {
-        match result {
-            Ok(pair) => streams.push(pair),
-            Err(e) => errors.push(format!("connection {i}: {e}")),
-        }
-    }
-    let open_secs = t0.elapsed().as_secs_f64();
-    if !errors.is_empty() {
-        print_errors(&errors);
-        report(&[("scenario", "idle".into()), ("errors", errors.len().to_string())]);
+    let Some((mut streams, open_secs)) =
+        open_all("idle", conns, |i| open_ws(port, 1 + (i % sources.max(1)) as u8)).await
+    else {
         return false;
-    }
+    };
+    let mut errors: Vec<String> = Vec::new();
     tokio::time::sleep(settle).await;
     let rss1 = rss_kib(&pid);
 
@@ -706,26 +707,14 @@ async fn idle_http(args: &Args) -> bool {
     let pattern = compare::pattern(chunk.max(1));
 
     let rss0 = rss_kib(&pid);
-    let t0 = Instant::now();
-    let opened: Vec<Res<(TcpStream, Body<'_>)>> = futures::stream::iter(0..conns)
-        .map(|i| open_idle_stream(port, 1 + (i % sources.max(1)) as u8, &pattern, chunk))
-        .buffered(64)
-        .collect()
-        .await;
-    let mut streams = Vec::new();
-    let mut errors = Vec::new();
-    for (i, result) in opened.into_iter().enumerate() {
-        match result {
-            Ok(pair) => streams.push(pair),
-            Err(e) => errors.push(format!("connection {i}: {e}")),
-        }
-    }
-    let open_secs = t0.elapsed().as_secs_f64();
-    if !errors.is_empty() {
-        print_errors(&errors);
-        report(&[("scenario", "idlehttp".into()), ("errors", errors.len().to_string())]);
+    let Some((mut streams, open_secs)) = open_all("idlehttp", conns, |i| {
+        open_idle_stream(port, 1 + (i % sources.max(1)) as u8, &pattern, chunk)
+    })
+    .await
+    else {
         return false;
-    }
+    };
+    let mut errors: Vec<String> = Vec::new();
     tokio::time::sleep(settle).await;
     let rss1 = rss_kib(&pid);
 
