@@ -16,6 +16,8 @@
 //!   then the stream ends.
 //! - Every accepted send completes or fails with an error; none hangs, also when the channel
 //!   closes mid-send. Sends go out in the order they were made, a sequence's items included.
+//!   Through the `Sink`, as its contract says, a message is sure to go out once flushed
+//!   (`SinkExt::send` and `send_all` flush; see [`Sender`]).
 //! - `Closed` carries the cause: the peer's code and reason; 1006 for a dropped connection;
 //!   1000 when the server closes; 1002/1007/1009 for protocol errors, invalid UTF-8 and
 //!   oversized messages; no code for HTTP streams.
