@@ -158,9 +158,9 @@ impl Inline for Core {
         };
         let Some(conn) = slot.as_mut() else { return false };
         let Some(waker) = conn.driver.clone() else { return false };
-        // Everything this step waits for (socket readiness, timers, the queue) wakes the
-        // connection's task, exactly as if the task had run it.
-        if conn.poll(&mut Context::from_waker(&waker)).is_ready() {
+        // Everything this step waits for (socket readiness, the queue) wakes the connection's
+        // task, exactly as if the task had run it.
+        if conn.poll_send(&mut Context::from_waker(&waker)).is_ready() {
             let conn = slot.take();
             drop(slot);
             drop(conn);
@@ -371,6 +371,32 @@ impl Conn {
                 return Poll::Pending;
             }
         }
+    }
+
+    /// The sending half of [`Conn::poll`], for a handle that flushes (see [`Inline`]): writes
+    /// what is queued. Reads, timers and the end of the closing handshake stay with the
+    /// connection's task, which this wakes whenever it leaves something for it.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shared.is_forced() {
+            self.finish();
+            return Poll::Ready(());
+        }
+        let closing = self.close_sent.is_some() || self.peer_close.is_some();
+        let more = !self.abnormal && self.poll_write(cx);
+        if self.abnormal {
+            self.finish();
+            return Poll::Ready(());
+        }
+        let now_closing = self.close_sent.is_some() || self.peer_close.is_some();
+        if more || closing != now_closing || self.shutting_down {
+            // More to write than one step takes, a close started (its timer is the task's),
+            // or TCP is to be shut down: the task carries on.
+            cx.waker().wake_by_ref();
+        }
+        if self.wbuf.is_empty() {
+            bufpool::give(std::mem::take(&mut self.wbuf));
+        }
+        Poll::Pending
     }
 
     fn touch(&mut self) {
