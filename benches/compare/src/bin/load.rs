@@ -169,6 +169,18 @@ fn opt(v: Option<f64>, scale: f64, digits: usize) -> String {
     v.map_or_else(|| "NA".to_owned(), |v| format!("{:.*}", digits, v * scale))
 }
 
+/// (RSS `a` − RSS `b`) / `conns`, in KiB, or "NA".
+fn kib_per_conn(a: Option<u64>, b: Option<u64>, conns: u32) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) => format!("{:.2}", (a as f64 - b as f64) / conns as f64),
+        _ => "NA".into(),
+    }
+}
+
+fn show_kib(r: Option<u64>) -> String {
+    r.map_or("NA".into(), |r| r.to_string())
+}
+
 /// Opens `conns` connections, 64 at a time, with `open(i)`: the opened ones and the seconds
 /// it took, or `None` when any failed (every error printed and reported for `scenario`).
 async fn open_all<T, F, Fut>(scenario: &str, conns: u32, open: F) -> Option<(Vec<T>, f64)>
@@ -674,19 +686,15 @@ async fn idle(args: &Args) -> bool {
     drop(streams);
 
     print_errors(&errors);
-    let per = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (Some(a), Some(b)) => format!("{:.2}", (a as f64 - b as f64) / conns as f64),
-        _ => "NA".into(),
-    };
-    let show = |r: Option<u64>| r.map_or("NA".into(), |r| r.to_string());
+    let per = |a, b| kib_per_conn(a, b, conns);
     report(&[
         ("scenario", "idle".into()),
         ("conns", conns.to_string()),
         ("size", size.to_string()),
         ("open_secs", format!("{open_secs:.2}")),
-        ("rss_before_kib", show(rss0)),
-        ("rss_idle_kib", show(rss1)),
-        ("rss_after_kib", show(rss2)),
+        ("rss_before_kib", show_kib(rss0)),
+        ("rss_idle_kib", show_kib(rss1)),
+        ("rss_after_kib", show_kib(rss2)),
         ("idle_kib_per_conn", per(rss1, rss0)),
         ("after_kib_per_conn", per(rss2, rss0)),
         ("errors", errors.len().to_string()),
@@ -737,18 +745,14 @@ async fn idle_http(args: &Args) -> bool {
     drop(streams);
 
     print_errors(&errors);
-    let per = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (Some(a), Some(b)) => format!("{:.2}", (a as f64 - b as f64) / conns as f64),
-        _ => "NA".into(),
-    };
-    let show = |r: Option<u64>| r.map_or("NA".into(), |r| r.to_string());
+    let per = |a, b| kib_per_conn(a, b, conns);
     report(&[
         ("scenario", "idlehttp".into()),
         ("conns", conns.to_string()),
         ("chunk", chunk.to_string()),
         ("open_secs", format!("{open_secs:.2}")),
-        ("rss_before_kib", show(rss0)),
-        ("rss_idle_kib", show(rss1)),
+        ("rss_before_kib", show_kib(rss0)),
+        ("rss_idle_kib", show_kib(rss1)),
         ("idle_kib_per_conn", per(rss1, rss0)),
         ("errors", errors.len().to_string()),
     ]);
