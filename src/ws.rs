@@ -78,6 +78,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
         rbuf: BytesMut::new(),
         need: 0,
         read_chunk: config.get().read_buffer_size,
+        expect: 0,
         wbuf: BytesMut::new(),
         out: VecDeque::new(),
         out_len: 0,
@@ -219,6 +220,10 @@ struct Conn {
     /// How many bytes the frame being read needs in `rbuf` (0: unknown).
     need: usize,
     read_chunk: usize,
+    /// The size of the last frame larger than `read_chunk` (0 after a small one): a read that
+    /// starts a frame takes room for that much at once, so a peer that sends large messages
+    /// gets one read per message, not a small read, the rest, and a read that finds nothing.
+    expect: usize,
     /// Encoded frames not yet written.
     wbuf: BytesMut,
     /// Sealed buffers waiting for the socket, in order: runs of small frames, and large
@@ -439,7 +444,15 @@ impl Conn {
                 }
             }
             // Room for the frame being read (its size is known from its header), or a chunk.
-            let want = self.read_chunk.max(self.need.saturating_sub(self.rbuf.len()));
+            if self.need > self.read_chunk {
+                self.expect = self.need;
+            }
+            let mut want = self.read_chunk.max(self.need.saturating_sub(self.rbuf.len()));
+            if self.rbuf.is_empty() && self.expect > 0 {
+                // Room for one more byte than expected: the read comes back short, and tokio
+                // then knows the socket is drained without another read.
+                want = want.max(self.expect + 1);
+            }
             if self.rbuf.capacity() == 0 {
                 self.rbuf = bufpool::take(want);
             }
@@ -476,8 +489,14 @@ impl Conn {
 
     fn on_decoded(&mut self, decoded: Decoded) {
         match decoded {
-            Decoded::Text(t) => self.events.push(Event::Message(Incoming::Text(t))),
-            Decoded::Binary(b) => self.events.push(Event::Message(Incoming::Binary(b))),
+            Decoded::Text(t) => {
+                self.note_size(t.len());
+                self.events.push(Event::Message(Incoming::Text(t)));
+            }
+            Decoded::Binary(b) => {
+                self.note_size(b.len());
+                self.events.push(Event::Message(Incoming::Binary(b)));
+            }
             Decoded::Ping(payload) => {
                 if self.close_sent.is_none() && self.peer_close.is_none() {
                     frame::encode(self.wbuf(), frame::OP_PONG, &payload);
@@ -497,6 +516,13 @@ impl Conn {
                 self.peer_close = Some(CloseInfo::websocket(code, reason));
                 self.shutting_down = true;
             }
+        }
+    }
+
+    /// A small message ends the expectation of large ones.
+    fn note_size(&mut self, len: usize) {
+        if len <= self.read_chunk {
+            self.expect = 0;
         }
     }
 
