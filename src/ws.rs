@@ -38,6 +38,8 @@ const READ_BUDGET: usize = 64;
 const WRITE_HIGH: usize = 64 * 1024;
 /// Payloads at least this large are written from their own buffer (vectored), not copied.
 const LARGE_PAYLOAD: usize = 16 * 1024;
+/// The largest frame a read is sized for in advance (see `Conn::expect`).
+const EXPECT_MAX: usize = 64 * 1024;
 /// Buffers given to one vectored write at most.
 const MAX_SLICES: usize = 32;
 
@@ -220,7 +222,8 @@ struct Conn {
     /// How many bytes the frame being read needs in `rbuf` (0: unknown).
     need: usize,
     read_chunk: usize,
-    /// The size of the last frame larger than `read_chunk` (0 after a small one): a read that
+    /// The size of the last frame larger than `read_chunk` and at most `EXPECT_MAX` (0 after
+    /// a small or a larger one): a read that
     /// starts a frame takes room for that much at once, so a peer that sends large messages
     /// gets one read per message, not a small read, the rest, and a read that finds nothing.
     expect: usize,
@@ -445,7 +448,9 @@ impl Conn {
             }
             // Room for the frame being read (its size is known from its header), or a chunk.
             if self.need > self.read_chunk {
-                self.expect = self.need;
+                // Up to 64 KiB: beyond, reading into one buffer of the frame's size from the
+                // start measured slower (1 MiB echo: 1.4k against 2.2k messages/s).
+                self.expect = if self.need <= EXPECT_MAX { self.need } else { 0 };
             }
             let mut want = self.read_chunk.max(self.need.saturating_sub(self.rbuf.len()));
             if self.rbuf.is_empty() && self.expect > 0 {
