@@ -21,7 +21,7 @@ use http::{Request, Response};
 use hyper::body::Incoming as HyperBody;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use support::{echo_or_ok as well_behaved, encode_frame, raw_http, RawWs};
+use support::{closed_of, echo_or_ok as well_behaved, encode_frame, raw_http, RawWs};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -114,27 +114,12 @@ impl Server {
     }
 }
 
-/// Takes every event of a channel until its stream ends (10 s at most); checks the order
-/// guarantee (one `Open` first, one `Closed` last) and returns the events.
+/// Every event of a channel until its stream ends (support::all_events' order checks), and
+/// here the channel must have opened.
 async fn all_events(ch: &mut Channel) -> Vec<Event> {
-    let mut events = Vec::new();
-    while let Some(e) =
-        tokio::time::timeout(LIMIT, ch.next()).await.expect("channel did not end within 10 s")
-    {
-        events.push(e);
-    }
+    let events = support::all_events(ch).await;
     assert!(matches!(events.first(), Some(Event::Open)), "{events:?}");
-    assert_eq!(events.iter().filter(|e| matches!(e, Event::Open)).count(), 1, "{events:?}");
-    assert_eq!(events.iter().filter(|e| matches!(e, Event::Closed(_))).count(), 1, "{events:?}");
-    assert!(matches!(events.last(), Some(Event::Closed(_))), "{events:?}");
     events
-}
-
-fn closed_of(events: &[Event]) -> CloseInfo {
-    match events.last() {
-        Some(Event::Closed(info)) => info.clone(),
-        other => panic!("last event is not Closed: {other:?}"),
-    }
 }
 
 fn errors_of(events: &[Event]) -> Vec<&Error> {

@@ -7,7 +7,6 @@
 mod support;
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,60 +15,25 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use http::{Request, Response};
+use http::Request;
 use hyper::body::Incoming as HyperBody;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{echo_or_ok as well_behaved, encode_frame, raw_http, RawWs};
+use support::{
+    all_events, closed_of, echo_or_ok as well_behaved, encode_frame, next_channel, next_msg,
+    raw_http, serve, RawWs,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use webchan::compat::{self, Options, SendOptions};
-use webchan::{
-    Body, Channel, CloseInfo, Completion, Config, Error, Event, Incoming, Kind, Message,
-};
+use webchan::{Channel, CloseInfo, Completion, Config, Error, Event, Incoming, Kind, Message};
 
 /// Every wait in this file gives up after this long.
 const LIMIT: Duration = Duration::from_secs(10);
 
-// ---- harness (copied from tests/support, trimmed) ----
-
-/// A server on 127.0.0.1:0 whose handler makes every request a channel with `config` and
-/// hands it to `run` on its own task (a task that may panic).
-async fn serve<F, Fut>(config: Config, run: F) -> SocketAddr
-where
-    F: Fn(Channel) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let run = Arc::new(run);
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
-            let (run, config) = (Arc::clone(&run), config.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<HyperBody>| {
-                    let (run, config) = (Arc::clone(&run), config.clone());
-                    async move {
-                        let response: Response<Body> = match webchan::as_channel(req, config) {
-                            Ok((reply, channel)) => {
-                                tokio::spawn(run(channel));
-                                reply.await
-                            }
-                            Err(rejection) => rejection.into_response(),
-                        };
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let _ = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).await;
-            });
-        }
-    });
-    addr
-}
+// ---- harness (the rest is in tests/support) ----
 
 /// A server that hands requests to `/test...` to the test and serves the rest itself
 /// (WebSocket echo; an HTTP stream that answers `ok`).
@@ -87,10 +51,6 @@ async fn serve_channels(config: Config) -> (SocketAddr, mpsc::UnboundedReceiver<
     })
     .await;
     (addr, rx)
-}
-
-async fn next_channel(rx: &mut mpsc::UnboundedReceiver<Channel>) -> Channel {
-    tokio::time::timeout(LIMIT, rx.recv()).await.expect("no channel within 10 s").unwrap()
 }
 
 /// The server still serves a WebSocket (echo) and an HTTP stream on paths it handles itself.
@@ -115,31 +75,6 @@ async fn raw_get(addr: SocketAddr, path: &str) -> TcpStream {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
     tcp
-}
-
-/// Every event of a channel until its stream ends (10 s at most), checking the order
-/// guarantee: at most one `Open`, first; exactly one `Closed`, last.
-async fn all_events(ch: &mut Channel) -> Vec<Event> {
-    let mut events = Vec::new();
-    while let Some(e) =
-        tokio::time::timeout(LIMIT, ch.next()).await.expect("channel did not end within 10 s")
-    {
-        events.push(e);
-    }
-    assert!(events.iter().filter(|e| matches!(e, Event::Open)).count() <= 1, "{events:?}");
-    if events.iter().any(|e| matches!(e, Event::Open)) {
-        assert!(matches!(events[0], Event::Open), "{events:?}");
-    }
-    assert_eq!(events.iter().filter(|e| matches!(e, Event::Closed(_))).count(), 1, "{events:?}");
-    assert!(matches!(events.last(), Some(Event::Closed(_))), "{events:?}");
-    events
-}
-
-fn closed_of(events: &[Event]) -> CloseInfo {
-    match events.last() {
-        Some(Event::Closed(info)) => info.clone(),
-        other => panic!("last event is not Closed: {other:?}"),
-    }
 }
 
 /// An endless reader of `b'r'`s that counts what it gave and says when it was dropped.
@@ -184,21 +119,6 @@ impl AsyncRead for PanicsAfter {
                 Poll::Ready(Ok(()))
             }
             None => panic!("the reader broke"),
-        }
-    }
-}
-
-/// The next data message of a tokio-tungstenite client, skipping pings and pongs.
-async fn next_msg(
-    ws: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-) -> Option<WsMessage> {
-    loop {
-        match tokio::time::timeout(LIMIT, ws.next()).await.expect("no message within 10 s") {
-            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
-            Some(Ok(m)) => return Some(m),
-            Some(Err(_)) | None => return None,
         }
     }
 }

@@ -10,13 +10,6 @@ use support::*;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use webchan::{CloseInfo, Config, Event, Incoming, Kind, Message};
 
-fn closed_of(events: &[Event]) -> CloseInfo {
-    match events.last() {
-        Some(Event::Closed(info)) => info.clone(),
-        other => panic!("last event is not Closed: {other:?}"),
-    }
-}
-
 /// The order guarantee: at most one Open, first; exactly one Closed, last.
 fn assert_order(events: &[Event], expect_open: bool) {
     let opens = events.iter().filter(|e| matches!(e, Event::Open)).count();

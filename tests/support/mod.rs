@@ -374,3 +374,30 @@ pub async fn next_channel(rx: &mut mpsc::UnboundedReceiver<Channel>) -> Channel 
 pub async fn next_of(ch: &mut Channel) -> Option<Event> {
     tokio::time::timeout(Duration::from_secs(10), ch.next()).await.expect("no event within 10 s")
 }
+
+/// Every event of a channel until its stream ends (10 s at most), checking the order
+/// guarantee: at most one `Open`, first; exactly one `Closed`, last.
+pub async fn all_events(ch: &mut Channel) -> Vec<Event> {
+    let mut events = Vec::new();
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(10), ch.next())
+        .await
+        .expect("channel did not end within 10 s")
+    {
+        events.push(e);
+    }
+    assert!(events.iter().filter(|e| matches!(e, Event::Open)).count() <= 1, "{events:?}");
+    if events.iter().any(|e| matches!(e, Event::Open)) {
+        assert!(matches!(events[0], Event::Open), "{events:?}");
+    }
+    assert_eq!(events.iter().filter(|e| matches!(e, Event::Closed(_))).count(), 1, "{events:?}");
+    assert!(matches!(events.last(), Some(Event::Closed(_))), "{events:?}");
+    events
+}
+
+/// The `CloseInfo` of the last event, which must be `Closed`.
+pub fn closed_of(events: &[Event]) -> webchan::CloseInfo {
+    match events.last() {
+        Some(Event::Closed(info)) => info.clone(),
+        other => panic!("last event is not Closed: {other:?}"),
+    }
+}
