@@ -256,6 +256,19 @@ fn pick(rng: &mut Rng) -> Client {
 
 type Failure = String;
 
+/// A whole body (the 5-event stream: 35 bytes), or just its first frame before going away.
+async fn read_or_drop(mut body: hyper::body::Incoming, full: bool) -> Result<(), String> {
+    if full {
+        let all = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        if all.len() != 35 {
+            return Err(format!("body of {} bytes", all.len()));
+        }
+    } else {
+        let _ = body.frame().await;
+    }
+    Ok(())
+}
+
 /// A TCP connection from 127.0.0.x (x rotating over 16 addresses, so that TIME_WAIT
 /// connections never exhaust the ephemeral ports).
 async fn connect(target: SocketAddr, i: usize) -> Result<TcpStream, Failure> {
@@ -369,16 +382,7 @@ async fn run_client(kind: Client, target: SocketAddr, i: usize, seed: u64) -> Re
                 .body(Empty::<Bytes>::new())
                 .map_err(|e| e.to_string())?;
             let response = sender.send_request(request).await.map_err(|e| format!("{e:?}"))?;
-            let mut body = response.into_body();
-            if full {
-                let all = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-                if all.len() != 35 {
-                    return Err(format!("body of {} bytes", all.len()));
-                }
-            } else {
-                let _ = body.frame().await;
-                drop(body);
-            }
+            read_or_drop(response.into_body(), full).await?;
             drop(sender);
             let _ = conn.await;
         }
@@ -395,16 +399,7 @@ async fn run_client(kind: Client, target: SocketAddr, i: usize, seed: u64) -> Re
                 .body(Empty::<Bytes>::new())
                 .map_err(|e| e.to_string())?;
             let response = sender.send_request(request).await.map_err(|e| format!("{e:?}"))?;
-            let mut body = response.into_body();
-            if full {
-                let all = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-                if all.len() != 35 {
-                    return Err(format!("body of {} bytes", all.len()));
-                }
-            } else {
-                let _ = body.frame().await;
-                drop(body);
-            }
+            read_or_drop(response.into_body(), full).await?;
             drop(sender);
             let _ = conn.await;
         }
