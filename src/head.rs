@@ -24,6 +24,9 @@ pub(crate) struct RequestHead {
     /// Each header: its name, the range of its value in `values`, and whether it is sensitive.
     headers: Box<[(HeaderName, u32, u32, bool)]>,
     values: Bytes,
+    /// The headers as they came, kept only if one of their values would not pass
+    /// `HeaderValue`'s checks again (none that hyper parses should): nothing is lost.
+    unpacked: Option<HeaderMap>,
     extensions: Extensions,
     parts: OnceLock<Box<Parts>>,
 }
@@ -40,6 +43,9 @@ impl std::fmt::Debug for RequestHead {
 
 impl RequestHead {
     pub(crate) fn new(parts: Parts) -> Self {
+        if !parts.headers.values().all(|v| HeaderValue::from_bytes(v.as_bytes()).is_ok()) {
+            return Self::unpacked(parts);
+        }
         let total: usize = parts.headers.values().map(HeaderValue::len).sum();
         let mut values = BytesMut::with_capacity(total);
         let mut headers = Vec::with_capacity(parts.headers.len());
@@ -56,6 +62,20 @@ impl RequestHead {
             uri,
             headers: headers.into_boxed_slice(),
             values: values.freeze(),
+            unpacked: None,
+            extensions: parts.extensions,
+            parts: OnceLock::new(),
+        }
+    }
+
+    fn unpacked(parts: Parts) -> Self {
+        Self {
+            method: parts.method,
+            version: parts.version,
+            uri: parts.uri.to_string().parse().unwrap_or(parts.uri),
+            headers: Box::new([]),
+            values: Bytes::new(),
+            unpacked: Some(parts.headers),
             extensions: parts.extensions,
             parts: OnceLock::new(),
         }
@@ -68,10 +88,11 @@ impl RequestHead {
     /// The request's `Parts`, built on the first call.
     pub(crate) fn parts(&self) -> &Parts {
         self.parts.get_or_init(|| {
-            let mut headers = HeaderMap::with_capacity(self.headers.len());
+            let mut headers = self.unpacked.clone().unwrap_or_default();
+            headers.reserve(self.headers.len());
             for (name, start, end, sensitive) in &*self.headers {
                 let bytes = self.values.slice(*start as usize..*end as usize);
-                // It was a valid header value when it was packed.
+                // Checked when it was packed (see `new`).
                 let Ok(mut value) = HeaderValue::from_maybe_shared(bytes) else { continue };
                 value.set_sensitive(*sensitive);
                 headers.append(name.clone(), value);
