@@ -459,12 +459,15 @@ impl Shared {
 
     // ---- the transport's side ----
 
-    /// Moves every queued item into `out`; registers the transport's waker when there is none.
-    pub(crate) fn take_queue(&self, out: &mut VecDeque<Queued>, cx: &Context<'_>) {
+    /// Moves every queued item into `out`. Registers the transport's waker when the queue was
+    /// empty, or whatever it held when `always` (a transport that takes once per run: what is
+    /// queued after the take must wake it).
+    pub(crate) fn take_queue(&self, out: &mut VecDeque<Queued>, cx: &Context<'_>, always: bool) {
         let mut s = self.lock();
-        if s.queue.is_empty() {
+        if always || s.queue.is_empty() {
             register(&mut s.transport_waker, cx);
-        } else if out.is_empty() {
+        }
+        if out.is_empty() {
             std::mem::swap(out, &mut s.queue);
         } else {
             out.append(&mut s.queue);

@@ -457,7 +457,7 @@ impl StreamBody {
             let Some((seq, size, pump)) = &mut self.current else {
                 if self.batch.is_empty() {
                     self.report();
-                    self.shared.take_queue(&mut self.batch, cx);
+                    self.shared.take_queue(&mut self.batch, cx, false);
                 }
                 match self.batch.pop_front() {
                     None => {

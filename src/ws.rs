@@ -569,6 +569,9 @@ impl Conn {
     fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
         let mut more = false;
         let mut wrote = false;
+        // The shared queue is taken once per call: what is queued after that wakes the task
+        // (`take_queue` registers its waker in the same lock) or is written by its flusher.
+        let mut taken = false;
         while self.close_sent.is_none() && self.peer_close.is_none() && !self.shutting_down {
             if self.pending_out() >= WRITE_HIGH {
                 more = true;
@@ -576,8 +579,13 @@ impl Conn {
             }
             let Some((seq, size, pump)) = &mut self.current else {
                 if self.batch.is_empty() {
-                    self.report();
-                    self.shared.take_queue(&mut self.batch, cx);
+                    if taken {
+                        break;
+                    }
+                    // Nothing is reported done here: an item counts as sent once its bytes
+                    // were written, which `report` after the writes below tells.
+                    self.shared.take_queue(&mut self.batch, cx, true);
+                    taken = true;
                 }
                 match self.batch.pop_front() {
                     None => break,

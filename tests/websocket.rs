@@ -707,3 +707,42 @@ async fn senders_on_several_threads_flushing_at_once_keep_each_ones_order() {
     }
     assert!(next.iter().all(|n| *n == EACH));
 }
+
+#[tokio::test]
+async fn a_send_completes_only_once_its_bytes_were_written_to_the_socket() {
+    // A client that stops reading fills the socket; the sends that completed by then must all
+    // have been written to it: when the connection is then dropped at once (a shutdown's
+    // deadline), the client still reads every one of them from the kernel's buffers. A send
+    // counted done while its frame still sat in the transport's own buffer would be lost.
+    let shutdown = webchan::Shutdown::new();
+    let (addr, mut channels) = serve_channels(Config::default().shutdown(&shutdown)).await;
+    let mut raw = RawWs::connect(addr).await;
+    let ch = next_channel(&mut channels).await;
+    let sender = ch.sender();
+    let mut completed = 0u32;
+    loop {
+        let mut payload = vec![0u8; 1024];
+        payload[..4].copy_from_slice(&completed.to_be_bytes());
+        let send = sender.send(Message::Binary(payload.into()));
+        match tokio::time::timeout(Duration::from_millis(300), send).await {
+            Ok(result) => result.unwrap(),
+            // The socket is full: this one waits (it stays queued).
+            Err(_) => break,
+        }
+        completed += 1;
+        assert!(completed < 200_000, "200 MiB went to a client that never read");
+    }
+    assert!(completed > 0);
+    let report = shutdown.shutdown(Duration::ZERO).await;
+    assert_eq!(report.forced, 1, "{report:?}");
+    let mut received = 0u32;
+    while let Some((first, payload)) = raw.read_frame().await {
+        if first != 0x82 {
+            break;
+        }
+        assert_eq!(payload[..4], received.to_be_bytes(), "in order, none missing");
+        received += 1;
+    }
+    assert!(received >= completed, "{completed} sends completed, {received} frames arrived");
+    drop(ch);
+}
