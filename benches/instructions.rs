@@ -7,19 +7,40 @@
 //! every echoed frame. Prints the number of messages; `scripts/callgrind.sh` divides
 //! callgrind's instruction total by it.
 //!
+//! The environment can change the shape: `CONNS` (default 64), `INFLIGHT` (8) and `ROUNDS`
+//! (500). `CONNS=1 INFLIGHT=1 ROUNDS=50000` is ping-pong: every message is a whole wake-up of
+//! its own, so it counts what one round trip costs.
+//!
 //! `cargo bench --bench instructions` (or `scripts/callgrind.sh` for the count).
 
 mod support;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
-const CONNS: usize = 64;
-const INFLIGHT: usize = 8;
-const ROUNDS: usize = 500;
 const SIZE: usize = 16;
 
-/// One client: the upgrade, then `ROUNDS` bursts written at once and read back.
-async fn client(mut io: DuplexStream, id: usize) -> usize {
+/// The workload's shape: connections, messages in flight on each, bursts.
+#[derive(Clone, Copy)]
+struct Shape {
+    conns: usize,
+    inflight: usize,
+    rounds: usize,
+}
+
+impl Shape {
+    fn from_env() -> Self {
+        let get = |name: &str, default: usize| {
+            std::env::var(name).ok().map_or(default, |v| {
+                v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
+            })
+        };
+        Self { conns: get("CONNS", 64), inflight: get("INFLIGHT", 8), rounds: get("ROUNDS", 500) }
+    }
+}
+
+/// One client: the upgrade, then `rounds` bursts written at once and read back.
+async fn client(mut io: DuplexStream, id: usize, shape: Shape) -> usize {
+    let Shape { inflight, rounds, .. } = shape;
     io.write_all(
         b"GET / HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -33,10 +54,10 @@ async fn client(mut io: DuplexStream, id: usize) -> usize {
     assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
     let mask = [1u8, 2, 3, 4];
     let mut burst = Vec::new();
-    let mut echoed = vec![0u8; INFLIGHT * (2 + SIZE)];
-    for round in 0..ROUNDS {
+    let mut echoed = vec![0u8; inflight * (2 + SIZE)];
+    for round in 0..rounds {
         burst.clear();
-        for n in 0..INFLIGHT {
+        for n in 0..inflight {
             burst.extend_from_slice(&[0x82, 0x80 | SIZE as u8]);
             burst.extend_from_slice(&mask);
             let fill = (id + round + n) as u8;
@@ -50,18 +71,19 @@ async fn client(mut io: DuplexStream, id: usize) -> usize {
             assert!(frame[2..].iter().all(|b| *b == fill), "echo differs");
         }
     }
-    ROUNDS * INFLIGHT
+    rounds * inflight
 }
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing to parse.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let shape = Shape::from_env();
     let messages: usize = rt.block_on(async {
         let mut clients = Vec::new();
-        for id in 0..CONNS {
+        for id in 0..shape.conns {
             let (client_io, server_io) = tokio::io::duplex(64 * 1024);
             support::serve(server_io, support::echo);
-            clients.push(tokio::spawn(client(client_io, id)));
+            clients.push(tokio::spawn(client(client_io, id, shape)));
         }
         let mut total = 0;
         for c in clients {

@@ -5,6 +5,8 @@
 # (callgrind.out) for `callgrind_annotate` in OUT.
 #
 #   scripts/callgrind.sh            # OUT defaults to target/callgrind
+#   CONNS=1 INFLIGHT=1 ROUNDS=50000 scripts/callgrind.sh   # ping-pong: one message per wake-up
+# (the workload's shape, see benches/instructions.rs; the defaults are 64, 8 and 500)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-target/callgrind}

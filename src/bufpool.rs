@@ -34,6 +34,11 @@ pub(crate) fn take(want: usize) -> BytesMut {
 /// Hands a buffer back. Only a pool-sized buffer that nothing else shares is kept; anything
 /// else is simply dropped.
 pub(crate) fn give(mut buf: BytesMut) {
+    if buf.capacity() == 0 {
+        // Most often a buffer never allocated (`BytesMut::new()`): nothing to keep. (One whose
+        // every byte was consumed reads 0 too; it is freed, not pooled: rare, and harmless.)
+        return;
+    }
     buf.clear();
     // `try_reclaim` fails when other handles still share the allocation (a frozen payload).
     if !buf.try_reclaim(SIZE) || buf.capacity() != SIZE {

@@ -201,7 +201,14 @@ impl Decoder {
         let key = [buf[header], buf[header + 1], buf[header + 2], buf[header + 3]];
         // A small payload is copied out (to the arena), so the read buffer stays unshared and
         // can be reused; a large one is split off without a copy.
-        let mut payload = if len <= COPY_MAX {
+        let mut payload = if len <= COPY_MAX && buf.len() == total && self.arena.capacity() < len {
+            // The last frame of the read and no arena room left (a ping-pong peer's one frame):
+            // a copy of its own is one allocation, where a new arena would be two (its buffer,
+            // then the shared header of the first split).
+            let payload = BytesMut::from(&buf[header + 4..total]);
+            buf.advance(total);
+            payload
+        } else if len <= COPY_MAX {
             if self.arena.capacity() < len {
                 // Room for every payload still in `buf`, at most.
                 self.arena = BytesMut::with_capacity(buf.len().min(ARENA_MAX).max(len));
