@@ -5,8 +5,8 @@
 //! load echo   --port P [--conns 64] [--inflight 8] [--size 16] [--duration 5] [--pid SERVER_PID] [--text]
 //! load stream --port P [--conns 16] [--chunk 1024] [--total 16777216] [--duration 5] [--pid SERVER_PID]
 //! load stream --port P --file PATH [--query length=1] [--conns 16] [--duration 5] [--pid SERVER_PID]
-//! load idle   --port P [--conns 5000] [--size 65536] [--sources 20] [--settle 2] --pid SERVER_PID
-//! load idlehttp --port P [--conns 5000] [--chunk 64] [--sources 20] [--settle 2] --pid SERVER_PID
+//! load idle   --port P [--conns 5000] [--size 65536] [--sources 20] [--source-base 1] [--settle 2] --pid SERVER_PID
+//! load idlehttp --port P [--conns 5000] [--chunk 64] [--sources 20] [--source-base 1] [--settle 2] --pid SERVER_PID
 //! ```
 //!
 //! `echo`: C connections, each keeping K messages of S bytes in flight for D seconds; every
@@ -16,9 +16,10 @@
 //! (keep-alive; chunked or Content-Length), every body byte checked, each body's length checked.
 //! With `--file`, each connection GETs `/` (plus `?QUERY`) and every body must be that file's
 //! content, byte for byte and whole (the client reads the file once and compares).
-//! `idle`: opens N WebSocket connections from source addresses 127.0.0.1..127.0.0.SOURCES,
-//! reads the server's RSS, then has each connection echo one S-byte message (64 at a time),
-//! waits `settle` seconds and reads it again.
+//! `idle`: opens N WebSocket connections from source addresses 127.0.0.1..127.0.0.SOURCES
+//! (127.0.0.BASE..127.0.0.(BASE+SOURCES-1) with `--source-base BASE`: several clients, each
+//! its own addresses), reads the server's RSS, then has each connection echo one S-byte
+//! message (64 at a time), waits `settle` seconds and reads it again.
 //! `idlehttp`: opens N HTTP/1.1 connections the same way, each GETting `/` and reading the
 //! response head and a first body chunk of exactly `chunk` bytes (`compare::pattern`); the body
 //! must not end. After `settle` seconds the server's RSS is read again, and each connection
@@ -228,6 +229,16 @@ async fn connect(port: u16, source: u8) -> Res<TcpStream> {
     let tcp = socket.connect(target).await.map_err(|e| format!("connect: {e}"))?;
     tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
     Ok(tcp)
+}
+
+/// `--sources S --source-base B`: connection `i` comes from 127.0.0.(B + i % S).
+fn source_of(args: &Args) -> impl Fn(u32) -> u8 {
+    let sources: u32 = args.get("sources", 20u32).max(1);
+    let base: u32 = args.get("source-base", 1);
+    if base == 0 || base + sources - 1 > 255 {
+        die(&format!("--source-base {base} --sources {sources}: beyond 127.0.0.255"));
+    }
+    move |i| (base + i % sources) as u8
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -601,14 +612,14 @@ async fn idle(args: &Args) -> bool {
     let port: u16 = args.get("port", 9000);
     let conns: u32 = args.get("conns", 5000);
     let size: usize = args.get("size", 65536);
-    let sources: u32 = args.get("sources", 20);
+    let source = source_of(args);
     let settle = Duration::from_secs_f64(args.get("settle", 2.0));
     let Some(pid) = args.0.get("pid").cloned() else { die("idle needs --pid") };
     let text = args.has("text");
 
     let rss0 = rss_kib(&pid);
     let Some((mut streams, open_secs)) =
-        open_all("idle", conns, |i| open_ws(port, 1 + (i % sources.max(1)) as u8)).await
+        open_all("idle", conns, |i| open_ws(port, source(i))).await
     else {
         return false;
     };
@@ -709,16 +720,14 @@ async fn idle_http(args: &Args) -> bool {
     let port: u16 = args.get("port", 9000);
     let conns: u32 = args.get("conns", 5000);
     let chunk: usize = args.get("chunk", 64);
-    let sources: u32 = args.get("sources", 20);
+    let source = source_of(args);
     let settle = Duration::from_secs_f64(args.get("settle", 2.0));
     let Some(pid) = args.0.get("pid").cloned() else { die("idlehttp needs --pid") };
     let pattern = compare::pattern(chunk.max(1));
 
     let rss0 = rss_kib(&pid);
-    let Some((mut streams, open_secs)) = open_all("idlehttp", conns, |i| {
-        open_idle_stream(port, 1 + (i % sources.max(1)) as u8, &pattern, chunk)
-    })
-    .await
+    let Some((mut streams, open_secs)) =
+        open_all("idlehttp", conns, |i| open_idle_stream(port, source(i), &pattern, chunk)).await
     else {
         return false;
     };
