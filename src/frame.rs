@@ -8,6 +8,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::bufpool;
 use crate::event::Text;
 use crate::Error;
 
@@ -137,7 +138,7 @@ impl Decoder {
         &mut self,
         buf: &mut BytesMut,
         need: &mut usize,
-    ) -> Result<Option<(bool, u8, BytesMut)>, Violation> {
+    ) -> Result<Option<(bool, u8, Bytes)>, Violation> {
         if buf.len() < 2 {
             *need = 2;
             return Ok(None);
@@ -199,6 +200,15 @@ impl Decoder {
             return Ok(None);
         }
         let key = [buf[header], buf[header + 1], buf[header + 2], buf[header + 3]];
+        *need = 0;
+        if len > COPY_MAX && buf.len() == total {
+            // The frame alone in the read buffer (a read sized for it, see `ws.rs`): the whole
+            // buffer becomes the payload's storage, no copy, and goes back to the pool once
+            // the payload is dropped, instead of to malloc.
+            apply_mask(&mut buf[header + 4..total], key);
+            let whole = bufpool::Returning(std::mem::take(buf));
+            return Ok(Some((fin, opcode, Bytes::from_owner(whole).slice(header + 4..total))));
+        }
         // A small payload is copied out (to the arena), so the read buffer stays unshared and
         // can be reused; a large one is split off without a copy.
         let mut payload = if len <= COPY_MAX && buf.len() == total && self.arena.capacity() < len {
@@ -221,15 +231,14 @@ impl Decoder {
             buf.split_to(len)
         };
         apply_mask(&mut payload, key);
-        *need = 0;
-        Ok(Some((fin, opcode, payload)))
+        Ok(Some((fin, opcode, payload.freeze())))
     }
 
     fn message(
         &mut self,
         fin: bool,
         opcode: u8,
-        payload: BytesMut,
+        payload: Bytes,
     ) -> Result<Option<Decoded>, Violation> {
         match opcode {
             OP_TEXT | OP_BINARY => {
@@ -242,7 +251,7 @@ impl Decoder {
                     return Self::complete(text, payload).map(Some);
                 }
                 let valid = if text { check_utf8(&payload, 0, false)? } else { 0 };
-                self.partial = Some(Partial { text, data: payload, valid });
+                self.partial = Some(Partial { text, data: BytesMut::from(payload), valid });
                 Ok(None)
             }
             OP_CONTINUATION => {
@@ -264,9 +273,9 @@ impl Decoder {
                     return Ok(None);
                 }
                 let Partial { text, data, .. } = self.partial.take().expect("checked above");
-                Self::complete(text, data).map(Some)
+                Self::complete(text, data.freeze()).map(Some)
             }
-            OP_PING => Ok(Some(Decoded::Ping(payload.freeze()))),
+            OP_PING => Ok(Some(Decoded::Ping(payload))),
             OP_PONG => Ok(Some(Decoded::Pong)),
             OP_CLOSE => match payload.len() {
                 0 => Ok(Some(Decoded::Close(1005, String::new()))),
@@ -295,13 +304,13 @@ impl Decoder {
         Ok(())
     }
 
-    fn complete(text: bool, data: BytesMut) -> Result<Decoded, Violation> {
+    fn complete(text: bool, data: Bytes) -> Result<Decoded, Violation> {
         if text {
-            let text = tokio_tungstenite::tungstenite::Utf8Bytes::try_from(data.freeze())
+            let text = tokio_tungstenite::tungstenite::Utf8Bytes::try_from(data)
                 .map_err(|_| Violation::utf8())?;
             Ok(Decoded::Text(Text(text)))
         } else {
-            Ok(Decoded::Binary(data.freeze()))
+            Ok(Decoded::Binary(data))
         }
     }
 }

@@ -458,7 +458,13 @@ impl Conn {
                 // then knows the socket is drained without another read.
                 want = want.max(self.expect + 1);
             }
-            if self.rbuf.capacity() == 0 {
+            if self.rbuf.is_empty() && want > self.rbuf.capacity() && want > bufpool::SIZE {
+                if want <= bufpool::LARGE_MAX {
+                    // A large frame is expected: a pooled buffer, which will be its payload's.
+                    bufpool::give(std::mem::take(&mut self.rbuf));
+                    self.rbuf = bufpool::take_large(want);
+                }
+            } else if self.rbuf.capacity() == 0 {
                 self.rbuf = bufpool::take(want);
             }
             self.rbuf.reserve(want);
