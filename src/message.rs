@@ -10,7 +10,7 @@ use std::task::{ready, Context, Poll};
 use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 use http::{HeaderMap, StatusCode};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::AsyncRead;
 
 use crate::Error;
 
@@ -200,7 +200,10 @@ type Opening = Pin<Box<dyn Future<Output = io::Result<tokio::fs::File>> + Send>>
 enum Source {
     One(Option<Piece>),
     Opening(Opening),
-    Reader(Pin<Box<dyn AsyncRead + Send>>),
+    /// A reader, and the buffer of the chunk being read: kept while a read is pending, so a
+    /// poll that finds nothing ready costs no allocation (and nothing is zero-filled: the read
+    /// goes to spare capacity).
+    Reader(Pin<Box<dyn AsyncRead + Send>>, BytesMut),
     Seq(Pin<Box<dyn Stream<Item = Message> + Send>>),
 }
 
@@ -237,7 +240,7 @@ impl Pump {
             Message::Text(s) => Source::One(Some(Piece::Text(s))),
             Message::Binary(b) => Source::One(Some(Piece::Binary(b))),
             Message::Path(p) => Source::Opening(Box::pin(tokio::fs::File::open(p))),
-            Message::Reader(r) => Source::Reader(r),
+            Message::Reader(r) => Source::Reader(r, BytesMut::new()),
             Message::Seq(s) => Source::Seq(s),
             Message::Sse(event) => Source::One(Some(Piece::Sse(event.to_bytes()?))),
             Message::Response(_) => {
@@ -282,21 +285,20 @@ impl Pump {
                     }
                 },
                 Source::Opening(fut) => match ready!(fut.as_mut().poll(cx)) {
-                    Ok(file) => *top = Source::Reader(Box::pin(file)),
+                    Ok(file) => *top = Source::Reader(Box::pin(file), BytesMut::new()),
                     Err(e) => return self.fail(Error::io(e)),
                 },
-                Source::Reader(reader) => {
-                    let mut buf = BytesMut::zeroed(CHUNK_SIZE);
-                    let mut read_buf = ReadBuf::new(&mut buf);
-                    match ready!(reader.as_mut().poll_read(cx, &mut read_buf)) {
-                        Ok(()) => {
-                            let n = read_buf.filled().len();
-                            if n == 0 {
-                                self.stack.pop();
-                            } else {
-                                buf.truncate(n);
-                                return Poll::Ready(Some(Ok(Piece::Binary(buf.freeze()))));
-                            }
+                Source::Reader(reader, buf) => {
+                    if buf.capacity() == 0 {
+                        *buf = BytesMut::with_capacity(CHUNK_SIZE);
+                    }
+                    match ready!(tokio_util::io::poll_read_buf(reader.as_mut(), cx, buf)) {
+                        Ok(0) => {
+                            self.stack.pop();
+                        }
+                        Ok(_) => {
+                            let chunk = std::mem::take(buf).freeze();
+                            return Poll::Ready(Some(Ok(Piece::Binary(chunk))));
                         }
                         Err(e) => return self.fail(Error::io(e)),
                     }

@@ -424,6 +424,31 @@ async fn a_sequence_and_a_reader_stream_in_order() {
 }
 
 #[tokio::test]
+async fn a_reader_that_is_often_not_ready_still_gives_every_byte_in_order() {
+    // The reader's data trickles in (each read of the pipe waits for the writer): every poll
+    // that finds nothing keeps the chunk's buffer for the next one, and what arrives goes out
+    // as it is, in order, chunks of at most 16 KiB.
+    let addr = serve(Config::default(), |ch: Channel| async move {
+        let (mut writer, reader) = tokio::io::duplex(1000);
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            for i in 0..40u32 {
+                let piece: Vec<u8> = (0..1500u32).map(|j| ((i * 7 + j) % 251) as u8).collect();
+                writer.write_all(&piece).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        ch.sender().send_and_close(Message::reader(reader)).await.unwrap();
+    })
+    .await;
+    let response = http1_get(addr, get(addr, "/")).await;
+    let expected: Vec<u8> =
+        (0..40u32).flat_map(|i| (0..1500u32).map(move |j| ((i * 7 + j) % 251) as u8)).collect();
+    assert_eq!(response.body().len(), expected.len());
+    assert!(response.body()[..] == expected[..], "every byte, in order");
+}
+
+#[tokio::test]
 async fn send_on_a_closed_channel_fails_with_closed() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let addr = serve(Config::default(), move |ch: Channel| {
