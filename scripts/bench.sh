@@ -83,13 +83,9 @@ if selected idle idlehttp && [ "$(ulimit -n)" != unlimited ]; then
   fi
 fi
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/benches/compare/target}"
-echo "building benches/compare (release)..." >&2
-if ! cargo build --release --manifest-path "$ROOT/benches/compare/Cargo.toml" >&2; then
-  echo "build failed" >&2
-  exit 1
-fi
-BIN="$CARGO_TARGET_DIR/release"
+# shellcheck source=scripts/compare-common.sh
+. "$ROOT/scripts/compare-common.sh"
+build_compare
 
 OUT=${OUT:-$CARGO_TARGET_DIR/bench-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT/logs"
@@ -185,10 +181,7 @@ for scenario in "${SCENARIOS[@]}"; do
 done
 
 machine() {
-  echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "webchan: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$( [ -n "$(git -C "$ROOT" status --porcelain -- src Cargo.toml 2>/dev/null)" ] && echo ' (src/ with uncommitted changes)')"
-  echo "cpu: $(nproc) × $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-  echo "kernel: $(uname -r)"
+  machine_common
   echo "D=${D}s R=$R IDLE_N=$IDLE_N FILE_MIB=$FILE_MIB FILE_CAP=$FILE_CAP server core $SERVER_CORE, load core $LOAD_CORE"
   echo "uws: $( [ -n "$UWS_BIN" ] && echo "uWebSockets v0.14.6 (C++, PyPI sdist uWebSockets 0.14.6a2), g++ $(g++ -dumpfullversion 2>/dev/null)" || echo "not in this run${UWS_NOTE:+ ($UWS_NOTE)}")"
 }

@@ -103,13 +103,9 @@ if [ $((PORT + PROCS - 1)) -gt 65535 ]; then
   exit 2
 fi
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/benches/compare/target}"
-echo "building benches/compare (release)..." >&2
-if ! cargo build --release --manifest-path "$ROOT/benches/compare/Cargo.toml" >&2; then
-  echo "build failed" >&2
-  exit 1
-fi
-BIN="$CARGO_TARGET_DIR/release"
+# shellcheck source=scripts/compare-common.sh
+. "$ROOT/scripts/compare-common.sh"
+build_compare
 
 OUT=${OUT:-$CARGO_TARGET_DIR/scale-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT/logs" || { echo "cannot create $OUT" >&2; exit 1; }
@@ -133,10 +129,7 @@ trap cleanup EXIT
 trap 'echo "interrupted" >&2; exit 130' INT TERM
 
 {
-  echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "webchan: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '(not a git checkout)')$( [ -n "$(git -C "$ROOT" status --porcelain -- src Cargo.toml 2>/dev/null)" ] && echo ' (src/ with uncommitted changes)')"
-  echo "cpu: $(nproc) × $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
-  echo "kernel: $(uname -r)"
+  machine_common
   echo "N=$N PROCS=$PROCS PORT=$PORT SETTLE=${SETTLE}s SIZE=$SIZE SOURCES=$SOURCES (per client)," \
     "servers on core $SERVER_CORE, clients on core $LOAD_CORE"
   echo "ulimit -n: $(ulimit -n) (hard $(ulimit -Hn)); ephemeral ports $PORT_LO-$PORT_HI;" \
