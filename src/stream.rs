@@ -465,6 +465,11 @@ impl StreamBody {
                             self.finished = true;
                             return Poll::Ready(None);
                         }
+                        // Idle: the emptied batch gives its allocation back (the shared queue
+                        // got an unallocated one in the swap), so an idle stream holds none.
+                        if self.batch.capacity() > 0 {
+                            self.batch = VecDeque::new();
+                        }
                         return Poll::Pending;
                     }
                     Some(Queued { seq, item: Item::Close(..), .. }) => {
