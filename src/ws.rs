@@ -467,7 +467,13 @@ impl Conn {
             } else if self.rbuf.capacity() == 0 {
                 self.rbuf = bufpool::take(want);
             }
-            self.rbuf.reserve(want);
+            let missing = self.need.saturating_sub(self.rbuf.len());
+            if missing == 0 || self.rbuf.capacity() - self.rbuf.len() < missing {
+                self.rbuf.reserve(want);
+            }
+            // Else the rest of the frame being read fits in the room left: read into that, not
+            // into a reallocated buffer (its tail often arrives alone, a few KiB or less; a
+            // pooled buffer then stays one of the pool's sizes, see `bufpool`).
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
                 Poll::Ready(Ok(0)) => {
                     self.on_eof();

@@ -746,3 +746,23 @@ async fn a_send_completes_only_once_its_bytes_were_written_to_the_socket() {
     assert!(received >= completed, "{completed} sends completed, {received} frames arrived");
     drop(ch);
 }
+
+#[tokio::test]
+async fn large_frames_that_arrive_in_pieces_are_echoed_whole() {
+    // A 16 KiB frame whose last bytes come in a read of their own (as over a real network):
+    // the read buffer sized for the frame takes the rest without growing, and every byte is
+    // echoed. Several in a row, so later ones read into buffers that came back from the pool.
+    let addr = serve(Config::default(), echo).await;
+    let mut raw = RawWs::connect(addr).await;
+    for round in 0..6u8 {
+        let payload: Vec<u8> = (0..16 * 1024).map(|i| (i % 251) as u8 ^ round).collect();
+        let frame = encode_frame(0x82, Some([9, 8, 7, round]), &payload, None);
+        // The bulk, then all but the last byte's tail, then the last byte: three reads.
+        let cut = 15_000 + usize::from(round) * 200;
+        for piece in [&frame[..cut], &frame[cut..frame.len() - 1], &frame[frame.len() - 1..]] {
+            raw.raw(piece).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(raw.read_frame().await, Some((0x82, payload)), "round {round}");
+    }
+}
