@@ -60,8 +60,10 @@ pub(crate) fn give(mut buf: BytesMut) {
     }
     buf.clear();
     // Which size is it? `try_reclaim` gives an unshared buffer its whole allocation back (and
-    // fails when other handles still share it, a frozen payload); a request that the buffer
-    // meets as it is leaves it where it is, hence the largest of the large sizes first.
+    // fails when other handles still share it, a frozen payload). The small size first: it is
+    // the common case (ping-pong: 380 instructions more per round trip the other way round).
+    // Among the large ones the largest first: a request the buffer meets as it is does not
+    // move it back to its start, so a smaller size could be matched by what is left.
     if buf.try_reclaim(SIZE) && buf.capacity() == SIZE {
         let _ = FREE.try_with(|free| {
             let mut free = free.borrow_mut();
