@@ -140,6 +140,7 @@ mod channel;
 mod charset;
 pub mod compat;
 mod config;
+mod data;
 mod error;
 mod event;
 mod frame;
@@ -154,6 +155,7 @@ mod ws;
 
 pub use channel::{Channel, Completion, Kind, Receiver, Sender};
 pub use config::Config;
+pub use data::{BodyData, BytesBody};
 pub use error::{Error, Result};
 pub use event::{CloseInfo, Event, Incoming, Text};
 pub use message::{Message, ResponseHead, CHUNK_SIZE};

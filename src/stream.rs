@@ -11,13 +11,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::charset::Charset;
+use crate::data::BodyData;
 use crate::message::{Piece, Pump};
 use crate::shared::{Item, Queued, Shared};
 use crate::{CloseInfo, Error, Message};
@@ -68,15 +69,15 @@ impl Default for Body {
 }
 
 impl http_body::Body for Body {
-    type Data = Bytes;
+    type Data = BodyData;
     type Error = Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+    ) -> Poll<Option<Result<Frame<BodyData>, Error>>> {
         match &mut self.inner {
-            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b.into())))),
             Inner::Stream(s) => s.poll_frame(cx),
         }
     }
@@ -350,10 +351,14 @@ struct StreamBody {
     finished: bool,
 }
 
-/// Small messages already queued behind each other go out as one HTTP chunk (a copy of a few
-/// KiB is cheaper than a chunk header and a trip through hyper for each).
+/// Small messages already queued behind each other go out as one buffer (a copy of a few KiB
+/// is cheaper than an iovec, a chunk header and a trip through hyper for each).
 const COALESCE_BELOW: usize = 4 * 1024;
 const COALESCE_UP_TO: usize = 16 * 1024;
+
+/// At most this many buffers in one frame. hyper writes up to 64 iovecs at once, and each
+/// chunk of the chunked encoding adds two (its size line and its end).
+const GATHER_BUFFERS: usize = 32;
 
 impl StreamBody {
     fn encode_piece(&self, piece: Piece) -> Result<Bytes, Error> {
@@ -371,32 +376,46 @@ impl StreamBody {
         }
     }
 
+    /// The queued size of the batch's next message when it is plain text or binary (ready at
+    /// once, no pump needed).
+    fn next_simple(&self) -> Option<usize> {
+        match self.batch.front() {
+            Some(Queued {
+                item: Item::Send(Message::Text(_) | Message::Binary(_)), size, ..
+            }) => Some(*size),
+            _ => None,
+        }
+    }
+
+    /// Takes the batch's next message, checked with [`next_simple`](Self::next_simple), and
+    /// counts it done: its bytes, empty when it failed (its error is kept for the report).
+    fn take_simple(&mut self) -> Bytes {
+        let Some(Queued { seq, size, item: Item::Send(message) }) = self.batch.pop_front() else {
+            unreachable!("next_simple checked the front")
+        };
+        let piece = match message {
+            Message::Binary(b) => Piece::Binary(b),
+            Message::Text(t) => Piece::Text(t),
+            _ => unreachable!("next_simple takes only text and binary"),
+        };
+        let bytes = self.encode_piece(piece).unwrap_or_else(|e| {
+            self.failures.push((seq, e));
+            Bytes::new()
+        });
+        self.done_upto = seq;
+        self.done_bytes += size;
+        bytes
+    }
+
     /// Appends to `first` the small text and binary messages queued right behind it.
     fn coalesce(&mut self, first: Bytes) -> Bytes {
         let mut out: Option<bytes::BytesMut> = None;
         let mut total = first.len();
-        while let Some(Queued {
-            item: Item::Send(Message::Text(_) | Message::Binary(_)),
-            size,
-            ..
-        }) = self.batch.front()
-        {
-            if *size >= COALESCE_BELOW || total + size > COALESCE_UP_TO {
+        while let Some(size) = self.next_simple() {
+            if size >= COALESCE_BELOW || total + size > COALESCE_UP_TO {
                 break;
             }
-            let Some(Queued { seq, size, item: Item::Send(message) }) = self.batch.pop_front()
-            else {
-                unreachable!("front checked above")
-            };
-            let piece = match message {
-                Message::Binary(b) => Piece::Binary(b),
-                Message::Text(t) => Piece::Text(t),
-                _ => unreachable!("only text and binary are taken"),
-            };
-            let bytes = self.encode_piece(piece).unwrap_or_else(|e| {
-                self.failures.push((seq, e));
-                Bytes::new()
-            });
+            let bytes = self.take_simple();
             total += bytes.len();
             out.get_or_insert_with(|| {
                 let mut buf = bytes::BytesMut::with_capacity(COALESCE_UP_TO);
@@ -404,10 +423,17 @@ impl StreamBody {
                 buf
             })
             .extend_from_slice(&bytes);
-            self.done_upto = seq;
-            self.done_bytes += size;
         }
         out.map_or(first, bytes::BytesMut::freeze)
+    }
+
+    /// A buffer, with the small messages behind it when it is small itself.
+    fn coalesced(&mut self, bytes: Bytes) -> Bytes {
+        if bytes.len() < COALESCE_BELOW && self.current.is_none() {
+            self.coalesce(bytes)
+        } else {
+            bytes
+        }
     }
 
     fn report(&mut self) {
@@ -418,24 +444,25 @@ impl StreamBody {
         }
     }
 
-    fn end(&mut self) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+    fn end(&mut self) -> Poll<Option<Result<Frame<BodyData>, Error>>> {
         self.report();
         self.finished = true;
         self.shared.finish(CloseInfo::http(), None);
         Poll::Ready(None)
     }
 
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<BodyData>, Error>>> {
         let polled = self.poll_data(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
-            self.written += frame.data_ref().map_or(0, |d| d.len() as u64);
+            self.written += frame.data_ref().map_or(0, |d| d.remaining() as u64);
         }
         if let Some((period, sleep)) = &mut self.sse_keepalive {
             match &polled {
                 Poll::Ready(Some(Ok(_))) => sleep.as_mut().reset(Instant::now() + *period),
                 Poll::Pending if sleep.as_mut().poll(cx).is_ready() => {
                     sleep.as_mut().reset(Instant::now() + *period);
-                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b":\n\n")))));
+                    let comment = Bytes::from_static(b":\n\n");
+                    return Poll::Ready(Some(Ok(Frame::data(comment.into()))));
                 }
                 _ => {}
             }
@@ -443,15 +470,39 @@ impl StreamBody {
         polled
     }
 
-    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+    /// The next frame: the next buffer, and with it the plain messages queued behind it, each
+    /// as its own buffer (see [`BodyData`]).
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<BodyData>, Error>>> {
+        let first = match self.poll_piece(cx) {
+            Poll::Ready(Some(bytes)) => bytes,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        let mut data = BodyData::from(first);
+        while self.current.is_none() && data.buffers() < GATHER_BUFFERS {
+            if self.next_simple().is_none() {
+                break;
+            }
+            let bytes = self.take_simple();
+            let bytes = self.coalesced(bytes);
+            data.push(bytes);
+        }
+        if self.done_bytes >= self.shared.config.get().queue_limit / 4 {
+            self.report();
+        }
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    /// The next non-empty buffer of the body; `None` at its end.
+    fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         if self.finished {
             return Poll::Ready(None);
         }
         if self.shared.is_forced() {
-            return self.end();
+            return self.end().map(|_| None);
         }
         if self.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready()) {
-            return self.end();
+            return self.end().map(|_| None);
         }
         loop {
             let Some((seq, size, pump)) = &mut self.current else {
@@ -474,7 +525,7 @@ impl StreamBody {
                     }
                     Some(Queued { seq, item: Item::Close(..), .. }) => {
                         self.done_upto = seq;
-                        return self.end();
+                        return self.end().map(|_| None);
                     }
                     Some(Queued { seq, size, item: Item::Send(message) }) => {
                         match Pump::new(message) {
@@ -508,18 +559,11 @@ impl StreamBody {
                         self.done_upto = seq;
                         self.done_bytes += size;
                     }
-                    let bytes = if bytes.len() < COALESCE_BELOW && self.current.is_none() {
-                        self.coalesce(bytes)
-                    } else {
-                        bytes
-                    };
+                    let bytes = self.coalesced(bytes);
                     if bytes.is_empty() {
                         continue;
                     }
-                    if self.done_bytes >= self.shared.config.get().queue_limit / 4 {
-                        self.report();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                    return Poll::Ready(Some(bytes));
                 }
                 Poll::Ready(Some(Err(e))) => {
                     self.failures.push((seq, e));

@@ -511,3 +511,132 @@ async fn a_declared_content_length_with_a_reader_body_completes_the_send() {
     let result = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
     assert!(result.is_ok(), "{result:?}");
 }
+
+/// How the handler of [`serve_queued`] answers.
+#[derive(Clone, Copy, PartialEq)]
+enum Answer {
+    /// A `webchan::Body`.
+    Body,
+    /// The same with a declared `Content-Length`.
+    DeclaredLength,
+    /// `Body::into_bytes_body`, boxed as a stack that wants `Bytes` frames would.
+    BytesBody,
+}
+
+/// A server whose handler queues `messages` (with the Sink's `feed`, no flush) before its
+/// reply is polled, so that the body finds them all queued at once; a task then flushes (its
+/// outcome goes to the returned receiver) and closes.
+async fn serve_queued(
+    messages: Vec<bytes::Bytes>,
+    answer: Answer,
+) -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Result<(), webchan::Error>>) {
+    use futures::SinkExt;
+    use http_body_util::combinators::UnsyncBoxBody;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let messages = messages.clone();
+            let done_tx = done_tx.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let messages = messages.clone();
+                    let done_tx = done_tx.clone();
+                    async move {
+                        let (mut reply, channel) =
+                            webchan::as_channel(req, Config::default()).unwrap();
+                        if answer == Answer::DeclaredLength {
+                            let len: usize = messages.iter().map(bytes::Bytes::len).sum();
+                            reply.headers_mut().insert(http::header::CONTENT_LENGTH, len.into());
+                        }
+                        let (mut tx, _rx) = channel.split();
+                        for m in messages {
+                            tx.feed(Message::Binary(m)).await.unwrap();
+                        }
+                        tokio::spawn(async move {
+                            let flushed = tx.flush().await;
+                            let _ = done_tx.send(flushed);
+                            let _ = SinkExt::close(&mut tx).await;
+                        });
+                        let response = reply.await;
+                        Ok::<_, std::convert::Infallible>(match answer {
+                            Answer::BytesBody => {
+                                response.map(|b| b.into_bytes_body().boxed_unsync())
+                            }
+                            _ => response.map(|b| {
+                                UnsyncBoxBody::new(b.map_frame(|f| f.map_data(bytes::Bytes::from)))
+                            }),
+                        })
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    (addr, done_rx)
+}
+
+/// The chunk sizes and the body of a raw chunked HTTP/1.1 response.
+fn dechunk(response: &[u8]) -> (Vec<usize>, Vec<u8>) {
+    let start = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+    let head = text_of(&response[..start]).to_ascii_lowercase();
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    let (mut sizes, mut body, mut at) = (Vec::new(), Vec::new(), start);
+    loop {
+        let line_end = at + response[at..].windows(2).position(|w| w == b"\r\n").expect("size");
+        let size = usize::from_str_radix(text_of(&response[at..line_end]).trim(), 16).unwrap();
+        at = line_end + 2;
+        if size == 0 {
+            return (sizes, body);
+        }
+        sizes.push(size);
+        body.extend_from_slice(&response[at..at + size]);
+        assert_eq!(&response[at + size..at + size + 2], b"\r\n", "a chunk ends with CRLF");
+        at += size + 2;
+    }
+}
+
+/// Eight 64 KiB messages, each of its own byte, and their bytes in order.
+fn eight_messages() -> (Vec<bytes::Bytes>, Vec<u8>) {
+    let messages: Vec<bytes::Bytes> = (0..8u8).map(|i| vec![b'a' + i; 64 * 1024].into()).collect();
+    let all = messages.concat();
+    (messages, all)
+}
+
+const RAW_GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+#[tokio::test]
+async fn messages_queued_behind_each_other_go_out_as_one_chunk_whole_and_in_order() {
+    let (messages, all) = eight_messages();
+    let (addr, mut done) = serve_queued(messages, Answer::Body).await;
+    let (sizes, body) = dechunk(&raw_http(addr, RAW_GET).await);
+    // All eight were queued when the body was first polled: one frame, one chunk.
+    assert_eq!(sizes, [8 * 64 * 1024]);
+    assert!(body == all, "the body differs from the messages in order");
+    done.recv().await.unwrap().expect("every send completed");
+}
+
+#[tokio::test]
+async fn a_bytes_body_gives_each_message_as_its_own_chunk() {
+    let (messages, all) = eight_messages();
+    let (addr, mut done) = serve_queued(messages, Answer::BytesBody).await;
+    let (sizes, body) = dechunk(&raw_http(addr, RAW_GET).await);
+    assert_eq!(sizes, [64 * 1024; 8]);
+    assert!(body == all, "the body differs from the messages in order");
+    done.recv().await.unwrap().expect("every send completed");
+}
+
+#[tokio::test]
+async fn a_declared_content_length_holds_for_messages_that_go_out_together() {
+    let (messages, all) = eight_messages();
+    let (addr, mut done) = serve_queued(messages, Answer::DeclaredLength).await;
+    let response = http1_get(addr, get(addr, "/")).await;
+    assert_eq!(response.headers()["content-length"], (8 * 64 * 1024).to_string());
+    assert!(response.headers().get("transfer-encoding").is_none());
+    assert!(response.body()[..] == all[..], "the body differs from the messages in order");
+    done.recv().await.unwrap().expect("every send completed");
+}

@@ -1,0 +1,263 @@
+//! [`BodyData`], the data of one frame of a [`Body`](crate::Body): one or more byte buffers
+//! that go out as one HTTP chunk, and [`BytesBody`], the same body with `Bytes` data.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes};
+use http_body::{Frame, SizeHint};
+
+use crate::{Body, Error};
+
+/// The data of one frame of a [`Body`]: the bytes of one or more messages that were queued
+/// behind each other, kept as the buffers they came in (nothing is copied to join them).
+///
+/// hyper writes all of a frame's buffers with one vectored write (`writev`), so a stream whose
+/// sender keeps ahead of the socket goes out in writes as large as the socket takes, not one
+/// per message. Over HTTP/1.1 a frame is one chunk of the chunked encoding.
+///
+/// It is a [`Buf`]; [`Bytes::from`] turns it into one buffer (a copy only when it holds
+/// several). A stack that wants `Bytes` frames (axum's body, `UnsyncBoxBody<Bytes, _>`) takes
+/// [`Body::into_bytes_body`], which splits frames instead of copying them.
+///
+/// ```
+/// use bytes::{Buf, Bytes};
+/// use http_body_util::BodyExt;
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let mut body = webchan::Body::full(Bytes::from_static(b"hello"));
+/// let mut data = body.frame().await.unwrap().unwrap().into_data().unwrap();
+/// assert_eq!(data.remaining(), 5);
+/// assert_eq!(data.copy_to_bytes(5), "hello");
+/// # });
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct BodyData {
+    /// The first buffer not yet consumed; empty only when `rest` is empty too.
+    first: Bytes,
+    /// The buffers after it, none of them empty.
+    rest: VecDeque<Bytes>,
+    /// Bytes in `first` and `rest`.
+    remaining: usize,
+}
+
+impl BodyData {
+    pub(crate) fn push(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.remaining += bytes.len();
+        if self.first.is_empty() {
+            self.first = bytes;
+        } else {
+            self.rest.push_back(bytes);
+        }
+    }
+
+    /// The number of buffers.
+    pub(crate) fn buffers(&self) -> usize {
+        usize::from(!self.first.is_empty()) + self.rest.len()
+    }
+
+    /// The buffers, in order (empty ones left out).
+    fn into_buffers(self) -> impl Iterator<Item = Bytes> {
+        std::iter::once(self.first).chain(self.rest).filter(|b| !b.is_empty())
+    }
+}
+
+impl From<Bytes> for BodyData {
+    fn from(bytes: Bytes) -> Self {
+        Self { remaining: bytes.len(), first: bytes, rest: VecDeque::new() }
+    }
+}
+
+impl From<BodyData> for Bytes {
+    /// One buffer: the one the data holds, or a copy of them all when it holds several.
+    fn from(mut data: BodyData) -> Self {
+        if data.rest.is_empty() {
+            return data.first;
+        }
+        let len = data.remaining;
+        data.copy_to_bytes(len)
+    }
+}
+
+impl Buf for BodyData {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        &self.first
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        assert!(cnt <= self.remaining, "advance past the end of the body data");
+        self.remaining -= cnt;
+        while cnt > 0 {
+            if cnt < self.first.len() {
+                self.first.advance(cnt);
+                return;
+            }
+            cnt -= self.first.len();
+            self.first = self.rest.pop_front().unwrap_or_default();
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut filled = 0;
+        let buffers = std::iter::once(&self.first).chain(&self.rest).filter(|b| !b.is_empty());
+        for (slot, bytes) in dst.iter_mut().zip(buffers) {
+            *slot = IoSlice::new(bytes);
+            filled += 1;
+        }
+        filled
+    }
+
+    fn copy_to_bytes(&mut self, len: usize) -> Bytes {
+        if len <= self.first.len() {
+            // Within the first buffer: a slice of it, no copy.
+            self.remaining -= len;
+            let out = self.first.split_to(len);
+            if self.first.is_empty() {
+                self.first = self.rest.pop_front().unwrap_or_default();
+            }
+            return out;
+        }
+        assert!(len <= self.remaining, "copy_to_bytes past the end of the body data");
+        let mut out = bytes::BytesMut::with_capacity(len);
+        out.put((&mut *self).take(len));
+        out.freeze()
+    }
+}
+
+/// A [`Body`] whose frames carry [`Bytes`]: each buffer of a [`BodyData`] becomes a frame of
+/// its own, so nothing is copied. For stacks that want `Bytes` data, such as
+/// `axum::body::Body::new` or `http_body_util::combinators::UnsyncBoxBody<Bytes, _>`. Made by
+/// [`Body::into_bytes_body`].
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::BodyExt;
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let body: http_body_util::combinators::UnsyncBoxBody<Bytes, webchan::Error> =
+///     webchan::Body::full(Bytes::from_static(b"hello")).into_bytes_body().boxed_unsync();
+/// assert_eq!(body.collect().await.unwrap().to_bytes(), "hello");
+/// # });
+/// ```
+#[derive(Debug)]
+pub struct BytesBody {
+    body: Body,
+    /// Buffers of the last frame not given out yet.
+    pending: VecDeque<Bytes>,
+}
+
+impl Body {
+    /// This body with [`Bytes`] frames (see [`BytesBody`]).
+    #[must_use]
+    pub fn into_bytes_body(self) -> BytesBody {
+        BytesBody { body: self, pending: VecDeque::new() }
+    }
+}
+
+impl http_body::Body for BytesBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        if let Some(next) = this.pending.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(next))));
+        }
+        loop {
+            let frame = match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => frame,
+                other => return other.map(|o| o.map(|r| r.map(|f| f.map_data(Bytes::from)))),
+            };
+            match frame.into_data() {
+                Ok(data) => {
+                    let mut buffers = data.into_buffers();
+                    let Some(first) = buffers.next() else { continue };
+                    this.pending.extend(buffers);
+                    return Poll::Ready(Some(Ok(Frame::data(first))));
+                }
+                Err(frame) => return Poll::Ready(Some(Ok(frame.map_data(Bytes::from)))),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pending.is_empty() && self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let queued: u64 = self.pending.iter().map(|b| b.len() as u64).sum();
+        let mut hint = self.body.size_hint();
+        hint.set_lower(hint.lower() + queued);
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + queued);
+        }
+        hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(parts: &[&'static [u8]]) -> BodyData {
+        let mut d = BodyData::default();
+        for p in parts {
+            d.push(Bytes::from_static(p));
+        }
+        d
+    }
+
+    #[test]
+    fn advancing_walks_the_buffers_in_order() {
+        let mut d = data(&[b"abc", b"", b"de", b"fghi"]);
+        assert_eq!(d.buffers(), 3);
+        assert_eq!(d.remaining(), 9);
+        d.advance(2);
+        assert_eq!(d.chunk(), b"c");
+        d.advance(1);
+        assert_eq!(d.chunk(), b"de");
+        d.advance(3);
+        assert_eq!(d.chunk(), b"ghi");
+        assert_eq!(d.remaining(), 3);
+        d.advance(3);
+        assert_eq!(d.remaining(), 0);
+        assert!(d.chunk().is_empty());
+    }
+
+    #[test]
+    fn vectored_chunks_list_every_buffer_and_respect_the_room_given() {
+        let d = data(&[b"ab", b"cd", b"ef"]);
+        let mut slots = [IoSlice::new(&[]); 8];
+        assert_eq!(d.chunks_vectored(&mut slots), 3);
+        let joined: Vec<u8> = slots[..3].iter().flat_map(|s| s.iter().copied()).collect();
+        assert_eq!(joined, b"abcdef");
+        let mut two = [IoSlice::new(&[]); 2];
+        assert_eq!(d.chunks_vectored(&mut two), 2);
+        assert_eq!(&*two[1], b"cd");
+    }
+
+    #[test]
+    fn into_bytes_copies_only_several_buffers() {
+        let one = Bytes::from(vec![7u8; 100]);
+        let ptr = one.as_ptr();
+        assert_eq!(Bytes::from(BodyData::from(one)).as_ptr(), ptr, "one buffer is not copied");
+        assert_eq!(Bytes::from(data(&[b"ab", b"cd"])), "abcd");
+        let mut d = data(&[b"abc", b"def"]);
+        assert_eq!(d.copy_to_bytes(2), "ab");
+        assert_eq!(d.copy_to_bytes(3), "cde");
+        assert_eq!(d.remaining(), 1);
+        assert_eq!(d.chunk(), b"f");
+    }
+}
