@@ -15,9 +15,12 @@
 //! more, never ending: an HTTP stream held open.
 //!
 //! Names: webchan, tungstenite, tungstenite-batched, axum, fastwebsockets (WebSocket echo);
-//! webchan-stream, hyper-stream (HTTP streams); webchan-file, hyper-file (a file, FILE
+//! webchan-stream, hyper-stream, hyper-stream-vec (HTTP streams); webchan-file, hyper-file (a file, FILE
 //! required); webchan-idle, hyper-idle (idle HTTP streams). The uWebSockets peer (`uws`) is
 //! a separate C++ program, `uws/echo.cpp`.
+//!
+//! Environment: `QUEUE_LIMIT` (bytes) sets webchan-stream's `Config::queue_limit`; `VEC_N`
+//! (default 16) the chunks per frame of hyper-stream-vec.
 
 use std::convert::Infallible;
 use std::future::{ready, Future};
@@ -43,6 +46,7 @@ const NAMES: &[&str] = &[
     "fastwebsockets",
     "webchan-stream",
     "hyper-stream",
+    "hyper-stream-vec",
     "webchan-file",
     "hyper-file",
     "webchan-idle",
@@ -94,6 +98,7 @@ fn main() {
             "fastwebsockets" => serve(listener, fastwebsockets_ws).await,
             "webchan-stream" => serve(listener, webchan_stream).await,
             "hyper-stream" => serve(listener, hyper_stream).await,
+            "hyper-stream-vec" => serve(listener, hyper_stream_vec).await,
             "webchan-file" => serve(listener, webchan_file).await,
             "hyper-file" => serve(listener, hyper_file).await,
             "webchan-idle" => serve(listener, webchan_idle).await,
@@ -172,7 +177,11 @@ async fn webchan_echo(channel: webchan::Channel) {
 /// Sink). The chunks are produced by another task than hyper's connection task.
 async fn webchan_stream(request: Request<Incoming>) -> Response<webchan::Body> {
     let params = StreamParams::from_query(request.uri().query());
-    let (reply, channel) = match webchan::as_channel(request, webchan::Config::default()) {
+    let mut config = webchan::Config::default();
+    if let Some(limit) = std::env::var("QUEUE_LIMIT").ok().and_then(|v| v.parse().ok()) {
+        config = config.queue_limit(limit);
+    }
+    let (reply, channel) = match webchan::as_channel(request, config) {
         Ok(pair) => pair,
         Err(rejection) => return rejection.into_response(),
     };
@@ -246,6 +255,64 @@ async fn hyper_stream(
         params.pieces(chunk).map(|b| Ok::<_, Infallible>(Frame::data(b))),
     ));
     Response::new(body)
+}
+
+/// hyper-stream with frames of `VEC_N` chunks each, one vectored `Buf` (no copy): what raw
+/// hyper gains from writing several chunks with one `writev`, which webchan's body does with
+/// the messages it finds queued.
+async fn hyper_stream_vec(
+    request: Request<Incoming>,
+) -> Response<StreamBody<impl futures::Stream<Item = Result<Frame<Parts>, Infallible>>>> {
+    let params = StreamParams::from_query(request.uri().query());
+    let chunk = Bytes::from(compare::pattern(params.chunk));
+    let n = std::env::var("VEC_N").ok().and_then(|v| v.parse().ok()).unwrap_or(16usize).max(1);
+    let all: Vec<Bytes> = params.pieces(chunk).collect();
+    let frames: Vec<_> = all
+        .chunks(n)
+        .map(|c| {
+            let remaining = c.iter().map(Bytes::len).sum();
+            Ok(Frame::data(Parts { parts: c.iter().cloned().collect(), remaining }))
+        })
+        .collect();
+    Response::new(StreamBody::new(futures::stream::iter(frames)))
+}
+
+/// Several buffers as one `Buf`.
+struct Parts {
+    parts: std::collections::VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl bytes::Buf for Parts {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.parts.front().map_or(&[], |b| b.as_ref())
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        self.remaining -= cnt;
+        while cnt > 0 {
+            let Some(front) = self.parts.front_mut() else { panic!("advance past the end") };
+            if cnt < front.len() {
+                bytes::Buf::advance(front, cnt);
+                return;
+            }
+            cnt -= front.len();
+            self.parts.pop_front();
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, part) in dst.iter_mut().zip(self.parts.iter()) {
+            *slot = std::io::IoSlice::new(part);
+            n += 1;
+        }
+        n
+    }
 }
 
 /// tokio::fs::File + tokio_util's `ReaderStream` in a `StreamBody`, the file opened for each
