@@ -531,7 +531,6 @@ async fn serve_queued(
     answer: Answer,
 ) -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Result<(), webchan::Error>>) {
     use futures::SinkExt;
-    use http_body_util::combinators::UnsyncBoxBody;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -561,17 +560,19 @@ async fn serve_queued(
                             let _ = SinkExt::close(&mut tx).await;
                         });
                         let response = reply.await;
+                        // One body type for every answer: `BodyData` frames, as hyper gets
+                        // them from a plain `webchan::Body`.
                         Ok::<_, std::convert::Infallible>(match answer {
-                            Answer::BytesBody => {
-                                response.map(|b| b.into_bytes_body().boxed_unsync())
-                            }
-                            _ => response.map(|b| {
-                                UnsyncBoxBody::new(b.map_frame(|f| f.map_data(bytes::Bytes::from)))
+                            Answer::BytesBody => response.map(|b| {
+                                b.into_bytes_body()
+                                    .map_frame(|f| f.map_data(webchan::BodyData::from))
+                                    .boxed_unsync()
                             }),
+                            _ => response.map(|b| b.boxed_unsync()),
                         })
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tcp), service)
                     .await;
             });
@@ -627,6 +628,23 @@ async fn a_bytes_body_gives_each_message_as_its_own_chunk() {
     let (sizes, body) = dechunk(&raw_http(addr, RAW_GET).await);
     assert_eq!(sizes, [64 * 1024; 8]);
     assert!(body == all, "the body differs from the messages in order");
+    done.recv().await.unwrap().expect("every send completed");
+}
+
+#[tokio::test]
+async fn messages_that_go_out_together_arrive_whole_and_in_order_over_http_2() {
+    let (messages, all) = eight_messages();
+    let (addr, mut done) = serve_queued(messages, Answer::Body).await;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let response = sender.send_request(get(addr, "/")).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(body[..] == all[..], "the body differs from the messages in order");
     done.recv().await.unwrap().expect("every send completed");
 }
 
