@@ -35,12 +35,19 @@ use crate::{Body, Error};
 /// ```
 #[derive(Debug, Default, Clone)]
 pub struct BodyData {
-    /// The first buffer not yet consumed; empty only when `rest` is empty too.
+    /// The first buffer not yet consumed; empty only when there is no other.
     first: Bytes,
-    /// The buffers after it, none of them empty.
-    rest: VecDeque<Bytes>,
-    /// Bytes in `first` and `rest`.
-    remaining: usize,
+    /// The buffers after it, only when there are any: a frame of one buffer (the most common)
+    /// stays small, as hyper keeps its write queue's room for a few of them per connection.
+    rest: Option<Box<Rest>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Rest {
+    /// None of them empty.
+    buffers: VecDeque<Bytes>,
+    /// Bytes in `buffers`.
+    len: usize,
 }
 
 impl BodyData {
@@ -48,45 +55,58 @@ impl BodyData {
         if bytes.is_empty() {
             return;
         }
-        self.remaining += bytes.len();
         if self.first.is_empty() {
             self.first = bytes;
         } else {
-            self.rest.push_back(bytes);
+            let rest = self.rest.get_or_insert_with(Box::default);
+            rest.len += bytes.len();
+            rest.buffers.push_back(bytes);
         }
     }
 
     /// The number of buffers.
     pub(crate) fn buffers(&self) -> usize {
-        usize::from(!self.first.is_empty()) + self.rest.len()
+        usize::from(!self.first.is_empty()) + self.rest.as_ref().map_or(0, |r| r.buffers.len())
+    }
+
+    /// The buffer after `first`, taken out of `rest`.
+    fn next_buffer(&mut self) -> Bytes {
+        let Some(rest) = &mut self.rest else { return Bytes::new() };
+        let next = rest.buffers.pop_front().unwrap_or_default();
+        rest.len -= next.len();
+        if rest.buffers.is_empty() {
+            self.rest = None;
+        }
+        next
     }
 
     /// The buffers, in order (empty ones left out).
     fn into_buffers(self) -> impl Iterator<Item = Bytes> {
-        std::iter::once(self.first).chain(self.rest).filter(|b| !b.is_empty())
+        let rest = self.rest.map(|r| r.buffers).unwrap_or_default();
+        std::iter::once(self.first).chain(rest).filter(|b| !b.is_empty())
     }
 }
 
 impl From<Bytes> for BodyData {
     fn from(bytes: Bytes) -> Self {
-        Self { remaining: bytes.len(), first: bytes, rest: VecDeque::new() }
+        Self { first: bytes, rest: None }
     }
 }
 
 impl From<BodyData> for Bytes {
     /// One buffer: the one the data holds, or a copy of them all when it holds several.
     fn from(mut data: BodyData) -> Self {
-        if data.rest.is_empty() {
+        if data.rest.is_none() {
             return data.first;
         }
-        let len = data.remaining;
+        let len = data.remaining();
         data.copy_to_bytes(len)
     }
 }
 
 impl Buf for BodyData {
     fn remaining(&self) -> usize {
-        self.remaining
+        self.first.len() + self.rest.as_ref().map_or(0, |r| r.len)
     }
 
     fn chunk(&self) -> &[u8] {
@@ -94,21 +114,21 @@ impl Buf for BodyData {
     }
 
     fn advance(&mut self, mut cnt: usize) {
-        assert!(cnt <= self.remaining, "advance past the end of the body data");
-        self.remaining -= cnt;
+        assert!(cnt <= self.remaining(), "advance past the end of the body data");
         while cnt > 0 {
             if cnt < self.first.len() {
                 self.first.advance(cnt);
                 return;
             }
             cnt -= self.first.len();
-            self.first = self.rest.pop_front().unwrap_or_default();
+            self.first = self.next_buffer();
         }
     }
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let rest = self.rest.iter().flat_map(|r| r.buffers.iter());
+        let buffers = std::iter::once(&self.first).chain(rest).filter(|b| !b.is_empty());
         let mut filled = 0;
-        let buffers = std::iter::once(&self.first).chain(&self.rest).filter(|b| !b.is_empty());
         for (slot, bytes) in dst.iter_mut().zip(buffers) {
             *slot = IoSlice::new(bytes);
             filled += 1;
@@ -119,14 +139,13 @@ impl Buf for BodyData {
     fn copy_to_bytes(&mut self, len: usize) -> Bytes {
         if len <= self.first.len() {
             // Within the first buffer: a slice of it, no copy.
-            self.remaining -= len;
             let out = self.first.split_to(len);
             if self.first.is_empty() {
-                self.first = self.rest.pop_front().unwrap_or_default();
+                self.first = self.next_buffer();
             }
             return out;
         }
-        assert!(len <= self.remaining, "copy_to_bytes past the end of the body data");
+        assert!(len <= self.remaining(), "copy_to_bytes past the end of the body data");
         let mut out = bytes::BytesMut::with_capacity(len);
         out.put((&mut *self).take(len));
         out.freeze()
@@ -246,6 +265,13 @@ mod tests {
         let mut two = [IoSlice::new(&[]); 2];
         assert_eq!(d.chunks_vectored(&mut two), 2);
         assert_eq!(&*two[1], b"cd");
+    }
+
+    #[test]
+    fn one_buffer_of_data_is_hardly_bigger_than_bytes() {
+        // hyper's write queue keeps room for a few frames per connection, idle ones too.
+        assert!(std::mem::size_of::<BodyData>() <= std::mem::size_of::<Bytes>() + 8);
+        assert!(BodyData::from(Bytes::from_static(b"x")).rest.is_none());
     }
 
     #[test]
