@@ -10,7 +10,7 @@ use futures::SinkExt;
 use http::{Method, Request, StatusCode};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{echo_or_ok, next_msg, WsMessage};
+use support::{echo_or_ok, h2_client, next_msg, WsMessage};
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 use webchan::{Config, Kind};
@@ -48,18 +48,6 @@ async fn server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<(Kind, ht
         }
     });
     (addr, rx)
-}
-
-type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
-
-async fn h2_client(addr: SocketAddr) -> H2Sender {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    sender
 }
 
 fn connect(

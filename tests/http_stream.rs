@@ -175,12 +175,7 @@ async fn http_2_streams_work_the_same() {
         }
     })
     .await;
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2_client(addr).await;
     let response = sender.send_request(get(addr, "/h2")).await.unwrap();
     assert_eq!(response.version(), http::Version::HTTP_2);
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -635,12 +630,7 @@ async fn a_bytes_body_gives_each_message_as_its_own_chunk() {
 async fn messages_that_go_out_together_arrive_whole_and_in_order_over_http_2() {
     let (messages, all) = eight_messages();
     let (addr, mut done) = serve_queued(messages, Answer::Body).await;
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2_client(addr).await;
     let response = sender.send_request(get(addr, "/")).await.unwrap();
     assert_eq!(response.version(), http::Version::HTTP_2);
     let body = response.into_body().collect().await.unwrap().to_bytes();

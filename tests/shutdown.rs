@@ -168,12 +168,7 @@ async fn curl_streams_and_an_http2_websocket_close_cleanly() {
     let plain = tokio::spawn(curl(false));
 
     // The WebSocket over HTTP/2.
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2_client(addr).await;
     let mut req = http::Request::builder()
         .method(http::Method::CONNECT)
         .uri(format!("http://{addr}/ws"))

@@ -178,6 +178,19 @@ pub async fn http1_get(
     Response::from_parts(parts, body)
 }
 
+/// An HTTP/2 (prior knowledge) client connection to `addr`, driven on its own task.
+pub type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+pub async fn h2_client(addr: SocketAddr) -> H2Sender {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
 pub fn get(addr: SocketAddr, path: &str) -> Request<http_body_util::Empty<bytes::Bytes>> {
     Request::get(format!("http://{addr}{path}"))
         .header("host", addr.to_string())
