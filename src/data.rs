@@ -12,11 +12,13 @@ use http_body::{Frame, SizeHint};
 use crate::{Body, Error};
 
 /// The data of one frame of a [`Body`]: the bytes of one or more messages that were queued
-/// behind each other, kept as the buffers they came in (nothing is copied to join them).
+/// behind each other (up to 128 KiB, or one larger message), kept as the buffers they came in
+/// (nothing is copied to join them).
 ///
-/// hyper writes all of a frame's buffers with one vectored write (`writev`), so a stream whose
-/// sender keeps ahead of the socket goes out in writes as large as the socket takes, not one
-/// per message. Over HTTP/1.1 a frame is one chunk of the chunked encoding.
+/// hyper writes a frame's buffers, with those of the frames it holds beside it, in one vectored
+/// write (`writev`), so a stream whose sender keeps ahead of the socket goes out in writes of
+/// hyper's whole buffer, not one per message. Over HTTP/1.1 a frame is one chunk of the chunked
+/// encoding.
 ///
 /// It is a [`Buf`]; [`Bytes::from`] turns it into one buffer (a copy only when it holds
 /// several). A stack that wants `Bytes` frames (axum's body, `UnsyncBoxBody<Bytes, _>`) takes

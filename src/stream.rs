@@ -359,6 +359,11 @@ const COALESCE_UP_TO: usize = 16 * 1024;
 /// At most this many buffers in one frame. hyper writes up to 64 iovecs at once, and each
 /// chunk of the chunked encoding adds two (its size line and its end).
 const GATHER_BUFFERS: usize = 32;
+/// At most this many bytes in one frame (unless its first message alone is more). hyper takes
+/// frames until it holds ~400 KiB (its default `max_buf_size`), and a frame it takes is held
+/// whole until written: larger frames would let a stream whose client reads slowly hold more
+/// than its queue limit plus hyper's buffer.
+const GATHER_BYTES: usize = 128 * 1024;
 
 impl StreamBody {
     fn encode_piece(&self, piece: Piece) -> Result<Bytes, Error> {
@@ -480,8 +485,9 @@ impl StreamBody {
         };
         let mut data = BodyData::from(first);
         while self.current.is_none() && data.buffers() < GATHER_BUFFERS {
-            if self.next_simple().is_none() {
-                break;
+            match self.next_simple() {
+                Some(size) if data.remaining() + size <= GATHER_BYTES => {}
+                _ => break,
             }
             let bytes = self.take_simple();
             let bytes = self.coalesced(bytes);
