@@ -46,9 +46,11 @@ pub struct BodyData {
 
 #[derive(Debug, Default, Clone)]
 struct Rest {
-    /// None of them empty.
-    buffers: VecDeque<Bytes>,
-    /// Bytes in `buffers`.
+    /// The second buffer (a frame of two, the most common after one, allocates only this box).
+    second: Bytes,
+    /// The buffers after it. None of them, nor `second`, empty.
+    more: VecDeque<Bytes>,
+    /// Bytes in `second` and `more`.
     len: usize,
 }
 
@@ -59,33 +61,35 @@ impl BodyData {
         }
         if self.first.is_empty() {
             self.first = bytes;
-        } else {
-            let rest = self.rest.get_or_insert_with(Box::default);
+        } else if let Some(rest) = &mut self.rest {
             rest.len += bytes.len();
-            rest.buffers.push_back(bytes);
+            rest.more.push_back(bytes);
+        } else {
+            self.rest =
+                Some(Box::new(Rest { len: bytes.len(), second: bytes, more: VecDeque::new() }));
         }
     }
 
     /// The number of buffers.
     pub(crate) fn buffers(&self) -> usize {
-        usize::from(!self.first.is_empty()) + self.rest.as_ref().map_or(0, |r| r.buffers.len())
+        usize::from(!self.first.is_empty()) + self.rest.as_ref().map_or(0, |r| 1 + r.more.len())
     }
 
     /// The buffer after `first`, taken out of `rest`.
     fn next_buffer(&mut self) -> Bytes {
         let Some(rest) = &mut self.rest else { return Bytes::new() };
-        let next = rest.buffers.pop_front().unwrap_or_default();
+        let next = match rest.more.pop_front() {
+            Some(after) => std::mem::replace(&mut rest.second, after),
+            None => return self.rest.take().map(|r| r.second).unwrap_or_default(),
+        };
         rest.len -= next.len();
-        if rest.buffers.is_empty() {
-            self.rest = None;
-        }
         next
     }
 
     /// The buffers, in order (empty ones left out).
     fn into_buffers(self) -> impl Iterator<Item = Bytes> {
-        let rest = self.rest.map(|r| r.buffers).unwrap_or_default();
-        std::iter::once(self.first).chain(rest).filter(|b| !b.is_empty())
+        let (second, more) = self.rest.map(|r| (r.second, r.more)).unwrap_or_default();
+        [self.first, second].into_iter().chain(more).filter(|b| !b.is_empty())
     }
 }
 
@@ -128,7 +132,7 @@ impl Buf for BodyData {
     }
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
-        let rest = self.rest.iter().flat_map(|r| r.buffers.iter());
+        let rest = self.rest.iter().flat_map(|r| std::iter::once(&r.second).chain(&r.more));
         let buffers = std::iter::once(&self.first).chain(rest).filter(|b| !b.is_empty());
         let mut filled = 0;
         for (slot, bytes) in dst.iter_mut().zip(buffers) {
