@@ -449,7 +449,8 @@ impl StreamBody {
         }
     }
 
-    fn end(&mut self) -> Poll<Option<Result<Frame<BodyData>, Error>>> {
+    /// The body's end: reports what is done and closes the channel.
+    fn end(&mut self) -> Poll<Option<Bytes>> {
         self.report();
         self.finished = true;
         self.shared.finish(CloseInfo::http(), None);
@@ -505,10 +506,10 @@ impl StreamBody {
             return Poll::Ready(None);
         }
         if self.shared.is_forced() {
-            return self.end().map(|_| None);
+            return self.end();
         }
         if self.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready()) {
-            return self.end().map(|_| None);
+            return self.end();
         }
         loop {
             let Some((seq, size, pump)) = &mut self.current else {
@@ -531,7 +532,7 @@ impl StreamBody {
                     }
                     Some(Queued { seq, item: Item::Close(..), .. }) => {
                         self.done_upto = seq;
-                        return self.end().map(|_| None);
+                        return self.end();
                     }
                     Some(Queued { seq, size, item: Item::Send(message) }) => {
                         match Pump::new(message) {

@@ -605,26 +605,27 @@ fn eight_messages() -> (Vec<bytes::Bytes>, Vec<u8>) {
 
 const RAW_GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
 
-#[tokio::test]
-async fn messages_queued_behind_each_other_go_out_together_whole_and_in_order() {
+/// The chunk sizes of eight queued 64 KiB messages fetched over raw HTTP/1.1 with `answer`,
+/// after checking that the body is the messages in order and that every send completed.
+async fn chunks_of_eight_queued(answer: Answer) -> Vec<usize> {
     let (messages, all) = eight_messages();
-    let (addr, mut done) = serve_queued(messages, Answer::Body).await;
+    let (addr, mut done) = serve_queued(messages, answer).await;
     let (sizes, body) = dechunk(&raw_http(addr, RAW_GET).await);
-    // All eight were queued when the body was first polled: frames (chunks) of 128 KiB at most,
-    // two messages each.
-    assert_eq!(sizes, [128 * 1024; 4]);
     assert!(body == all, "the body differs from the messages in order");
     done.recv().await.unwrap().expect("every send completed");
+    sizes
+}
+
+#[tokio::test]
+async fn messages_queued_behind_each_other_go_out_together_whole_and_in_order() {
+    // All eight were queued when the body was first polled: frames (chunks) of 128 KiB at most,
+    // two messages each.
+    assert_eq!(chunks_of_eight_queued(Answer::Body).await, [128 * 1024; 4]);
 }
 
 #[tokio::test]
 async fn a_bytes_body_gives_each_message_as_its_own_chunk() {
-    let (messages, all) = eight_messages();
-    let (addr, mut done) = serve_queued(messages, Answer::BytesBody).await;
-    let (sizes, body) = dechunk(&raw_http(addr, RAW_GET).await);
-    assert_eq!(sizes, [64 * 1024; 8]);
-    assert!(body == all, "the body differs from the messages in order");
-    done.recv().await.unwrap().expect("every send completed");
+    assert_eq!(chunks_of_eight_queued(Answer::BytesBody).await, [64 * 1024; 8]);
 }
 
 #[tokio::test]
