@@ -4,16 +4,21 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes};
 use http_body::{Frame, SizeHint};
 
+use crate::shared::Shared;
 use crate::{Body, Error};
 
 /// The data of one frame of a [`Body`]: the bytes of one or more messages that were queued
-/// behind each other (up to 128 KiB, or one larger message), kept as the buffers they came in
-/// (nothing is copied to join them).
+/// behind each other (up to 32 buffers), kept as the buffers they came in (nothing is copied
+/// to join them). The messages after the first keep their room in the channel's queue (see
+/// [`Config::queue_limit`](crate::Config::queue_limit)) until the frame's buffers are dropped,
+/// that is until hyper has written them: a frame may carry the whole queue, and a stream whose
+/// client reads slowly still holds no more than the limit plus hyper's own buffer.
 ///
 /// hyper writes a frame's buffers, with those of the frames it holds beside it, in one vectored
 /// write (`writev`), so a stream whose sender keeps ahead of the socket goes out in writes of
@@ -44,7 +49,7 @@ pub struct BodyData {
     rest: Option<Box<Rest>>,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 struct Rest {
     /// The second buffer (a frame of two, the most common after one, allocates only this box).
     second: Bytes,
@@ -52,6 +57,43 @@ struct Rest {
     more: VecDeque<Bytes>,
     /// Bytes in `second` and `more`.
     len: usize,
+    /// The room these buffers take in their channel's queue, given back when they are dropped.
+    held: Option<Held>,
+}
+
+impl Clone for Rest {
+    /// A copy holds no queue room: the original gives it back when it is dropped.
+    fn clone(&self) -> Self {
+        Self { second: self.second.clone(), more: self.more.clone(), len: self.len, held: None }
+    }
+}
+
+/// Room in a channel's queue that a frame's gathered messages keep until the frame's buffers
+/// are dropped: until hyper has written them (or dropped the connection). So the messages a
+/// stream's frames carry count against its queue limit for as long as they are in memory, and
+/// a frame may gather the whole queue without a slow reader's stream holding more than the
+/// limit plus hyper's own buffer.
+pub(crate) struct Held {
+    shared: Arc<Shared>,
+    bytes: usize,
+}
+
+impl Held {
+    pub(crate) fn new(shared: Arc<Shared>, bytes: usize) -> Self {
+        Self { shared, bytes }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.shared.release(self.bytes);
+    }
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held").field("bytes", &self.bytes).finish_non_exhaustive()
+    }
 }
 
 impl BodyData {
@@ -65,8 +107,20 @@ impl BodyData {
             rest.len += bytes.len();
             rest.more.push_back(bytes);
         } else {
-            self.rest =
-                Some(Box::new(Rest { len: bytes.len(), second: bytes, more: VecDeque::new() }));
+            self.rest = Some(Box::new(Rest {
+                len: bytes.len(),
+                second: bytes,
+                more: VecDeque::new(),
+                held: None,
+            }));
+        }
+    }
+
+    /// Keeps `held` until the buffers after the first are dropped. Gives it back (drops it) now
+    /// when there are none.
+    pub(crate) fn hold(&mut self, held: Held) {
+        if let Some(rest) = &mut self.rest {
+            rest.held = Some(held);
         }
     }
 

@@ -507,6 +507,18 @@ impl Shared {
         wake_all(&mut s.done_wakers);
     }
 
+    /// `bytes` of finished items that were still held (see [`Held`](crate::data::Held)) leave
+    /// the queue's count.
+    pub(crate) fn release(&self, bytes: usize) {
+        let mut s = self.lock();
+        let limit = self.config.get().queue_limit;
+        let was_full = s.queued_bytes >= limit;
+        s.queued_bytes = s.queued_bytes.saturating_sub(bytes);
+        if was_full && s.queued_bytes < limit {
+            wake_all(&mut s.capacity_wakers);
+        }
+    }
+
     /// Whether the transport should stop reading: the application has too much unread.
     pub(crate) fn read_paused(&self) -> bool {
         self.lock().read_paused

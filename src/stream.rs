@@ -18,7 +18,7 @@ use http_body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::charset::Charset;
-use crate::data::BodyData;
+use crate::data::{BodyData, Held};
 use crate::message::{Piece, Pump};
 use crate::shared::{Item, Queued, Shared};
 use crate::{CloseInfo, Error, Message};
@@ -359,11 +359,6 @@ const COALESCE_UP_TO: usize = 16 * 1024;
 /// At most this many buffers in one frame. hyper writes up to 64 iovecs at once, and each
 /// chunk of the chunked encoding adds two (its size line and its end).
 const GATHER_BUFFERS: usize = 32;
-/// At most this many bytes in one frame (unless its first message alone is more). hyper takes
-/// frames until it holds ~400 KiB (its default `max_buf_size`), and a frame it takes is held
-/// whole until written: larger frames would let a stream whose client reads slowly hold more
-/// than its queue limit plus hyper's buffer.
-const GATHER_BYTES: usize = 128 * 1024;
 
 impl StreamBody {
     fn encode_piece(&self, piece: Piece) -> Result<Bytes, Error> {
@@ -485,14 +480,24 @@ impl StreamBody {
             Poll::Pending => return Poll::Pending,
         };
         let mut data = BodyData::from(first);
-        while self.current.is_none() && data.buffers() < GATHER_BUFFERS {
-            match self.next_simple() {
-                Some(size) if data.remaining() + size <= GATHER_BYTES => {}
-                _ => break,
-            }
+        let before = self.done_bytes;
+        while self.current.is_none()
+            && data.buffers() < GATHER_BUFFERS
+            && self.next_simple().is_some()
+        {
             let bytes = self.take_simple();
             let bytes = self.coalesced(bytes);
             data.push(bytes);
+        }
+        // hyper takes frames until it holds ~400 KiB (its default `max_buf_size`) and holds a
+        // frame until it is written: the messages gathered behind the first keep their room in
+        // the queue until then (see `Held`), so a frame may take the whole queue (one write
+        // per refill) and a slow reader's stream still holds at most its queue limit plus
+        // hyper's buffer.
+        let gathered = self.done_bytes - before;
+        if gathered > 0 && data.buffers() > 1 {
+            self.done_bytes = before;
+            data.hold(Held::new(self.shared.clone(), gathered));
         }
         if self.done_bytes >= self.shared.config.get().queue_limit / 4 {
             self.report();
@@ -611,5 +616,43 @@ impl Drop for StreamBody {
             self.report();
             self.shared.finish(CloseInfo::http(), None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Buf, Bytes};
+    use http_body_util::BodyExt;
+
+    use crate::{Config, Error, Message};
+
+    #[tokio::test]
+    async fn gathered_messages_keep_their_queue_room_until_the_frame_is_dropped() {
+        const SIZE: usize = 64 * 1024;
+        let config = Config::default().queue_limit(2 * SIZE);
+        let (reply, channel) = crate::as_channel(http::Request::new(()), config).unwrap();
+        let sender = channel.sender();
+        let message = || Message::from(Bytes::from(vec![7u8; SIZE]));
+        // Queues one message without waiting for it: `Ok`, or the error it was refused with.
+        let queue = || sender.try_send(message()).map(drop).map_err(|(e, _)| e);
+        queue().unwrap();
+        queue().unwrap();
+        let full = queue().unwrap_err();
+        assert!(matches!(full, Error::QueueFull { .. }), "{full}");
+        let mut body = reply.await.into_body();
+        let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(frame.remaining(), 2 * SIZE, "both queued messages in one frame");
+        // The first message's room is given back; the second's is held by the frame, which
+        // hyper would still hold while writing it: one more fits, two do not.
+        queue().unwrap();
+        let full = queue().unwrap_err();
+        assert!(matches!(full, Error::QueueFull { .. }), "{full}");
+        // A sender waiting for room is woken when hyper drops the frame (wrote it).
+        let mut sink = sender.clone();
+        let mut blocked = std::pin::pin!(futures::SinkExt::feed(&mut sink, message()));
+        assert!(futures::poll!(blocked.as_mut()).is_pending());
+        drop(frame);
+        let woken = tokio::time::timeout(std::time::Duration::from_secs(10), blocked).await;
+        woken.expect("the waiting sender was not woken").unwrap();
     }
 }
