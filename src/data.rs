@@ -140,10 +140,17 @@ impl BodyData {
         next
     }
 
-    /// The buffers, in order (empty ones left out).
-    fn into_buffers(self) -> impl Iterator<Item = Bytes> {
-        let (second, more) = self.rest.map(|r| (r.second, r.more)).unwrap_or_default();
-        [self.first, second].into_iter().chain(more).filter(|b| !b.is_empty())
+    /// The buffers, in order (empty ones left out), and the queue room they hold.
+    fn into_buffers(self) -> (impl Iterator<Item = Bytes>, Option<Held>) {
+        let (second, more, held) = match self.rest {
+            Some(rest) => {
+                let Rest { second, more, held, .. } = *rest;
+                (second, more, held)
+            }
+            None => Default::default(),
+        };
+        let buffers = [self.first, second].into_iter().chain(more).filter(|b| !b.is_empty());
+        (buffers, held)
     }
 }
 
@@ -213,7 +220,8 @@ impl Buf for BodyData {
 }
 
 /// A [`Body`] whose frames carry [`Bytes`]: each buffer of a [`BodyData`] becomes a frame of
-/// its own, so nothing is copied. For stacks that want `Bytes` data, such as
+/// its own, so nothing is copied. The messages behind a frame's first buffer keep their room
+/// in the channel's queue until the last of its buffers is given out. For stacks that want `Bytes` data, such as
 /// `axum::body::Body::new` or `http_body_util::combinators::UnsyncBoxBody<Bytes, _>`. Made by
 /// [`Body::into_bytes_body`].
 ///
@@ -232,13 +240,15 @@ pub struct BytesBody {
     body: Body,
     /// Buffers of the last frame not given out yet.
     pending: VecDeque<Bytes>,
+    /// The queue room of the last frame's buffers: given back with the last of them.
+    held: Option<Held>,
 }
 
 impl Body {
     /// This body with [`Bytes`] frames (see [`BytesBody`]).
     #[must_use]
     pub fn into_bytes_body(self) -> BytesBody {
-        BytesBody { body: self, pending: VecDeque::new() }
+        BytesBody { body: self, pending: VecDeque::new(), held: None }
     }
 }
 
@@ -252,6 +262,10 @@ impl http_body::Body for BytesBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = &mut *self;
         if let Some(next) = this.pending.pop_front() {
+            if this.pending.is_empty() {
+                // Each buffer given out is held by hyper (within its own limit) from now on.
+                this.held = None;
+            }
             return Poll::Ready(Some(Ok(Frame::data(next))));
         }
         loop {
@@ -261,9 +275,12 @@ impl http_body::Body for BytesBody {
             };
             match frame.into_data() {
                 Ok(data) => {
-                    let mut buffers = data.into_buffers();
+                    let (mut buffers, held) = data.into_buffers();
                     let Some(first) = buffers.next() else { continue };
                     this.pending.extend(buffers);
+                    if !this.pending.is_empty() {
+                        this.held = held;
+                    }
                     return Poll::Ready(Some(Ok(Frame::data(first))));
                 }
                 Err(frame) => return Poll::Ready(Some(Ok(frame.map_data(Bytes::from)))),

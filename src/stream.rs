@@ -624,35 +624,62 @@ mod tests {
     use bytes::{Buf, Bytes};
     use http_body_util::BodyExt;
 
-    use crate::{Config, Error, Message};
+    use crate::{Config, Error, Message, Sender};
 
-    #[tokio::test]
-    async fn gathered_messages_keep_their_queue_room_until_the_frame_is_dropped() {
-        const SIZE: usize = 64 * 1024;
+    const SIZE: usize = 64 * 1024;
+
+    /// Queues one 64 KiB message without waiting for it: `Ok`, or the error it was refused with.
+    fn queue(sender: &Sender) -> Result<(), Error> {
+        let message = Message::from(Bytes::from(vec![7u8; SIZE]));
+        sender.try_send(message).map(drop).map_err(|(e, _)| e)
+    }
+
+    fn assert_full(sender: &Sender) {
+        let refused = queue(sender).unwrap_err();
+        assert!(matches!(refused, Error::QueueFull { .. }), "{refused}");
+    }
+
+    /// A stream whose queue has room for two 64 KiB messages, with both queued, and its body.
+    async fn two_queued() -> (Sender, crate::Body) {
         let config = Config::default().queue_limit(2 * SIZE);
         let (reply, channel) = crate::as_channel(http::Request::new(()), config).unwrap();
         let sender = channel.sender();
-        let message = || Message::from(Bytes::from(vec![7u8; SIZE]));
-        // Queues one message without waiting for it: `Ok`, or the error it was refused with.
-        let queue = || sender.try_send(message()).map(drop).map_err(|(e, _)| e);
-        queue().unwrap();
-        queue().unwrap();
-        let full = queue().unwrap_err();
-        assert!(matches!(full, Error::QueueFull { .. }), "{full}");
-        let mut body = reply.await.into_body();
+        queue(&sender).unwrap();
+        queue(&sender).unwrap();
+        assert_full(&sender);
+        (sender, reply.await.into_body())
+    }
+
+    #[tokio::test]
+    async fn gathered_messages_keep_their_queue_room_until_the_frame_is_dropped() {
+        let (sender, mut body) = two_queued().await;
         let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(frame.remaining(), 2 * SIZE, "both queued messages in one frame");
         // The first message's room is given back; the second's is held by the frame, which
         // hyper would still hold while writing it: one more fits, two do not.
-        queue().unwrap();
-        let full = queue().unwrap_err();
-        assert!(matches!(full, Error::QueueFull { .. }), "{full}");
+        queue(&sender).unwrap();
+        assert_full(&sender);
         // A sender waiting for room is woken when hyper drops the frame (wrote it).
         let mut sink = sender.clone();
-        let mut blocked = std::pin::pin!(futures::SinkExt::feed(&mut sink, message()));
+        let message = Message::from(Bytes::from(vec![7u8; SIZE]));
+        let mut blocked = std::pin::pin!(futures::SinkExt::feed(&mut sink, message));
         assert!(futures::poll!(blocked.as_mut()).is_pending());
         drop(frame);
         let woken = tokio::time::timeout(std::time::Duration::from_secs(10), blocked).await;
         woken.expect("the waiting sender was not woken").unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_bytes_body_gives_the_room_back_with_the_last_buffer_of_a_frame() {
+        let (sender, body) = two_queued().await;
+        let mut body = body.into_bytes_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first.len(), SIZE);
+        // The second message waits in the body, still counted: one more fits, two do not.
+        queue(&sender).unwrap();
+        assert_full(&sender);
+        let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(second.len(), SIZE);
+        queue(&sender).unwrap();
     }
 }
