@@ -72,7 +72,9 @@ impl Clone for Rest {
 /// are dropped: until hyper has written them (or dropped the connection). So the messages a
 /// stream's frames carry count against its queue limit for as long as they are in memory, and
 /// a frame may gather the whole queue without a slow reader's stream holding more than the
-/// limit plus hyper's own buffer.
+/// limit plus hyper's own buffer. (It goes with the box of the buffers after the first, which
+/// is dropped when the last buffer becomes the first: the room comes back with that one buffer
+/// still unwritten.)
 pub(crate) struct Held {
     shared: Arc<Shared>,
     bytes: usize,
