@@ -63,12 +63,14 @@ fn die(message: &str) -> ! {
 
 fn main() {
     let mut argv = std::env::args().skip(1);
-    let scenario = argv.next().unwrap_or_else(|| die("usage: load echo|stream|idle|idlehttp --port P ..."));
+    let scenario =
+        argv.next().unwrap_or_else(|| die("usage: load echo|stream|idle|idlehttp --port P ..."));
     let mut map = HashMap::new();
     let rest: Vec<String> = argv.collect();
     let mut i = 0;
     while i < rest.len() {
-        let key = rest[i].strip_prefix("--").unwrap_or_else(|| die(&format!("bad arg {}", rest[i])));
+        let key =
+            rest[i].strip_prefix("--").unwrap_or_else(|| die(&format!("bad arg {}", rest[i])));
         if key == "text" {
             map.insert(key.to_owned(), "1".to_owned());
             i += 1;
@@ -190,7 +192,8 @@ where
     Fut: std::future::Future<Output = Res<T>>,
 {
     let t0 = Instant::now();
-    let opened: Vec<Res<T>> = futures::stream::iter(0..conns).map(open).buffered(64).collect().await;
+    let opened: Vec<Res<T>> =
+        futures::stream::iter(0..conns).map(open).buffered(64).collect().await;
     let mut streams = Vec::new();
     let mut errors = Vec::new();
     for (i, result) in opened.into_iter().enumerate() {
@@ -527,7 +530,9 @@ async fn echo_conn(
     loop {
         // Every whole frame in the buffer.
         let mut batch = 0u64;
-        while let Some((fin, opcode, header, len)) = parse_frame(&rb.buf[rb.start..rb.end], &mut need)? {
+        while let Some((fin, opcode, header, len)) =
+            parse_frame(&rb.buf[rb.start..rb.end], &mut need)?
+        {
             let payload = &rb.buf[rb.start + header..rb.start + len];
             match (opcode, fin, fragments.as_mut()) {
                 (1 | 2, true, None) => {
@@ -598,7 +603,12 @@ async fn echo_conn(
         };
         match n {
             Ok(0) | Err(_) if closing && received == sent => return Ok(()),
-            Ok(0) => return Err(format!("server closed the connection, {} outstanding", sent - received)),
+            Ok(0) => {
+                return Err(format!(
+                    "server closed the connection, {} outstanding",
+                    sent - received
+                ))
+            }
             Ok(n) => rb.end += n,
             Err(e) => return Err(format!("read: {e}")),
         }
@@ -769,7 +779,12 @@ async fn idle_http(args: &Args) -> bool {
 }
 
 /// GET / and read the head and a first chunk of exactly `chunk` bytes of `pattern`.
-async fn open_idle_stream(port: u16, source: u8, pattern: &[u8], chunk: usize) -> Res<(TcpStream, Body<'_>)> {
+async fn open_idle_stream(
+    port: u16,
+    source: u8,
+    pattern: &[u8],
+    chunk: usize,
+) -> Res<(TcpStream, Body<'_>)> {
     let mut tcp = connect(port, source).await?;
     let request = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
     tcp.write_all(request.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
@@ -931,9 +946,19 @@ async fn stream_conn(
         if !head.starts_with("HTTP/1.1 200") {
             return Err(format!("response: {}", head.lines().next().unwrap_or("")));
         }
-        let chunked = header(&head, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        let chunked =
+            header(&head, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
         let length: Option<u64> = header(&head, "content-length").and_then(|v| v.parse().ok());
-        let mut body = Body { pattern, verify, offset: 0, state: if chunked { St::Size(0, false) } else { St::Raw(length.ok_or("neither chunked nor Content-Length")?) } };
+        let mut body = Body {
+            pattern,
+            verify,
+            offset: 0,
+            state: if chunked {
+                St::Size(0, false)
+            } else {
+                St::Raw(length.ok_or("neither chunked nor Content-Length")?)
+            },
+        };
         let mut data: &[u8] = &rest;
         loop {
             let before = body.offset;
@@ -945,7 +970,10 @@ async fn stream_conn(
             }
             let n = tcp.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
             if n == 0 {
-                return Err(format!("connection closed after {} of {total} body bytes", body.offset));
+                return Err(format!(
+                    "connection closed after {} of {total} body bytes",
+                    body.offset
+                ));
             }
             data = &buf[..n];
         }
@@ -1018,7 +1046,8 @@ impl Body<'_> {
                     let n = (left as usize).min(input.len() - i);
                     self.data(&input[i..i + n])?;
                     i += n;
-                    self.state = if left == n as u64 { St::DataCr } else { St::Data(left - n as u64) };
+                    self.state =
+                        if left == n as u64 { St::DataCr } else { St::Data(left - n as u64) };
                     continue;
                 }
                 St::Done => return Ok(i),
@@ -1028,8 +1057,12 @@ impl Body<'_> {
             i += 1;
             self.state = match (&self.state, b) {
                 (St::Size(v, false), b'0'..=b'9') => St::Size(v * 16 + u64::from(b - b'0'), false),
-                (St::Size(v, false), b'a'..=b'f') => St::Size(v * 16 + u64::from(b - b'a' + 10), false),
-                (St::Size(v, false), b'A'..=b'F') => St::Size(v * 16 + u64::from(b - b'A' + 10), false),
+                (St::Size(v, false), b'a'..=b'f') => {
+                    St::Size(v * 16 + u64::from(b - b'a' + 10), false)
+                }
+                (St::Size(v, false), b'A'..=b'F') => {
+                    St::Size(v * 16 + u64::from(b - b'A' + 10), false)
+                }
                 (St::Size(v, _), b';') => St::Size(*v, true),
                 (St::Size(v, _), b'\r') => St::SizeLf(*v),
                 (St::Size(v, true), _) => St::Size(*v, true),

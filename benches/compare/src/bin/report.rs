@@ -29,7 +29,8 @@ const SCENARIOS: &[(&str, &str, &str)] = &[
     ("idlehttp", "idle HTTP streams: server RSS per stream", "idlehttp"),
 ];
 
-const WS_SERVERS: &[&str] = &["webchan", "tungstenite", "tungstenite-batched", "axum", "fastwebsockets", "uws"];
+const WS_SERVERS: &[&str] =
+    &["webchan", "tungstenite", "tungstenite-batched", "axum", "fastwebsockets", "uws"];
 const STREAM_SERVERS: &[&str] = &["webchan-stream", "hyper-stream"];
 const FILE_SERVERS: &[&str] = &["webchan-file", "hyper-file"];
 const IDLE_HTTP_SERVERS: &[&str] = &["webchan-idle", "hyper-idle"];
@@ -133,8 +134,13 @@ fn main() {
     let failed: usize = runs.values().flatten().filter(|r| !r.ok).count();
     let present = |id: &str| runs.keys().any(|(s, _)| s == id);
 
-    println!("Medians of {} round(s). msg/s over the measured window; server CPU = utime+stime of the", rounds.len());
-    println!("server process over that window; † = the load client used ≥ 90 % of its own core (it");
+    println!(
+        "Medians of {} round(s). msg/s over the measured window; server CPU = utime+stime of the",
+        rounds.len()
+    );
+    println!(
+        "server process over that window; † = the load client used ≥ 90 % of its own core (it"
+    );
     println!("may be the limit); FAIL(n) = n runs with errors (not counted in the medians).\n");
 
     // WebSocket throughput.
@@ -144,7 +150,8 @@ fn main() {
         let (uws_head, uws_rule) = if has_uws { (" × uws |", "---:|") } else { ("", "") };
         println!("| scenario | server | msg/s | MB/s | server CPU µs/msg | server CPU % | × axum | × tungstenite-batched |{uws_head}");
         println!("|---|---|---:|---:|---:|---:|---:|---:|{uws_rule}");
-        for (id, title, _) in SCENARIOS.iter().filter(|(id, _, kind)| *kind == "ws" && present(id)) {
+        for (id, title, _) in SCENARIOS.iter().filter(|(id, _, kind)| *kind == "ws" && present(id))
+        {
             let base_axum = cells.get(id, "axum", "rate");
             let base_batched = cells.get(id, "tungstenite-batched", "rate");
             let base_uws = cells.get(id, "uws", "rate");
@@ -178,16 +185,21 @@ fn main() {
 
     // HTTP streams.
     if SCENARIOS.iter().any(|(id, _, kind)| *kind == "stream" && present(id)) {
-        println!("| scenario | server | GB/s | server CPU µs/chunk | server CPU % | × hyper-stream |");
+        println!(
+            "| scenario | server | GB/s | server CPU µs/chunk | server CPU % | × hyper-stream |"
+        );
         println!("|---|---|---:|---:|---:|---:|");
-        for (id, title, _) in SCENARIOS.iter().filter(|(id, _, kind)| *kind == "stream" && present(id)) {
+        for (id, title, _) in
+            SCENARIOS.iter().filter(|(id, _, kind)| *kind == "stream" && present(id))
+        {
             let base = cells.get(id, "hyper-stream", "gbps");
             for server in STREAM_SERVERS {
                 if cells.runs(id, server).is_empty() {
                     continue;
                 }
                 let g = cells.get(id, server, "gbps");
-                let client_bound = cells.get(id, server, "client_cpu_pct").is_some_and(|c| c >= 90.0);
+                let client_bound =
+                    cells.get(id, server, "client_cpu_pct").is_some_and(|c| c >= 90.0);
                 let fails = cells.failures(id, server);
                 println!(
                     "| {title} | {server} | {}{}{} | {} | {} | {} |",
@@ -208,10 +220,16 @@ fn main() {
         let mib = |kib: Option<f64>| kib.map(|k| k / 1024.0);
         println!("| scenario | server | GB/s | server CPU µs/MiB | server CPU % | RSS before (MiB) | peak RSS (MiB) | × hyper-file |");
         println!("|---|---|---:|---:|---:|---:|---:|---:|");
-        for (id, title, _) in SCENARIOS.iter().filter(|(id, _, kind)| *kind == "file" && present(id)) {
+        for (id, title, _) in
+            SCENARIOS.iter().filter(|(id, _, kind)| *kind == "file" && present(id))
+        {
             let size = cells.first(id, "total").and_then(|t| t.parse::<f64>().ok());
             let title = match size {
-                Some(bytes) => title.replacen("file", &format!("file of {:.0} MiB", bytes / (1 << 20) as f64), 1),
+                Some(bytes) => title.replacen(
+                    "file",
+                    &format!("file of {:.0} MiB", bytes / (1 << 20) as f64),
+                    1,
+                ),
                 None => title.to_string(),
             };
             let base = cells.get(id, "hyper-file", "gbps");
@@ -220,7 +238,8 @@ fn main() {
                     continue;
                 }
                 let g = cells.get(id, server, "gbps");
-                let client_bound = cells.get(id, server, "client_cpu_pct").is_some_and(|c| c >= 90.0);
+                let client_bound =
+                    cells.get(id, server, "client_cpu_pct").is_some_and(|c| c >= 90.0);
                 println!(
                     "| {title} | {server} | {}{}{} | {} | {} | {} | {} | {} |",
                     num(g, 2),
@@ -302,7 +321,10 @@ fn main() {
         _ => None,
     };
     if present("echo16") {
-        goal(format!("echo 16 B: ≥ 1.0M msg/s (webchan {})", w16.map_or("—".into(), rate)), w16.map(|r| r >= 1e6));
+        goal(
+            format!("echo 16 B: ≥ 1.0M msg/s (webchan {})", w16.map_or("—".into(), rate)),
+            w16.map(|r| r >= 1e6),
+        );
         goal(
             format!("echo 16 B: ≥ 3.5× axum ({})", ratio(w16, g("echo16", "axum", "rate"))),
             both(w16, g("echo16", "axum", "rate"), &|a, b| a >= 3.5 * b),
@@ -315,12 +337,18 @@ fn main() {
             both(w16, g("echo16", "tungstenite-batched", "rate"), &|a, b| a >= 1.5 * b),
         );
         let cpu = g("echo16", "webchan", "cpu_us_per_msg");
-        goal(format!("echo 16 B: server CPU ≤ 1 µs/msg ({} µs)", num(cpu, 2)), cpu.map(|c| c <= 1.0));
+        goal(
+            format!("echo 16 B: server CPU ≤ 1 µs/msg ({} µs)", num(cpu, 2)),
+            cpu.map(|c| c <= 1.0),
+        );
     }
     if present("pingpong") {
         let w = g("pingpong", "webchan", "rate");
         goal(
-            format!("ping-pong: ≥ fastwebsockets ({})", ratio(w, g("pingpong", "fastwebsockets", "rate"))),
+            format!(
+                "ping-pong: ≥ fastwebsockets ({})",
+                ratio(w, g("pingpong", "fastwebsockets", "rate"))
+            ),
             both(w, g("pingpong", "fastwebsockets", "rate"), &|a, b| a >= b),
         );
         goal(
@@ -332,7 +360,10 @@ fn main() {
         if present(id) {
             let w = g(id, "webchan", "rate");
             goal(
-                format!("echo {label}: ≥ fastwebsockets ({})", ratio(w, g(id, "fastwebsockets", "rate"))),
+                format!(
+                    "echo {label}: ≥ fastwebsockets ({})",
+                    ratio(w, g(id, "fastwebsockets", "rate"))
+                ),
                 both(w, g(id, "fastwebsockets", "rate"), &|a, b| a >= b),
             );
         }
@@ -341,7 +372,10 @@ fn main() {
         if present(id) {
             let w = g(id, "webchan-stream", "gbps");
             goal(
-                format!("HTTP stream {label} chunks: ≥ 1.0× raw hyper ({})", ratio(w, g(id, "hyper-stream", "gbps"))),
+                format!(
+                    "HTTP stream {label} chunks: ≥ 1.0× raw hyper ({})",
+                    ratio(w, g(id, "hyper-stream", "gbps"))
+                ),
                 both(w, g(id, "hyper-stream", "gbps"), &|a, b| a >= b),
             );
         }
@@ -357,7 +391,10 @@ fn main() {
         if present(id) {
             let w = g(id, "webchan-file", "gbps");
             goal(
-                format!("file sends ({label}): ≥ 0.9× hyper + ReaderStream ({})", ratio(w, g(id, "hyper-file", "gbps"))),
+                format!(
+                    "file sends ({label}): ≥ 0.9× hyper + ReaderStream ({})",
+                    ratio(w, g(id, "hyper-file", "gbps"))
+                ),
                 both(w, g(id, "hyper-file", "gbps"), &|a, b| a >= 0.9 * b),
             );
             // Flat: the peak over the whole run stays below one file's size, while 16 whole
@@ -397,14 +434,23 @@ fn main() {
         let ran = !cells.runs("idle", "webchan").is_empty();
         let ok = ran && cells.failures("idle", "webchan") == 0;
         goal(
-            format!("50,000 concurrent idle WS channels (this run: {n}{})", if ok { ", all fine" } else { "" }),
+            format!(
+                "50,000 concurrent idle WS channels (this run: {n}{})",
+                if ok { ", all fine" } else { "" }
+            ),
             if n >= 50_000 && ran { Some(ok) } else { None },
         );
         let idle = g("idle", "webchan", "idle_kib_per_conn");
         let after = g("idle", "webchan", "after_kib_per_conn");
-        goal(format!("idle WS: ≤ 4 KiB per connection ({} KiB)", num(idle, 1)), idle.map(|v| v <= 4.0));
         goal(
-            format!("idle WS after a 64 KiB message: ≤ 8 KiB per connection ({} KiB)", num(after, 1)),
+            format!("idle WS: ≤ 4 KiB per connection ({} KiB)", num(idle, 1)),
+            idle.map(|v| v <= 4.0),
+        );
+        goal(
+            format!(
+                "idle WS after a 64 KiB message: ≤ 8 KiB per connection ({} KiB)",
+                num(after, 1)
+            ),
             after.map(|v| v <= 8.0),
         );
     }

@@ -321,11 +321,18 @@ impl bytes::Buf for Parts {
 /// `?length=1` declares the `Content-Length`.
 async fn hyper_file(
     request: Request<Incoming>,
-) -> Response<Either<StreamBody<impl futures::Stream<Item = Result<Frame<Bytes>, std::io::Error>>>, Empty<Bytes>>>
-{
+) -> Response<
+    Either<
+        StreamBody<impl futures::Stream<Item = Result<Frame<Bytes>, std::io::Error>>>,
+        Empty<Bytes>,
+    >,
+> {
     let query = request.uri().query();
     let declare = query_flag(query, "length");
-    let cap = query_value(query, "cap").and_then(|v| v.parse().ok()).unwrap_or(webchan::CHUNK_SIZE).max(1);
+    let cap = query_value(query, "cap")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(webchan::CHUNK_SIZE)
+        .max(1);
     let (path, len) = FILE.get().expect("file servers have a FILE");
     let file = match tokio::fs::File::open(path).await {
         Ok(file) => file,
@@ -349,7 +356,8 @@ async fn hyper_idle(
     _request: Request<Incoming>,
 ) -> Response<StreamBody<impl futures::Stream<Item = Result<Frame<Bytes>, Infallible>>>> {
     let chunk = IDLE_CHUNK.get().unwrap().clone();
-    let frames = futures::stream::once(ready(Ok(Frame::data(chunk)))).chain(futures::stream::pending());
+    let frames =
+        futures::stream::once(ready(Ok(Frame::data(chunk)))).chain(futures::stream::pending());
     Response::new(StreamBody::new(frames))
 }
 
@@ -507,10 +515,8 @@ async fn axum_ws(listener: TcpListener) {
             }
         }
     }
-    let app = axum::Router::new().route(
-        "/",
-        axum::routing::get(|ws: WebSocketUpgrade| async move { ws.on_upgrade(echo) }),
-    );
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|ws: WebSocketUpgrade| async move { ws.on_upgrade(echo) }));
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
