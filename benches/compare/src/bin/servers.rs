@@ -20,7 +20,8 @@
 //! a separate C++ program, `uws/echo.cpp`.
 //!
 //! Environment: `QUEUE_LIMIT` (bytes) sets webchan-stream's `Config::queue_limit`; `VEC_N`
-//! (default 16) the chunks per frame of hyper-stream-vec.
+//! (default 16) the chunks per frame of hyper-stream-vec; `KEEPALIVE=0` turns webchan's
+//! keepalive off (its timer is the one timer a WebSocket connection keeps).
 
 use std::convert::Infallible;
 use std::future::{ready, Future};
@@ -152,7 +153,11 @@ where
 // webchan
 
 async fn webchan_ws(request: Request<Incoming>) -> Response<webchan::Body> {
-    match webchan::as_channel(request, webchan::Config::default()) {
+    let mut config = webchan::Config::default();
+    if std::env::var("KEEPALIVE").is_ok_and(|v| v == "0") {
+        config = config.keepalive(None);
+    }
+    match webchan::as_channel(request, config) {
         Ok((reply, channel)) => {
             tokio::spawn(webchan_echo(channel));
             reply.await
