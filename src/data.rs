@@ -222,10 +222,10 @@ impl Buf for BodyData {
 }
 
 /// A [`Body`] whose frames carry [`Bytes`]: each buffer of a [`BodyData`] becomes a frame of
-/// its own, so nothing is copied. The messages behind a frame's first buffer keep their room
-/// in the channel's queue until the last of its buffers is given out. For stacks that want `Bytes` data, such as
+/// its own, so nothing is copied. For stacks that want `Bytes` data, such as
 /// `axum::body::Body::new` or `http_body_util::combinators::UnsyncBoxBody<Bytes, _>`. Made by
-/// [`Body::into_bytes_body`].
+/// [`Body::into_bytes_body`]. The messages behind a frame's first buffer keep their room in the
+/// channel's queue until the last of its buffers is given out.
 ///
 /// ```
 /// use bytes::Bytes;

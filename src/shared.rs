@@ -490,8 +490,7 @@ impl Shared {
         if upto > s.done_seq {
             s.done_seq = upto;
         }
-        let was_full = s.queued_bytes >= self.config.get().queue_limit;
-        s.queued_bytes = s.queued_bytes.saturating_sub(bytes);
+        self.uncount(&mut s, bytes);
         let done = s.done_seq;
         s.tracking.finished_upto(done);
         for (seq, error) in failures.drain(..) {
@@ -501,22 +500,25 @@ impl Shared {
                 Self::push_event(&mut s, Event::Error(error));
             }
         }
-        if was_full && s.queued_bytes < self.config.get().queue_limit {
-            wake_all(&mut s.capacity_wakers);
-        }
         wake_all(&mut s.done_wakers);
     }
 
-    /// `bytes` of finished items that were still held (see [`Held`](crate::data::Held)) leave
-    /// the queue's count.
-    pub(crate) fn release(&self, bytes: usize) {
-        let mut s = self.lock();
+    /// `bytes` leave the queue's count; senders waiting for room are woken if that takes it
+    /// under the limit.
+    fn uncount(&self, s: &mut State, bytes: usize) {
         let limit = self.config.get().queue_limit;
         let was_full = s.queued_bytes >= limit;
         s.queued_bytes = s.queued_bytes.saturating_sub(bytes);
         if was_full && s.queued_bytes < limit {
             wake_all(&mut s.capacity_wakers);
         }
+    }
+
+    /// `bytes` of finished items that were still held (see [`Held`](crate::data::Held)) leave
+    /// the queue's count.
+    pub(crate) fn release(&self, bytes: usize) {
+        let mut s = self.lock();
+        self.uncount(&mut s, bytes);
     }
 
     /// Whether the transport should stop reading: the application has too much unread.
