@@ -95,7 +95,7 @@ impl Config {
     /// sequences count as one 16 KiB chunk. The default is 1 MiB.
     ///
     /// It is also how far a sender may run ahead of the socket, so it trades memory for
-    /// throughput: a bulk HTTP stream of 64 KiB messages ran ~25 % faster with 4 MiB than with
+    /// throughput: a bulk HTTP stream of 64 KiB messages ran ~17 % faster with 4 MiB than with
     /// the default (BENCHMARKS.md in the repository), while a stream whose client reads slowly
     /// holds up to the limit.
     pub fn queue_limit(mut self, bytes: usize) -> Self {
