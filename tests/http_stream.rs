@@ -649,3 +649,57 @@ async fn a_declared_content_length_holds_for_messages_that_go_out_together() {
     assert!(response.body()[..] == all[..], "the body differs from the messages in order");
     done.recv().await.unwrap().expect("every send completed");
 }
+
+/// hyper's default `max_buf_size`: it takes frames while it holds less than this.
+const HYPER_BUFFER: usize = 8192 + 4096 * 100;
+
+#[tokio::test]
+async fn messages_that_go_out_together_count_against_the_queue_until_written() {
+    // A client that never reads, and server sockets with small kernel buffers, so that what
+    // the sender gets accepted is mostly what webchan and hyper hold in memory. Frames gather
+    // the whole queue; their messages must keep counting against the queue limit while hyper
+    // holds them, or the stream holds the queue and up to one more queue in hyper.
+    use futures::SinkExt;
+    // A queue larger than hyper's buffer: a frame that gathered it and gave its room back
+    // would let twice the queue in.
+    const QUEUE: usize = 2 << 20;
+    const CHUNK: usize = 64 * 1024;
+    const SEND_BUFFER: u32 = 16 * 1024;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(SEND_BUFFER).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let server_buffer = socket.send_buffer_size().unwrap() as usize;
+    let (tx, mut channels) = tokio::sync::mpsc::unbounded_channel();
+    let run = move |ch: Channel| {
+        let _ = tx.send(ch);
+        async {}
+    };
+    let addr =
+        serve_on(socket.listen(16).unwrap(), Config::default().queue_limit(QUEUE), |r| r, run);
+    let client = tokio::net::TcpSocket::new_v4().unwrap();
+    client.set_recv_buffer_size(16 * 1024).unwrap();
+    let client_buffer = client.recv_buffer_size().unwrap() as usize;
+    let mut tcp = client.connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let ch = next_channel(&mut channels).await;
+    let mut sender = ch.sender();
+    let chunk = bytes::Bytes::from(vec![b'x'; CHUNK]);
+    let mut fed = 0usize;
+    while let Ok(result) =
+        tokio::time::timeout(Duration::from_millis(500), sender.feed(chunk.clone().into())).await
+    {
+        result.unwrap();
+        fed += CHUNK;
+        assert!(fed < 64 * QUEUE, "the sink never pushed back");
+    }
+    // The queue (with the frames hyper holds), the first buffer of each frame hyper holds (it
+    // stops taking frames at HYPER_BUFFER), the message that took the queue over its limit,
+    // and the kernel's buffers on both sides (each counted twice: Linux doubles the setting,
+    // and loopback segments carry overhead).
+    let bound = QUEUE + HYPER_BUFFER + 2 * CHUNK + 2 * (server_buffer + client_buffer);
+    eprintln!("accepted {fed} bytes before the sink pushed back (bound {bound})");
+    assert!(fed <= bound, "accepted {fed} bytes for a client that reads nothing (bound {bound})");
+    drop(tcp);
+}

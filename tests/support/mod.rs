@@ -37,7 +37,16 @@ where
     F: Fn(Channel) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), config, prepare, run)
+}
+
+/// [`serve_with`] on a listener of the test's own.
+pub fn serve_on<P, F, Fut>(listener: TcpListener, config: Config, prepare: P, run: F) -> SocketAddr
+where
+    P: Fn(Reply) -> Reply + Send + Sync + 'static,
+    F: Fn(Channel) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let addr = listener.local_addr().unwrap();
     let run = Arc::new(run);
     let prepare = Arc::new(prepare);
