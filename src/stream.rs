@@ -351,9 +351,13 @@ struct StreamBody {
     finished: bool,
 }
 
-/// Small messages already queued behind each other go out as one buffer (a copy of a few KiB
-/// is cheaper than an iovec, a chunk header and a trip through hyper for each).
-const COALESCE_BELOW: usize = 4 * 1024;
+/// Tiny messages already queued behind each other are copied into one buffer: below a few
+/// hundred bytes a copy costs less than an iovec and a trip through hyper for each (64 B
+/// chunks: 0.54 against 0.33 GB/s). Larger ones go out as they came, each a buffer of the
+/// frame (which is one chunk whatever it holds): the copy would be one more pass over memory
+/// the kernel then reads again (1 KiB chunks: 3.3 against 2.2 GB/s when they were copied
+/// into 16 KiB buffers; raw hyper 2.8).
+const COALESCE_BELOW: usize = 512;
 const COALESCE_UP_TO: usize = 16 * 1024;
 
 /// At most this many buffers in one frame. hyper writes up to 64 iovecs at once, and each
