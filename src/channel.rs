@@ -33,8 +33,8 @@ pub enum Kind {
 ///
 /// The sink side waits (`poll_ready`) while the outgoing queue holds more than
 /// [`Config::queue_limit`](crate::Config::queue_limit) bytes; `poll_flush` is ready when
-/// everything sent through this handle was handed to the socket (WebSocket) or to hyper (HTTP
-/// stream), and fails with [`Error::Closed`] if the channel closed before that; `poll_close`
+/// everything sent through this handle was written to the connection (see [`Sender::send`]),
+/// and fails with [`Error::Closed`] if the channel closed before that; `poll_close`
 /// closes gracefully (close frame 1000, or the end of the body) and waits until closed.
 ///
 /// [`split`](Self::split) gives a [`Receiver`] and a cloneable [`Sender`] for use from
@@ -128,7 +128,7 @@ impl Channel {
         self.originating_request().headers.get("last-event-id").and_then(|v| v.to_str().ok())
     }
 
-    /// Sends a message and waits until it was handed to the socket (or to hyper).
+    /// Sends a message and waits until it was written to the connection (see [`Sender::send`]).
     ///
     /// # Errors
     ///
@@ -236,8 +236,14 @@ impl Sender {
         self.shared.request.parts()
     }
 
-    /// Sends a message, waiting for room in the queue first, and waits until it was handed to
-    /// the socket (WebSocket) or to hyper (HTTP stream).
+    /// Sends a message, waiting for room in the queue first, and waits until it was written to
+    /// the connection: a WebSocket's frame to the socket (not only into webchan's buffer); an
+    /// HTTP stream's bytes by hyper (to the socket over HTTP/1 with an IO that writes vectored,
+    /// as a `TcpStream` does; into hyper's or h2's own buffer where they copy: an IO without
+    /// vectored writes, HTTP/2's small frames). A connection dropped right after loses no send
+    /// that completed. (Through [`Body::into_bytes_body`](crate::Body::into_bytes_body), whose
+    /// `Bytes` frames cannot be followed, and for a response sent whole by
+    /// [`send_and_close`](Self::send_and_close) as the first send, once hyper takes the bytes.)
     ///
     /// # Errors
     ///
@@ -306,7 +312,8 @@ impl Sender {
     /// Starts a graceful close after everything queued: a close frame with code 1000 on a
     /// WebSocket, the end of the body on an HTTP stream; then waits until the channel is
     /// closed (a WebSocket waits for the client's close frame at most
-    /// [`Config::close_timeout`](crate::Config::close_timeout)).
+    /// [`Config::close_timeout`](crate::Config::close_timeout); an HTTP stream, until hyper has
+    /// written the body's last bytes, or dropped the connection).
     pub async fn close(&self) {
         self.close_with(1000, "").await;
     }
@@ -370,8 +377,8 @@ impl Sink<Message> for Sender {
     }
 }
 
-/// The outcome of one queued send: resolves to `Ok(())` once the message was handed to the
-/// socket (or to hyper), or to the error that stopped it.
+/// The outcome of one queued send: resolves to `Ok(())` once the message was written to the
+/// connection (see [`Sender::send`]), or to the error that stopped it.
 #[must_use = "dropping a completion does not cancel the send; its error goes to the event stream"]
 pub struct Completion {
     shared: Arc<Shared>,

@@ -466,8 +466,8 @@ impl SendOptions {
         self.close
     }
 
-    /// Set the spec's `:on-success`: called once the message was sent whole (handed to the
-    /// socket, or to hyper for an HTTP stream). Not called when the send returns anything but
+    /// Set the spec's `:on-success`: called once the message was sent whole (written to the
+    /// connection, see [`Sender::send`](crate::Sender::send)). Not called when the send returns anything but
     /// `Ok(true)`. If it returns an error or panics, that goes to the channel's `on_error`.
     /// The default is none.
     ///

@@ -40,13 +40,22 @@ use crate::{Body, Error};
 /// assert_eq!(data.copy_to_bytes(5), "hello");
 /// # });
 /// ```
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct BodyData {
     /// The first buffer not yet consumed; empty only when there is no other.
     first: Bytes,
     /// The buffers after it, only when there are any: a frame of one buffer (the most common)
     /// stays small, as hyper keeps its write queue's room for a few of them per connection.
     rest: Option<Box<Rest>>,
+    /// The sends this frame completes once every byte of it was taken (written).
+    receipt: Option<Receipt>,
+}
+
+impl Clone for BodyData {
+    /// A copy completes no send: the original does, once it is written.
+    fn clone(&self) -> Self {
+        Self { first: self.first.clone(), rest: self.rest.clone(), receipt: None }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -98,6 +107,47 @@ impl std::fmt::Debug for Held {
     }
 }
 
+/// A frame's account of the sends it carries: settled when hyper has taken the frame's last
+/// byte (written it to the connection, or copied it into a buffer of its own where it does
+/// that: an IO without vectored writes, HTTP/2's small frames), which completes the items up
+/// to `upto`; dropped before that (the connection failed), it fails them and every later one.
+/// The stream's end waits for its frames' receipts: see [`Shared::frame_written`].
+pub(crate) struct Receipt {
+    shared: Arc<Shared>,
+    /// The last item this frame completes (0: none), [`SETTLED`] once written.
+    upto: u64,
+}
+
+/// A [`Receipt`]'s `upto` once it is settled (no item has this number).
+const SETTLED: u64 = u64::MAX;
+
+impl Receipt {
+    /// The receipt of a frame about to go to hyper (counted out by [`Shared::frame_out`]).
+    pub(crate) fn new(shared: Arc<Shared>, upto: u64) -> Self {
+        Self { shared, upto }
+    }
+
+    /// The frame was written whole.
+    pub(crate) fn written(mut self) {
+        let upto = std::mem::replace(&mut self.upto, SETTLED);
+        self.shared.frame_written(upto);
+    }
+}
+
+impl Drop for Receipt {
+    fn drop(&mut self) {
+        if self.upto != SETTLED {
+            self.shared.frame_lost();
+        }
+    }
+}
+
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receipt").field("upto", &self.upto).finish_non_exhaustive()
+    }
+}
+
 impl BodyData {
     pub(crate) fn push(&mut self, bytes: Bytes) {
         if bytes.is_empty() {
@@ -115,6 +165,22 @@ impl BodyData {
                 more: VecDeque::new(),
                 held: None,
             }));
+        }
+    }
+
+    /// Completes what `receipt` stands for once every byte is taken: now, when there is none.
+    pub(crate) fn with_receipt(mut self, receipt: Receipt) -> Self {
+        self.receipt = Some(receipt);
+        self.settle_if_taken();
+        self
+    }
+
+    /// Settles the receipt once every byte was taken.
+    fn settle_if_taken(&mut self) {
+        if self.first.is_empty() && self.rest.is_none() {
+            if let Some(receipt) = self.receipt.take() {
+                receipt.written();
+            }
         }
     }
 
@@ -142,32 +208,33 @@ impl BodyData {
         next
     }
 
-    /// The buffers, in order (empty ones left out), and the queue room they hold.
-    fn into_buffers(self) -> (impl Iterator<Item = Bytes>, Option<Held>) {
-        let (second, more, held) = match self.rest {
+    /// The buffers, in order (empty ones left out), the queue room they hold and the sends
+    /// they complete.
+    fn into_buffers(mut self) -> (impl Iterator<Item = Bytes>, Option<Held>, Option<Receipt>) {
+        let receipt = self.receipt.take();
+        let (second, more, held) = match self.rest.take() {
             Some(rest) => {
                 let Rest { second, more, held, .. } = *rest;
                 (second, more, held)
             }
             None => Default::default(),
         };
-        let buffers = [self.first, second].into_iter().chain(more).filter(|b| !b.is_empty());
-        (buffers, held)
+        let first = std::mem::take(&mut self.first);
+        let buffers = [first, second].into_iter().chain(more).filter(|b| !b.is_empty());
+        (buffers, held, receipt)
     }
 }
 
 impl From<Bytes> for BodyData {
     fn from(bytes: Bytes) -> Self {
-        Self { first: bytes, rest: None }
+        Self { first: bytes, rest: None, receipt: None }
     }
 }
 
 impl From<BodyData> for Bytes {
-    /// One buffer: the one the data holds, or a copy of them all when it holds several.
+    /// One buffer: the one the data holds, or a copy of them all when it holds several. The
+    /// data counts as taken (the sends it carries complete).
     fn from(mut data: BodyData) -> Self {
-        if data.rest.is_none() {
-            return data.first;
-        }
         let len = data.remaining();
         data.copy_to_bytes(len)
     }
@@ -192,6 +259,7 @@ impl Buf for BodyData {
             cnt -= self.first.len();
             self.first = self.next_buffer();
         }
+        self.settle_if_taken();
     }
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
@@ -211,6 +279,7 @@ impl Buf for BodyData {
             let out = self.first.split_to(len);
             if self.first.is_empty() {
                 self.first = self.next_buffer();
+                self.settle_if_taken();
             }
             return out;
         }
@@ -244,13 +313,15 @@ pub struct BytesBody {
     pending: VecDeque<Bytes>,
     /// The queue room of the last frame's buffers: given back with the last of them.
     held: Option<Held>,
+    /// The sends of the last frame: done once its last buffer is given out.
+    receipt: Option<Receipt>,
 }
 
 impl Body {
     /// This body with [`Bytes`] frames (see [`BytesBody`]).
     #[must_use]
     pub fn into_bytes_body(self) -> BytesBody {
-        BytesBody { body: self, pending: VecDeque::new(), held: None }
+        BytesBody { body: self, pending: VecDeque::new(), held: None, receipt: None }
     }
 }
 
@@ -267,6 +338,9 @@ impl http_body::Body for BytesBody {
             if this.pending.is_empty() {
                 // Each buffer given out is held by hyper (within its own limit) from now on.
                 this.held = None;
+                if let Some(receipt) = this.receipt.take() {
+                    receipt.written();
+                }
             }
             return Poll::Ready(Some(Ok(Frame::data(next))));
         }
@@ -277,12 +351,20 @@ impl http_body::Body for BytesBody {
             };
             match frame.into_data() {
                 Ok(data) => {
-                    let (mut buffers, held) = data.into_buffers();
-                    let Some(first) = buffers.next() else { continue };
+                    let (mut buffers, held, receipt) = data.into_buffers();
+                    let first = buffers.next();
                     this.pending.extend(buffers);
-                    if !this.pending.is_empty() {
+                    if this.pending.is_empty() {
+                        // Given out whole (or empty): what hyper does with `Bytes` frames
+                        // cannot be seen from here.
+                        if let Some(receipt) = receipt {
+                            receipt.written();
+                        }
+                    } else {
                         this.held = held;
+                        this.receipt = receipt;
                     }
+                    let Some(first) = first else { continue };
                     return Poll::Ready(Some(Ok(Frame::data(first))));
                 }
                 Err(frame) => return Poll::Ready(Some(Ok(frame.map_data(Bytes::from)))),
@@ -349,7 +431,7 @@ mod tests {
     #[test]
     fn one_buffer_of_data_is_hardly_bigger_than_bytes() {
         // hyper's write queue keeps room for a few frames per connection, idle ones too.
-        assert!(std::mem::size_of::<BodyData>() <= std::mem::size_of::<Bytes>() + 8);
+        assert!(std::mem::size_of::<BodyData>() <= std::mem::size_of::<Bytes>() + 24);
         assert!(BodyData::from(Bytes::from_static(b"x")).rest.is_none());
     }
 

@@ -97,6 +97,17 @@ pub(crate) struct State {
     read_paused: bool,
     /// Live `Sender`s and `Receiver`s; when none is left, the channel closes.
     handles: usize,
+
+    /// HTTP streams: frames handed to hyper and not yet written whole (see `data::Receipt`).
+    unwritten: u32,
+    /// A frame was dropped before it was written (the connection failed): no later item
+    /// completes.
+    lost: bool,
+    /// The body ended: the channel closes once no frame is left unwritten.
+    body_ended: bool,
+    /// Items up to this one complete once no frame is left unwritten (those that went out in
+    /// no frame of their own after the last one: failures, empty messages, the close).
+    tail_seq: u64,
 }
 
 /// What [`Shared::poll_events`] took.
@@ -487,20 +498,95 @@ impl Shared {
     /// are the errors of some of them.
     pub(crate) fn finish_items(&self, upto: u64, bytes: usize, failures: &mut Vec<(u64, Error)>) {
         let mut s = self.lock();
+        self.uncount(&mut s, bytes);
+        Self::record_failures(&mut s, failures);
+        Self::advance(&mut s, upto);
+        wake_all(&mut s.done_wakers);
+    }
+
+    /// Every item up to `upto` is finished.
+    fn advance(s: &mut State, upto: u64) {
         if upto > s.done_seq {
             s.done_seq = upto;
+            s.tracking.finished_upto(upto);
+            wake_all(&mut s.done_wakers);
         }
+    }
+
+    /// An HTTP stream's frame goes to hyper: its first message's room (`bytes`) leaves the
+    /// queue's count (the others' room goes with the frame, see `data::Held`), the errors of
+    /// the items taken since the last frame are recorded, and the frame counts as unwritten
+    /// until its receipt is settled.
+    pub(crate) fn frame_out(&self, bytes: usize, failures: &mut Vec<(u64, Error)>) {
+        let mut s = self.lock();
+        s.unwritten += 1;
         self.uncount(&mut s, bytes);
-        let done = s.done_seq;
-        s.tracking.finished_upto(done);
+        if !failures.is_empty() {
+            Self::record_failures(&mut s, failures);
+            wake_all(&mut s.done_wakers);
+        }
+    }
+
+    /// A frame was written whole: the items up to `upto` (0: none) are done, and, when it was
+    /// the last one out, those that followed it without a frame. Frames are written in order.
+    pub(crate) fn frame_written(&self, upto: u64) {
+        let mut s = self.lock();
+        s.unwritten -= 1;
+        if !s.lost {
+            Self::advance(&mut s, upto);
+            if s.unwritten == 0 {
+                let tail = s.tail_seq;
+                Self::advance(&mut s, tail);
+            }
+        }
+        self.end_if_written(s);
+    }
+
+    /// A frame was dropped before hyper had written it: what it and every later frame carry
+    /// fails (with `Closed`, when the stream ends).
+    pub(crate) fn frame_lost(&self) {
+        let mut s = self.lock();
+        s.unwritten -= 1;
+        s.lost = true;
+        self.end_if_written(s);
+    }
+
+    /// Items up to `upto` went out in no frame of their own: done once every frame before
+    /// them is written (now, when none is left).
+    pub(crate) fn complete_after_frames(&self, upto: u64) {
+        let mut s = self.lock();
+        s.tail_seq = s.tail_seq.max(upto);
+        if s.unwritten == 0 && !s.lost {
+            Self::advance(&mut s, upto);
+        }
+    }
+
+    /// An HTTP stream's body ended (or hyper dropped it) with the items up to `upto` taken:
+    /// they complete once every frame is written, and the channel then closes.
+    pub(crate) fn body_end(&self, upto: u64) {
+        self.complete_after_frames(upto);
+        let mut s = self.lock();
+        s.body_ended = true;
+        self.end_if_written(s);
+    }
+
+    /// Closes an HTTP stream whose body ended once hyper holds none of its frames.
+    fn end_if_written(&self, s: MutexGuard<'_, State>) {
+        let end = s.body_ended && s.unwritten == 0;
+        drop(s);
+        if end {
+            self.finish(CloseInfo::http(), None);
+        }
+    }
+
+    fn record_failures(s: &mut State, failures: &mut Vec<(u64, Error)>) {
         for (seq, error) in failures.drain(..) {
             if s.tracking.is_tracked(seq) {
                 s.tracking.failures.push((seq, error));
             } else {
-                Self::push_event(&mut s, Event::Error(error));
+                Self::push_event(s, Event::Error(error));
             }
         }
-        wake_all(&mut s.done_wakers);
     }
 
     /// `bytes` leave the queue's count; senders waiting for room are woken if that takes it

@@ -18,7 +18,7 @@ use http_body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::charset::Charset;
-use crate::data::{BodyData, Held};
+use crate::data::{BodyData, Held, Receipt};
 use crate::message::{Piece, Pump};
 use crate::shared::{Item, Queued, Shared};
 use crate::{CloseInfo, Error, Message};
@@ -265,7 +265,7 @@ impl StreamHead {
             batch: VecDeque::new(),
             current: None,
             done_upto: 0,
-            reported: 0,
+            receipted: 0,
             done_bytes: 0,
             failures: Vec::new(),
             timer: deadline_sleep(self.deadline),
@@ -343,8 +343,12 @@ struct StreamBody {
     written: u64,
     batch: VecDeque<Queued>,
     current: Option<(u64, usize, Pump)>,
+    /// Every item up to this one was taken: into a frame, or done without one.
     done_upto: u64,
-    reported: u64,
+    /// Items up to this one were handed on to complete once written (with a frame's receipt,
+    /// or to the channel, for those after the last frame).
+    receipted: u64,
+    /// Queue room of taken items not yet given back.
     done_bytes: usize,
     failures: Vec<(u64, Error)>,
     timer: Option<Pin<Box<Sleep>>>,
@@ -440,19 +444,40 @@ impl StreamBody {
         }
     }
 
+    /// Gives back the queue room of the items taken, and records the errors of those that
+    /// failed (before anything can complete them).
     fn report(&mut self) {
-        if self.done_upto > self.reported || !self.failures.is_empty() {
-            self.shared.finish_items(self.done_upto, self.done_bytes, &mut self.failures);
+        if self.done_bytes > 0 || !self.failures.is_empty() {
+            self.shared.finish_items(0, self.done_bytes, &mut self.failures);
             self.done_bytes = 0;
-            self.reported = self.done_upto;
         }
     }
 
-    /// The body's end: reports what is done and closes the channel.
+    /// The items taken since the last frame complete once the frames before them are written.
+    fn complete(&mut self) {
+        self.report();
+        if self.done_upto > self.receipted {
+            self.shared.complete_after_frames(self.done_upto);
+            self.receipted = self.done_upto;
+        }
+    }
+
+    /// The frame `data` is about to go to hyper: it completes the items taken up to now once
+    /// it is written (see [`Receipt`]).
+    fn receipted(&mut self, data: BodyData) -> BodyData {
+        let upto = if self.done_upto > self.receipted { self.done_upto } else { 0 };
+        self.receipted = self.done_upto;
+        self.shared.frame_out(std::mem::take(&mut self.done_bytes), &mut self.failures);
+        data.with_receipt(Receipt::new(Arc::clone(&self.shared), upto))
+    }
+
+    /// The body's end: what is done completes once the last frame is written, and the
+    /// channel then closes.
     fn end(&mut self) -> Poll<Option<Bytes>> {
         self.report();
         self.finished = true;
-        self.shared.finish(CloseInfo::http(), None);
+        self.receipted = self.done_upto;
+        self.shared.body_end(self.done_upto);
         Poll::Ready(None)
     }
 
@@ -466,8 +491,8 @@ impl StreamBody {
                 Poll::Ready(Some(Ok(_))) => sleep.as_mut().reset(Instant::now() + *period),
                 Poll::Pending if sleep.as_mut().poll(cx).is_ready() => {
                     sleep.as_mut().reset(Instant::now() + *period);
-                    let comment = Bytes::from_static(b":\n\n");
-                    return Poll::Ready(Some(Ok(Frame::data(comment.into()))));
+                    let comment = BodyData::from(Bytes::from_static(b":\n\n"));
+                    return Poll::Ready(Some(Ok(Frame::data(self.receipted(comment)))));
                 }
                 _ => {}
             }
@@ -503,10 +528,7 @@ impl StreamBody {
             self.done_bytes = before;
             data.hold(Held::new(self.shared.clone(), gathered));
         }
-        if self.done_bytes >= self.shared.config.get().queue_limit / 4 {
-            self.report();
-        }
-        Poll::Ready(Some(Ok(Frame::data(data))))
+        Poll::Ready(Some(Ok(Frame::data(self.receipted(data)))))
     }
 
     /// The next non-empty buffer of the body; `None` at its end.
@@ -523,7 +545,7 @@ impl StreamBody {
         loop {
             let Some((seq, size, pump)) = &mut self.current else {
                 if self.batch.is_empty() {
-                    self.report();
+                    self.complete();
                     self.shared.take_queue(&mut self.batch, cx, false);
                 }
                 match self.batch.pop_front() {
@@ -593,7 +615,7 @@ impl StreamBody {
                     self.done_bytes += size;
                 }
                 Poll::Pending => {
-                    self.report();
+                    self.complete();
                     return Poll::Pending;
                 }
             }
@@ -616,9 +638,10 @@ impl Drop for StreamBody {
                 }
             }
             // Otherwise hyper dropped the body before its end: the client went away (or the
-            // connection failed). Whatever was written counts; the rest fails with `Closed`.
+            // connection failed). Whatever was written counts; the rest fails with `Closed`
+            // (once hyper has dropped the frames it held, see `Receipt`).
             self.report();
-            self.shared.finish(CloseInfo::http(), None);
+            self.shared.body_end(self.done_upto);
         }
     }
 }

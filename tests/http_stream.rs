@@ -703,3 +703,120 @@ async fn messages_that_go_out_together_count_against_the_queue_until_written() {
     assert!(fed <= bound, "accepted {fed} bytes for a client that reads nothing (bound {bound})");
     drop(tcp);
 }
+
+/// The body bytes of a raw chunked HTTP/1.1 response that may have been cut anywhere (a
+/// dropped connection): every chunk, the last one as far as it came.
+fn dechunk_prefix(response: &[u8]) -> Vec<u8> {
+    let Some(head) = response.windows(4).position(|w| w == b"\r\n\r\n") else { return Vec::new() };
+    let (mut body, mut at) = (Vec::new(), head + 4);
+    while let Some(eol) = response[at..].windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(text_of(&response[at..at + eol]).trim(), 16).unwrap();
+        at += eol + 2;
+        body.extend_from_slice(&response[at..(at + size).min(response.len())]);
+        at += size + 2;
+        if size == 0 || at > response.len() {
+            break;
+        }
+    }
+    body
+}
+
+#[tokio::test]
+async fn a_send_completes_only_once_hyper_has_written_its_bytes() {
+    // As on a WebSocket (tests/websocket.rs): a client that stops reading fills the socket and
+    // then hyper's buffer; the sends that completed by then must all have been written to the
+    // socket, so that when the server then drops the connection at once (as a server's own
+    // shutdown deadline does: the connection's task aborted), the client still reads every one
+    // of them from the kernel's buffers. A send counted done while its bytes sat in hyper's
+    // buffer would be lost.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SIZE: usize = 1024;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut channels) = tokio::sync::mpsc::unbounded_channel();
+    let connection = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let service = hyper::service::service_fn(move |request| {
+            let (reply, channel) = webchan::as_channel(request, Config::default()).unwrap();
+            let _ = tx.send(channel);
+            async move { Ok::<_, std::convert::Infallible>(reply.await) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(tcp), service)
+            .await;
+    });
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut ch = next_channel(&mut channels).await;
+    let sender = ch.sender();
+    let mut completed = 0u32;
+    loop {
+        let mut payload = vec![0u8; SIZE];
+        payload[..4].copy_from_slice(&completed.to_be_bytes());
+        let send = sender.send(Message::Binary(payload.into()));
+        match tokio::time::timeout(Duration::from_millis(300), send).await {
+            Ok(result) => result.unwrap(),
+            // The socket and hyper's buffer are full: this one waits (it stays queued).
+            Err(_) => break,
+        }
+        completed += 1;
+        assert!(completed < 200_000, "200 MiB went to a client that never read");
+    }
+    assert!(completed > 0);
+    connection.abort();
+    assert!(connection.await.unwrap_err().is_cancelled());
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut response));
+    read.await.expect("the connection was not dropped").unwrap();
+    let body = dechunk_prefix(&response);
+    let received = body.len() / SIZE;
+    for (i, message) in body.chunks_exact(SIZE).enumerate() {
+        assert_eq!(message[..4], (i as u32).to_be_bytes(), "in order, none missing");
+    }
+    assert!(received >= completed as usize, "{completed} sends completed, {received} arrived");
+    // The channel learns that the connection is gone.
+    let events = all_events(&mut ch).await;
+    assert!(matches!(events.last(), Some(Event::Closed(_))), "{events:?}");
+}
+
+#[tokio::test]
+async fn a_closing_http_stream_closes_once_hyper_has_written_its_last_bytes() {
+    // Server and client sockets with small kernel buffers, a client that reads nothing yet,
+    // and 256 KiB queued then a close: hyper takes it all (it holds up to ~400 KiB), the body
+    // ends, but most of it cannot be written. The close must wait for it (a close completed,
+    // and `Closed` reported, while the last sends sit in hyper's buffer would tell the handler
+    // they went out), and completes once the client has read everything.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SIZE: usize = 64 * 1024;
+    const COUNT: usize = 4;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(16 * 1024).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (tx, mut channels) = tokio::sync::mpsc::unbounded_channel();
+    let run = move |ch: Channel| {
+        let _ = tx.send(ch);
+        async {}
+    };
+    let addr = serve_on(socket.listen(16).unwrap(), Config::default(), |r| r, run);
+    let client = tokio::net::TcpSocket::new_v4().unwrap();
+    client.set_recv_buffer_size(16 * 1024).unwrap();
+    let mut tcp = client.connect(addr).await.unwrap();
+    tcp.write_all(RAW_GET).await.unwrap();
+    let mut ch = next_channel(&mut channels).await;
+    let sender = ch.sender();
+    for i in 0..COUNT {
+        drop(sender.try_send(vec![i as u8; SIZE].into()).unwrap());
+    }
+    let mut close = tokio::spawn(async move { sender.close().await });
+    let early = tokio::time::timeout(Duration::from_millis(300), &mut close).await;
+    assert!(early.is_err(), "the close completed while the client had read nothing");
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut response));
+    read.await.expect("the body did not end").unwrap();
+    let (_, body) = dechunk(&response);
+    assert_eq!(body.len(), SIZE * COUNT);
+    assert!(body.chunks(SIZE).enumerate().all(|(i, m)| m.iter().all(|b| *b == i as u8)));
+    tokio::time::timeout(Duration::from_secs(10), close).await.expect("close hung").unwrap();
+    let events = all_events(&mut ch).await;
+    assert!(!events.iter().any(|e| matches!(e, Event::Error(_))), "{events:?}");
+}
