@@ -748,21 +748,8 @@ async fn a_send_completes_only_once_hyper_has_written_its_bytes() {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let mut ch = next_channel(&mut channels).await;
-    let sender = ch.sender();
-    let mut completed = 0u32;
-    loop {
-        let mut payload = vec![0u8; SIZE];
-        payload[..4].copy_from_slice(&completed.to_be_bytes());
-        let send = sender.send(Message::Binary(payload.into()));
-        match tokio::time::timeout(Duration::from_millis(300), send).await {
-            Ok(result) => result.unwrap(),
-            // The socket and hyper's buffer are full: this one waits (it stays queued).
-            Err(_) => break,
-        }
-        completed += 1;
-        assert!(completed < 200_000, "200 MiB went to a client that never read");
-    }
-    assert!(completed > 0);
+    // Until the socket and hyper's buffer are full.
+    let completed = send_numbered_until_stalled(&ch.sender()).await;
     connection.abort();
     assert!(connection.await.unwrap_err().is_cancelled());
     let mut response = Vec::new();

@@ -423,3 +423,23 @@ pub fn closed_of(events: &[Event]) -> webchan::CloseInfo {
         other => panic!("last event is not Closed: {other:?}"),
     }
 }
+
+/// Sends 1 KiB binary messages, each starting with its number (big-endian `u32`, from 0),
+/// one at a time, until one has not completed after 300 ms (a client that reads nothing has
+/// let the buffers fill: that one stays queued). Returns how many completed.
+pub async fn send_numbered_until_stalled(sender: &webchan::Sender) -> u32 {
+    let mut completed = 0u32;
+    loop {
+        let mut payload = vec![0u8; 1024];
+        payload[..4].copy_from_slice(&completed.to_be_bytes());
+        let send = sender.send(webchan::Message::Binary(payload.into()));
+        match tokio::time::timeout(Duration::from_millis(300), send).await {
+            Ok(result) => result.unwrap(),
+            Err(_) => break,
+        }
+        completed += 1;
+        assert!(completed < 200_000, "200 MiB went to a client that never read");
+    }
+    assert!(completed > 0);
+    completed
+}
