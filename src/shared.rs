@@ -554,18 +554,21 @@ impl Shared {
     /// Items up to `upto` went out in no frame of their own: done once every frame before
     /// them is written (now, when none is left).
     pub(crate) fn complete_after_frames(&self, upto: u64) {
-        let mut s = self.lock();
+        Self::after_frames(&mut self.lock(), upto);
+    }
+
+    fn after_frames(s: &mut State, upto: u64) {
         s.tail_seq = s.tail_seq.max(upto);
         if s.unwritten == 0 && !s.lost {
-            Self::advance(&mut s, upto);
+            Self::advance(s, upto);
         }
     }
 
     /// An HTTP stream's body ended (or hyper dropped it) with the items up to `upto` taken:
     /// they complete once every frame is written, and the channel then closes.
     pub(crate) fn body_end(&self, upto: u64) {
-        self.complete_after_frames(upto);
         let mut s = self.lock();
+        Self::after_frames(&mut s, upto);
         s.body_ended = true;
         self.end_if_written(s);
     }

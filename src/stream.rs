@@ -476,7 +476,6 @@ impl StreamBody {
     fn end(&mut self) -> Poll<Option<Bytes>> {
         self.report();
         self.finished = true;
-        self.receipted = self.done_upto;
         self.shared.body_end(self.done_upto);
         Poll::Ready(None)
     }
