@@ -216,7 +216,10 @@ impl Decoder {
             // a copy of its own is one allocation, where a new arena would be two (its buffer,
             // then the shared header of the first split).
             let payload = BytesMut::from(&buf[header + 4..total]);
-            buf.advance(total);
+            // All of `buf` is consumed: `clear` keeps its start where it is, so the pool
+            // takes it back without moving it (`advance` then `try_reclaim`: ~90
+            // instructions more per read).
+            buf.clear();
             payload
         } else if len <= COPY_MAX {
             if self.arena.capacity() < len {
@@ -224,7 +227,11 @@ impl Decoder {
                 self.arena = BytesMut::with_capacity(buf.len().min(ARENA_MAX).max(len));
             }
             self.arena.extend_from_slice(&buf[header + 4..total]);
-            buf.advance(total);
+            if buf.len() == total {
+                buf.clear();
+            } else {
+                buf.advance(total);
+            }
             self.arena.split()
         } else {
             buf.advance(header + 4);
