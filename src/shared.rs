@@ -12,6 +12,7 @@
 //! else to the event stream as [`Event::Error`].
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -58,6 +59,10 @@ pub(crate) struct Shared {
     forced: std::sync::atomic::AtomicBool,
     /// The transport, when handles can run it (WebSockets).
     inline: std::sync::OnceLock<Arc<dyn Inline>>,
+    /// Sends are accepted and the queue is under its limit, as of the last change under the
+    /// lock: lets [`Shared::poll_capacity`] answer without the lock in the common case (a
+    /// `Sink` asks before every message). A hint only: `enqueue` checks again, under the lock.
+    room: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -211,6 +216,7 @@ impl Shared {
             registered: std::sync::OnceLock::new(),
             forced: std::sync::atomic::AtomicBool::new(false),
             inline: std::sync::OnceLock::new(),
+            room: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -249,6 +255,9 @@ impl Shared {
 
     /// Ready when a send of any size may be queued (the queue is under its limit).
     pub(crate) fn poll_capacity(&self, cx: &Context<'_>) -> Poll<Result<(), Error>> {
+        if self.room.load(Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
         let s = self.lock();
         if !s.accepting {
             return Poll::Ready(Err(Error::Closed));
@@ -329,12 +338,15 @@ impl Shared {
         s.next_seq += 1;
         let seq = s.next_seq;
         s.queued_bytes += size;
+        if s.queued_bytes >= self.config.get().queue_limit {
+            self.room.store(false, Relaxed);
+        }
         if tracked {
             s.tracking.tracked.push(seq);
         }
         s.queue.push_back(Queued { seq, size, item: Item::Send(message) });
         if close_after {
-            Self::push_close(&mut s, 1000, String::new());
+            self.push_close(&mut s, 1000, String::new());
         }
         if !(flush_later && self.inline.get().is_some()) || close_after {
             if let Some(w) = s.transport_waker.take() {
@@ -344,8 +356,9 @@ impl Shared {
         Ok(seq)
     }
 
-    fn push_close(s: &mut State, code: u16, reason: String) -> u64 {
+    fn push_close(&self, s: &mut State, code: u16, reason: String) -> u64 {
         s.accepting = false;
+        self.room.store(false, Relaxed);
         s.next_seq += 1;
         let seq = s.next_seq;
         s.queue.push_back(Queued { seq, size: 0, item: Item::Close(code, reason) });
@@ -361,7 +374,7 @@ impl Shared {
         if !s.accepting {
             return false;
         }
-        Self::push_close(&mut s, code, reason);
+        self.push_close(&mut s, code, reason);
         if let Some(w) = s.transport_waker.take() {
             w.wake();
         }
@@ -465,7 +478,7 @@ impl Shared {
             }
         }
         if s.handles == 0 && s.accepting {
-            Self::push_close(&mut s, 1000, String::new());
+            self.push_close(&mut s, 1000, String::new());
             if let Some(w) = s.transport_waker.take() {
                 w.wake();
             }
@@ -606,6 +619,7 @@ impl Shared {
         let was_full = s.queued_bytes >= limit;
         s.queued_bytes = s.queued_bytes.saturating_sub(bytes);
         if was_full && s.queued_bytes < limit {
+            self.room.store(s.accepting, Relaxed);
             wake_all(&mut s.capacity_wakers);
         }
     }
@@ -716,6 +730,7 @@ impl Shared {
         }
         s.closed = true;
         s.accepting = false;
+        self.room.store(false, Relaxed);
         s.queue.clear();
         s.queued_bytes = 0;
         if let Some(e) = error {
