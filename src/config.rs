@@ -111,6 +111,16 @@ impl Config {
     /// answer (a peer behind a NAT or a proxy that drops quiet connections after 30-60 s stays
     /// reachable); `None` turns it off.
     ///
+    /// The silences are measured by one thread for the whole process (`webchan-keepalive`,
+    /// started with the first WebSocket that has keepalive on, asleep while there is none),
+    /// not by a timer in your runtime: a timer there would make every park of the runtime a
+    /// timed wait, which costs each round trip of a quiet connection. It looks at every
+    /// connection every eighth of the shortest interval or timeout in use (at most every 5
+    /// ms, at least once a second), so a ping goes out between `interval` and `interval`
+    /// plus one such step after the last frame, and the connection is dropped `timeout`
+    /// (give or take a step) after the ping was due. If that thread cannot be started,
+    /// keepalive is off and a warning is logged.
+    ///
     /// # Examples
     ///
     /// ```

@@ -145,6 +145,7 @@ mod error;
 mod event;
 mod frame;
 mod head;
+mod keepalive;
 mod message;
 mod negotiate;
 mod shared;

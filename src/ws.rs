@@ -26,10 +26,10 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWrite;
 use tokio::time::{Instant, Sleep};
 
-use crate::bufpool;
 use crate::frame::{self, Decoded, Decoder, Violation};
 use crate::message::{Piece, Pump};
 use crate::shared::{Inline, Item, Queued, Shared};
+use crate::{bufpool, keepalive};
 use crate::{CloseInfo, Error, Event, Incoming, Message};
 
 /// Frames decoded per wake-up before the task lets others run.
@@ -105,14 +105,11 @@ pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
             last: Instant::now(),
             sleep: Box::pin(tokio::time::sleep(timeout)),
         }),
-        keepalive: config.get().keepalive.map(|(interval, timeout)| Keepalive {
-            interval,
-            timeout,
-            last_heard: Instant::now(),
-            ping_sent: None,
-            sleep: Box::pin(tokio::time::sleep(interval)),
-            armed: false,
-        }),
+        keepalive: config
+            .get()
+            .keepalive
+            .and_then(|(interval, timeout)| keepalive::watch(interval, timeout)),
+        pings_sent: 0,
         keepalive_expired: false,
         finished: false,
         driver: None,
@@ -127,6 +124,9 @@ pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
         let Some(conn) = slot.as_mut() else { return Poll::Ready(()) };
         if !conn.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             conn.driver = Some(cx.waker().clone());
+            if let Some(watch) = &conn.keepalive {
+                watch.set_waker(cx.waker());
+            }
         }
         if conn.poll(cx).is_ready() {
             let conn = slot.take();
@@ -200,19 +200,6 @@ fn wbuf(buf: &mut BytesMut) -> &mut BytesMut {
     buf
 }
 
-/// Keepalive: when the peer was last heard from, and the ping we wait an answer for.
-struct Keepalive {
-    interval: Duration,
-    timeout: Duration,
-    last_heard: Instant,
-    ping_sent: Option<Instant>,
-    sleep: Pin<Box<Sleep>>,
-    /// `sleep` was polled (it holds the task's waker) and has not fired since: polling it
-    /// again before [`Sleep::is_elapsed`] says it fired changes nothing, and costs a visit to
-    /// the timer at every wake-up (ping-pong: ~170 instructions of ~6,100 per round trip).
-    armed: bool,
-}
-
 struct Idle {
     timeout: Duration,
     last: Instant,
@@ -268,7 +255,10 @@ struct Conn {
     shutting_down: bool,
     close_timer: Option<Pin<Box<Sleep>>>,
     idle: Option<Idle>,
-    keepalive: Option<Keepalive>,
+    /// Dead-peer detection (see [`keepalive`]): the sweeper asks for pings, this sends them.
+    keepalive: Option<Arc<keepalive::Watch>>,
+    /// The pings asked for that were sent (one per request, see [`keepalive::Watch::pings`]).
+    pings_sent: u32,
     /// The connection was dropped because the peer stopped answering pings.
     keepalive_expired: bool,
     /// `Closed` was reported.
@@ -329,29 +319,18 @@ impl Conn {
             }
             // Once the closing handshake has begun, the close timer governs.
             let closing = self.close_sent.is_some() || self.peer_close.is_some();
-            if let Some(ka) = self.keepalive.as_mut().filter(|_| !closing) {
-                // Only the connection's task polls it (the same waker every time).
-                let due = !ka.armed || ka.sleep.is_elapsed();
-                ka.armed = true;
-                if due && ka.sleep.as_mut().poll(cx).is_ready() {
-                    ka.armed = false;
-                    let now = Instant::now();
-                    match ka.ping_sent {
-                        Some(sent) if now >= sent + ka.timeout => {
-                            tracing::debug!("no answer to our ping: dropping the connection");
-                            self.keepalive_expired = true;
-                            self.abnormal = true;
-                            self.finish();
-                            return Poll::Ready(());
-                        }
-                        Some(sent) => ka.sleep.as_mut().reset(sent + ka.timeout),
-                        None if now >= ka.last_heard + ka.interval => {
-                            ka.ping_sent = Some(now);
-                            ka.sleep.as_mut().reset(now + ka.timeout);
-                            frame::encode(wbuf(&mut self.wbuf), frame::OP_PING, b"webchan");
-                        }
-                        None => ka.sleep.as_mut().reset(ka.last_heard + ka.interval),
-                    }
+            if let Some(watch) = self.keepalive.as_ref().filter(|_| !closing) {
+                if watch.is_dead() {
+                    tracing::debug!("no answer to our ping: dropping the connection");
+                    self.keepalive_expired = true;
+                    self.abnormal = true;
+                    self.finish();
+                    return Poll::Ready(());
+                }
+                let asked = watch.pings();
+                if asked != self.pings_sent {
+                    self.pings_sent = asked;
+                    frame::encode(wbuf(&mut self.wbuf), frame::OP_PING, b"webchan");
                     again = true;
                 }
             }
@@ -514,9 +493,8 @@ impl Conn {
             self.touch();
         }
         if heard {
-            if let Some(ka) = &mut self.keepalive {
-                ka.last_heard = Instant::now();
-                ka.ping_sent = None;
+            if let Some(watch) = &self.keepalive {
+                watch.heard();
             }
         }
         if !self.events.is_empty() {
