@@ -54,9 +54,13 @@ impl Watch {
         self.pings.load(Ordering::Acquire)
     }
 
-    /// The peer did not answer in time.
+    /// The peer did not answer in time, and nothing came since the sweeper said so (a pong
+    /// read in the same wake-up that brings the verdict keeps the connection: the sweeper
+    /// then takes the verdict back at its next look).
     pub(crate) fn is_dead(&self) -> bool {
-        self.dead.load(Ordering::Acquire)
+        // `heard` first: if the sweeper has cleared it, it cleared `dead` before (see `sweep`),
+        // and the Acquire here makes that visible.
+        !self.heard.load(Ordering::Acquire) && self.dead.load(Ordering::Acquire)
     }
 
     /// The task to wake when a ping is due or the peer is dead.
@@ -186,9 +190,13 @@ impl Sweeper {
     /// Looks at one watch; false once its connection is gone.
     fn sweep(e: &mut Entry, now: Instant) -> bool {
         let Some(watch) = e.watch.upgrade() else { return false };
-        if watch.heard.swap(false, Ordering::Relaxed) {
+        if watch.heard.load(Ordering::Relaxed) {
             e.last = now;
             e.pinged = None;
+            // `dead` before `heard`: a connection that reads `heard` cleared then reads `dead`
+            // cleared too (a frame read meanwhile is counted in this sweep, at `now`).
+            watch.dead.store(false, Ordering::Relaxed);
+            watch.heard.store(false, Ordering::Release);
             return true;
         }
         match e.pinged {
@@ -197,11 +205,13 @@ impl Sweeper {
                 watch.pings.fetch_add(1, Ordering::Release);
                 watch.wake();
             }
+            // Woken once; the entry stays (its connection drops it, or, closing, ignores
+            // keepalive) until the watch is dropped or the peer is heard from again.
             Some(pinged) if now.duration_since(pinged) >= e.timeout => {
-                watch.dead.store(true, Ordering::Release);
-                watch.wake();
-                // Nothing more to decide for it.
-                return false;
+                let newly = !watch.dead.swap(true, Ordering::Release);
+                if newly {
+                    watch.wake();
+                }
             }
             _ => {}
         }
@@ -246,6 +256,13 @@ mod tests {
         eventually("the peer declared dead", || silent.is_dead());
         assert!(started.elapsed() >= interval + timeout, "dead before interval + timeout");
         assert_eq!(silent.pings(), 1, "one ping per silence");
+
+        // A frame read after the verdict (a late pong in the same wake-up) takes it back: the
+        // connection stays, and the next silence gets its own ping.
+        silent.heard();
+        assert!(!silent.is_dead(), "a peer heard after the verdict is not dead");
+        eventually("a second ping request", || silent.pings() == 2);
+        assert!(!silent.is_dead());
 
         // A peer that answers each ping is asked for another after each silence, never dead
         // (a long timeout: this thread answering late on a loaded machine is not the test).
