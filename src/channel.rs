@@ -362,14 +362,14 @@ impl Sink<Message> for Sender {
         if self.last_seq == 0 {
             return Poll::Ready(Ok(()));
         }
-        self.shared.poll_done(cx, self.last_seq)
+        self.shared.poll_flushed(cx, self.last_seq)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let flushed = if self.last_seq == 0 {
             Ok(())
         } else {
-            ready!(self.shared.poll_done(cx, self.last_seq))
+            ready!(self.shared.poll_flushed(cx, self.last_seq))
         };
         self.shared.request_close(1000, String::new());
         ready!(self.shared.poll_closed(cx));

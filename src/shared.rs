@@ -63,6 +63,13 @@ pub(crate) struct Shared {
     /// lock: lets [`Shared::poll_capacity`] answer without the lock in the common case (a
     /// `Sink` asks before every message). A hint only: `enqueue` checks again, under the lock.
     room: std::sync::atomic::AtomicBool,
+    /// `done_seq` as of its last change under the lock: lets a flush that finds its items
+    /// finished answer without the lock (see [`Shared::poll_flushed`]).
+    done: std::sync::atomic::AtomicU64,
+    /// The queue was empty and the transport's waker registered, as of the last change under
+    /// the lock: lets the transport skip taking an empty queue (see [`Shared::queue_settled`]).
+    /// Cleared by every push to the queue and every taking of the waker.
+    settled: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -217,6 +224,8 @@ impl Shared {
             forced: std::sync::atomic::AtomicBool::new(false),
             inline: std::sync::OnceLock::new(),
             room: std::sync::atomic::AtomicBool::new(true),
+            done: std::sync::atomic::AtomicU64::new(0),
+            settled: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -225,12 +234,32 @@ impl Shared {
         let _ = self.inline.set(transport);
     }
 
+    /// Takes the transport's waker (to wake it, or to drop it): the queue is no longer
+    /// settled.
+    fn take_transport(&self, s: &mut State) -> Option<Waker> {
+        self.settled.store(false, Relaxed);
+        s.transport_waker.take()
+    }
+
+    /// Nothing is queued and the transport's waker is registered, as of the last change:
+    /// [`Shared::take_queue`] would take nothing and register nothing new. A hint read without
+    /// the lock; whoever queues something afterwards also wakes the transport or runs it (see
+    /// `enqueue`), and that wake-up sees the hint cleared.
+    pub(crate) fn queue_settled(&self) -> bool {
+        self.settled.load(Relaxed)
+    }
+
+    /// The transport's waker changed: the next `take_queue` is not to be skipped.
+    pub(crate) fn unsettle(&self) {
+        self.settled.store(false, Relaxed);
+    }
+
     /// Gets queued items moving: runs the transport here if it can, else wakes its task.
     fn push_out(&self) {
         if self.inline.get().is_some_and(|t| t.step()) {
             return;
         }
-        let waker = self.lock().transport_waker.take();
+        let waker = self.take_transport(&mut self.lock());
         if let Some(w) = waker {
             w.wake();
         }
@@ -344,12 +373,13 @@ impl Shared {
         if tracked {
             s.tracking.tracked.push(seq);
         }
+        self.settled.store(false, Relaxed);
         s.queue.push_back(Queued { seq, size, item: Item::Send(message) });
         if close_after {
             self.push_close(&mut s, 1000, String::new());
         }
         if !(flush_later && self.inline.get().is_some()) || close_after {
-            if let Some(w) = s.transport_waker.take() {
+            if let Some(w) = self.take_transport(&mut s) {
                 w.wake();
             }
         }
@@ -361,6 +391,7 @@ impl Shared {
         self.room.store(false, Relaxed);
         s.next_seq += 1;
         let seq = s.next_seq;
+        self.settled.store(false, Relaxed);
         s.queue.push_back(Queued { seq, size: 0, item: Item::Close(code, reason) });
         // Senders waiting for room will never get it.
         wake_all(&mut s.capacity_wakers);
@@ -375,10 +406,25 @@ impl Shared {
             return false;
         }
         self.push_close(&mut s, code, reason);
-        if let Some(w) = s.transport_waker.take() {
+        if let Some(w) = self.take_transport(&mut s) {
             w.wake();
         }
         true
+    }
+
+    /// Ready once every item up to `seq` is finished, for items nobody tracks (a `Sink`'s: their
+    /// errors go to the event stream): as [`Shared::poll_done`], without the lock when they are
+    /// finished already or once the inline run has finished them.
+    pub(crate) fn poll_flushed(&self, cx: &Context<'_>, seq: u64) -> Poll<Result<(), Error>> {
+        use std::sync::atomic::Ordering::Acquire;
+        if self.done.load(Acquire) >= seq {
+            return Poll::Ready(Ok(()));
+        }
+        self.push_out();
+        if self.done.load(Acquire) >= seq {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_done(cx, seq)
     }
 
     /// The outcome of the item `seq` (and of everything before it).
@@ -445,7 +491,7 @@ impl Shared {
         s.event_bytes = 0;
         if s.read_paused {
             s.read_paused = false;
-            if let Some(w) = s.transport_waker.take() {
+            if let Some(w) = self.take_transport(&mut s) {
                 w.wake();
             }
         }
@@ -462,7 +508,7 @@ impl Shared {
         s.handles -= 1;
         if !receiver && !s.queue.is_empty() {
             // Sends that waited for a flush (see `enqueue`) still go out.
-            if let Some(w) = s.transport_waker.take() {
+            if let Some(w) = self.take_transport(&mut s) {
                 w.wake();
             }
         }
@@ -472,14 +518,14 @@ impl Shared {
             s.event_bytes = 0;
             if s.read_paused {
                 s.read_paused = false;
-                if let Some(w) = s.transport_waker.take() {
+                if let Some(w) = self.take_transport(&mut s) {
                     w.wake();
                 }
             }
         }
         if s.handles == 0 && s.accepting {
             self.push_close(&mut s, 1000, String::new());
-            if let Some(w) = s.transport_waker.take() {
+            if let Some(w) = self.take_transport(&mut s) {
                 w.wake();
             }
         }
@@ -500,6 +546,7 @@ impl Shared {
         } else {
             out.append(&mut s.queue);
         }
+        self.settled.store(s.transport_waker.is_some(), Relaxed);
     }
 
     /// Peeks at the queue without taking (an HTTP stream's head decides on its first items).
@@ -517,14 +564,15 @@ impl Shared {
         let mut s = self.lock();
         self.uncount(&mut s, bytes);
         Self::record_failures(&mut s, failures);
-        Self::advance(&mut s, upto);
+        self.advance(&mut s, upto);
         wake_all(&mut s.done_wakers);
     }
 
     /// Every item up to `upto` is finished.
-    fn advance(s: &mut State, upto: u64) {
+    fn advance(&self, s: &mut State, upto: u64) {
         if upto > s.done_seq {
             s.done_seq = upto;
+            self.done.store(upto, std::sync::atomic::Ordering::Release);
             s.tracking.finished_upto(upto);
             wake_all(&mut s.done_wakers);
         }
@@ -550,10 +598,10 @@ impl Shared {
         let mut s = self.lock();
         s.unwritten -= 1;
         if !s.lost {
-            Self::advance(&mut s, upto);
+            self.advance(&mut s, upto);
             if s.unwritten == 0 {
                 let tail = s.tail_seq;
-                Self::advance(&mut s, tail);
+                self.advance(&mut s, tail);
             }
         }
         self.end_if_written(s);
@@ -571,13 +619,13 @@ impl Shared {
     /// Items up to `upto` went out in no frame of their own: done once every frame before
     /// them is written (now, when none is left).
     pub(crate) fn complete_after_frames(&self, upto: u64) {
-        Self::after_frames(&mut self.lock(), upto);
+        self.after_frames(&mut self.lock(), upto);
     }
 
-    fn after_frames(s: &mut State, upto: u64) {
+    fn after_frames(&self, s: &mut State, upto: u64) {
         s.tail_seq = s.tail_seq.max(upto);
         if s.unwritten == 0 && !s.lost {
-            Self::advance(s, upto);
+            self.advance(s, upto);
         }
     }
 
@@ -585,7 +633,7 @@ impl Shared {
     /// they complete once every frame is written, and the channel then closes.
     pub(crate) fn body_end(&self, upto: u64) {
         let mut s = self.lock();
-        Self::after_frames(&mut s, upto);
+        self.after_frames(&mut s, upto);
         s.body_ended = true;
         self.end_if_written(s);
     }
@@ -710,7 +758,7 @@ impl Shared {
     /// The shutdown's deadline passed: the transport drops the connection at once.
     pub(crate) fn force_close(&self) {
         self.forced.store(true, std::sync::atomic::Ordering::Release);
-        let waker = self.lock().transport_waker.take();
+        let waker = self.take_transport(&mut self.lock());
         if let Some(w) = waker {
             w.wake();
         }
@@ -750,7 +798,7 @@ impl Shared {
         if let Some(w) = s.receiver_waker.take() {
             w.wake();
         }
-        s.transport_waker = None;
+        self.take_transport(&mut s);
     }
 }
 

@@ -124,6 +124,8 @@ pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
         let Some(conn) = slot.as_mut() else { return Poll::Ready(()) };
         if !conn.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             conn.driver = Some(cx.waker().clone());
+            // The transport's waker registered with the queue is an old one: register anew.
+            conn.shared.unsettle();
             if let Some(watch) = &conn.keepalive {
                 watch.set_waker(cx.waker());
             }
@@ -594,7 +596,12 @@ impl Conn {
                         break;
                     }
                     // Nothing is reported done here: an item counts as sent once its bytes
-                    // were written, which `report` after the writes below tells.
+                    // were written, which `report` after the writes below tells. An empty
+                    // queue with this task's waker in place is not taken again (a lock saved
+                    // at each wake-up that only reads).
+                    if self.shared.queue_settled() {
+                        break;
+                    }
                     self.shared.take_queue(&mut self.batch, cx, true);
                     taken = true;
                 }
