@@ -416,22 +416,31 @@ impl Shared {
     /// errors go to the event stream): as [`Shared::poll_done`], without the lock when they are
     /// finished already or once the inline run has finished them.
     pub(crate) fn poll_flushed(&self, cx: &Context<'_>, seq: u64) -> Poll<Result<(), Error>> {
-        use std::sync::atomic::Ordering::Acquire;
-        if self.done.load(Acquire) >= seq {
+        if !self.push_unless_done(seq) {
             return Poll::Ready(Ok(()));
         }
-        self.push_out();
-        if self.done.load(Acquire) >= seq {
-            return Poll::Ready(Ok(()));
-        }
-        self.poll_done(cx, seq)
+        self.check_done(cx, seq)
     }
 
     /// The outcome of the item `seq` (and of everything before it).
     pub(crate) fn poll_done(&self, cx: &Context<'_>, seq: u64) -> Poll<Result<(), Error>> {
-        if self.lock().done_seq < seq {
-            self.push_out();
+        self.push_unless_done(seq);
+        self.check_done(cx, seq)
+    }
+
+    /// Gets the items up to `seq` moving unless they are done (read without the lock). True
+    /// when they are still not done after that.
+    fn push_unless_done(&self, seq: u64) -> bool {
+        use std::sync::atomic::Ordering::Acquire;
+        if self.done.load(Acquire) >= seq {
+            return false;
         }
+        self.push_out();
+        self.done.load(Acquire) < seq
+    }
+
+    /// The locked half of [`Shared::poll_done`]: the outcome if it is known, else a waker.
+    fn check_done(&self, cx: &Context<'_>, seq: u64) -> Poll<Result<(), Error>> {
         let mut s = self.lock();
         if s.done_seq >= seq {
             return Poll::Ready(match s.tracking.untrack(seq) {

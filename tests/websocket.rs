@@ -753,3 +753,32 @@ async fn large_frames_that_arrive_in_pieces_are_echoed_whole() {
         assert_eq!(raw.read_frame().await, Some((0x82, payload)), "round {round}");
     }
 }
+
+/// A send nobody awaits or flushes (`try_send`, its completion dropped) still goes out when the
+/// connection has gone quiet after a flushed send: the connection then skips taking its empty
+/// queue (the "settled" hint of `shared.rs`), and the `try_send` must clear that and wake it.
+/// Sent from another task on a multi-threaded runtime, after a pause each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unawaited_send_goes_out_after_the_connection_has_gone_quiet() {
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let mut ws = ws_connect(addr, "/").await;
+    let mut ch = next_channel(&mut channels).await;
+    assert!(matches!(next_of(&mut ch).await, Some(Event::Open)));
+    for i in 0..5 {
+        send_text(&mut ws, &format!("ping {i}")).await;
+        match next_of(&mut ch).await {
+            Some(Event::Message(Incoming::Text(t))) => assert_eq!(t.as_str(), format!("ping {i}")),
+            e => panic!("{e:?}"),
+        }
+        ch.send(format!("flushed {i}").into()).await.unwrap();
+        assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text(format!("flushed {i}"))));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let sender = ch.sender();
+        tokio::spawn(async move {
+            drop(sender.try_send(format!("unawaited {i}").into()).unwrap());
+        })
+        .await
+        .unwrap();
+        assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text(format!("unawaited {i}"))));
+    }
+}
