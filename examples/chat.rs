@@ -26,18 +26,19 @@ use std::sync::Arc;
 
 use futures::{future, stream, Stream, StreamExt};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
-use hyper::body::Incoming;
+
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::sync::broadcast;
-use webchan::{Channel, Config, Event, Kind, Message};
+use webchan::{Channel, Config, Event, Incoming, Kind, Message, Text};
 
-/// One line said in the room, and who said it.
+/// One line said in the room, and who said it. The line is a [`Text`]: each client's copy of
+/// the broadcast shares its bytes, and sending it is no copy either.
 #[derive(Clone)]
 struct Said {
     from: u64,
-    text: Arc<str>,
+    line: Text,
 }
 
 /// The room's broadcast as a `Stream` (a slow client that falls behind skips what it missed).
@@ -59,16 +60,14 @@ async fn client(channel: Channel, room: broadcast::Sender<Said>, me: u64) {
     // Out: what the others say, into this channel's Sink. It ends when the channel closes.
     let outgoing = room_stream(&room)
         .filter(move |said| ready(said.from != me))
-        .map(|said| Ok(Message::from(format!("{}: {}", said.from, said.text))))
+        .map(|said| Ok(Message::from(said.line)))
         .forward(sender);
 
     // In: this client's messages, into the room. Ends after `Event::Closed`.
     let incoming = receiver.for_each(|event| {
         match event {
-            Event::Message(message) => {
-                if let Message::Text(text) = Message::from(message) {
-                    let _ = room.send(Said { from: me, text: text.into() });
-                }
+            Event::Message(Incoming::Text(text)) => {
+                let _ = room.send(Said { from: me, line: format!("{me}: {text}").into() });
             }
             Event::Closed(info) => println!("client {me} left: {:?}", info.code),
             _ => {}
@@ -89,7 +88,7 @@ async fn main() -> std::io::Result<()> {
     loop {
         let (tcp, _) = listener.accept().await?;
         let (room, next_id) = (room.clone(), Arc::clone(&next_id));
-        let service = service_fn(move |request: http::Request<Incoming>| {
+        let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
             let (room, next_id) = (room.clone(), Arc::clone(&next_id));
             async move {
                 let (reply, channel) = match webchan::as_channel(request, Config::default()) {

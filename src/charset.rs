@@ -18,6 +18,7 @@
 //! * Unmappable characters become `?`, never HTML numeric character
 //!   references.
 
+use crate::Text;
 use bytes::Bytes;
 use encoding_rs::{EncoderResult, Encoding, REPLACEMENT, UTF_16BE, UTF_16LE, UTF_8};
 use http::HeaderValue;
@@ -120,9 +121,9 @@ impl Charset {
     /// Each character the charset cannot represent becomes one `?`. UTF-8,
     /// and ASCII-only text under an ASCII-compatible charset, is returned
     /// without copying.
-    pub(crate) fn encode(self, text: String) -> Bytes {
+    pub(crate) fn encode(self, text: Text) -> Bytes {
         match self {
-            Self::Utf8 => Bytes::from(text),
+            Self::Utf8 => text.into_bytes(),
             Self::Utf16Be => encode_utf16(&text, u16::to_be_bytes),
             Self::Utf16Le => encode_utf16(&text, u16::to_le_bytes),
             Self::Latin1 => encode_single_byte(text, '\u{FF}'),
@@ -204,9 +205,9 @@ fn encode_utf16(text: &str, to_bytes: fn(u16) -> [u8; 2]) -> Bytes {
 
 /// Encodes `text` one byte per character for characters up to and including
 /// `max` (U+007F or U+00FF); every other character becomes one `?`.
-fn encode_single_byte(text: String, max: char) -> Bytes {
+fn encode_single_byte(text: Text, max: char) -> Bytes {
     if text.is_ascii() {
-        return Bytes::from(text);
+        return text.into_bytes();
     }
     text.chars()
         .map(|c| if c <= max { u8::try_from(u32::from(c)).unwrap_or(b'?') } else { b'?' })
@@ -216,10 +217,10 @@ fn encode_single_byte(text: String, max: char) -> Bytes {
 
 /// Encodes `text` with an `encoding_rs` encoder, writing `?` for unmappable
 /// characters.
-fn encode_other(enc: &'static Encoding, text: String) -> Bytes {
+fn encode_other(enc: &'static Encoding, text: Text) -> Bytes {
     // Encodings whose encoding_rs encoder would write UTF-8.
     if enc == UTF_8 {
-        return Bytes::from(text);
+        return text.into_bytes();
     }
     if enc == UTF_16BE {
         return encode_utf16(&text, u16::to_be_bytes);
@@ -233,7 +234,7 @@ fn encode_other(enc: &'static Encoding, text: String) -> Bytes {
     }
     // ASCII-compatible encoders map ASCII to itself.
     if enc.is_ascii_compatible() && text.is_ascii() {
-        return Bytes::from(text);
+        return text.into_bytes();
     }
 
     let mut encoder = enc.new_encoder();
@@ -284,13 +285,13 @@ mod tests {
     }
 
     fn enc(value: &str, text: &str) -> Vec<u8> {
-        ct(value).unwrap().encode(text.to_owned()).to_vec()
+        ct(value).unwrap().encode(text.into()).to_vec()
     }
 
     #[test]
     fn no_header_is_utf8() {
         assert_eq!(Charset::from_content_type(None), Ok(Charset::Utf8));
-        assert_eq!(Charset::Utf8.encode("é€".to_owned()).as_ref(), "é€".as_bytes());
+        assert_eq!(Charset::Utf8.encode("é€".into()).as_ref(), "é€".as_bytes());
     }
 
     #[test]
@@ -389,7 +390,7 @@ mod tests {
         // Surrogate pair.
         assert_eq!(enc("text/plain; charset=utf-16be", "😀"), [0xD8, 0x3D, 0xDE, 0x00]);
         // Never UTF-8 under a UTF-16 label, even when built by hand.
-        assert_eq!(Charset::Other(UTF_16LE).encode("a".to_owned()).as_ref(), [0x61, 0x00]);
+        assert_eq!(Charset::Other(UTF_16LE).encode("a".into()).as_ref(), [0x61, 0x00]);
     }
 
     #[test]

@@ -47,8 +47,10 @@ pub const CHUNK_SIZE: usize = 16 * 1024;
 /// ```
 #[non_exhaustive]
 pub enum Message {
-    /// Text.
-    Text(String),
+    /// Text, shared without copying: a `String` is taken as it is, and a received
+    /// [`Text`](crate::Text) sent back (an echo, a broadcast to many channels) goes out from
+    /// the buffer it arrived in.
+    Text(crate::Text),
     /// Binary data, sent without copying.
     Binary(Bytes),
     /// The content of the file at this path, opened when its turn comes.
@@ -142,13 +144,20 @@ impl fmt::Debug for Message {
 
 impl From<String> for Message {
     fn from(s: String) -> Self {
-        Self::Text(s)
+        Self::Text(s.into())
     }
 }
 
 impl From<&str> for Message {
     fn from(s: &str) -> Self {
-        Self::Text(s.to_owned())
+        Self::Text(s.into())
+    }
+}
+
+/// Received text sent on: no copy.
+impl From<crate::Text> for Message {
+    fn from(t: crate::Text) -> Self {
+        Self::Text(t)
     }
 }
 
@@ -180,7 +189,7 @@ impl From<tokio::fs::File> for Message {
 impl From<crate::Incoming> for Message {
     fn from(m: crate::Incoming) -> Self {
         match m {
-            crate::Incoming::Text(t) => Self::Text(String::from(t)),
+            crate::Incoming::Text(t) => Self::Text(t),
             crate::Incoming::Binary(b) => Self::Binary(b),
         }
     }
@@ -189,7 +198,7 @@ impl From<crate::Incoming> for Message {
 /// One piece of output, ready for the wire.
 #[derive(Debug)]
 pub(crate) enum Piece {
-    Text(String),
+    Text(crate::Text),
     Binary(Bytes),
     /// Bytes already framed for an SSE stream.
     Sse(Bytes),
@@ -325,5 +334,41 @@ impl Pump {
     fn fail(&mut self, error: Error) -> Poll<Option<Result<Piece, Error>>> {
         self.stack.clear();
         Poll::Ready(Some(Err(error)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_becomes_a_message_without_a_copy() {
+        // Received text sent on (an echo, a broadcast): the same bytes, not a copy of them.
+        let received = crate::Text::from("héllo, everyone");
+        let at = received.as_ptr();
+        let Message::Text(sent) = Message::from(crate::Incoming::Text(received.clone())) else {
+            panic!("text stays text")
+        };
+        assert_eq!(sent.as_ptr(), at);
+        assert_eq!(sent, "héllo, everyone");
+        let Message::Text(sent) = Message::from(received) else { panic!("text stays text") };
+        assert_eq!(sent.as_ptr(), at);
+
+        // A `String` is taken as it is.
+        let owned = String::from("a line");
+        let at = owned.as_ptr();
+        let Message::Text(sent) = Message::from(owned) else { panic!("text stays text") };
+        assert_eq!(sent.as_ptr(), at);
+        assert_eq!(Message::from("a line").queued_size(), 6);
+
+        // What the transports send: the same bytes again.
+        let Ok(mut pump) = Pump::new(Message::Text(sent)) else { panic!("a plain message") };
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let Poll::Ready(Some(Ok(Piece::Text(piece)))) = pump.poll_next(&mut cx) else {
+            panic!("one text piece")
+        };
+        assert_eq!(piece.into_bytes().as_ptr(), at);
+        assert!(pump.is_done());
     }
 }

@@ -145,7 +145,7 @@ impl StreamHead {
                     }) = q.front_mut()
                     {
                         let Message::Response(head) =
-                            std::mem::replace(m, Message::Text(String::new()))
+                            std::mem::replace(m, Message::Binary(Bytes::new()))
                         else {
                             unreachable!("matched as a response head just above")
                         };

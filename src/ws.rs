@@ -619,7 +619,7 @@ impl Conn {
                         wrote = true;
                     }
                     Some(Queued { seq, size, item: Item::Send(Message::Text(s)) }) => {
-                        self.queue_frame(frame::OP_TEXT, s.into());
+                        self.queue_frame(frame::OP_TEXT, s.into_bytes());
                         self.fed_upto = seq;
                         self.fed_bytes += size;
                         wrote = true;
@@ -642,7 +642,7 @@ impl Conn {
                 Poll::Ready(Some(Ok(piece))) => {
                     let whole = pump.is_done();
                     match piece {
-                        Piece::Text(s) => self.queue_frame(frame::OP_TEXT, s.into()),
+                        Piece::Text(s) => self.queue_frame(frame::OP_TEXT, s.into_bytes()),
                         Piece::Binary(b) | Piece::Sse(b) => self.queue_frame(frame::OP_BINARY, b),
                     }
                     if whole {
