@@ -10,7 +10,7 @@
 #
 # Scenarios (servers):
 #   echo16 pingpong echo16k echo1m   WS echo (webchan tungstenite tungstenite-batched axum
-#                                    fastwebsockets uws)
+#   echo16ktext                      fastwebsockets uws); echo16ktext: 16 KiB text messages
 #   stream1k stream64k               HTTP stream of 16 MiB bodies (webchan-stream hyper-stream)
 #   file filelen                     downloads of one FILE_MIB file of random bytes, chunked /
 #                                    with its Content-Length declared (webchan-file hyper-file)
@@ -60,7 +60,7 @@ WS_SERVERS=(webchan tungstenite tungstenite-batched axum fastwebsockets uws)
 STREAM_SERVERS=(webchan-stream hyper-stream)
 FILE_SERVERS=(webchan-file hyper-file)
 IDLE_HTTP_SERVERS=(webchan-idle hyper-idle)
-ALL_SCENARIOS=(echo16 pingpong echo16k echo1m stream1k stream64k file filelen idle idlehttp)
+ALL_SCENARIOS=(echo16 pingpong echo16k echo16ktext echo1m stream1k stream64k file filelen idle idlehttp)
 if [ $# -gt 0 ]; then SCENARIOS=("$@"); else SCENARIOS=("${ALL_SCENARIOS[@]}"); fi
 selected() { # is any of these scenarios selected?
   local s t
@@ -128,10 +128,10 @@ build_uws() {
 }
 if [ "${UWS:-1}" = 0 ]; then
   UWS_NOTE="UWS=0"
-elif selected echo16 pingpong echo16k echo1m idle && wanted uws; then
+elif selected echo16 pingpong echo16k echo16ktext echo1m idle && wanted uws; then
   build_uws || true
 fi
-if [ -n "$UWS_NOTE" ] && wanted uws && selected echo16 pingpong echo16k echo1m idle; then
+if [ -n "$UWS_NOTE" ] && wanted uws && selected echo16 pingpong echo16k echo16ktext echo1m idle; then
   echo "note: no uws server in this run: $UWS_NOTE" >&2
 fi
 if [ -z "$UWS_BIN" ]; then
@@ -152,6 +152,7 @@ load_args() {
     echo16) echo "echo --conns 64 --inflight 8 --size 16 --duration $D" ;;
     pingpong) echo "echo --conns 1 --inflight 1 --size 16 --duration $D" ;;
     echo16k) echo "echo --conns 16 --inflight 1 --size 16384 --duration $D" ;;
+    echo16ktext) echo "echo --conns 16 --inflight 1 --size 16384 --text --duration $D" ;;
     echo1m) echo "echo --conns 4 --inflight 1 --size 1048576 --duration $D" ;;
     stream1k) echo "stream --conns 16 --chunk 1024 --total 16777216 --duration $D" ;;
     stream64k) echo "stream --conns 16 --chunk 65536 --total 16777216 --duration $D" ;;

@@ -20,6 +20,7 @@ const SCENARIOS: &[(&str, &str, &str)] = &[
     ("echo16", "WS echo 16 B, 64 conns × 8 in flight", "ws"),
     ("pingpong", "WS ping-pong 16 B, 1 conn, client + server on one core", "ws"),
     ("echo16k", "WS echo 16 KiB, 16 conns × 1 in flight", "ws"),
+    ("echo16ktext", "WS echo 16 KiB text, 16 conns × 1 in flight", "ws"),
     ("echo1m", "WS echo 1 MiB, 4 conns × 1 in flight", "ws"),
     ("stream1k", "HTTP stream, 16 conns × 1 KiB chunks", "stream"),
     ("stream64k", "HTTP stream, 16 conns × 64 KiB chunks", "stream"),
