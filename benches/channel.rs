@@ -3,6 +3,9 @@
 //!
 //! - `ws_echo/16B` and `ws_echo/16KiB`: a tokio-tungstenite client sends a batch of messages,
 //!   the server echoes them through a `Channel` (split, `send_all`), the client reads them back.
+//! - `ws_receive_text/{ascii,accented,japanese}`: the client sends batches of 16 KiB text
+//!   messages, the server checks each (UTF-8) and answers with its length in 8 bytes: what
+//!   receiving text costs, by the kind of text (the client does not check the answers).
 //! - `http_stream/1KiB` and `http_stream/64KiB`: a task sends chunks through a `Sender`; a hyper
 //!   client reads the chunked body to its end.
 //!
@@ -61,6 +64,64 @@ fn ws_echo(c: &mut Criterion) {
                     for _ in 0..batch {
                         match ws.next().await {
                             Some(Ok(WsMessage::Binary(b))) => assert_eq!(b.len(), size),
+                            other => panic!("{other:?}"),
+                        }
+                    }
+                });
+            });
+        });
+    }
+    group.finish();
+}
+
+/// Answers each text message with its length (8 bytes, big-endian).
+async fn text_lengths(channel: webchan::Channel) {
+    let (mut tx, rx) = channel.split();
+    let mut lengths = rx.filter_map(|e| {
+        std::future::ready(match e {
+            webchan::Event::Message(webchan::Incoming::Text(t)) => {
+                Some(Ok(Message::from((t.len() as u64).to_be_bytes().to_vec())))
+            }
+            _ => None,
+        })
+    });
+    let _ = tx.send_all(&mut lengths).await;
+}
+
+fn ws_receive_text(c: &mut Criterion) {
+    const SIZE: usize = 16 * 1024;
+    const BATCH: usize = 16;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut group = c.benchmark_group("ws_receive_text");
+    let kinds = [
+        ("ascii", "plain ASCII text, as in most JSON. "),
+        ("accented", r#"{"user":"josé","msg":"ça va, très bien"} "#),
+        ("japanese", "日本語のテキストです。"),
+    ];
+    for (name, unit) in kinds {
+        let mut text = unit.repeat(SIZE / unit.len());
+        while text.len() < SIZE {
+            text.push('.');
+        }
+        let (mut ws, text) = rt.block_on(async {
+            let (client, server) = tokio::io::duplex(256 * 1024);
+            serve(server, text_lengths);
+            let (ws, _) = tokio_tungstenite::client_async("ws://bench/", client).await.unwrap();
+            (ws, WsMessage::text(text))
+        });
+        group.throughput(Throughput::Bytes((SIZE * BATCH) as u64));
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    for _ in 0..BATCH {
+                        ws.feed(text.clone()).await.unwrap();
+                    }
+                    ws.flush().await.unwrap();
+                    for _ in 0..BATCH {
+                        match ws.next().await {
+                            Some(Ok(WsMessage::Binary(b))) => {
+                                assert_eq!(b[..], (SIZE as u64).to_be_bytes());
+                            }
                             other => panic!("{other:?}"),
                         }
                     }
@@ -135,5 +196,5 @@ fn hyper_stream_baseline(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, ws_echo, http_stream, hyper_stream_baseline);
+criterion_group!(benches, ws_echo, ws_receive_text, http_stream, hyper_stream_baseline);
 criterion_main!(benches);
