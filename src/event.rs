@@ -52,9 +52,12 @@ pub enum Incoming {
     Binary(Bytes),
 }
 
-/// Received text: valid UTF-8, shared without copying.
+/// Text: valid UTF-8, shared without copying. What a client sent ([`Incoming::Text`]), and what
+/// [`Message::Text`](crate::Message::Text) sends: received text sent on (an echo, a broadcast to
+/// many channels) goes out from the buffer it arrived in.
 ///
-/// Derefs to `str`; turn it into a `String` with [`String::from`].
+/// Derefs to `str`; made from a `String` without a copy, or from a `&str` with one; turned
+/// into a `String` with [`String::from`] (a copy).
 ///
 /// # Examples
 ///
