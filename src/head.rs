@@ -26,7 +26,7 @@ pub(crate) struct RequestHead {
     values: Bytes,
     /// The headers as they came, kept only if one of their values would not pass
     /// `HeaderValue`'s checks again (none that hyper parses should): nothing is lost.
-    unpacked: Option<HeaderMap>,
+    unpacked: Option<Box<HeaderMap>>,
     extensions: Extensions,
     parts: OnceLock<Box<Parts>>,
 }
@@ -75,7 +75,7 @@ impl RequestHead {
             uri: parts.uri.to_string().parse().unwrap_or(parts.uri),
             headers: Box::new([]),
             values: Bytes::new(),
-            unpacked: Some(parts.headers),
+            unpacked: Some(Box::new(parts.headers)),
             extensions: parts.extensions,
             parts: OnceLock::new(),
         }
@@ -88,7 +88,7 @@ impl RequestHead {
     /// The request's `Parts`, built on the first call.
     pub(crate) fn parts(&self) -> &Parts {
         self.parts.get_or_init(|| {
-            let mut headers = self.unpacked.clone().unwrap_or_default();
+            let mut headers = self.unpacked.as_deref().cloned().unwrap_or_default();
             headers.reserve(self.headers.len());
             for (name, start, end, sensitive) in &*self.headers {
                 let bytes = self.values.slice(*start as usize..*end as usize);

@@ -93,8 +93,9 @@ pub(crate) struct State {
     next_seq: u64,
     /// Every item up to this number is finished.
     done_seq: u64,
-    /// Sends whose outcome somebody waits for.
-    tracking: Tracking,
+    /// Sends whose outcome somebody waits for: boxed, and only once there is one (a `Sink`
+    /// tracks nothing), so that a channel that never has any keeps 64 bytes less.
+    tracking: Option<Box<Tracking>>,
     /// The number of messages accepted (a response head is only valid as the first).
     sends: u64,
 
@@ -153,6 +154,17 @@ fn remove_seq<T>(list: &mut Vec<T>, seq: u64, key: impl Fn(&T) -> u64) -> Option
         *list = Vec::new();
     }
     Some(item)
+}
+
+impl State {
+    fn tracking_mut(&mut self) -> &mut Tracking {
+        self.tracking.get_or_insert_with(Box::default)
+    }
+
+    /// Stops tracking `seq`: whether it was tracked, and its error if it failed.
+    fn untrack(&mut self, seq: u64) -> (bool, Option<Error>) {
+        self.tracking.as_mut().map_or((false, None), |t| t.untrack(seq))
+    }
 }
 
 impl Tracking {
@@ -371,7 +383,7 @@ impl Shared {
             self.room.store(false, Relaxed);
         }
         if tracked {
-            s.tracking.tracked.push(seq);
+            s.tracking_mut().tracked.push(seq);
         }
         self.settled.store(false, Relaxed);
         s.queue.push_back(Queued { seq, size, item: Item::Send(message) });
@@ -443,13 +455,13 @@ impl Shared {
     fn check_done(&self, cx: &Context<'_>, seq: u64) -> Poll<Result<(), Error>> {
         let mut s = self.lock();
         if s.done_seq >= seq {
-            return Poll::Ready(match s.tracking.untrack(seq) {
+            return Poll::Ready(match s.untrack(seq) {
                 (true, Some(e)) => Err(e),
                 _ => Ok(()),
             });
         }
         if s.closed {
-            s.tracking.untrack(seq);
+            s.untrack(seq);
             return Poll::Ready(Err(Error::Closed));
         }
         register_in(&mut s.done_wakers, cx);
@@ -460,10 +472,10 @@ impl Shared {
     /// to the event stream instead.
     pub(crate) fn untrack(&self, seq: u64) {
         let mut s = self.lock();
-        if let (_, Some(e)) = s.tracking.untrack(seq) {
+        if let (_, Some(e)) = s.untrack(seq) {
             Self::push_event(&mut s, Event::Error(e));
         } else if seq > s.done_seq && !s.closed {
-            s.tracking.orphans.push(seq);
+            s.tracking_mut().orphans.push(seq);
         }
     }
 
@@ -582,7 +594,9 @@ impl Shared {
         if upto > s.done_seq {
             s.done_seq = upto;
             self.done.store(upto, std::sync::atomic::Ordering::Release);
-            s.tracking.finished_upto(upto);
+            if let Some(tracking) = &mut s.tracking {
+                tracking.finished_upto(upto);
+            }
             wake_all(&mut s.done_wakers);
         }
     }
@@ -661,8 +675,8 @@ impl Shared {
             return;
         }
         for (seq, error) in failures.drain(..) {
-            if s.tracking.is_tracked(seq) {
-                s.tracking.failures.push((seq, error));
+            if s.tracking.as_ref().is_some_and(|t| t.is_tracked(seq)) {
+                s.tracking_mut().failures.push((seq, error));
             } else {
                 Self::push_event(s, Event::Error(error));
             }
@@ -794,7 +808,7 @@ impl Shared {
             Self::push_event(&mut s, Event::Error(e));
         }
         // Sends nobody waits for any more, which will never go out.
-        let orphans = std::mem::take(&mut s.tracking.orphans).len();
+        let orphans = s.tracking.as_mut().map_or(0, |t| std::mem::take(&mut t.orphans).len());
         for _ in 0..orphans {
             Self::push_event(&mut s, Event::Error(Error::Closed));
         }
