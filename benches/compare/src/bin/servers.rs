@@ -21,7 +21,9 @@
 //!
 //! Environment: `QUEUE_LIMIT` (bytes) sets webchan-stream's `Config::queue_limit`; `VEC_N`
 //! (default 16) the chunks per frame of hyper-stream-vec; `KEEPALIVE=0` turns webchan's
-//! keepalive off (its timer is the one timer a WebSocket connection keeps).
+//! keepalive off (and with it the process-wide sweeper thread);
+//! `FWS_SPIN_NS=N` makes the fastwebsockets server busy-wait N ns before each echo, to see what
+//! more server work per message does to a round trip (BENCHMARKS.md, 2026-12-04).
 
 use std::convert::Infallible;
 use std::future::{ready, Future};
@@ -482,6 +484,9 @@ async fn fastwebsockets_ws(mut request: Request<Incoming>) -> Response<Empty<Byt
         Ok(pair) => pair,
         Err(_) => return status(StatusCode::BAD_REQUEST),
     };
+    let spin = std::time::Duration::from_nanos(
+        std::env::var("FWS_SPIN_NS").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
+    );
     tokio::spawn(async move {
         let run = async move {
             let mut ws = FragmentCollector::new(upgrade.await?);
@@ -489,7 +494,15 @@ async fn fastwebsockets_ws(mut request: Request<Incoming>) -> Response<Empty<Byt
                 let frame = ws.read_frame().await?;
                 match frame.opcode {
                     OpCode::Close => break,
-                    OpCode::Text | OpCode::Binary => ws.write_frame(frame).await?,
+                    OpCode::Text | OpCode::Binary => {
+                        if !spin.is_zero() {
+                            let start = std::time::Instant::now();
+                            while start.elapsed() < spin {
+                                std::hint::spin_loop();
+                            }
+                        }
+                        ws.write_frame(frame).await?
+                    }
                     _ => {}
                 }
             }
