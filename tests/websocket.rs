@@ -386,6 +386,39 @@ async fn invalid_utf8_closes_with_1007() {
 }
 
 #[tokio::test]
+async fn invalid_utf8_after_valid_text_closes_with_1007_whichever_way_the_text_is_checked() {
+    // Text whose first 256 bytes are ASCII is checked by std and kept as received; other text
+    // by simdutf8 and copied (see `frame::text`): a bad byte late in either is still caught.
+    let mut ascii_start = b"a".repeat(300);
+    ascii_start.push(0xff);
+    let events = failing_case(Config::default(), 0x81, &ascii_start, 1007).await;
+    assert!(events.iter().any(|e| matches!(e, Event::Error(webchan::Error::InvalidUtf8))));
+    let mut other_start = "é".repeat(200).into_bytes();
+    other_start.extend_from_slice(&[0xe6, 0x97]);
+    let events = failing_case(Config::default(), 0x81, &other_start, 1007).await;
+    assert!(events.iter().any(|e| matches!(e, Event::Error(webchan::Error::InvalidUtf8))));
+}
+
+#[tokio::test]
+async fn text_of_every_kind_comes_back_whole_from_an_echo() {
+    // Short and long, ASCII and not from the start, sent back as received (no copy on the way
+    // out, see `Message::Text`): a real client gets every byte back.
+    let addr = serve(Config::default(), echo).await;
+    let mut ws = ws_connect(addr, "/").await;
+    let texts = [
+        "plain".to_owned(),
+        "été".to_owned(),
+        "日本語のテキスト".repeat(600),
+        format!("{} then é", "a".repeat(300)),
+        r#"{"user":"josé","msg":"ça va"}"#.repeat(700),
+    ];
+    for text in &texts {
+        send_text(&mut ws, text).await;
+        assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text(text.clone())), "{}", text.len());
+    }
+}
+
+#[tokio::test]
 async fn a_reserved_opcode_closes_with_1002() {
     let events = failing_case(Config::default(), 0x83, b"x", 1002).await;
     assert!(events.iter().any(|e| matches!(e, Event::Error(webchan::Error::Protocol(_)))));
