@@ -358,7 +358,6 @@ impl Conn {
                 if self.rbuf.is_empty() {
                     bufpool::give(std::mem::take(&mut self.rbuf));
                 }
-                self.decoder.release();
                 if self.wbuf.is_empty() {
                     bufpool::give(std::mem::take(&mut self.wbuf));
                 }
@@ -491,6 +490,8 @@ impl Conn {
                 Poll::Pending => break,
             }
         }
+        // Stopped between frames (budget, close, violation): drop the decoded ones.
+        self.decoder.settle(&mut self.rbuf);
         if data {
             self.touch();
         }
