@@ -43,6 +43,14 @@ pub enum Event {
 }
 
 /// A message received from a WebSocket client.
+///
+/// Memory: a message of up to 1 KiB is copied out of the connection's read buffer into a
+/// 4 KiB block that the small messages received on the same thread share (no allocation per
+/// message); a larger one is a view of the buffer it was read into (or of its own, when it
+/// came in fragments). Either way the message is a refcounted view, so one that the
+/// application keeps holds its whole block or buffer alive.
+/// To keep a few small messages out of many for a long time, copy them
+/// (`Bytes::copy_from_slice`, `String::from`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Incoming {

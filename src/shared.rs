@@ -43,6 +43,13 @@ pub(crate) trait Inline: Send + Sync + std::fmt::Debug {
     /// (every readiness it waits for wakes that task). False when it could not run (busy on
     /// another thread, not started, or finished).
     fn step(&self) -> bool;
+
+    /// Reads what the socket has, on the caller's task (a receiver that found no event), so
+    /// that a message is read, handled and answered in one go (see `ws.rs`, "Reads on the
+    /// receiver's task"). Whatever it reads is pushed as events. When it ends waiting for the
+    /// socket, the socket's next readiness wakes the receiver, if it is then parked waiting
+    /// for events (see [`Shared::wake_parked_receiver`]), and the transport's task in any case.
+    fn read(&self);
 }
 
 #[derive(Debug)]
@@ -70,6 +77,9 @@ pub(crate) struct Shared {
     /// the lock: lets the transport skip taking an empty queue (see [`Shared::queue_settled`]).
     /// Cleared by every push to the queue and every taking of the waker.
     settled: std::sync::atomic::AtomicBool,
+    /// The transport asks the receiver to read on its own task when it finds no event (see
+    /// [`Inline::read`]): set while the connection receives large messages.
+    read_inline: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -106,6 +116,9 @@ pub(crate) struct State {
     events: VecDeque<Event>,
     event_bytes: usize,
     receiver_waker: Option<Waker>,
+    /// The receiver waits for events after a read of its own (see [`Inline::read`]): the
+    /// socket's readiness wakes it too.
+    parked: bool,
     receiver_alive: bool,
     read_paused: bool,
     /// Live `Sender`s and `Receiver`s; when none is left, the channel closes.
@@ -238,6 +251,23 @@ impl Shared {
             room: std::sync::atomic::AtomicBool::new(true),
             done: std::sync::atomic::AtomicU64::new(0),
             settled: std::sync::atomic::AtomicBool::new(false),
+            read_inline: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Whether a receiver that finds no event reads the socket itself (see [`Inline::read`]).
+    pub(crate) fn set_read_inline(&self, on: bool) {
+        self.read_inline.store(on, Relaxed);
+    }
+
+    /// The socket is readable: wakes the receiver if it is parked after a read of its own.
+    pub(crate) fn wake_parked_receiver(&self) {
+        let mut s = self.lock();
+        if std::mem::take(&mut s.parked) {
+            if let Some(w) = s.receiver_waker.take() {
+                drop(s);
+                w.wake();
+            }
         }
     }
 
@@ -497,12 +527,32 @@ impl Shared {
             s.open_pending = false;
             return Poll::Ready(Taken::Open);
         }
+        s.parked = false;
         if s.events.is_empty() {
             if s.ended {
                 return Poll::Ready(Taken::End);
             }
-            register(&mut s.receiver_waker, cx);
-            return Poll::Pending;
+            let transport = match self.inline.get() {
+                Some(transport) if self.read_inline.load(Relaxed) => transport,
+                _ => {
+                    register(&mut s.receiver_waker, cx);
+                    return Poll::Pending;
+                }
+            };
+            // Read here rather than wait for the transport's task to read and wake us: the
+            // message is then handled while its bytes are still in the cache (see `ws.rs`).
+            s.receiver_waker = None;
+            drop(s);
+            transport.read();
+            s = self.lock();
+            if s.events.is_empty() {
+                if s.ended {
+                    return Poll::Ready(Taken::End);
+                }
+                register(&mut s.receiver_waker, cx);
+                s.parked = true;
+                return Poll::Pending;
+            }
         }
         std::mem::swap(out, &mut s.events);
         if matches!(out.back(), Some(Event::Closed(_))) {

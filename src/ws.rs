@@ -16,11 +16,13 @@
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
+use futures_util::task::AtomicWaker;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWrite;
@@ -113,9 +115,16 @@ pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
         keepalive_expired: false,
         finished: false,
         driver: None,
+        dispatch: Arc::new(Dispatch {
+            state: AtomicUsize::new(0),
+            shared: Arc::downgrade(&shared),
+            driver: AtomicWaker::new(),
+        }),
+        read_inline: false,
         shared: Arc::clone(&shared),
     };
-    let core = Arc::new(Core { conn: Mutex::new(Some(conn)) });
+    let dispatch_waker = Waker::from(Arc::clone(&conn.dispatch));
+    let core = Arc::new(Core { conn: Mutex::new(Some(conn)), dispatch_waker });
     shared.set_inline(core.clone());
     drop(shared);
     let core = EndOnDrop(core);
@@ -146,6 +155,56 @@ pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
 #[derive(Debug)]
 struct Core {
     conn: Mutex<Option<Conn>>,
+    /// The waker a receiver's own read leaves with the socket (see [`Dispatch`]).
+    dispatch_waker: Waker,
+}
+
+/// Reads on the receiver's task. While a connection receives large messages, a receiver that
+/// finds no event reads the socket itself ([`Inline::read`]) instead of waiting for the
+/// connection's task to read and wake it. The reason is the order in which a runtime runs
+/// tasks, not the hand-off's own cost: when many connections become readable at once, the
+/// connection tasks all read (a 16 KiB message each) before any handler runs, so each message
+/// has left the cache by the time its handler sends it on, and the kernel's copies cost ~15 %
+/// more (a fastwebsockets server made to yield between its read and its write lost as much:
+/// BENCHMARKS.md, 2026-12-04). Read by the receiver, a message is read, handled and written
+/// in one go.
+///
+/// The waker such a read leaves with the socket is this one: the next readiness wakes the
+/// receiver if it is parked waiting for events, and the connection's task in any case. The
+/// task reads as before unless the receiver's read left this waker registered with nothing
+/// read since (`armed`), so reads never depend on the application polling: a receiver woken
+/// and then not polled (a `select!` that took another branch) leaves the reading to the task.
+#[derive(Debug)]
+struct Dispatch {
+    /// `generation << 1 | armed`: each readiness adds a generation and clears `armed`; a
+    /// receiver's read that ended waiting for the socket sets `armed` if no readiness came
+    /// since it began.
+    state: AtomicUsize,
+    shared: std::sync::Weak<Shared>,
+    /// The connection's task (registered by each read of the receiver's, taken by a wake).
+    driver: AtomicWaker,
+}
+
+impl Dispatch {
+    fn armed(&self) -> bool {
+        self.state.load(Ordering::Acquire) & 1 == 1
+    }
+}
+
+impl std::task::Wake for Dispatch {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let _ = self.state.fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| Some((s | 1) + 1));
+        // The receiver first: a runtime that runs tasks in the order they were woken then
+        // runs it before the connection's task, which finds the socket read.
+        if let Some(shared) = self.shared.upgrade() {
+            shared.wake_parked_receiver();
+        }
+        self.driver.wake();
+    }
 }
 
 impl Core {
@@ -174,6 +233,53 @@ impl Inline for Core {
             waker.wake();
         }
         true
+    }
+
+    fn read(&self) {
+        let mut slot = match self.conn.try_lock() {
+            Ok(slot) => slot,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            // The task is running: it reads.
+            Err(TryLockError::WouldBlock) => return,
+        };
+        let Some(conn) = slot.as_mut() else { return };
+        let state = conn.dispatch.state.load(Ordering::Acquire);
+        if state & 1 == 1 || !conn.read_inline {
+            // Nothing came since the last read of ours, or small messages again (the task
+            // reads those: it batches them).
+            return;
+        }
+        if conn.read_closed || conn.abnormal || conn.paused || conn.shutting_down {
+            return;
+        }
+        let Some(driver) = conn.driver.clone() else { return };
+        // The readiness this read may leave the dispatching waker waiting for wakes the task
+        // too (a wake takes the waker: registered again at every read of ours).
+        conn.dispatch.driver.register(&driver);
+        let spent = conn.poll_read(&mut Context::from_waker(&self.dispatch_waker));
+        if spent
+            || conn.pending_out() > 0
+            || conn.read_closed
+            || conn.abnormal
+            || conn.paused
+            || conn.shutting_down
+        {
+            // Something for the connection's task: pongs, a close, the rest of a burst.
+            drop(slot);
+            driver.wake();
+            return;
+        }
+        // The read ended waiting for the socket, with the dispatching waker: armed, unless a
+        // readiness came meanwhile (then the task, woken by it, reads).
+        let _ = conn.dispatch.state.compare_exchange(
+            state,
+            state | 1,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        if conn.rbuf.is_empty() {
+            bufpool::give(std::mem::take(&mut conn.rbuf));
+        }
     }
 }
 
@@ -267,6 +373,10 @@ struct Conn {
     finished: bool,
     /// The waker of the connection's task, for handles that run it (see [`Inline`]).
     driver: Option<Waker>,
+    /// Readiness of the socket for reads by the receiver (see [`Dispatch`]).
+    dispatch: Arc<Dispatch>,
+    /// The receiver is asked to read (large messages), as last told to the shared state.
+    read_inline: bool,
 }
 
 impl std::fmt::Debug for Conn {
@@ -295,7 +405,10 @@ impl Conn {
         }
         loop {
             let mut again = false;
-            if !self.read_closed && !self.abnormal {
+            // Not when the receiver's read left its waker with the socket and nothing came
+            // since: then there is nothing to read, and a read here would take the socket's
+            // readiness back from the receiver (see `Dispatch`).
+            if !self.read_closed && !self.abnormal && !self.dispatch.armed() {
                 again |= self.poll_read(cx);
             }
             if !self.abnormal {
@@ -502,6 +615,12 @@ impl Conn {
         }
         if !self.events.is_empty() {
             self.paused = self.shared.push_events(&mut self.events);
+        }
+        // Large messages: the receiver reads them (see `Dispatch`).
+        let inline = self.expect > 0;
+        if inline != self.read_inline {
+            self.read_inline = inline;
+            self.shared.set_read_inline(inline);
         }
         budget_spent && !self.paused
     }

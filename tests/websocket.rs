@@ -399,6 +399,80 @@ async fn invalid_utf8_after_valid_text_closes_with_1007_whichever_way_the_text_i
     assert!(events.iter().any(|e| matches!(e, Event::Error(webchan::Error::InvalidUtf8))));
 }
 
+/// A 16 KiB binary message whose bytes say which one it is.
+fn large(n: u8) -> Vec<u8> {
+    (0..16 * 1024).map(|i| (i % 251) as u8 ^ n).collect()
+}
+
+#[tokio::test]
+async fn a_burst_of_large_messages_comes_back_whole_and_in_order() {
+    // Large messages are read on the handler's task when it waits for one (see `ws.rs`,
+    // `Dispatch`): sent thirty at a time, every one comes back, in order.
+    large_burst().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_large_messages_comes_back_whole_and_in_order_on_two_threads() {
+    // The handler's task and the connection's may then run at once: either one reads.
+    large_burst().await;
+}
+
+async fn large_burst() {
+    let addr = serve(Config::default(), echo).await;
+    let mut ws = ws_connect(addr, "/").await;
+    for round in 0..3u8 {
+        for n in 0..30u8 {
+            ws.feed(WsMessage::binary(large(round * 30 + n))).await.unwrap();
+        }
+        ws.flush().await.unwrap();
+        for n in 0..30u8 {
+            let want = large(round * 30 + n);
+            assert_eq!(next_msg(&mut ws).await, Some(WsMessage::binary(want)), "{round} {n}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_receiver_that_read_for_itself_and_stopped_polling_leaves_the_reading_to_the_connection()
+{
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let mut ws = ws_connect(addr, "/").await;
+    let mut ch = next_channel(&mut channels).await;
+    assert!(matches!(next_of(&mut ch).await, Some(Event::Open)));
+    // Large messages: the receiver reads the socket itself once it finds nothing queued.
+    for n in 0..3u8 {
+        ws.send(WsMessage::binary(large(n))).await.unwrap();
+        match next_of(&mut ch).await {
+            Some(Event::Message(Incoming::Binary(b))) => assert_eq!(b[..], large(n)[..]),
+            e => panic!("{e:?}"),
+        }
+    }
+    // It reads, finds nothing, and is left waiting: then no longer polled (as a `select!`
+    // that took another branch leaves it). The connection must still read: a ping is
+    // answered...
+    assert!(tokio::time::timeout(Duration::from_millis(50), ch.next()).await.is_err());
+    for text in ["still there", "and again"] {
+        ws.send(WsMessage::Ping(text.as_bytes().to_vec().into())).await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+        match answer {
+            Ok(Some(Ok(WsMessage::Pong(p)))) => assert_eq!(&p[..], text.as_bytes()),
+            other => panic!("no pong while the receiver was not polled: {other:?}"),
+        }
+    }
+    // ...and what came meanwhile waits for the receiver, then the close is answered.
+    ws.send(WsMessage::binary(large(7))).await.unwrap();
+    ws.send(WsMessage::Close(None)).await.unwrap();
+    match next_msg(&mut ws).await {
+        Some(WsMessage::Close(_)) | None => {}
+        other => panic!("the close was not answered: {other:?}"),
+    }
+    match next_of(&mut ch).await {
+        Some(Event::Message(Incoming::Binary(b))) => assert_eq!(b[..], large(7)[..]),
+        e => panic!("{e:?}"),
+    }
+    assert!(matches!(next_of(&mut ch).await, Some(Event::Closed(_))));
+}
+
 #[tokio::test]
 async fn text_of_every_kind_comes_back_whole_from_an_echo() {
     // Short and long, ASCII and not from the start, sent back as received (no copy on the way
