@@ -23,7 +23,10 @@
 //! (default 16) the chunks per frame of hyper-stream-vec; `KEEPALIVE=0` turns webchan's
 //! keepalive off (and with it the process-wide sweeper thread);
 //! `FWS_SPIN_NS=N` makes the fastwebsockets server busy-wait N ns before each echo, to see what
-//! more server work per message does to a round trip (BENCHMARKS.md, 2026-12-04).
+//! more server work per message does to a round trip (BENCHMARKS.md, 2026-12-04);
+//! `FWS_YIELD=1` makes it yield between reading a message and writing it back (the order a
+//! task hand-off gives: every ready connection read before any write); `RUNTIME=multi` runs
+//! every server on tokio's multi-thread scheduler with one worker instead of `current_thread`.
 
 use std::convert::Infallible;
 use std::future::{ready, Future};
@@ -91,7 +94,14 @@ fn main() {
         FILE.set((PathBuf::from(path), len)).unwrap();
     }
     IDLE_CHUNK.set(Bytes::from(compare::pattern(IDLE_CHUNK_LEN))).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // RUNTIME=multi: tokio's multi-thread scheduler with one worker (the flavour of
+    // `#[tokio::main]`) instead of `current_thread`, for experiments (BENCHMARKS.md).
+    let runtime = if std::env::var("RUNTIME").is_ok_and(|v| v == "multi") {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    }
+    .unwrap();
     runtime.block_on(async move {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
         match name.as_str() {
@@ -487,6 +497,7 @@ async fn fastwebsockets_ws(mut request: Request<Incoming>) -> Response<Empty<Byt
     let spin = std::time::Duration::from_nanos(
         std::env::var("FWS_SPIN_NS").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
     );
+    let yield_first = std::env::var("FWS_YIELD").is_ok_and(|v| v == "1");
     tokio::spawn(async move {
         let run = async move {
             let mut ws = FragmentCollector::new(upgrade.await?);
@@ -500,6 +511,9 @@ async fn fastwebsockets_ws(mut request: Request<Incoming>) -> Response<Empty<Byt
                             while start.elapsed() < spin {
                                 std::hint::spin_loop();
                             }
+                        }
+                        if yield_first {
+                            tokio::task::yield_now().await;
                         }
                         ws.write_frame(frame).await?
                     }
