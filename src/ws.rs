@@ -115,16 +115,11 @@ pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
         keepalive_expired: false,
         finished: false,
         driver: None,
-        dispatch: Arc::new(Dispatch {
-            state: AtomicUsize::new(0),
-            shared: Arc::downgrade(&shared),
-            driver: AtomicWaker::new(),
-        }),
+        dispatch: None,
         read_inline: false,
         shared: Arc::clone(&shared),
     };
-    let dispatch_waker = Waker::from(Arc::clone(&conn.dispatch));
-    let core = Arc::new(Core { conn: Mutex::new(Some(conn)), dispatch_waker });
+    let core = Arc::new(Core { conn: Mutex::new(Some(conn)) });
     shared.set_inline(core.clone());
     drop(shared);
     let core = EndOnDrop(core);
@@ -155,8 +150,6 @@ pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
 #[derive(Debug)]
 struct Core {
     conn: Mutex<Option<Conn>>,
-    /// The waker a receiver's own read leaves with the socket (see [`Dispatch`]).
-    dispatch_waker: Waker,
 }
 
 /// Reads on the receiver's task. While a connection receives large messages, a receiver that
@@ -243,10 +236,26 @@ impl Inline for Core {
             Err(TryLockError::WouldBlock) => return,
         };
         let Some(conn) = slot.as_mut() else { return };
-        let state = conn.dispatch.state.load(Ordering::Acquire);
-        if state & 1 == 1 || !conn.read_inline {
-            // Nothing came since the last read of ours, or small messages again (the task
-            // reads those: it batches them).
+        if !conn.read_inline {
+            // Small messages again: the task reads those (it batches them).
+            return;
+        }
+        // Made on first use: most connections never get a large message (~0.8 KiB more per
+        // idle connection when every connection had one).
+        let shared = &conn.shared;
+        let (dispatch, waker) = conn.dispatch.get_or_insert_with(|| {
+            let dispatch = Arc::new(Dispatch {
+                state: AtomicUsize::new(0),
+                shared: Arc::downgrade(shared),
+                driver: AtomicWaker::new(),
+            });
+            let waker = Waker::from(Arc::clone(&dispatch));
+            (dispatch, waker)
+        });
+        let (dispatch, waker) = (Arc::clone(dispatch), waker.clone());
+        let state = dispatch.state.load(Ordering::Acquire);
+        if state & 1 == 1 {
+            // Nothing came since the last read of ours.
             return;
         }
         if conn.read_closed || conn.abnormal || conn.paused || conn.shutting_down {
@@ -255,8 +264,8 @@ impl Inline for Core {
         let Some(driver) = conn.driver.clone() else { return };
         // The readiness this read may leave the dispatching waker waiting for wakes the task
         // too (a wake takes the waker: registered again at every read of ours).
-        conn.dispatch.driver.register(&driver);
-        let spent = conn.poll_read(&mut Context::from_waker(&self.dispatch_waker));
+        dispatch.driver.register(&driver);
+        let spent = conn.poll_read(&mut Context::from_waker(&waker));
         if spent
             || conn.pending_out() > 0
             || conn.read_closed
@@ -271,12 +280,8 @@ impl Inline for Core {
         }
         // The read ended waiting for the socket, with the dispatching waker: armed, unless a
         // readiness came meanwhile (then the task, woken by it, reads).
-        let _ = conn.dispatch.state.compare_exchange(
-            state,
-            state | 1,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        let _ =
+            dispatch.state.compare_exchange(state, state | 1, Ordering::AcqRel, Ordering::Acquire);
         if conn.rbuf.is_empty() {
             bufpool::give(std::mem::take(&mut conn.rbuf));
         }
@@ -374,7 +379,7 @@ struct Conn {
     /// The waker of the connection's task, for handles that run it (see [`Inline`]).
     driver: Option<Waker>,
     /// Readiness of the socket for reads by the receiver (see [`Dispatch`]).
-    dispatch: Arc<Dispatch>,
+    dispatch: Option<(Arc<Dispatch>, Waker)>,
     /// The receiver is asked to read (large messages), as last told to the shared state.
     read_inline: bool,
 }
@@ -408,7 +413,8 @@ impl Conn {
             // Not when the receiver's read left its waker with the socket and nothing came
             // since: then there is nothing to read, and a read here would take the socket's
             // readiness back from the receiver (see `Dispatch`).
-            if !self.read_closed && !self.abnormal && !self.dispatch.armed() {
+            let armed = self.dispatch.as_ref().is_some_and(|(dispatch, _)| dispatch.armed());
+            if !self.read_closed && !self.abnormal && !armed {
                 again |= self.poll_read(cx);
             }
             if !self.abnormal {
