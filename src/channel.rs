@@ -412,6 +412,12 @@ impl Drop for Completion {
 /// The receiving half of a [`Channel`]: a [`Stream`] of [`Event`]s.
 ///
 /// Dropping it discards messages that arrive later (the channel stays open for sending).
+///
+/// The connection has a task of its own that reads the socket, answers pings and notices a
+/// close whether or not the receiver is polled. While a WebSocket receives large messages
+/// (over the read chunk, up to 64 KiB), a poll that finds no event reads the socket on the
+/// polling task instead, so that a message is read, handled and answered in one go; when the
+/// receiver is not polled, the connection's task reads as before.
 pub struct Receiver {
     shared: Arc<Shared>,
     /// Events taken from the shared queue a burst at a time, not yet returned.
