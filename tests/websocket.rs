@@ -432,6 +432,45 @@ async fn large_burst() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_and_small_messages_mixed_on_many_connections_all_come_back_in_order() {
+    // Reads move between the connection's task and the handler's as sizes change (large
+    // frames: the handler's, small ones: the connection's), on two threads at once: every
+    // message of every connection comes back, in order, and pings are answered throughout.
+    let addr = serve(Config::default(), echo).await;
+    let sizes = [16 * 1024, 10, 20 * 1024, 3000, 40 * 1024, 0, 5000, 16 * 1024 + 1];
+    let mut clients = Vec::new();
+    for c in 0..12u8 {
+        clients.push(tokio::spawn(async move {
+            let mut ws = ws_connect(addr, "/").await;
+            for round in 0..6u8 {
+                let mut sent = Vec::new();
+                for (i, size) in sizes.iter().enumerate() {
+                    let byte = c ^ round.wrapping_mul(31) ^ i as u8;
+                    let message: Vec<u8> = (0..*size).map(|k| (k % 253) as u8 ^ byte).collect();
+                    ws.feed(WsMessage::binary(message.clone())).await.unwrap();
+                    sent.push(message);
+                    if i % 3 == 2 {
+                        ws.feed(WsMessage::Ping(vec![c, round].into())).await.unwrap();
+                    }
+                }
+                ws.flush().await.unwrap();
+                for want in sent {
+                    // `next_msg` skips the pongs.
+                    assert_eq!(
+                        next_msg(&mut ws).await,
+                        Some(WsMessage::binary(want)),
+                        "{c} {round}"
+                    );
+                }
+            }
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_receiver_that_read_for_itself_and_stopped_polling_leaves_the_reading_to_the_connection()
 {
