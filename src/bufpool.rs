@@ -108,8 +108,7 @@ pub(crate) fn take_large(want: usize) -> BytesMut {
     pooled.unwrap_or_else(|| BytesMut::with_capacity(LARGE[class]))
 }
 
-/// A copy of `data` (at most [`SMALL_MAX`] bytes), unmasked with `key`, carved from the
-/// thread's payload arena.
+/// A copy of `data` (at most [`SMALL_MAX`] bytes) carved from the thread's payload arena.
 ///
 /// Before, each connection copied the payloads of one read into an arena of its own, dropped
 /// when the connection went idle (so that an idle connection keeps nothing), and the one
@@ -117,14 +116,13 @@ pub(crate) fn take_large(want: usize) -> BytesMut {
 /// message there, two per read in a burst. An arena per thread is shared by every connection
 /// and outlives their wake-ups: a new one is allocated every 4 KiB of payloads. What a payload
 /// kept by the application holds alive is the same as before: at most its arena.
-pub(crate) fn copy_small(data: &[u8], key: [u8; 4]) -> bytes::Bytes {
+pub(crate) fn copy_small(data: &[u8]) -> bytes::Bytes {
     debug_assert!(data.len() <= SMALL_MAX);
     let carve = |arena: &mut BytesMut| {
         if arena.capacity() < data.len() {
             *arena = BytesMut::with_capacity(ARENA);
         }
         arena.extend_from_slice(data);
-        crate::frame::apply_mask(arena, key);
         arena.split().freeze()
     };
     match SMALL.try_with(|arena| carve(arena.borrow_mut().get_or_insert_with(BytesMut::new))) {

@@ -432,6 +432,40 @@ async fn large_burst() {
     }
 }
 
+#[tokio::test]
+async fn pings_and_violations_read_by_the_receivers_task_are_answered_as_ever() {
+    // After large messages the handler's task reads (see `ws.rs`, `Dispatch`): a ping read
+    // there is answered, and a protocol violation read there closes with 1002 and reports an
+    // error event, with every message before it delivered.
+    for (first, payload, code) in
+        [(0x83u8, b"x".to_vec(), 1002u16), (0x81, vec![b'a', 0xff, 0xfe], 1007)]
+    {
+        let (rec, mut rx) = recorder();
+        let addr = serve(Config::default(), rec).await;
+        let mut raw = RawWs::connect(addr).await;
+        assert!(matches!(next_event(&mut rx).await, Event::Open));
+        for n in 0..3u8 {
+            raw.frame(0x82, &large(n)).await;
+            match next_event(&mut rx).await {
+                Event::Message(Incoming::Binary(b)) => assert_eq!(b[..], large(n)[..]),
+                e => panic!("{e:?}"),
+            }
+        }
+        raw.frame(0x89, b"are you there").await;
+        assert_eq!(raw.read_frame().await, Some((0x8A, b"are you there".to_vec())));
+        raw.frame(0x82, &large(9)).await;
+        raw.frame(first, &payload).await;
+        assert_eq!(raw.read_close().await.map(|c| c.0), Some(code));
+        let events = events_until_closed(&mut rx).await;
+        assert!(
+            matches!(&events[0], Event::Message(Incoming::Binary(b)) if b[..] == large(9)[..]),
+            "{events:?}"
+        );
+        assert!(events.iter().any(|e| matches!(e, Event::Error(_))), "{events:?}");
+        assert_eq!(closed_of(&events).code, Some(code), "{events:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_and_small_messages_mixed_on_many_connections_all_come_back_in_order() {
     // Reads move between the connection's task and the handler's as sizes change (large
