@@ -27,15 +27,24 @@ pub(crate) struct Violation {
     pub(crate) error: Error,
 }
 
+// Out of line and cold, as is every rare path of the decoder: inlined, their code sat between
+// the lines of the common path and spread it over more of the instruction cache (see
+// BENCHMARKS.md, "Code footprint").
 impl Violation {
+    #[cold]
+    #[inline(never)]
     fn protocol(reason: &'static str) -> Self {
         Self { code: 1002, reason: "protocol error", error: Error::Protocol(reason.to_owned()) }
     }
 
+    #[cold]
+    #[inline(never)]
     fn too_large(what: String) -> Self {
         Self { code: 1009, reason: "message too big", error: Error::TooLarge(what) }
     }
 
+    #[cold]
+    #[inline(never)]
     fn utf8() -> Self {
         Self { code: 1007, reason: "invalid utf-8", error: Error::InvalidUtf8 }
     }
@@ -116,6 +125,7 @@ const ASCII_SAMPLE: usize = 256;
 /// std and no copy / simdutf8 and a copy): ASCII 100 B 10 / 29, 16 KB 489 / 420; JSON with a
 /// few accented characters 1 KiB 616 / 113, 16 KB 9,668 / 1,459; Japanese 16 KB 10,814 /
 /// 1,489. So text whose start is ASCII keeps its bytes, and other text takes the copy.
+#[inline(never)]
 fn text(data: Bytes) -> Result<Text, Violation> {
     if data[..data.len().min(ASCII_SAMPLE)].is_ascii() {
         let text = tokio_tungstenite::tungstenite::Utf8Bytes::try_from(data)
@@ -124,6 +134,18 @@ fn text(data: Bytes) -> Result<Text, Violation> {
     }
     let checked = simdutf8::basic::from_utf8(&data).map_err(|_| Violation::utf8())?;
     Ok(Text(checked.to_owned().into()))
+}
+
+#[cold]
+#[inline(never)]
+fn frame_too_large(len: u64, max: usize) -> Violation {
+    Violation::too_large(format!("frame of {len} bytes, over the limit of {max}"))
+}
+
+#[cold]
+#[inline(never)]
+fn message_too_large(max: usize) -> Violation {
+    Violation::too_large(format!("message of more than {max} bytes"))
 }
 
 /// Payloads up to this size are copied out of the read buffer rather than split off.
@@ -219,10 +241,7 @@ impl Decoder {
             n => (u64::from(n), 2),
         };
         if len > self.max_frame as u64 {
-            return Err(Violation::too_large(format!(
-                "frame of {len} bytes, over the limit of {}",
-                self.max_frame
-            )));
+            return Err(frame_too_large(len, self.max_frame));
         }
         let len = len as usize; // at most max_frame, a usize
         let total = header + 4 + len;
@@ -249,23 +268,55 @@ impl Decoder {
             }
             return Ok(Some((fin, opcode, payload)));
         }
+        Ok(Some((fin, opcode, self.large_payload(buf, start, end, key))))
+    }
+
+    /// The payload of a frame over [`COPY_MAX`], unmasked, without a copy.
+    #[inline(never)]
+    fn large_payload(
+        &mut self,
+        buf: &mut BytesMut,
+        start: usize,
+        end: usize,
+        key: [u8; 4],
+    ) -> Bytes {
         if end == buf.len() {
             // The frame alone in the read buffer (a read sized for it, see `ws.rs`): the whole
             // buffer becomes the payload's storage, no copy, and goes back to the pool once
             // the payload is dropped, instead of to malloc.
             apply_mask(&mut buf[start..end], key);
             let whole = bufpool::Returning(std::mem::take(buf));
-            return Ok(Some((fin, opcode, Bytes::from_owner(whole).slice(start..end))));
+            return Bytes::from_owner(whole).slice(start..end);
         }
         // A large one is split off without a copy.
         buf.advance(start);
         self.consumed = 0;
-        let mut payload = buf.split_to(len);
+        let mut payload = buf.split_to(end - start);
         apply_mask(&mut payload, key);
-        Ok(Some((fin, opcode, payload.freeze())))
+        payload.freeze()
     }
 
+    /// What a frame means: a whole text or binary message (the common case, kept short), or
+    /// anything else ([`Decoder::message_rare`]).
     fn message(
+        &mut self,
+        fin: bool,
+        opcode: u8,
+        payload: Bytes,
+    ) -> Result<Option<Decoded>, Violation> {
+        if fin && self.partial.is_none() && payload.len() <= self.max_message {
+            if opcode == OP_BINARY {
+                return Ok(Some(Decoded::Binary(payload)));
+            }
+            if opcode == OP_TEXT {
+                return text(payload).map(|t| Some(Decoded::Text(t)));
+            }
+        }
+        self.message_rare(fin, opcode, payload)
+    }
+
+    #[inline(never)]
+    fn message_rare(
         &mut self,
         fin: bool,
         opcode: u8,
@@ -291,10 +342,7 @@ impl Decoder {
                 };
                 let size = partial.data.len() + payload.len();
                 if size > self.max_message {
-                    return Err(Violation::too_large(format!(
-                        "message of more than {} bytes",
-                        self.max_message
-                    )));
+                    return Err(message_too_large(self.max_message));
                 }
                 partial.data.extend_from_slice(&payload);
                 if partial.text {
@@ -327,10 +375,7 @@ impl Decoder {
 
     fn check_size(&self, size: usize) -> Result<(), Violation> {
         if size > self.max_message {
-            return Err(Violation::too_large(format!(
-                "message of more than {} bytes",
-                self.max_message
-            )));
+            return Err(message_too_large(self.max_message));
         }
         Ok(())
     }
