@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Code footprint of one unit of work, from a callgrind profile made with --dump-instr=yes.
+
+    footprint.py PROFILE UNITS [TOP]
+
+Reads the per-instruction costs of PROFILE (self costs only: a call's inclusive cost line is
+skipped), groups instructions into 64-byte cache lines, and counts the lines executed at least
+once per two units (UNITS: round trips or messages in the profile): the code a unit of work
+runs through, which the instruction cache must hold. Prints instructions and simulated L1i
+misses per unit (when the profile was made with --cache-sim=yes), the hot lines and their KiB,
+the hot lines by group (webchan, the benchmark's servers, futures, the rest), and the TOP
+functions by hot lines.
+"""
+import collections
+import re
+import sys
+
+
+def main():
+    path, units = sys.argv[1], int(sys.argv[2])
+    top = int(sys.argv[3]) if len(sys.argv) > 3 else 25
+    names = {}  # callgrind compresses names: "(id) name" the first time, "(id)" after
+
+    def name(field):
+        m = re.match(r"\((\d+)\)(?: (.*))?", field)
+        if not m:
+            return field
+        if m.group(2):
+            names[m.group(1)] = m.group(2)
+        return names.get(m.group(1), "?")
+
+    positions, events = ["line"], []
+    last = []
+    ir = collections.Counter()
+    i1mr = collections.Counter()
+    owner = {}
+    func = "?"
+    skip = False  # the cost line after calls= is the call's inclusive cost
+    with open(path) as f:
+        for line in f:
+            if line.startswith("positions:"):
+                positions = line.split()[1:]
+                last = [0] * len(positions)
+            elif line.startswith("events:"):
+                events = line.split()[1:]
+            elif line.startswith("fn="):
+                func = name(line[3:].strip())
+            elif line.startswith("cfn="):
+                name(line[4:].strip())
+            elif line.startswith("calls="):
+                skip = True
+            elif line[:1].isdigit() or line[:1] in "+-*":
+                tokens = line.split()
+                for i in range(len(positions)):
+                    t = tokens[i]
+                    if t == "*":
+                        continue
+                    last[i] = last[i] + int(t, 0) if t[0] in "+-" else int(t, 0)
+                if skip:
+                    skip = False
+                    continue
+                costs = [int(t) for t in tokens[len(positions):]]
+                addr = last[0]
+                if costs:
+                    ir[addr] += costs[0]
+                    owner.setdefault(addr, func)
+                if "I1mr" in events:
+                    k = events.index("I1mr")
+                    if len(costs) > k:
+                        i1mr[addr] += costs[k]
+    if positions[0] != "instr":
+        sys.exit("the profile has no instruction addresses: make it with --dump-instr=yes")
+    lines = collections.Counter()
+    line_owner = {}
+    for addr, cost in ir.items():
+        lines[addr // 64] += cost
+        line_owner.setdefault(addr // 64, owner[addr])
+    hot = [l for l, cost in lines.items() if cost >= units / 2]
+    print(f"instructions per unit: {sum(ir.values()) / units:.0f}")
+    if i1mr:
+        print(f"simulated L1i misses per unit: {sum(i1mr.values()) / units:.1f}")
+    print(f"hot code lines: {len(hot)} ({len(hot) * 64 / 1024:.1f} KiB)")
+    groups = collections.Counter()
+    by_func = collections.Counter()
+    for l in hot:
+        fn = line_owner[l]
+        by_func[fn] += 1
+        if "webchan::" in fn:
+            groups["webchan"] += 1
+        elif "servers::" in fn:
+            groups["the benchmark's servers"] += 1
+        elif "futures" in fn:
+            groups["futures"] += 1
+        else:
+            groups["the rest (tokio, hyper, libc, ...)"] += 1
+    for group, n in groups.most_common():
+        print(f"  {group}: {n}")
+    print(f"top {top} functions by hot lines:")
+    for fn, n in by_func.most_common(top):
+        print(f"  {n:4} {fn[:140]}")
+
+
+if __name__ == "__main__":
+    main()
