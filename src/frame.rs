@@ -641,6 +641,18 @@ mod tests {
         let mut small = Decoder::new(100, 10);
         let mut buf = BytesMut::from(&client_frame(0x82, &[0; 11])[..]);
         assert_eq!(small.decode(&mut buf, &mut 0).unwrap_err().code, 1009);
+        // At the limit exactly: whole frames take the short path, and pass.
+        let mut small = Decoder::new(10, 100);
+        let mut buf = BytesMut::from(&client_frame(0x82, &[7; 10])[..]);
+        buf.extend_from_slice(&client_frame(0x81, b"0123456789"));
+        buf.extend_from_slice(&client_frame(0x81, b"0123456789a"));
+        assert!(
+            matches!(small.decode(&mut buf, &mut 0), Ok(Some(Decoded::Binary(b))) if b[..] == [7; 10])
+        );
+        assert!(
+            matches!(small.decode(&mut buf, &mut 0), Ok(Some(Decoded::Text(t))) if t.as_str() == "0123456789")
+        );
+        assert_eq!(small.decode(&mut buf, &mut 0).unwrap_err().code, 1009, "text over the limit");
     }
 
     #[test]
