@@ -30,7 +30,7 @@ def main():
         return names.get(m.group(1), "?")
 
     positions, events = ["line"], []
-    last = []
+    last = [0]
     ir = collections.Counter()
     i1mr = collections.Counter()
     owner = {}
@@ -41,6 +41,8 @@ def main():
             if line.startswith("positions:"):
                 positions = line.split()[1:]
                 last = [0] * len(positions)
+                if positions[0] != "instr":
+                    sys.exit(f"{path}: no instruction addresses: make it with --dump-instr=yes")
             elif line.startswith("events:"):
                 events = line.split()[1:]
             elif line.startswith("fn="):
@@ -69,7 +71,10 @@ def main():
                     if len(costs) > k:
                         i1mr[addr] += costs[k]
     if positions[0] != "instr":
-        sys.exit("the profile has no instruction addresses: make it with --dump-instr=yes")
+        # No "positions:" line at all: line numbers only.
+        sys.exit(f"{path}: no instruction addresses: make it with --dump-instr=yes")
+    if units <= 0:
+        sys.exit("UNITS must be a positive count of round trips or messages")
     lines = collections.Counter()
     line_owner = {}
     for addr, cost in ir.items():

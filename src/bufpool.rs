@@ -127,8 +127,8 @@ pub(crate) fn copy_small(data: &[u8]) -> bytes::Bytes {
     };
     match SMALL.try_with(|arena| carve(arena.borrow_mut().get_or_insert_with(BytesMut::new))) {
         Ok(payload) => payload,
-        // The thread is going away: a copy of its own.
-        Err(_) => carve(&mut BytesMut::new()),
+        // The thread is going away: a copy of its own, of its own size.
+        Err(_) => bytes::Bytes::copy_from_slice(data),
     }
 }
 
