@@ -24,6 +24,8 @@
 //! keepalive off (and with it the process-wide sweeper thread);
 //! `FWS_SPIN_NS=N` makes the fastwebsockets server busy-wait N ns before each echo, to see what
 //! more server work per message does to a round trip (BENCHMARKS.md, 2026-12-04);
+//! `FWS_TOUCH_LINES=N` (and `FWS_TOUCH_SPAN=LINES`) makes it read N cache lines, one after the
+//! other, before each echo: what one more line touched per round trip costs;
 //! `FWS_YIELD=1` makes it yield between reading a message and writing it back (the order a
 //! task hand-off gives: every ready connection read before any write); `RUNTIME=multi` runs
 //! every server on tokio's multi-thread scheduler with one worker instead of `current_thread`.
@@ -498,6 +500,7 @@ async fn fastwebsockets_ws(mut request: Request<Incoming>) -> Response<Empty<Byt
         std::env::var("FWS_SPIN_NS").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
     );
     let yield_first = std::env::var("FWS_YIELD").is_ok_and(|v| v == "1");
+    let touch = touch_chain();
     tokio::spawn(async move {
         let run = async move {
             let mut ws = FragmentCollector::new(upgrade.await?);
@@ -515,6 +518,9 @@ async fn fastwebsockets_ws(mut request: Request<Incoming>) -> Response<Empty<Byt
                         if yield_first {
                             tokio::task::yield_now().await;
                         }
+                        if let Some(chain) = &touch {
+                            chase(chain);
+                        }
                         ws.write_frame(frame).await?
                     }
                     _ => {}
@@ -525,6 +531,36 @@ async fn fastwebsockets_ws(mut request: Request<Incoming>) -> Response<Empty<Byt
         let _ = run.await;
     });
     response
+}
+
+/// `FWS_TOUCH_LINES=N`: a chain through N cache lines at scattered places of a 4 MiB buffer,
+/// followed once per echo (each load waits for the one before), to see what touching N more
+/// lines per round trip costs when other processes share the core (BENCHMARKS.md, 2026-12-04).
+fn touch_chain() -> Option<std::sync::Arc<Vec<usize>>> {
+    let lines: usize = std::env::var("FWS_TOUCH_LINES").ok().and_then(|v| v.parse().ok())?;
+    const WORDS_PER_LINE: usize = 8;
+    // `FWS_TOUCH_SPAN`: how many lines the chain's lines are scattered over (a power of two, at
+    // least N; default 65536, 4 MiB).
+    let span: usize =
+        std::env::var("FWS_TOUCH_SPAN").ok().and_then(|v| v.parse().ok()).unwrap_or(65536);
+    let slots_n = span.max(lines).next_power_of_two();
+    let mut chain = vec![0usize; slots_n * WORDS_PER_LINE];
+    // A fixed scatter: slot i*7919 mod slots_n (odd, so distinct modulo a power of two).
+    let slots: Vec<usize> = (0..lines).map(|i| (i * 7919) % slots_n).collect();
+    for pair in slots.windows(2) {
+        chain[pair[0] * WORDS_PER_LINE] = pair[1] * WORDS_PER_LINE;
+    }
+    if let Some(last) = slots.last() {
+        chain[last * WORDS_PER_LINE] = usize::MAX;
+    }
+    (!slots.is_empty()).then(|| std::sync::Arc::new(chain))
+}
+
+fn chase(chain: &[usize]) {
+    let mut at = 0;
+    while at != usize::MAX {
+        at = std::hint::black_box(chain[at]);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
