@@ -73,6 +73,15 @@ pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
         }
     };
     shared.open();
+    let core = EndOnDrop(start(shared, upgraded));
+    poll_fn(|cx| core.run(cx)).await;
+}
+
+/// The connection's state, made once the upgrade completed. Out of line, as [`Core::run`]:
+/// the `Conn` is built in this function's stack frame, not in that of the task's future, which
+/// every poll of the task goes through.
+#[inline(never)]
+fn start(shared: Arc<Shared>, upgraded: Upgraded) -> Arc<Core> {
     let config = &shared.config;
     let timeout = config.get().timeout;
     let io = TokioIo::new(upgraded);
@@ -121,28 +130,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
     };
     let core = Arc::new(Core { conn: Mutex::new(Some(conn)) });
     shared.set_inline(core.clone());
-    drop(shared);
-    let core = EndOnDrop(core);
-    poll_fn(|cx| {
-        let mut slot = core.0.lock();
-        let Some(conn) = slot.as_mut() else { return Poll::Ready(()) };
-        if !conn.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            conn.driver = Some(cx.waker().clone());
-            // The transport's waker registered with the queue is an old one: register anew.
-            conn.shared.unsettle();
-            if let Some(watch) = &conn.keepalive {
-                watch.set_waker(cx.waker());
-            }
-        }
-        if conn.poll(cx).is_ready() {
-            let conn = slot.take();
-            drop(slot);
-            drop(conn);
-            return Poll::Ready(());
-        }
-        Poll::Pending
-    })
-    .await;
+    core
 }
 
 /// The connection, shared by its task and the channel's handles (see [`Inline`]). The task
@@ -204,6 +192,25 @@ impl Core {
     fn lock(&self) -> MutexGuard<'_, Option<Conn>> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// One poll of the connection's task.
+    fn run(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut slot = self.lock();
+        let Some(conn) = slot.as_mut() else { return Poll::Ready(()) };
+        if !conn.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            conn.driver = Some(cx.waker().clone());
+            // The transport's waker registered with the queue is an old one: register anew.
+            conn.shared.unsettle();
+            if let Some(watch) = &conn.keepalive {
+                watch.set_waker(cx.waker());
+            }
+        }
+        if conn.poll(cx).is_ready() {
+            end(slot);
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
 }
 
 impl Inline for Core {
@@ -219,9 +226,7 @@ impl Inline for Core {
         // Everything this step waits for (socket readiness, the queue) wakes the connection's
         // task, exactly as if the task had run it.
         if conn.poll_send(&mut Context::from_waker(&waker)).is_ready() {
-            let conn = slot.take();
-            drop(slot);
-            drop(conn);
+            end(slot);
             // Let the task see that it is over.
             waker.wake();
         }
@@ -300,9 +305,20 @@ impl std::ops::Deref for EndOnDrop {
 
 impl Drop for EndOnDrop {
     fn drop(&mut self) {
-        let conn = self.0.lock().take();
-        drop(conn);
+        end(self.0.lock());
     }
+}
+
+/// Takes the connection out of its slot and drops it once the lock is released (its drop
+/// reports `Closed`, which may run code that takes the lock). Out of line: the `Conn` moved
+/// out sits in this function's stack frame, not in those of the task's poll and of
+/// [`Inline::step`], which run every round trip (each ~700 bytes of stack deeper otherwise).
+#[cold]
+#[inline(never)]
+fn end(mut slot: MutexGuard<'_, Option<Conn>>) {
+    let conn = slot.take();
+    drop(slot);
+    drop(conn);
 }
 
 /// `buf`, given a pooled allocation first if it has none.
@@ -816,25 +832,8 @@ impl Conn {
                 }
                 continue;
             }
-            self.seal();
-            let mut slices = [std::io::IoSlice::new(&[]); MAX_SLICES];
-            let mut count = 0;
-            for (slot, buf) in slices.iter_mut().zip(self.out.iter()) {
-                *slot = std::io::IoSlice::new(buf);
-                count += 1;
-            }
-            match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
-                Poll::Ready(Ok(0)) => {
-                    self.abnormal = true;
-                    return false;
-                }
-                Poll::Ready(Ok(n)) => self.consume(n),
-                Poll::Ready(Err(e)) => {
-                    tracing::debug!(error = %e, "websocket write failed");
-                    self.abnormal = true;
-                    return false;
-                }
-                Poll::Pending => return false,
+            if !self.write_vectored(cx) {
+                return false;
             }
         }
         match Pin::new(&mut self.io).poll_flush(cx) {
@@ -846,6 +845,37 @@ impl Conn {
             Poll::Pending => return false,
         }
         more
+    }
+
+    /// Writes the sealed buffers (large payloads among them) with one vectored write. False
+    /// when the write did not complete (pending, or the connection broke: `abnormal`). Out of
+    /// line: its array of slices (512 bytes) is in this function's stack frame only, not in
+    /// that of `poll_write`, which every round trip goes through.
+    #[inline(never)]
+    fn write_vectored(&mut self, cx: &mut Context<'_>) -> bool {
+        self.seal();
+        let mut slices = [std::io::IoSlice::new(&[]); MAX_SLICES];
+        let mut count = 0;
+        for (slot, buf) in slices.iter_mut().zip(self.out.iter()) {
+            *slot = std::io::IoSlice::new(buf);
+            count += 1;
+        }
+        match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
+            Poll::Ready(Ok(0)) => {
+                self.abnormal = true;
+                false
+            }
+            Poll::Ready(Ok(n)) => {
+                self.consume(n);
+                true
+            }
+            Poll::Ready(Err(e)) => {
+                tracing::debug!(error = %e, "websocket write failed");
+                self.abnormal = true;
+                false
+            }
+            Poll::Pending => false,
+        }
     }
 
     /// Bytes encoded and not yet written.
