@@ -304,8 +304,11 @@ impl Sender {
         Ok(Completion { shared: Arc::clone(&self.shared), seq, finished: false })
     }
 
+    /// Queues for [`send`](Self::send) and [`send_and_close`](Self::send_and_close), which poll
+    /// the completion at once: that poll gets the message moving (written from this task when
+    /// the connection allows, see `Inline`), so the connection's task is not woken for it too.
     fn send_now(&self, message: Message, close: bool) -> Result<Completion, (Error, Message)> {
-        let seq = self.shared.enqueue(message, true, close, false, false)?;
+        let seq = self.shared.enqueue(message, true, close, false, true)?;
         Ok(Completion { shared: Arc::clone(&self.shared), seq, finished: false })
     }
 

@@ -147,10 +147,15 @@ pub(crate) enum Taken {
 }
 
 /// Plain vectors: there are rarely more than a few entries (one per send being awaited), and
-/// an emptied one gives its allocation back, so that an idle channel holds none.
+/// an emptied one gives its allocation back, so that an idle channel holds none. (Sequence
+/// numbers start at 1: 0 is "none".)
 #[derive(Debug, Default)]
 struct Tracking {
-    /// Items whose sender waits for the outcome.
+    /// An item whose sender waits for the outcome (0: none). The common case, one `send`
+    /// awaited at a time, needs no allocation: a `Vec` pushed to and emptied at every send
+    /// cost a `malloc` and a `free` per message (16 lines of code per ping-pong round trip).
+    tracked_one: u64,
+    /// More items whose sender waits for the outcome.
     tracked: Vec<u64>,
     /// The errors of tracked items that failed.
     failures: Vec<(u64, Error)>,
@@ -181,13 +186,26 @@ impl State {
 }
 
 impl Tracking {
+    fn track(&mut self, seq: u64) {
+        if self.tracked_one == 0 {
+            self.tracked_one = seq;
+        } else {
+            self.tracked.push(seq);
+        }
+    }
+
     fn is_tracked(&self, seq: u64) -> bool {
-        self.tracked.contains(&seq)
+        self.tracked_one == seq || self.tracked.contains(&seq)
     }
 
     /// Stops tracking `seq`: whether it was tracked, and its error if it failed.
     fn untrack(&mut self, seq: u64) -> (bool, Option<Error>) {
-        let tracked = remove_seq(&mut self.tracked, seq, |s| *s).is_some();
+        let tracked = if self.tracked_one == seq {
+            self.tracked_one = 0;
+            true
+        } else {
+            remove_seq(&mut self.tracked, seq, |s| *s).is_some()
+        };
         (tracked, remove_seq(&mut self.failures, seq, |(s, _)| *s).map(|(_, e)| e))
     }
 
@@ -413,7 +431,7 @@ impl Shared {
             self.room.store(false, Relaxed);
         }
         if tracked {
-            s.tracking_mut().tracked.push(seq);
+            s.tracking_mut().track(seq);
         }
         self.settled.store(false, Relaxed);
         s.queue.push_back(Queued { seq, size, item: Item::Send(message) });

@@ -962,3 +962,39 @@ async fn an_unawaited_send_goes_out_after_the_connection_has_gone_quiet() {
         assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text(format!("unawaited {i}"))));
     }
 }
+
+#[tokio::test]
+async fn each_awaited_send_gets_its_own_outcome_when_several_are_in_flight() {
+    // Three sends awaited at once, the first and the third failing (a file that cannot be
+    // opened) and the second fine: each completion reports its own outcome, whichever way the
+    // channel keeps track of them (the first in flight is tracked without an allocation, the
+    // others in a list), and a failed send does not stop the next ones.
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let mut ws = ws_connect(addr, "/").await;
+    let mut ch = next_channel(&mut channels).await;
+    assert!(matches!(next_of(&mut ch).await, Some(Event::Open)));
+    let sender = ch.sender();
+    let first = sender.try_send(Message::file("/no/such/file/1")).unwrap();
+    let second = sender.try_send("fine".into()).unwrap();
+    let third = sender.try_send(Message::file("/no/such/file/3")).unwrap();
+    let fourth = sender.try_send("after".into()).unwrap();
+    let (first, second, third, fourth) = tokio::join!(first, second, third, fourth);
+    assert!(matches!(first, Err(webchan::Error::Io(_))), "{first:?}");
+    assert!(second.is_ok(), "{second:?}");
+    assert!(matches!(third, Err(webchan::Error::Io(_))), "{third:?}");
+    assert!(fourth.is_ok(), "{fourth:?}");
+    assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text("fine")));
+    assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text("after")));
+    // And one at a time, as `send` does: the failure goes to the sender, not the stream.
+    assert!(matches!(ch.send(Message::file("/no/such/file/5")).await, Err(webchan::Error::Io(_))));
+    ch.send("last".into()).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text("last")));
+    assert!(ch.sender().start_close(1000, ""));
+    // The client reads the close frame (and answers it): the channel closes at once.
+    while next_msg(&mut ws).await.is_some() {}
+    let events = all_events(&mut ch).await;
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Error(_))),
+        "errors of awaited sends go to their senders only: {events:?}"
+    );
+}

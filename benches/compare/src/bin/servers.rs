@@ -26,6 +26,8 @@
 //! more server work per message does to a round trip (BENCHMARKS.md, 2026-12-04);
 //! `FWS_TOUCH_LINES=N` (and `FWS_TOUCH_SPAN=LINES`) makes it read N cache lines, one after the
 //! other, before each echo: what one more line touched per round trip costs;
+//! `WEBCHAN_LOOP=1` makes the webchan echo an unsplit `Channel` that awaits `send` for each
+//! message (the API of the crate's own examples) instead of `send_all` on the split halves;
 //! `FWS_YIELD=1` makes it yield between reading a message and writing it back (the order a
 //! task hand-off gives: every ready connection read before any write); `RUNTIME=multi` runs
 //! every server on tokio's multi-thread scheduler with one worker instead of `current_thread`.
@@ -180,8 +182,19 @@ async fn webchan_ws(request: Request<Incoming>) -> Response<webchan::Body> {
     }
 }
 
-/// Exactly examples/autobahn.rs: the Sink half forwards the Stream half's messages.
-async fn webchan_echo(channel: webchan::Channel) {
+/// Exactly examples/autobahn.rs: the Sink half forwards the Stream half's messages (or, with
+/// `WEBCHAN_LOOP=1`, a loop of `next` and `send` on the whole channel).
+async fn webchan_echo(mut channel: webchan::Channel) {
+    if std::env::var("WEBCHAN_LOOP").is_ok() {
+        while let Some(event) = channel.next().await {
+            if let webchan::Event::Message(m) = event {
+                if channel.send(m.into()).await.is_err() {
+                    break;
+                }
+            }
+        }
+        return;
+    }
     let (mut tx, rx) = channel.split();
     let mut messages = rx.filter_map(|event| {
         ready(match event {
