@@ -7,6 +7,7 @@
 #
 #   scripts/footprint.sh [SERVER=webchan]      # e.g. fastwebsockets, axum, tungstenite
 #   SCENARIO=echo16 scripts/footprint.sh        # 64 connections x 8 in flight instead
+#   SCENARIO=echo16k scripts/footprint.sh       # 16 KiB messages, 16 connections x 1
 #   TOOL=lackey scripts/footprint.sh [SERVER]   # every line touched, code and data (below)
 #
 # With TOOL=lackey the server runs under valgrind's lackey, which traces every instruction and
@@ -29,7 +30,8 @@ mkdir -p "$OUT"
 case "$SCENARIO" in
   pingpong) ARGS="--conns 1 --inflight 1 --size 16" ;;
   echo16) ARGS="--conns 64 --inflight 8 --size 16" ;;
-  *) echo "SCENARIO: pingpong or echo16" >&2; exit 2 ;;
+  echo16k) ARGS="--conns 16 --inflight 1 --size 16384" ;;
+  *) echo "SCENARIO: pingpong, echo16 or echo16k" >&2; exit 2 ;;
 esac
 if [ "${TOOL:-callgrind}" = lackey ]; then
   TRACE="$OUT/lackey.$SERVER.$SCENARIO"

@@ -101,6 +101,11 @@ def main():
 
     data = statistics.median(u[1] + u[2] + u[3] for u in kept)
     print(f"units: {units} expected, {units_seen} seen at the marker, {len(kept)} measured")
+    if units_seen != units:
+        # No instruction ran exactly once per unit: the nearest count was taken, which may
+        # belong to something that is not periodic (the handshake, a timer) or runs twice per
+        # unit (two reads per message). Read the figures with care.
+        print(f"warning: no instruction ran exactly {units} times; the cut is approximate")
     print(f"code lines per unit: {med(0):.0f}")
     print(f"data lines per unit: {data:.0f} (stack {med(1):.0f}, heap {med(2):.0f}, "
           f"static {med(3):.0f})")
