@@ -175,26 +175,19 @@ async fn webchan_ws(request: Request<Incoming>) -> Response<webchan::Body> {
     }
     match webchan::as_channel(request, config) {
         Ok((reply, channel)) => {
-            tokio::spawn(webchan_echo(channel));
+            if std::env::var("WEBCHAN_LOOP").is_ok() {
+                tokio::spawn(webchan_loop(channel));
+            } else {
+                tokio::spawn(webchan_echo(channel));
+            }
             reply.await
         }
         Err(rejection) => rejection.into_response(),
     }
 }
 
-/// Exactly examples/autobahn.rs: the Sink half forwards the Stream half's messages (or, with
-/// `WEBCHAN_LOOP=1`, a loop of `next` and `send` on the whole channel).
-async fn webchan_echo(mut channel: webchan::Channel) {
-    if std::env::var("WEBCHAN_LOOP").is_ok() {
-        while let Some(event) = channel.next().await {
-            if let webchan::Event::Message(m) = event {
-                if channel.send(m.into()).await.is_err() {
-                    break;
-                }
-            }
-        }
-        return;
-    }
+/// Exactly examples/autobahn.rs: the Sink half forwards the Stream half's messages.
+async fn webchan_echo(channel: webchan::Channel) {
     let (mut tx, rx) = channel.split();
     let mut messages = rx.filter_map(|event| {
         ready(match event {
@@ -203,6 +196,18 @@ async fn webchan_echo(mut channel: webchan::Channel) {
         })
     });
     let _ = tx.send_all(&mut messages).await;
+}
+
+/// `WEBCHAN_LOOP=1`: a loop of `next` and `send` on the whole channel, as the crate's examples
+/// do (a function of its own, so that `webchan_echo`'s code stays what it was).
+async fn webchan_loop(mut channel: webchan::Channel) {
+    while let Some(event) = channel.next().await {
+        if let webchan::Event::Message(m) = event {
+            if channel.send(m.into()).await.is_err() {
+                break;
+            }
+        }
+    }
 }
 
 /// `?chunk=&total=` (and `api=send` for one awaited `Sender::send` per chunk instead of the
