@@ -965,8 +965,8 @@ async fn an_unawaited_send_goes_out_after_the_connection_has_gone_quiet() {
 
 #[tokio::test]
 async fn each_awaited_send_gets_its_own_outcome_when_several_are_in_flight() {
-    // Three sends awaited at once, the first and the third failing (a file that cannot be
-    // opened) and the second fine: each completion reports its own outcome, whichever way the
+    // Four sends awaited at once, the first and the third failing (a file that cannot be
+    // opened), the others fine: each completion reports its own outcome, whichever way the
     // channel keeps track of them (the first in flight is tracked without an allocation, the
     // others in a list), and a failed send does not stop the next ones.
     let (addr, mut channels) = serve_channels(Config::default()).await;
