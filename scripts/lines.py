@@ -27,6 +27,9 @@ PIE_BASE = 0x108000
 
 def binary_end(binary):
     """The end of the executable's mapped image (under valgrind), from its program headers."""
+    header = subprocess.run(["readelf", "-hW", binary], capture_output=True, text=True, check=True)
+    # A position-dependent executable (EXEC) is mapped where it says; a PIE (DYN) at PIE_BASE.
+    base = PIE_BASE if "DYN" in header.stdout else 0
     out = subprocess.run(["readelf", "-lW", binary], capture_output=True, text=True, check=True)
     end = 0
     for line in out.stdout.splitlines():
@@ -36,7 +39,7 @@ def binary_end(binary):
             end = max(end, vaddr + memsz)
     if end == 0:
         sys.exit(f"{binary}: no LOAD segments (not an ELF executable?)")
-    return PIE_BASE + end
+    return base + end
 
 
 def main():
