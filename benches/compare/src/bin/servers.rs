@@ -590,14 +590,12 @@ async fn axum_ws(listener: TcpListener) {
 
     async fn echo(mut socket: WebSocket) {
         while let Some(Ok(message)) = socket.recv().await {
-            match message {
-                Message::Text(_) | Message::Binary(_) => {
-                    if socket.send(message).await.is_err() {
-                        break;
-                    }
-                }
-                // Keep reading: tungstenite answers the close and then ends the stream.
-                _ => {}
+            // Other frames: keep reading (tungstenite answers the close and then ends the
+            // stream).
+            if matches!(message, Message::Text(_) | Message::Binary(_))
+                && socket.send(message).await.is_err()
+            {
+                break;
             }
         }
     }
