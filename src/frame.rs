@@ -125,7 +125,7 @@ fn check_utf8(data: &[u8], from: usize, last: bool) -> Result<usize, Violation> 
 /// 49.8, 1 KiB 57.5 / 21.5 / 70.6, 16 KiB 801 / 251 / 680; JSON with accented names 100 B
 /// 135 / 28.9 / 61.4, 16 KiB 21,381 / 1,875 / 2,345. Until then webchan took `std` for text
 /// that starts with ASCII and the copy for other text: the 16 KiB text echo ran 4,800 more
-/// instructions per message (18,700 against 13,900) and ~3 % slower.
+/// instructions per message (18,700 against 13,900) and ran ~4 % slower.
 #[inline(never)]
 #[allow(unsafe_code)]
 fn text(data: Bytes) -> Result<Text, Violation> {
