@@ -386,9 +386,10 @@ async fn invalid_utf8_closes_with_1007() {
 }
 
 #[tokio::test]
-async fn invalid_utf8_after_valid_text_closes_with_1007_whichever_way_the_text_is_checked() {
-    // Text whose first 256 bytes are ASCII is checked by std and kept as received; other text
-    // by simdutf8 and copied (see `frame::text`): a bad byte late in either is still caught.
+async fn invalid_utf8_after_valid_text_closes_with_1007_whatever_the_text_starts_with() {
+    // Every text is checked by simdutf8 and kept as received (see `frame::text`): a bad byte
+    // late in a long text is caught, after an ASCII start (simdutf8's ASCII blocks) and after
+    // a start of other characters alike.
     let mut ascii_start = b"a".repeat(300);
     ascii_start.push(0xff);
     let events = failing_case(Config::default(), 0x81, &ascii_start, 1007).await;
