@@ -7,6 +7,9 @@
 #   QUICK=1 scripts/bench.sh              # D=2 s, R=1 round: proves the harness works
 #   D=10 R=5 scripts/bench.sh echo16      # longer runs, more rounds, one scenario
 #   IDLE_N=19000 SERVERS=webchan scripts/bench.sh idle
+#   D=2 R=30 SERVERS="webchan fastwebsockets axum" scripts/bench.sh pingpong echo16k
+#                                         # many short rounds: the ratio goals' verdicts with
+#                                         # a 95 % confidence interval (from R=6 on, see report)
 #
 # Scenarios (servers):
 #   echo16 pingpong echo16k echo1m   WS echo (webchan tungstenite tungstenite-batched axum

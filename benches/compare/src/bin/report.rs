@@ -1,7 +1,14 @@
 //! Turns scripts/bench.sh's results file into markdown tables (medians over rounds, ratios to
-//! the peers) and checks issue 5's goals against them. The verdicts use the ratio of the
-//! medians; each ratio goal also lists the ratio round by round (runs of one round are seconds
-//! apart, so a machine whose speed drifts over minutes shows there as spread, not as bias).
+//! the peers) and checks issue 5's goals against them.
+//!
+//! A ratio goal (webchan against a peer) is judged on the ratios round by round: the two runs
+//! of one round are seconds apart, so a machine whose speed drifts shows as spread, not bias.
+//! With at least `MIN_PAIRED` rounds, the verdict is the median of those ratios with a
+//! distribution-free 95 % confidence interval (order statistics of the binomial law, no
+//! assumption about the noise): "yes" when the whole interval is at or above the goal, "no"
+//! when it is all below, "within noise" when it straddles it (then more rounds, or a quieter
+//! machine, decide). With fewer rounds the verdict is the ratio of the medians, as a first
+//! look.
 //!
 //! ```text
 //! report RESULTS.tsv
@@ -48,6 +55,88 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
     Some(if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 })
 }
 
+/// Rounds from which a ratio goal is judged on its paired ratios (with 6, the interval is
+/// their range: 97 % coverage).
+const MIN_PAIRED: usize = 6;
+
+/// The median of `values` and a confidence interval for it of at least 95 % coverage,
+/// whatever the distribution: the order statistics `k` and `n + 1 - k`, with `k` the largest
+/// rank such that a Binomial(n, 1/2) falls below `k` with probability at most 2.5 %. None
+/// with fewer than [`MIN_PAIRED`] values.
+fn median_interval(values: &[f64]) -> Option<(f64, f64, f64)> {
+    let n = values.len();
+    if n < MIN_PAIRED {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    // P(B <= j) for B ~ Binomial(n, 1/2), accumulated term by term.
+    let mut term = 0.5f64.powi(n as i32);
+    let mut below = 0.0;
+    let mut k = 0;
+    for j in 0..n {
+        below += term;
+        if below > 0.025 {
+            break;
+        }
+        k = j + 1;
+        term *= (n - j) as f64 / (j + 1) as f64;
+    }
+    let k = k.max(1);
+    Some((median(sorted.clone())?, sorted[k - 1], sorted[n - k]))
+}
+
+/// What a run says of a goal.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Verdict {
+    Yes,
+    No,
+    /// The confidence interval straddles the goal.
+    WithinNoise,
+    /// Not measured in this run.
+    Unknown,
+}
+
+impl From<bool> for Verdict {
+    fn from(met: bool) -> Self {
+        if met {
+            Verdict::Yes
+        } else {
+            Verdict::No
+        }
+    }
+}
+
+/// A goal's figures and its verdict.
+type Judged = (String, Verdict);
+
+/// The goals of issue 5 this run measured, in the order they are printed.
+#[derive(Default)]
+struct Goals(Vec<Judged>);
+
+impl Goals {
+    /// A goal judged on one figure (`None`: not measured).
+    fn add(&mut self, name: String, met: Option<bool>) {
+        self.0.push((name, met.map_or(Verdict::Unknown, Verdict::from)));
+    }
+
+    /// The goal "`a`'s `key` ≥ `factor` × `b`'s" (see [`Cells::ratio_goal`]).
+    #[allow(clippy::too_many_arguments)]
+    fn ratio(
+        &mut self,
+        cells: &Cells<'_>,
+        label: &str,
+        scenario: &str,
+        a: &str,
+        b: &str,
+        key: &str,
+        factor: f64,
+    ) {
+        let (shown, verdict) = cells.ratio_goal(scenario, a, b, key, factor);
+        self.0.push((format!("{label} ({shown})"), verdict));
+    }
+}
+
 struct Cells<'a> {
     runs: &'a BTreeMap<(String, String), Vec<Run>>,
 }
@@ -79,14 +168,34 @@ impl Cells<'_> {
             })
             .collect()
     }
-    /// " (per round: 0.91, 0.93, 0.90)", or nothing with fewer than two rounds.
-    fn rounds_note(&self, scenario: &str, a: &str, b: &str, key: &str) -> String {
+    /// The goal "`a`'s field ≥ `factor` × `b`'s": the figures that judge it and the verdict
+    /// (see the module's documentation).
+    fn ratio_goal(&self, scenario: &str, a: &str, b: &str, key: &str, factor: f64) -> Judged {
+        let of_medians = match (self.get(scenario, a, key), self.get(scenario, b, key)) {
+            (Some(va), Some(vb)) if vb > 0.0 => Some(va / vb),
+            _ => None,
+        };
+        let mut shown = of_medians.map_or_else(|| "—".to_owned(), |r| format!("{r:.2}×"));
         let ratios = self.per_round(scenario, a, b, key);
-        if ratios.len() < 2 {
-            return String::new();
+        if let Some((median, lo, hi)) = median_interval(&ratios) {
+            shown += &format!(
+                "; paired, {} rounds: median {median:.2}×, 95 % CI {lo:.2}-{hi:.2}",
+                ratios.len()
+            );
+            let verdict = if lo >= factor {
+                Verdict::Yes
+            } else if hi < factor {
+                Verdict::No
+            } else {
+                Verdict::WithinNoise
+            };
+            return (shown, verdict);
         }
-        let list: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-        format!("; per round {}", list.join(", "))
+        if ratios.len() >= 2 {
+            let list: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+            shown += &format!("; per round {}", list.join(", "));
+        }
+        (shown, of_medians.map_or(Verdict::Unknown, |r| Verdict::from(r >= factor)))
     }
     fn failures(&self, scenario: &str, server: &str) -> usize {
         self.runs(scenario, server).iter().filter(|r| !r.ok).count()
@@ -343,112 +452,79 @@ fn main() {
 
     // Issue 5's goals, as far as these scenarios measure them.
     let g = |s: &str, v: &str, k: &str| cells.get(s, v, k);
-    let mut goals: Vec<(String, Option<bool>)> = Vec::new();
-    let mut goal = |name: String, met: Option<bool>| goals.push((name, met));
+    let mut goals = Goals::default();
     let w16 = g("echo16", "webchan", "rate");
     let both = |a: Option<f64>, b: Option<f64>, f: &dyn Fn(f64, f64) -> bool| match (a, b) {
         (Some(a), Some(b)) => Some(f(a, b)),
         _ => None,
     };
     if present("echo16") {
-        goal(
+        goals.add(
             format!("echo 16 B: ≥ 1.0M msg/s (webchan {})", w16.map_or("—".into(), rate)),
             w16.map(|r| r >= 1e6),
         );
-        goal(
-            format!(
-                "echo 16 B: ≥ 3.5× axum ({}{})",
-                ratio(w16, g("echo16", "axum", "rate")),
-                cells.rounds_note("echo16", "webchan", "axum", "rate")
-            ),
-            both(w16, g("echo16", "axum", "rate"), &|a, b| a >= 3.5 * b),
-        );
-        goal(
-            format!(
-                "echo 16 B: ≥ 1.5× tungstenite-batched ({}{})",
-                ratio(w16, g("echo16", "tungstenite-batched", "rate")),
-                cells.rounds_note("echo16", "webchan", "tungstenite-batched", "rate")
-            ),
-            both(w16, g("echo16", "tungstenite-batched", "rate"), &|a, b| a >= 1.5 * b),
+        goals.ratio(&cells, "echo 16 B: ≥ 3.5× axum", "echo16", "webchan", "axum", "rate", 3.5);
+        goals.ratio(
+            &cells,
+            "echo 16 B: ≥ 1.5× tungstenite-batched",
+            "echo16",
+            "webchan",
+            "tungstenite-batched",
+            "rate",
+            1.5,
         );
         let cpu = g("echo16", "webchan", "cpu_us_per_msg");
-        goal(
+        goals.add(
             format!("echo 16 B: server CPU ≤ 1 µs/msg ({} µs)", num(cpu, 2)),
             cpu.map(|c| c <= 1.0),
         );
     }
     if present("pingpong") {
-        let w = g("pingpong", "webchan", "rate");
-        goal(
-            format!(
-                "ping-pong: ≥ fastwebsockets ({}{})",
-                ratio(w, g("pingpong", "fastwebsockets", "rate")),
-                cells.rounds_note("pingpong", "webchan", "fastwebsockets", "rate")
-            ),
-            both(w, g("pingpong", "fastwebsockets", "rate"), &|a, b| a >= b),
+        goals.ratio(
+            &cells,
+            "ping-pong: ≥ fastwebsockets",
+            "pingpong",
+            "webchan",
+            "fastwebsockets",
+            "rate",
+            1.0,
         );
-        goal(
-            format!(
-                "ping-pong: ≥ 1.3× axum ({}{})",
-                ratio(w, g("pingpong", "axum", "rate")),
-                cells.rounds_note("pingpong", "webchan", "axum", "rate")
-            ),
-            both(w, g("pingpong", "axum", "rate"), &|a, b| a >= 1.3 * b),
-        );
+        goals.ratio(&cells, "ping-pong: ≥ 1.3× axum", "pingpong", "webchan", "axum", "rate", 1.3);
     }
-    for (id, label) in [("echo16k", "16 KiB"), ("echo1m", "1 MiB")] {
+    for (id, label) in [("echo16k", "16 KiB"), ("echo16ktext", "16 KiB text"), ("echo1m", "1 MiB")]
+    {
         if present(id) {
-            let w = g(id, "webchan", "rate");
-            goal(
-                format!(
-                    "echo {label}: ≥ fastwebsockets ({}{})",
-                    ratio(w, g(id, "fastwebsockets", "rate")),
-                    cells.rounds_note(id, "webchan", "fastwebsockets", "rate")
-                ),
-                both(w, g(id, "fastwebsockets", "rate"), &|a, b| a >= b),
-            );
+            let label = format!("echo {label}: ≥ fastwebsockets");
+            goals.ratio(&cells, &label, id, "webchan", "fastwebsockets", "rate", 1.0);
         }
     }
     for (id, label) in [("stream1k", "1 KiB"), ("stream64k", "64 KiB")] {
         if present(id) {
-            let w = g(id, "webchan-stream", "gbps");
-            goal(
-                format!(
-                    "HTTP stream {label} chunks: ≥ 1.0× raw hyper ({}{})",
-                    ratio(w, g(id, "hyper-stream", "gbps")),
-                    cells.rounds_note(id, "webchan-stream", "hyper-stream", "gbps")
-                ),
-                both(w, g(id, "hyper-stream", "gbps"), &|a, b| a >= b),
-            );
+            let label = format!("HTTP stream {label} chunks: ≥ 1.0× raw hyper");
+            goals.ratio(&cells, &label, id, "webchan-stream", "hyper-stream", "gbps", 1.0);
         }
     }
     if present("echo16") && !cells.runs("echo16", "uws").is_empty() {
-        let uws = g("echo16", "uws", "rate");
-        goal(
-            format!(
-                "echo 16 B: within 1.5× of uWebSockets ({} of uws{})",
-                ratio(w16, uws),
-                cells.rounds_note("echo16", "webchan", "uws", "rate")
-            ),
-            both(w16, uws, &|a, b| a * 1.5 >= b),
+        // Within 1.5× of uws: webchan's rate ≥ uws's / 1.5.
+        goals.ratio(
+            &cells,
+            "echo 16 B: within 1.5× of uWebSockets (webchan / uws)",
+            "echo16",
+            "webchan",
+            "uws",
+            "rate",
+            1.0 / 1.5,
         );
     }
     for (id, label) in [("file", "chunked"), ("filelen", "Content-Length")] {
         if present(id) {
-            let w = g(id, "webchan-file", "gbps");
-            goal(
-                format!(
-                    "file sends ({label}): ≥ 0.9× hyper + ReaderStream ({}{})",
-                    ratio(w, g(id, "hyper-file", "gbps")),
-                    cells.rounds_note(id, "webchan-file", "hyper-file", "gbps")
-                ),
-                both(w, g(id, "hyper-file", "gbps"), &|a, b| a >= 0.9 * b),
-            );
+            let speed = format!("file sends ({label}): ≥ 0.9× hyper + ReaderStream");
+            goals.ratio(&cells, &speed, id, "webchan-file", "hyper-file", "gbps", 0.9);
             // Flat: the peak over the whole run stays below one file's size, while 16 whole
             // files are in flight at any time.
             let peak = g(id, "webchan-file", "hwm_end_kib");
             let size = cells.first(id, "total").and_then(|t| t.parse::<f64>().ok());
-            goal(
+            goals.add(
                 format!(
                     "file sends ({label}): memory flat (peak RSS {} MiB, hyper-file {} MiB; file {} MiB)",
                     num(peak.map(|k| k / 1024.0), 1),
@@ -466,7 +542,7 @@ fn main() {
         let idle = g("idlehttp", "webchan-idle", "idle_kib_per_conn");
         let base = g("idlehttp", "hyper-idle", "idle_kib_per_conn");
         let added = idle.zip(base).map(|(w, h)| w - h);
-        goal(
+        goals.add(
             format!(
                 "idle HTTP stream: ≤ 2 KiB per channel over hyper's own connection ({} KiB: {} in all, hyper alone {})",
                 num(added, 2),
@@ -480,7 +556,7 @@ fn main() {
         let n: u64 = cells.first("idle", "conns").and_then(|c| c.parse().ok()).unwrap_or(0);
         let ran = !cells.runs("idle", "webchan").is_empty();
         let ok = ran && cells.failures("idle", "webchan") == 0;
-        goal(
+        goals.add(
             format!(
                 "50,000 concurrent idle WS channels (this run: {n}{})",
                 if ok { ", all fine" } else { "" }
@@ -489,11 +565,11 @@ fn main() {
         );
         let idle = g("idle", "webchan", "idle_kib_per_conn");
         let after = g("idle", "webchan", "after_kib_per_conn");
-        goal(
+        goals.add(
             format!("idle WS: ≤ 4 KiB per connection ({} KiB)", num(idle, 1)),
             idle.map(|v| v <= 4.0),
         );
-        goal(
+        goals.add(
             format!(
                 "idle WS after a 64 KiB message: ≤ 8 KiB per connection ({} KiB)",
                 num(after, 1)
@@ -501,21 +577,50 @@ fn main() {
             after.map(|v| v <= 8.0),
         );
     }
-    if !goals.is_empty() {
+    if !goals.0.is_empty() {
         println!("| goal (issue 5) | met |");
         println!("|---|---|");
-        for (name, met) in goals {
+        for (name, met) in goals.0 {
             let met = match met {
-                Some(true) => "yes",
-                Some(false) => "no",
-                None => "—",
+                Verdict::Yes => "yes",
+                Verdict::No => "no",
+                Verdict::WithinNoise => "within noise",
+                Verdict::Unknown => "—",
             };
             println!("| {name} | {met} |");
         }
+        println!();
+        println!(
+            "Ratio goals with {MIN_PAIRED} or more rounds are judged on the ratios round by round: their median and a"
+        );
+        println!(
+            "distribution-free 95 % confidence interval for it; \"within noise\" = the interval straddles the goal."
+        );
         println!();
     }
     if failed > 0 {
         println!("{failed} run(s) FAILED: see the logs next to the results file.");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median_interval;
+
+    #[test]
+    fn interval_ranks_follow_the_binomial_law() {
+        let values = |n: usize| (1..=n).map(|v| v as f64).collect::<Vec<_>>();
+        assert_eq!(median_interval(&values(5)), None);
+        // n = 6: P(B <= 0) = 1/64, P(B <= 1) = 7/64: the range.
+        assert_eq!(median_interval(&values(6)), Some((3.5, 1.0, 6.0)));
+        // n = 10: P(B <= 1) = 11/1024, P(B <= 2) = 56/1024: ranks 2 and 9.
+        assert_eq!(median_interval(&values(10)), Some((5.5, 2.0, 9.0)));
+        // n = 30: P(B <= 9) = 0.0214, P(B <= 10) = 0.0494: ranks 10 and 21.
+        assert_eq!(median_interval(&values(30)), Some((15.5, 10.0, 21.0)));
+        // Order does not matter.
+        let mut shuffled = values(10);
+        shuffled.reverse();
+        assert_eq!(median_interval(&shuffled), Some((5.5, 2.0, 9.0)));
     }
 }
