@@ -420,7 +420,10 @@ impl Drop for Completion {
 /// close whether or not the receiver is polled. While a WebSocket receives large messages
 /// (over the read chunk, up to 64 KiB), a poll that finds no event reads the socket on the
 /// polling task instead, so that a message is read, handled and answered in one go; when the
-/// receiver is not polled, the connection's task reads as before.
+/// receiver is not polled, the connection's task reads as before. (A receiver woken for the
+/// next message and then not polled, as in a `select!` that took another branch, leaves the
+/// reading to the connection's task at the keepalive thread's next look, within a second with
+/// the default [`Config::keepalive`](crate::Config::keepalive); at once with keepalive off.)
 pub struct Receiver {
     shared: Arc<Shared>,
     /// Events taken from the shared queue a burst at a time, not yet returned.

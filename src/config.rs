@@ -121,6 +121,11 @@ impl Config {
     /// (give or take a step) after the ping was due. If that thread cannot be started,
     /// keepalive is off and a warning is logged.
     ///
+    /// The same thread wakes a connection's task when a receiver that reads large messages
+    /// for itself was woken for the socket and has not read (see [`Receiver`](crate::Receiver)):
+    /// with keepalive on, the socket's readiness wakes that receiver alone, which saves a wake
+    /// and a poll of the connection's task per large message.
+    ///
     /// # Examples
     ///
     /// ```

@@ -15,6 +15,11 @@
 //! one sweep later (a sweep every eighth of the shortest interval or timeout watched, and at
 //! least once a second); the connection is dropped when nothing came for the timeout after
 //! the ping was asked for, give or take a sweep.
+//!
+//! The sweeper is also the safety net of a receiver that reads the socket itself (`ws.rs`,
+//! `Dispatch`): the socket's readiness then wakes that receiver alone, and a receiver woken
+//! and not polled again (a `select!` that took another branch) would leave the socket unread.
+//! Until some read settles it, each sweep wakes the connection's task, which reads.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, Weak};
@@ -37,6 +42,10 @@ pub(crate) struct Watch {
     dead: AtomicBool,
     /// The connection's task.
     waker: Mutex<Option<Waker>>,
+    /// The socket's readiness went to a receiver that reads for itself and nothing has read
+    /// since (see `ws.rs`, `Dispatch`): the sweeper wakes the connection's task to read, in
+    /// case that receiver is not polled again.
+    owed: AtomicBool,
 }
 
 impl Watch {
@@ -46,6 +55,22 @@ impl Watch {
         // so the cache line is not bounced to the sweeper's core and back.
         if !self.heard.load(Ordering::Relaxed) {
             self.heard.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The socket's readiness went to the receiver alone: until a read settles it, each
+    /// sweep wakes the connection's task.
+    pub(crate) fn owe(&self) {
+        if !self.owed.load(Ordering::Relaxed) {
+            self.owed.store(true, Ordering::Release);
+        }
+    }
+
+    /// A read of the socket began: nothing is owed.
+    pub(crate) fn settle(&self) {
+        // A load first, as in `heard`: the common case writes nothing.
+        if self.owed.load(Ordering::Relaxed) {
+            self.owed.store(false, Ordering::Relaxed);
         }
     }
 
@@ -137,6 +162,7 @@ pub(crate) fn watch(interval: Duration, timeout: Duration) -> Option<Arc<Watch>>
         pings: AtomicU32::new(0),
         dead: AtomicBool::new(false),
         waker: Mutex::new(None),
+        owed: AtomicBool::new(false),
     });
     let entry = Entry {
         watch: Arc::downgrade(&watch),
@@ -190,6 +216,10 @@ impl Sweeper {
     /// Looks at one watch; false once its connection is gone.
     fn sweep(e: &mut Entry, now: Instant) -> bool {
         let Some(watch) = e.watch.upgrade() else { return false };
+        if watch.owed.load(Ordering::Acquire) {
+            // A receiver was woken to read and has not (yet): the connection's task reads.
+            watch.wake();
+        }
         if watch.heard.load(Ordering::Relaxed) {
             e.last = now;
             e.pinged = None;
@@ -282,5 +312,28 @@ mod tests {
         eventually("the entries removed", || {
             sweeper.entries.lock().unwrap().iter().all(|e| e.watch.strong_count() > 0)
         });
+    }
+
+    #[test]
+    fn a_read_owed_wakes_the_connection_at_each_sweep_until_it_is_settled() {
+        // Intervals far longer than the test: no ping is due, only what is owed wakes.
+        let wakes = Arc::new(Count(0.into()));
+        let owing = watch(Duration::from_secs(600), Duration::from_secs(600)).expect("sweeper");
+        owing.set_waker(&Waker::from(wakes.clone()));
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "woken with nothing owed");
+
+        owing.owe();
+        // A sweep at least once a second (`MAX_TICK`): woken, and again while still owed.
+        eventually("the connection's task woken", || wakes.0.load(Ordering::SeqCst) >= 1);
+        eventually("woken again while still owed", || wakes.0.load(Ordering::SeqCst) >= 2);
+
+        owing.settle();
+        // A sweep that read the flag just before may still wake once; after that, none.
+        std::thread::sleep(MAX_TICK + Duration::from_millis(100));
+        let settled = wakes.0.load(Ordering::SeqCst);
+        std::thread::sleep(2 * MAX_TICK + Duration::from_millis(100));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), settled, "woken after the read was settled");
+        assert_eq!(owing.pings(), 0);
     }
 }

@@ -48,7 +48,9 @@ pub(crate) trait Inline: Send + Sync + std::fmt::Debug {
     /// that a message is read, handled and answered in one go (see `ws.rs`, "Reads on the
     /// receiver's task"). Whatever it reads is pushed as events. When it ends waiting for the
     /// socket, the socket's next readiness wakes the receiver, if it is then parked waiting
-    /// for events (see [`Shared::wake_parked_receiver`]), and the transport's task in any case.
+    /// for events (see [`Shared::wake_parked_receiver`]), and else the transport's task (with
+    /// keepalive's sweeper as the safety net of a receiver woken and not polled: `ws.rs`,
+    /// `Dispatch`).
     fn read(&self);
 }
 
@@ -279,14 +281,17 @@ impl Shared {
     }
 
     /// The socket is readable: wakes the receiver if it is parked after a read of its own.
-    pub(crate) fn wake_parked_receiver(&self) {
+    /// Whether it was (then it reads, when it is polled).
+    pub(crate) fn wake_parked_receiver(&self) -> bool {
         let mut s = self.lock();
         if std::mem::take(&mut s.parked) {
             if let Some(w) = s.receiver_waker.take() {
                 drop(s);
                 w.wake();
+                return true;
             }
         }
+        false
     }
 
     /// Lets handles run the transport (see [`Inline`]).
@@ -603,6 +608,9 @@ impl Shared {
         }
         if receiver {
             s.receiver_alive = false;
+            // Nobody to read for: the socket's readiness wakes the connection's task.
+            s.parked = false;
+            s.receiver_waker = None;
             s.events.clear();
             s.event_bytes = 0;
             if s.read_paused {

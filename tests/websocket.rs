@@ -509,7 +509,16 @@ async fn large_and_small_messages_mixed_on_many_connections_all_come_back_in_ord
 #[tokio::test]
 async fn a_receiver_that_read_for_itself_and_stopped_polling_leaves_the_reading_to_the_connection()
 {
-    let (addr, mut channels) = serve_channels(Config::default()).await;
+    // With keepalive on (the default), the socket's next readiness wakes only the parked
+    // receiver, and the keepalive sweeper wakes the connection's task when nothing read it
+    // (within a second or so); with keepalive off, the readiness wakes the connection's task
+    // as well (see `ws.rs`, `Dispatch`). Either way the connection reads.
+    receiver_stops_polling(Config::default()).await;
+    receiver_stops_polling(Config::default().keepalive(None)).await;
+}
+
+async fn receiver_stops_polling(config: Config) {
+    let (addr, mut channels) = serve_channels(config).await;
     let mut ws = ws_connect(addr, "/").await;
     let mut ch = next_channel(&mut channels).await;
     assert!(matches!(next_of(&mut ch).await, Some(Event::Open)));
