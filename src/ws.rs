@@ -49,6 +49,8 @@ const LARGE_PAYLOAD: usize = 16 * 1024;
 const EXPECT_MAX: usize = 64 * 1024;
 /// Buffers given to one vectored write at most.
 const MAX_SLICES: usize = 32;
+/// Buffers of the common vectored write (a header and its payload, or a few of them).
+const FEW_SLICES: usize = 4;
 
 #[derive(Debug)]
 struct NoUpgrade;
@@ -880,18 +882,19 @@ impl Conn {
 
     /// Writes the sealed buffers (large payloads among them) with one vectored write. False
     /// when the write did not complete (pending, or the connection broke: `abnormal`). Out of
-    /// line: its array of slices (512 bytes) is in this function's stack frame only, not in
-    /// that of `poll_write`, which every round trip goes through.
+    /// line: its arrays of slices (up to 512 bytes) are in this function's stack frame only,
+    /// not in that of `poll_write`, which every round trip goes through.
     #[inline(never)]
     fn write_vectored(&mut self, cx: &mut Context<'_>) -> bool {
         self.seal();
-        let mut slices = [std::io::IoSlice::new(&[]); MAX_SLICES];
-        let mut count = 0;
-        for (slot, buf) in slices.iter_mut().zip(self.out.iter()) {
-            *slot = std::io::IoSlice::new(buf);
-            count += 1;
-        }
-        match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
+        // Most often a header and its payload: an array of 4 slices to fill, not of 32 (512
+        // bytes of stores at every large message).
+        let written = if self.out.len() <= FEW_SLICES {
+            self.poll_write_slices::<FEW_SLICES>(cx)
+        } else {
+            self.poll_write_slices::<MAX_SLICES>(cx)
+        };
+        match written {
             Poll::Ready(Ok(0)) => {
                 self.abnormal = true;
                 false
@@ -907,6 +910,20 @@ impl Conn {
             }
             Poll::Pending => false,
         }
+    }
+
+    /// One vectored write of the first `N` sealed buffers at most.
+    fn poll_write_slices<const N: usize>(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<usize>> {
+        let mut slices = [std::io::IoSlice::new(&[]); N];
+        let mut count = 0;
+        for (slot, buf) in slices.iter_mut().zip(self.out.iter()) {
+            *slot = std::io::IoSlice::new(buf);
+            count += 1;
+        }
+        Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count])
     }
 
     /// Bytes encoded and not yet written.
