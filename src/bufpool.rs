@@ -79,10 +79,12 @@ pub(crate) fn give(mut buf: BytesMut) {
         return;
     }
     // A large buffer that still starts where its allocation does (one handed over whole as a
-    // payload's storage, the common case) is recognised by its capacity alone: a shared
-    // buffer never is, since sharing it split it, which moved its start or took from its end.
-    // Asking `try_reclaim` size after size cost two failed reclaims per large message (16 KiB
-    // echo: ~180 instructions).
+    // payload's storage, the common case) is recognised by its capacity alone. A shared one
+    // has been split, which moved its start (`split_to`, what `frame.rs` and `seal` do) and
+    // so changed its capacity; only a `split_off` at exactly a pool size would pass, which
+    // nothing here does, and even then `BytesMut` keeps the two views apart: the allocation
+    // would merely live longer. Asking `try_reclaim` size after size cost two failed
+    // reclaims per large message (16 KiB echo: ~180 instructions).
     let capacity = buf.capacity();
     if let Some(class) = LARGE.iter().position(|size| *size == capacity) {
         keep_large(buf, class);

@@ -482,7 +482,7 @@ mod tests {
 
     #[test]
     fn mask_round_trips_at_every_length_and_offset() {
-        // Across the 64-byte blocks, the 8-byte words and the last bytes.
+        // Across the 128-byte blocks, the 8-byte words and the last bytes.
         for len in 0..300 {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let mut x = data.clone();
