@@ -8,8 +8,9 @@ skipped), groups instructions into 64-byte cache lines, and counts the lines exe
 once per two units (UNITS: round trips or messages in the profile): the code a unit of work
 runs through, which the instruction cache must hold. Prints instructions and simulated L1i
 misses per unit (when the profile was made with --cache-sim=yes), the hot lines and their KiB,
-the hot lines by group (webchan, the benchmark's servers, futures, the rest), and the TOP
-functions by hot lines.
+the hot lines by group (webchan, the benchmark's servers, futures, the rest), the TOP
+functions by hot lines, and the TOP functions by instructions per unit (self cost): side by
+side for two servers, these say where one runs more code than the other.
 """
 import collections
 import re
@@ -103,6 +104,12 @@ def main():
     print(f"top {top} functions by hot lines:")
     for fn, n in by_func.most_common(top):
         print(f"  {n:4} {fn[:140]}")
+    by_func_ir = collections.Counter()
+    for addr, cost in ir.items():
+        by_func_ir[owner[addr]] += cost
+    print(f"top {top} functions by instructions per unit:")
+    for fn, cost in by_func_ir.most_common(top):
+        print(f"  {cost / units:6.0f} {fn[:140]}")
 
 
 if __name__ == "__main__":
