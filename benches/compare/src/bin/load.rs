@@ -109,11 +109,16 @@ fn clock_ticks() -> f64 {
 
 /// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: &str) -> Option<f64> {
+    cpu_split(pid).map(|(user, system)| user + system)
+}
+
+/// utime and stime of a process, in seconds: its own code and the kernel's work for it.
+fn cpu_split(pid: &str) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / clock_ticks())
+    Some((utime / clock_ticks(), stime / clock_ticks()))
 }
 
 fn rss_kib(pid: &str) -> Option<u64> {
@@ -134,32 +139,35 @@ fn status_kib(pid: &str, key: &str) -> Option<u64> {
 struct Window {
     pid: Option<String>,
     t0: Instant,
-    server_cpu0: Option<f64>,
+    server_cpu0: Option<(f64, f64)>,
     client_cpu0: Option<f64>,
 }
 
 struct Measured {
     secs: f64,
     server_cpu: Option<f64>,
+    /// The server's CPU time split: (user, system).
+    server_split: Option<(f64, f64)>,
     client_cpu: Option<f64>,
 }
 
 impl Window {
     fn start(pid: Option<String>) -> Self {
-        let server_cpu0 = pid.as_deref().and_then(cpu_seconds);
+        let server_cpu0 = pid.as_deref().and_then(cpu_split);
         Self { server_cpu0, client_cpu0: cpu_seconds("self"), t0: Instant::now(), pid }
     }
     fn stop(&self) -> Measured {
         let secs = self.t0.elapsed().as_secs_f64();
-        let server_cpu = match (self.pid.as_deref().and_then(cpu_seconds), self.server_cpu0) {
-            (Some(b), Some(a)) => Some(b - a),
+        let server_split = match (self.pid.as_deref().and_then(cpu_split), self.server_cpu0) {
+            (Some(b), Some(a)) => Some((b.0 - a.0, b.1 - a.1)),
             _ => None,
         };
         let client_cpu = match (cpu_seconds("self"), self.client_cpu0) {
             (Some(b), Some(a)) => Some(b - a),
             _ => None,
         };
-        Measured { secs, server_cpu, client_cpu }
+        let server_cpu = server_split.map(|(user, system)| user + system);
+        Measured { secs, server_cpu, server_split, client_cpu }
     }
 }
 
@@ -500,6 +508,14 @@ async fn echo(args: &Args) -> bool {
         ("server_cpu_s", opt(measured.server_cpu, 1.0, 3)),
         ("server_cpu_pct", opt(measured.server_cpu.map(|c| c / measured.secs), 100.0, 1)),
         ("cpu_us_per_msg", opt(measured.server_cpu.map(|c| c / messages.max(1) as f64), 1e6, 3)),
+        (
+            "user_us_per_msg",
+            opt(measured.server_split.map(|c| c.0 / messages.max(1) as f64), 1e6, 3),
+        ),
+        (
+            "sys_us_per_msg",
+            opt(measured.server_split.map(|c| c.1 / messages.max(1) as f64), 1e6, 3),
+        ),
         ("client_cpu_pct", opt(measured.client_cpu.map(|c| c / measured.secs), 100.0, 1)),
         ("rss_before_kib", rss_before.map_or("NA".into(), |r| r.to_string())),
         ("rss_kib", rss.map_or("NA".into(), |r| r.to_string())),

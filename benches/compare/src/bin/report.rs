@@ -278,8 +278,9 @@ fn main() {
         rounds.len()
     );
     println!(
-        "server process over that window; † = the load client used ≥ 90 % of its own core (it"
+        "server process over that window (\"of which user\": utime, the server's own code; the rest"
     );
+    println!("is the kernel's work for it); † = the load client used ≥ 90 % of its own core (it");
     println!("may be the limit); FAIL(n) = n runs with errors (not counted in the medians).\n");
 
     // WebSocket throughput.
@@ -287,8 +288,8 @@ fn main() {
         // The uws column only when uWebSockets ran (scripts/bench.sh builds it when it can).
         let has_uws = runs.keys().any(|(_, server)| server == "uws");
         let (uws_head, uws_rule) = if has_uws { (" × uws |", "---:|") } else { ("", "") };
-        println!("| scenario | server | msg/s | MB/s | server CPU µs/msg | server CPU % | × axum | × tungstenite-batched |{uws_head}");
-        println!("|---|---|---:|---:|---:|---:|---:|---:|{uws_rule}");
+        println!("| scenario | server | msg/s | MB/s | server CPU µs/msg | of which user | server CPU % | × axum | × tungstenite-batched |{uws_head}");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|{uws_rule}");
         for (id, title, _) in SCENARIOS.iter().filter(|(id, _, kind)| *kind == "ws" && present(id))
         {
             let base_axum = cells.get(id, "axum", "rate");
@@ -309,9 +310,10 @@ fn main() {
                     if fails > 0 { format!(" FAIL({fails})") } else { String::new() }
                 );
                 println!(
-                    "| {title} | {server} | {shown} | {} | {} | {} | {} | {} |{}",
+                    "| {title} | {server} | {shown} | {} | {} | {} | {} | {} | {} |{}",
                     num(cells.get(id, server, "mbps"), 1),
                     num(cells.get(id, server, "cpu_us_per_msg"), 2),
+                    num(cells.get(id, server, "user_us_per_msg"), 2),
                     num(cells.get(id, server, "server_cpu_pct"), 0),
                     ratio(r, base_axum),
                     ratio(r, base_batched),
