@@ -13,7 +13,7 @@ are dropped (start-up, the connection's handshake and end), and for each unit th
 
 Unlike instructions, this counts what the caches and the TLB must hold for one round trip:
 when other processes (the load client, the kernel's network stack) run on the core between two
-round trips, each of these lines is likely to be fetched again (BENCHMARKS.md, "What a cache
+round trips, each of these lines is likely to be fetched again (benches/HISTORY.md, "What a cache
 line costs a round trip").
 """
 import collections

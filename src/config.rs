@@ -96,8 +96,8 @@ impl Config {
     ///
     /// It is also how far a sender may run ahead of the socket, so it trades memory for
     /// throughput: a bulk HTTP stream of 64 KiB messages ran ~17 % faster with 4 MiB than with
-    /// the default (BENCHMARKS.md in the repository), while a stream whose client reads slowly
-    /// holds up to the limit.
+    /// the default (benches/HISTORY.md in the repository), while a stream whose client reads
+    /// slowly holds up to the limit.
     pub fn queue_limit(mut self, bytes: usize) -> Self {
         self.set().queue_limit = bytes;
         self

@@ -29,7 +29,7 @@ pub(crate) struct Violation {
 
 // Out of line and cold, as is every rare path of the decoder: inlined, their code sat between
 // the lines of the common path and spread it over more of the instruction cache (see
-// BENCHMARKS.md, "Code footprint").
+// benches/HISTORY.md, "Code footprint of a round trip").
 impl Violation {
     #[cold]
     #[inline(never)]

@@ -14,9 +14,10 @@
 //! idle connection holds no buffer, whatever size its last message had.
 //!
 //! What a round trip costs on a busy core is mostly the cache lines it touches (~3-7 ns each,
-//! BENCHMARKS.md, "What a cache line costs a round trip"), stack lines included: the functions
-//! every round trip goes through keep small stack frames, and whatever needs a large one (a
-//! `Conn` moved out, an array of slices) is out of line (`start`, `end`, `write_vectored`).
+//! benches/HISTORY.md, "What a cache line costs a round trip"), stack lines included: the
+//! functions every round trip goes through keep small stack frames, and whatever needs a large
+//! one (a `Conn` moved out, an array of slices) is out of line (`start`, `end`,
+//! `write_vectored`).
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -154,7 +155,7 @@ struct Core {
 /// connection tasks all read (a 16 KiB message each) before any handler runs, so each message
 /// has left the cache by the time its handler sends it on, and the kernel's copies cost ~15 %
 /// more (a fastwebsockets server made to yield between its read and its write lost as much:
-/// BENCHMARKS.md, 2026-12-04). Read by the receiver, a message is read, handled and written
+/// benches/HISTORY.md, 2026-12-04). Read by the receiver, a message is read, handled and written
 /// in one go.
 ///
 /// The waker such a read leaves with the socket is this one: the next readiness wakes the

@@ -23,7 +23,7 @@
 //! (default 16) the chunks per frame of hyper-stream-vec; `KEEPALIVE=0` turns webchan's
 //! keepalive off (and with it the process-wide sweeper thread);
 //! `FWS_SPIN_NS=N` makes the fastwebsockets server busy-wait N ns before each echo, to see what
-//! more server work per message does to a round trip (BENCHMARKS.md, 2026-12-04);
+//! more server work per message does to a round trip (benches/HISTORY.md, 2026-12-04);
 //! `FWS_TOUCH_LINES=N` (and `FWS_TOUCH_SPAN=LINES`) makes it read N cache lines, one after the
 //! other, before each echo: what one more line touched per round trip costs;
 //! `WEBCHAN_LOOP=1` makes the webchan echo an unsplit `Channel` that awaits `send` for each
@@ -99,7 +99,8 @@ fn main() {
     }
     IDLE_CHUNK.set(Bytes::from(compare::pattern(IDLE_CHUNK_LEN))).unwrap();
     // RUNTIME=multi: tokio's multi-thread scheduler with one worker (the flavour of
-    // `#[tokio::main]`) instead of `current_thread`, for experiments (BENCHMARKS.md).
+    // `#[tokio::main]`) instead of `current_thread`, for experiments (benches/HISTORY.md,
+    // 2026-12-05).
     let runtime = if std::env::var("RUNTIME").is_ok_and(|v| v == "multi") {
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()
     } else {
@@ -553,7 +554,7 @@ async fn fastwebsockets_ws(mut request: Request<Incoming>) -> Response<Empty<Byt
 
 /// `FWS_TOUCH_LINES=N`: a chain through N cache lines at scattered places of a 4 MiB buffer,
 /// followed once per echo (each load waits for the one before), to see what touching N more
-/// lines per round trip costs when other processes share the core (BENCHMARKS.md, 2026-12-04).
+/// lines per round trip costs when other processes share the core (benches/HISTORY.md, 2026-12-04).
 fn touch_chain() -> Option<std::sync::Arc<Vec<usize>>> {
     let lines: usize = std::env::var("FWS_TOUCH_LINES").ok().and_then(|v| v.parse().ok())?;
     const WORDS_PER_LINE: usize = 8;
