@@ -190,7 +190,9 @@ impl Decoder {
 
     /// Takes the next complete frame off the front of `buf` (after what it decoded before:
     /// see [`Decoder::settle`]). `Ok(None)`: more bytes are needed, `buf` holds only the
-    /// frame begun, and `need` says how many bytes it needs in all, when the header told.
+    /// frame begun, and `need` says how many `buf` must hold before a call can tell more: the
+    /// extended length's bytes while the header is incomplete (so that a frame over the limit
+    /// fails as soon as its length is known, before its mask), else the whole frame.
     pub(crate) fn decode(
         &mut self,
         buf: &mut BytesMut,
@@ -243,14 +245,14 @@ impl Decoder {
         let (len, header) = match b1 & 0x7F {
             126 => {
                 if rest.len() < 4 {
-                    *need = 8;
+                    *need = 4;
                     return Ok(None);
                 }
                 (u64::from(u16::from_be_bytes([rest[2], rest[3]])), 4)
             }
             127 => {
                 if rest.len() < 10 {
-                    *need = 14;
+                    *need = 10;
                     return Ok(None);
                 }
                 let mut be = [0u8; 8];
@@ -307,7 +309,10 @@ impl Decoder {
             // The frame alone in the read buffer (a read sized for it, see `ws.rs`): the whole
             // buffer becomes the payload's storage, no copy, and goes back to the pool once
             // the payload is dropped, instead of to malloc.
+            // The small frames decoded before it (`consumed`) go with the buffer: the next
+            // read starts a new one from its first byte.
             apply_mask(&mut buf[start..end], key);
+            self.consumed = 0;
             let whole = bufpool::Returning(std::mem::take(buf));
             return Bytes::from_owner(whole).slice(start..end);
         }
@@ -705,5 +710,308 @@ mod tests {
         assert_eq!(out[1] as usize, out.len() - 2);
         assert!(out.len() - 2 <= 125);
         assert!(std::str::from_utf8(&out[4..]).is_ok());
+    }
+
+    // ---- property tests: the decoder against a model of the wire, byte by byte ----
+    //
+    // Random messages (text with 1- to 4-byte characters, binary; empty, small, around the
+    // copy limit, over 64 KiB), cut into fragments with pings and pongs between them, ended
+    // or not by a close, masked with random keys, then fed to the decoder in random chunks,
+    // the way `ws.rs` reads: it must give exactly the messages sent, whatever the chunks, and
+    // fail with 1009 at the first frame or message over the limits. Mutated streams (bytes
+    // changed, cut out or repeated) must never panic, must fail only with 1002, 1007 or 1009,
+    // and must decode the same in chunks as in one buffer. The read loop's decode-or-wait
+    // decisions (`need`, `settle`) are what the chunking exercises: the perf work changes
+    // them often. More cases: `PROPTEST_CASES=20000 cargo test --release --lib frame`.
+
+    use proptest::prelude::*;
+
+    /// What the decoder gave, in plain types.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Out {
+        Text(String),
+        Binary(Vec<u8>),
+        Ping(Vec<u8>),
+        Pong,
+        Close(u16, String),
+    }
+
+    fn plain(decoded: Decoded) -> Out {
+        match decoded {
+            Decoded::Text(t) => Out::Text(t.as_str().to_owned()),
+            Decoded::Binary(b) => Out::Binary(b.to_vec()),
+            Decoded::Ping(p) => Out::Ping(p.to_vec()),
+            Decoded::Pong => Out::Pong,
+            Decoded::Close(code, reason) => Out::Close(code, reason),
+        }
+    }
+
+    /// A deterministic byte source (xorshift), so that large payloads cost one `u64` to shrink.
+    struct Noise(u64);
+
+    impl Noise {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn bytes(&mut self, len: usize) -> Vec<u8> {
+            (0..len).map(|_| self.next() as u8).collect()
+        }
+
+        /// At least `len` bytes of UTF-8 (one more character may end past it).
+        fn text(&mut self, len: usize) -> String {
+            const CHARS: [&str; 6] = ["a", "z", "é", "ß", "日", "😀"];
+            let mut s = String::new();
+            while s.len() < len {
+                s.push_str(CHARS[(self.next() % 6) as usize]);
+            }
+            s
+        }
+    }
+
+    /// One frame of a client's stream: FIN, opcode, payload.
+    type WireFrame = (bool, u8, Vec<u8>);
+
+    fn masked(frame: &WireFrame, key: [u8; 4]) -> Vec<u8> {
+        let (fin, opcode, payload) = frame;
+        let mut out = client_frame(if *fin { 0x80 } else { 0 } | opcode, payload);
+        // `client_frame` masks with [1, 2, 3, 4]: remask with `key`.
+        let at = out.len() - payload.len();
+        out[at..].copy_from_slice(payload);
+        apply_mask(&mut out[at..], key);
+        out[at - 4..at].copy_from_slice(&key);
+        out
+    }
+
+    /// A message as sent: text or not, its size, where it is cut, and the control frames
+    /// (ping or pong, payload) sent before each of its fragments.
+    #[derive(Debug, Clone)]
+    struct Sent {
+        text: bool,
+        len: usize,
+        seed: u64,
+        cuts: Vec<u16>,
+        controls: Vec<Option<(bool, u8)>>,
+    }
+
+    fn sent() -> impl Strategy<Value = Sent> {
+        let len = prop_oneof![
+            4 => 0usize..200,
+            3 => (COPY_MAX - 40)..(COPY_MAX + 40),
+            2 => 200usize..6000,
+            1 => 65530usize..65545,
+        ];
+        (
+            any::<bool>(),
+            len,
+            1..u64::MAX,
+            prop::collection::vec(any::<u16>(), 0..4),
+            prop::collection::vec(prop::option::weighted(0.3, (any::<bool>(), 0u8..=125)), 4),
+        )
+            .prop_map(|(text, len, seed, cuts, controls)| Sent {
+                text,
+                len,
+                seed,
+                cuts,
+                controls,
+            })
+    }
+
+    /// The frames of `messages` (and of a close if `close` is set), and what they mean.
+    fn wire(messages: &[Sent], close: Option<(u16, u8)>) -> (Vec<WireFrame>, Vec<Out>) {
+        let (mut frames, mut want) = (Vec::new(), Vec::new());
+        for m in messages {
+            let mut noise = Noise(m.seed);
+            let payload = if m.text { noise.text(m.len).into_bytes() } else { noise.bytes(m.len) };
+            let mut cuts: Vec<usize> =
+                m.cuts.iter().map(|c| usize::from(*c) * payload.len() / 65536).collect();
+            cuts.sort_unstable();
+            cuts.push(payload.len());
+            let mut from = 0;
+            for (i, to) in cuts.iter().enumerate() {
+                if let Some(Some((ping, size))) = m.controls.get(i) {
+                    let data = noise.bytes(usize::from(*size));
+                    let opcode = if *ping { OP_PING } else { OP_PONG };
+                    want.push(if *ping { Out::Ping(data.clone()) } else { Out::Pong });
+                    frames.push((true, opcode, data));
+                }
+                let opcode = match (i, m.text) {
+                    (0, true) => OP_TEXT,
+                    (0, false) => OP_BINARY,
+                    _ => OP_CONTINUATION,
+                };
+                frames.push((i + 1 == cuts.len(), opcode, payload[from..*to].to_vec()));
+                from = *to;
+            }
+            want.push(if m.text {
+                Out::Text(String::from_utf8(payload).expect("made as text"))
+            } else {
+                Out::Binary(payload)
+            });
+        }
+        if let Some((code, reason_len)) = close {
+            let mut reason = Noise(u64::from(code) + 1).text(usize::from(reason_len));
+            while reason.len() > 123 {
+                reason.pop();
+            }
+            let mut payload = code.to_be_bytes().to_vec();
+            payload.extend_from_slice(reason.as_bytes());
+            want.push(Out::Close(code, reason));
+            frames.push((true, OP_CLOSE, payload));
+        }
+        (frames, want)
+    }
+
+    /// What a decoder with these limits must give for `frames`: the model of the limits is
+    /// "the first frame over `max_frame`, or the first data frame that takes its message
+    /// over `max_message`, fails with 1009".
+    fn within_limits(
+        frames: &[WireFrame],
+        want: &[Out],
+        max_message: usize,
+        max_frame: usize,
+    ) -> (Vec<Out>, Option<u16>) {
+        let (mut outs, mut message) = (0, 0);
+        for (fin, opcode, payload) in frames {
+            if payload.len() > max_frame {
+                return (want[..outs].to_vec(), Some(1009));
+            }
+            if *opcode & 0x8 == 0 {
+                message += payload.len();
+                if message > max_message {
+                    return (want[..outs].to_vec(), Some(1009));
+                }
+                if *fin {
+                    message = 0;
+                    outs += 1;
+                }
+            } else {
+                outs += 1;
+            }
+        }
+        (want.to_vec(), None)
+    }
+
+    /// Feeds `bytes` to `decoder` in chunks of the sizes in `chunks` (cycled), decoding after
+    /// each as `ws.rs` does: not called while the buffer holds less than `need` (unless
+    /// `eager`), settled after every `settle_every`th message. Checks `need` on each wait.
+    fn decode_chunked(
+        mut decoder: Decoder,
+        bytes: &[u8],
+        chunks: &[usize],
+        eager: bool,
+        settle_every: usize,
+    ) -> (Vec<Out>, Option<u16>) {
+        let (mut buf, mut need, mut out) = (BytesMut::new(), 0, Vec::new());
+        let (mut at, mut i) = (0, 0);
+        loop {
+            loop {
+                if !eager && buf.len() < need.max(2) {
+                    need = need.max(2);
+                    break;
+                }
+                match decoder.decode(&mut buf, &mut need) {
+                    Ok(Some(decoded)) => {
+                        out.push(plain(decoded));
+                        if out.len() % settle_every == 0 {
+                            decoder.settle(&mut buf);
+                        }
+                    }
+                    Ok(None) => {
+                        assert!(need > buf.len(), "waits for {need} bytes with {}", buf.len());
+                        break;
+                    }
+                    Err(violation) => return (out, Some(violation.code)),
+                }
+            }
+            if at == bytes.len() {
+                return (out, None);
+            }
+            let n = chunks[i % chunks.len()].min(bytes.len() - at);
+            buf.extend_from_slice(&bytes[at..at + n]);
+            (at, i) = (at + n, i + 1);
+        }
+    }
+
+    fn chunk_sizes() -> impl Strategy<Value = Vec<usize>> {
+        prop::collection::vec(prop_oneof![1usize..16, 16usize..2000, 2000usize..70000], 1..6)
+    }
+
+    fn cases() -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok());
+        ProptestConfig {
+            cases: cases.unwrap_or(256),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(cases())]
+
+        #[test]
+        fn any_chunking_gives_the_messages_sent(
+            messages in prop::collection::vec(sent(), 1..6),
+            close in prop::option::of(
+                (prop::sample::select(vec![1000u16, 1001, 1003, 1011, 3000, 4999]), 0u8..140),
+            ),
+            keys in prop::collection::vec(any::<[u8; 4]>(), 1..4),
+            chunks in chunk_sizes(),
+            eager in any::<bool>(),
+            settle_every in 1usize..4,
+            limits in prop::option::of((0usize..70000, 0usize..70000)),
+        ) {
+            let (frames, want) = wire(&messages, close);
+            let bytes: Vec<u8> = frames
+                .iter()
+                .enumerate()
+                .flat_map(|(i, f)| masked(f, keys[i % keys.len()]))
+                .collect();
+            let (max_message, max_frame) = limits.unwrap_or((1 << 20, 1 << 20));
+            let want = within_limits(&frames, &want, max_message, max_frame);
+            let decoder = Decoder::new(max_message, max_frame);
+            let got = decode_chunked(decoder, &bytes, &chunks, eager, settle_every);
+            prop_assert_eq!(got, want);
+        }
+
+        #[test]
+        fn damaged_streams_fail_with_a_protocol_code_and_the_same_in_any_chunks(
+            messages in prop::collection::vec(sent(), 1..4),
+            edits in prop::collection::vec((any::<u16>(), 0u8..3, any::<u8>()), 1..4),
+            chunks in chunk_sizes(),
+            eager in any::<bool>(),
+            limits in prop::option::of((0usize..70000, 0usize..70000)),
+        ) {
+            let (frames, _) = wire(&messages, None);
+            let mut bytes: Vec<u8> =
+                frames.iter().flat_map(|f| masked(f, [7, 0, 0x80, 0xff])).collect();
+            for (at, kind, byte) in edits {
+                if bytes.is_empty() {
+                    break;
+                }
+                let at = usize::from(at) % bytes.len();
+                match kind {
+                    0 => bytes[at] = byte,
+                    1 => drop(bytes.drain(at..(at + usize::from(byte)).min(bytes.len()))),
+                    _ => {
+                        let copy = bytes[at..(at + usize::from(byte)).min(bytes.len())].to_vec();
+                        bytes.splice(at..at, copy);
+                    }
+                }
+            }
+            let (max_message, max_frame) = limits.unwrap_or((1 << 20, 1 << 20));
+            let whole = decode_chunked(
+                Decoder::new(max_message, max_frame), &bytes, &[bytes.len().max(1)], true, 1,
+            );
+            if let Some(code) = whole.1 {
+                prop_assert!(matches!(code, 1002 | 1007 | 1009), "code {}", code);
+            }
+            let chunked =
+                decode_chunked(Decoder::new(max_message, max_frame), &bytes, &chunks, eager, 2);
+            prop_assert_eq!(chunked, whole);
+        }
     }
 }

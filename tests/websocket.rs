@@ -944,6 +944,43 @@ async fn large_frames_that_arrive_in_pieces_are_echoed_whole() {
     }
 }
 
+#[tokio::test]
+async fn a_large_frame_that_ends_a_read_after_small_ones_leaves_the_next_frames_intact() {
+    // Small frames, then a frame over the copy limit (1 KiB) that ends exactly where the read
+    // ends, all in one write: the large payload takes the read buffer whole. What the client
+    // sends next must be read from its first byte (until 2026-12-05 the decoder kept the
+    // small frames' offset and skipped that many bytes of the next read: the next frame was
+    // misread, or the connection's task panicked).
+    let addr = serve(Config::default(), echo).await;
+    let mut raw = RawWs::connect(addr).await;
+    for round in 0..4u8 {
+        let large: Vec<u8> =
+            (0..2000 + usize::from(round) * 700).map(|i| (i % 253) as u8).collect();
+        let mut burst = Vec::new();
+        for small in 0..=round {
+            burst.extend(encode_frame(
+                0x81,
+                Some([1, 2, 3, small]),
+                format!("s{small}").as_bytes(),
+                None,
+            ));
+        }
+        burst.extend(encode_frame(0x82, Some([5, 6, 7, round]), &large, None));
+        raw.raw(&burst).await;
+        for small in 0..=round {
+            assert_eq!(
+                raw.read_frame().await,
+                Some((0x81, format!("s{small}").into_bytes())),
+                "round {round}"
+            );
+        }
+        assert_eq!(raw.read_frame().await, Some((0x82, large)), "round {round}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        raw.frame(0x81, b"after").await;
+        assert_eq!(raw.read_frame().await, Some((0x81, b"after".to_vec())), "round {round}");
+    }
+}
+
 /// A send nobody awaits or flushes (`try_send`, its completion dropped) still goes out when the
 /// connection has gone quiet after a flushed send: the connection then skips taking its empty
 /// queue (the "settled" hint of `shared.rs`), and the `try_send` must clear that and wake it.
