@@ -1,20 +1,24 @@
-//! Randomised WebSocket conversations over 127.0.0.1: a raw TCP client sends a random mix of
-//! text and binary messages (0 B to 200 KiB, whole or in fragments, with pings between the
-//! fragments, random masks) in writes of random sizes with random pauses, and reads the echo in
-//! reads of random sizes with random pauses, so that the server's reads stop anywhere in a
-//! frame and its writes come back short. Every message must come back whole and in order,
-//! the pongs must answer the pings in order (RFC 6455 §5.5.3 lets a server answer only the
-//! latest of several: what it sends is a subsequence ending with the last), and the close
-//! handshake must end the conversation.
+//! Randomised conversations over 127.0.0.1, WebSocket and HTTP stream, checked byte for byte.
+//!
+//! **WebSocket:** a raw TCP client sends a random mix of text and binary messages (0 B to
+//! 200 KiB, whole or in fragments, with pings between the fragments, random masks) in writes
+//! of random sizes with random pauses, and reads the echo in reads of random sizes with random
+//! pauses, so that the server's reads stop anywhere in a frame and its writes come back short.
+//! Every message must come back whole and in order, the pongs must answer the pings in order
+//! (RFC 6455 §5.5.3 lets a server answer only the latest of several: what it sends is a
+//! subsequence ending with the last), and the close handshake must end the conversation.
+//!
+//! **HTTP streams:** see the section below; the same idea for the sending side.
 //!
 //! These are the paths the performance work changes (read sizing, buffers taken whole by
 //! large payloads and given back to the pool, the receiver reading for itself, batched and
-//! vectored writes, the queue limit pausing reads): a stale read offset there once dropped
-//! connections that no other test sent the right bytes to see (see `src/frame.rs`).
+//! vectored writes, the queue limit pausing reads, the body's batching): a stale read offset
+//! there once dropped connections that no other end-to-end test sent the right bytes to see
+//! (see `src/frame.rs`).
 //!
 //! Each run is drawn from a seed, printed on failure: `WEBCHAN_SEED=N` replays one (the
-//! timing differs from run to run; the bytes do not), `RANDOM_RUNS=N` sets the runs per server
-//! (default 6).
+//! timing differs from run to run; the bytes do not), `RANDOM_RUNS=N` sets the runs per test
+//! (default 6, ~2 s in all in a debug build).
 
 mod support;
 
@@ -275,16 +279,20 @@ async fn split_echo(channel: Channel) {
     let _ = tx.send_all(&mut messages).await;
 }
 
-async fn runs(addr: SocketAddr, salt: u64) {
-    let fixed: Option<u64> = std::env::var("WEBCHAN_SEED").ok().map(|s| s.parse().unwrap());
+/// The seeds of this test's runs: `WEBCHAN_SEED` alone, or `RANDOM_RUNS` (default 6) drawn
+/// from the clock.
+fn seeds(salt: u64) -> Vec<u64> {
+    if let Ok(seed) = std::env::var("WEBCHAN_SEED") {
+        return vec![seed.parse().unwrap()];
+    }
     let count: u64 = std::env::var("RANDOM_RUNS").ok().map_or(6, |s| s.parse().unwrap());
-    let base = fixed.unwrap_or_else(|| {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-        now.as_nanos() as u64 ^ salt
-    });
-    let count = if fixed.is_some() { 1 } else { count };
-    for run in 0..count {
-        let seed = base.wrapping_add(run.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let base = now.as_nanos() as u64 ^ salt.wrapping_mul(0x2545_F491_4F6C_DD1D);
+    (0..count).map(|run| base.wrapping_add(run.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1).collect()
+}
+
+async fn runs(addr: SocketAddr, salt: u64) {
+    for seed in seeds(salt) {
         tokio::time::timeout(Duration::from_secs(60), converse(addr, seed))
             .await
             .unwrap_or_else(|_| panic!("seed {seed}: the conversation took over 60 s"));
@@ -310,4 +318,238 @@ async fn random_conversations_with_small_buffers_and_a_small_queue() {
     // Reads of 256 bytes at a time, and a queue limit of 4 KiB that pauses reading.
     let config = config().read_buffer_size(256).queue_limit(4096);
     runs(serve(config, split_echo).await, 3).await;
+}
+
+// ---- HTTP streams ----
+//
+// The handler draws its sends from the seed in the request's query: text and binary messages
+// (0 B to 100 KiB, empty ones too, which must not end a chunked body), sequences, readers fed
+// in pieces by another task, and streams that pause, sent with `send`, `try_send` (falling
+// back to `send` when the queue is full) or the Sink's `feed`, with pauses between. The client
+// reads in reads of random sizes with pauses (HTTP/1.1 over raw TCP, de-chunked here) or frame
+// by frame with pauses (HTTP/2, hyper's client). The body must be every message's bytes in
+// order, and every send must complete.
+
+/// One send of the handler.
+enum Piece {
+    Text(String),
+    Binary(Vec<u8>),
+    /// Each element sent in turn, as text when it is valid UTF-8.
+    Seq(Vec<Vec<u8>>),
+    /// Read from a pipe of this capacity, written in pieces by another task.
+    Reader(Vec<u8>, usize),
+    /// A stream that sleeps a millisecond before each element.
+    Slow(Vec<Vec<u8>>),
+}
+
+impl Piece {
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Self::Text(t) => t.as_bytes().to_vec(),
+            Self::Binary(b) | Self::Reader(b, _) => b.clone(),
+            Self::Seq(items) | Self::Slow(items) => items.concat(),
+        }
+    }
+}
+
+fn http_plan(seed: u64) -> Vec<(Piece, usize, usize)> {
+    let mut rng = Rng(seed);
+    let count = rng.between(5, 60);
+    let mut pieces = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = match rng.below(10) {
+            0 => 0,
+            1..=5 => rng.between(1, 2000),
+            6..=8 => rng.between(2000, 30_000),
+            _ => rng.between(30_000, 100_000),
+        };
+        let items = |rng: &mut Rng| -> Vec<Vec<u8>> {
+            (0..rng.between(1, 4))
+                .map(|_| {
+                    let len = rng.between(0, 3000);
+                    if rng.chance(50) {
+                        rng.text(len)
+                    } else {
+                        rng.bytes(len)
+                    }
+                })
+                .collect()
+        };
+        let piece = match rng.below(10) {
+            0..=2 => Piece::Text(String::from_utf8(rng.text(len)).unwrap()),
+            3..=6 => Piece::Binary(rng.bytes(len)),
+            7 => Piece::Seq(items(&mut rng)),
+            8 => Piece::Reader(rng.bytes(len), rng.between(64, 8192)),
+            _ => Piece::Slow(items(&mut rng)),
+        };
+        // How it is sent (0 send, 1 try_send, 2 feed), and the pause after it.
+        pieces.push((piece, rng.below(3), rng.below(10)));
+    }
+    pieces
+}
+
+fn bytes_message(bytes: Vec<u8>) -> webchan::Message {
+    match String::from_utf8(bytes) {
+        Ok(text) => text.into(),
+        Err(e) => e.into_bytes().into(),
+    }
+}
+
+fn message_of(piece: Piece) -> webchan::Message {
+    use webchan::Message;
+    match piece {
+        Piece::Text(t) => t.into(),
+        Piece::Binary(b) => b.into(),
+        Piece::Seq(items) => Message::seq(items.into_iter().map(bytes_message)),
+        Piece::Reader(data, capacity) => {
+            let (mut pipe, reader) = tokio::io::duplex(capacity);
+            tokio::spawn(async move {
+                let mut rng = Rng(data.len() as u64 | 1);
+                let mut at = 0;
+                while at < data.len() {
+                    let n = rng.between(1, 5000).min(data.len() - at);
+                    pipe.write_all(&data[at..at + n]).await.unwrap();
+                    at += n;
+                    if rng.chance(30) {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            });
+            Message::reader(reader)
+        }
+        Piece::Slow(items) => Message::stream(futures::stream::iter(items).then(|item| async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            bytes_message(item)
+        })),
+    }
+}
+
+/// The handler: the sends of the query's seed, each awaited in the end, then a close.
+async fn send_plan(mut channel: Channel) {
+    let query = channel.originating_request().uri.query().unwrap_or_default().to_owned();
+    let seed: u64 = query.trim_start_matches("seed=").parse().unwrap();
+    let sender = channel.sender();
+    let mut completions = Vec::new();
+    for (piece, how, pause) in http_plan(seed) {
+        let message = message_of(piece);
+        match how {
+            0 => sender.send(message).await.unwrap_or_else(|e| panic!("seed {seed}: {e}")),
+            1 => match sender.try_send(message) {
+                Ok(completion) => completions.push(completion),
+                Err((webchan::Error::QueueFull { .. }, message)) => {
+                    sender.send(message).await.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+                }
+                Err((e, _)) => panic!("seed {seed}: {e}"),
+            },
+            _ => channel.feed(message).await.unwrap_or_else(|e| panic!("seed {seed}: {e}")),
+        }
+        match pause {
+            0 => tokio::time::sleep(Duration::from_millis(1)).await,
+            1..=3 => tokio::task::yield_now().await,
+            _ => {}
+        }
+    }
+    channel.flush().await.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    for completion in completions {
+        completion.await.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+    sender.close().await;
+}
+
+fn expected_body(seed: u64) -> Vec<u8> {
+    http_plan(seed).iter().flat_map(|(piece, _, _)| piece.bytes()).collect()
+}
+
+/// HTTP/1.1 over raw TCP, read in reads of random sizes with pauses: the de-chunked body.
+async fn fetch_http1(addr: SocketAddr, seed: u64) -> Vec<u8> {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET /?seed={seed} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let (mut rng, mut response, mut chunk) = (Rng(seed ^ 0x55), Vec::new(), vec![0u8; 65536]);
+    loop {
+        let size = rng.between(1, 65536);
+        let n = tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut chunk[..size]))
+            .await
+            .unwrap_or_else(|_| panic!("seed {seed}: nothing within 20 s"))
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&chunk[..n]);
+        if rng.chance(3) {
+            tokio::time::sleep(Duration::from_millis(rng.between(1, 8) as u64)).await;
+        }
+    }
+    let start = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+    let head = String::from_utf8_lossy(&response[..start]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "seed {seed}: {head}");
+    assert!(head.contains("transfer-encoding: chunked"), "seed {seed}: {head}");
+    let (mut body, mut at) = (Vec::new(), start);
+    loop {
+        let rest = &response[at..];
+        let line = rest.windows(2).position(|w| w == b"\r\n").expect("a chunk size");
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..line]).unwrap(), 16)
+            .unwrap_or_else(|e| panic!("seed {seed}: chunk size: {e}"));
+        at += line + 2;
+        if size == 0 {
+            assert_eq!(&response[at..], b"\r\n", "seed {seed}: the body's end");
+            return body;
+        }
+        body.extend_from_slice(&response[at..at + size]);
+        assert_eq!(&response[at + size..at + size + 2], b"\r\n", "seed {seed}: a chunk's end");
+        at += size + 2;
+    }
+}
+
+/// HTTP/2 through hyper's client, frame by frame with pauses: the body.
+async fn fetch_http2(addr: SocketAddr, seed: u64) -> Vec<u8> {
+    use http_body_util::BodyExt;
+    let mut sender = h2_client(addr).await;
+    let response = sender.send_request(get(addr, &format!("/?seed={seed}"))).await.unwrap();
+    assert_eq!(response.status(), 200, "seed {seed}");
+    let (mut body, mut bytes, mut rng) = (response.into_body(), Vec::new(), Rng(seed ^ 0xAA));
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(20), body.frame())
+        .await
+        .unwrap_or_else(|_| panic!("seed {seed}: nothing within 20 s"))
+    {
+        if let Ok(data) = frame.unwrap_or_else(|e| panic!("seed {seed}: {e}")).into_data() {
+            bytes.extend_from_slice(&data);
+        }
+        if rng.chance(3) {
+            tokio::time::sleep(Duration::from_millis(rng.between(1, 8) as u64)).await;
+        }
+    }
+    bytes
+}
+
+async fn http_runs(addr: SocketAddr, salt: u64, http2: bool) {
+    for seed in seeds(salt) {
+        let body = tokio::time::timeout(Duration::from_secs(60), async {
+            if http2 {
+                fetch_http2(addr, seed).await
+            } else {
+                fetch_http1(addr, seed).await
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("seed {seed}: the response took over 60 s"));
+        let want = expected_body(seed);
+        assert_eq!(body.len(), want.len(), "seed {seed}: the body's length");
+        assert!(body == want, "seed {seed}: the body differs from the messages in order");
+    }
+}
+
+#[tokio::test]
+async fn random_http_streams_over_http1() {
+    http_runs(serve(Config::default(), send_plan).await, 4, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_http_streams_over_http2_on_two_threads() {
+    http_runs(serve(Config::default(), send_plan).await, 5, true).await;
+}
+
+#[tokio::test]
+async fn random_http_streams_with_a_small_queue() {
+    http_runs(serve(Config::default().queue_limit(4096), send_plan).await, 6, false).await;
 }
