@@ -4,6 +4,7 @@
 //! 200 KiB, whole or in fragments, with pings between the fragments, random masks) in writes
 //! of random sizes with random pauses, and reads the echo in reads of random sizes with random
 //! pauses, so that the server's reads stop anywhere in a frame and its writes come back short.
+//! Every other run's client has a 4 KiB receive buffer, so that the server's writes block.
 //! Every message must come back whole and in order, the pongs must answer the pings in order
 //! (RFC 6455 §5.5.3 lets a server answer only the latest of several: what it sends is a
 //! subsequence ending with the last), and the close handshake must end the conversation.
@@ -182,11 +183,17 @@ fn parse(buf: &mut Vec<u8>, heard: &mut Heard, partial: &mut Option<(u8, Vec<u8>
     }
 }
 
-/// One conversation: the plan of `seed` against the server at `addr`.
-async fn converse(addr: SocketAddr, seed: u64) {
+/// One conversation: the plan of `seed` against the server at `addr`. With `small_window`
+/// the client's receive buffer is 4 KiB, so that the server's writes of large echoes block
+/// whatever the pauses.
+async fn converse(addr: SocketAddr, seed: u64, small_window: bool) {
     let mut rng = Rng(seed);
     let plan = plan(&mut rng);
-    let raw = RawWs::connect(addr).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if small_window {
+        socket.set_recv_buffer_size(4096).unwrap();
+    }
+    let raw = RawWs::upgrade(socket.connect(addr).await.unwrap(), addr, "/").await;
     let (mut rd, mut wr) = raw.tcp.into_split();
     let mut writer_rng = Rng(rng.next() | 1);
     let wire = plan.wire.clone();
@@ -240,8 +247,9 @@ async fn converse(addr: SocketAddr, seed: u64) {
         );
         buf.extend_from_slice(&chunk[..n]);
         parse(&mut buf, &mut heard, &mut partial);
-        if reader_rng.chance(3) {
-            // Long enough for the server's socket buffer to fill: its writes come back short.
+        if reader_rng.chance(if small_window { 20 } else { 3 }) {
+            // Long enough for the server's socket buffer to fill (with a small window): its
+            // writes then come back short or not at all (EAGAIN, seen with strace).
             tokio::time::sleep(Duration::from_millis(reader_rng.between(1, 8) as u64)).await;
         }
     }
@@ -292,8 +300,9 @@ fn seeds(salt: u64) -> Vec<u64> {
 }
 
 async fn runs(addr: SocketAddr, salt: u64) {
-    for seed in seeds(salt) {
-        tokio::time::timeout(Duration::from_secs(60), converse(addr, seed))
+    for (run, seed) in seeds(salt).into_iter().enumerate() {
+        let small_window = run % 2 == 1;
+        tokio::time::timeout(Duration::from_secs(60), converse(addr, seed, small_window))
             .await
             .unwrap_or_else(|_| panic!("seed {seed}: the conversation took over 60 s"));
     }
@@ -315,9 +324,25 @@ async fn random_conversations_with_a_split_echo_on_two_threads() {
 
 #[tokio::test]
 async fn random_conversations_with_small_buffers_and_a_small_queue() {
-    // Reads of 256 bytes at a time, and a queue limit of 4 KiB that pauses reading.
+    // Reads of 256 bytes at a time, a queue limit of 4 KiB that pauses reading, and sockets
+    // with an 8 KiB send buffer (inherited from the listener; it also turns the kernel's
+    // autotuning off), so that the server's writes of large echoes come back short.
     let config = config().read_buffer_size(256).queue_limit(4096);
-    runs(serve(config, split_echo).await, 3).await;
+    runs(serve_on(small_send_buffer_listener(), config, |reply| reply, split_echo), 3).await;
+}
+
+/// A listener on 127.0.0.1 whose accepted sockets have an 8 KiB send buffer.
+fn small_send_buffer_listener() -> tokio::net::TcpListener {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(8192).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    socket.listen(64).unwrap()
+}
+
+#[tokio::test]
+async fn random_http_streams_with_a_small_send_buffer() {
+    let listener = small_send_buffer_listener();
+    http_runs(serve_on(listener, Config::default(), |reply| reply, send_plan), 7, false).await;
 }
 
 // ---- HTTP streams ----

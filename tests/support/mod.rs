@@ -254,8 +254,12 @@ impl RawWs {
 
     /// Connects and upgrades `path`.
     pub async fn connect_path(addr: SocketAddr, path: &str) -> Self {
+        Self::upgrade(tokio::net::TcpStream::connect(addr).await.unwrap(), addr, path).await
+    }
+
+    /// Upgrades `path` over a connection of the test's own making.
+    pub async fn upgrade(mut tcp: tokio::net::TcpStream, addr: SocketAddr, path: &str) -> Self {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
