@@ -133,6 +133,8 @@ fn frame(first: u8, rng: &mut Rng, payload: &[u8]) -> Vec<u8> {
 #[derive(Default)]
 struct Heard {
     messages: Vec<(u8, Vec<u8>)>,
+    /// The numbers of the `tick N` texts a ticking server sends of its own.
+    ticks: Vec<u64>,
     pongs: Vec<Vec<u8>>,
     close: Option<(u16, Vec<u8>)>,
 }
@@ -178,7 +180,14 @@ fn parse(buf: &mut Vec<u8>, heard: &mut Heard, partial: &mut Option<(u8, Vec<u8>
             other => panic!("opcode {other:#x} from the server"),
         }
         if fin {
-            heard.messages.push(partial.take().unwrap());
+            let (opcode, payload) = partial.take().unwrap();
+            // The plan's texts never hold a 't' (see `Rng::text`).
+            match payload.strip_prefix(b"tick ") {
+                Some(n) if opcode == 0x1 => {
+                    heard.ticks.push(std::str::from_utf8(n).unwrap().parse().unwrap());
+                }
+                _ => heard.messages.push((opcode, payload)),
+            }
         }
     }
 }
@@ -186,7 +195,7 @@ fn parse(buf: &mut Vec<u8>, heard: &mut Heard, partial: &mut Option<(u8, Vec<u8>
 /// One conversation: the plan of `seed` against the server at `addr`. With `small_window`
 /// the client's receive buffer is 4 KiB, so that the server's writes of large echoes block
 /// whatever the pauses.
-async fn converse(addr: SocketAddr, seed: u64, small_window: bool) {
+async fn converse(addr: SocketAddr, seed: u64, small_window: bool, ticking: bool) {
     let mut rng = Rng(seed);
     let plan = plan(&mut rng);
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -265,6 +274,12 @@ async fn converse(addr: SocketAddr, seed: u64, small_window: bool) {
         assert!(pings.any(|p| p == pong), "seed {seed}: a pong that answers no later ping");
     }
     assert_eq!(heard.pongs.last(), plan.pings.last(), "seed {seed}: the last ping answered");
+    // A ticking server's own messages: 0, 1, 2... with none lost or reordered (the ones after
+    // the close handshake began fail on the server's side, as they must).
+    assert_eq!(!heard.ticks.is_empty(), ticking, "seed {seed}: ticks heard");
+    for (i, n) in heard.ticks.iter().enumerate() {
+        assert_eq!(*n, i as u64, "seed {seed}: tick {i} of {}", heard.ticks.len());
+    }
     assert!(buf.is_empty() && partial.is_none(), "seed {seed}: bytes after the close");
     let eof = tokio::time::timeout(Duration::from_secs(10), rd.read(&mut chunk)).await;
     assert!(matches!(eof, Ok(Ok(0) | Err(_))), "seed {seed}: the server ends TCP after the close");
@@ -299,10 +314,48 @@ fn seeds(salt: u64) -> Vec<u64> {
     (0..count).map(|run| base.wrapping_add(run.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1).collect()
 }
 
-async fn runs(addr: SocketAddr, salt: u64) {
+/// The split echo, and another task sending `tick 0`, `tick 1`... through a clone of the
+/// sender at the same time (awaited sends, `try_send`s left to complete on their own, and the
+/// Sink's `feed` and `flush`, with yields between), until the channel closes.
+async fn ticking_echo(channel: Channel) {
+    let sender = channel.sender();
+    tokio::spawn(async move {
+        let mut sink = sender.clone();
+        for n in 0u64.. {
+            let message = format!("tick {n}").into();
+            let sent = match n % 3 {
+                0 => sender.send(message).await,
+                1 => match sender.try_send(message) {
+                    Ok(completion) => {
+                        drop(completion);
+                        Ok(())
+                    }
+                    Err((webchan::Error::QueueFull { .. }, message)) => sender.send(message).await,
+                    Err((e, _)) => Err(e),
+                },
+                _ => match sink.feed(message).await {
+                    Ok(()) => sink.flush().await,
+                    Err(e) => Err(e),
+                },
+            };
+            if sent.is_err() {
+                break;
+            }
+            if n % 4 == 0 {
+                tokio::task::yield_now().await;
+            }
+            if n % 64 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    });
+    split_echo(channel).await;
+}
+
+async fn runs(addr: SocketAddr, salt: u64, ticking: bool) {
     for (run, seed) in seeds(salt).into_iter().enumerate() {
         let small_window = run % 2 == 1;
-        tokio::time::timeout(Duration::from_secs(60), converse(addr, seed, small_window))
+        tokio::time::timeout(Duration::from_secs(60), converse(addr, seed, small_window, ticking))
             .await
             .unwrap_or_else(|_| panic!("seed {seed}: the conversation took over 60 s"));
     }
@@ -315,17 +368,22 @@ async fn runs(addr: SocketAddr, salt: u64) {
 
 #[tokio::test]
 async fn random_conversations_with_a_looping_echo() {
-    runs(serve(Config::default(), loop_echo).await, 1).await;
+    runs(serve(Config::default(), loop_echo).await, 1, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_conversations_with_a_split_echo_on_two_threads() {
-    runs(serve(Config::default(), split_echo).await, 2).await;
+    runs(serve(Config::default(), split_echo).await, 2, false).await;
 }
 
 #[tokio::test]
 async fn random_conversations_with_a_split_echo_and_keepalive_off() {
-    runs(serve(Config::default().keepalive(None), split_echo).await, 8).await;
+    runs(serve(Config::default().keepalive(None), split_echo).await, 8, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_conversations_with_a_second_task_sending_on_two_threads() {
+    runs(serve(Config::default(), ticking_echo).await, 9, true).await;
 }
 
 #[tokio::test]
@@ -334,7 +392,7 @@ async fn random_conversations_with_small_buffers_and_a_small_queue() {
     // with an 8 KiB send buffer (inherited from the listener; it also turns the kernel's
     // autotuning off), so that the server's writes of large echoes come back short.
     let config = Config::default().read_buffer_size(256).queue_limit(4096);
-    runs(serve_on(small_send_buffer_listener(), config, |reply| reply, split_echo), 3).await;
+    runs(serve_on(small_send_buffer_listener(), config, |reply| reply, split_echo), 3, false).await;
 }
 
 /// A listener on 127.0.0.1 whose accepted sockets have an 8 KiB send buffer.
