@@ -8,6 +8,10 @@
 //!   receiving text costs, by the kind of text (the client does not check the answers).
 //! - `http_stream/1KiB` and `http_stream/64KiB`: a task sends chunks through a `Sender`; a hyper
 //!   client reads the chunked body to its end.
+//! - `completions/{1000,10000,40000}`: a task queues that many 16-byte messages with
+//!   `try_send`, keeps every `Completion` and then awaits them all, while a hyper client reads
+//!   the body: the cost per send must not grow with the number outstanding (it did, until
+//!   2026-12-05: each outcome was looked up in vectors searched end to end).
 //!
 //! `cargo bench --bench channel`
 
@@ -163,6 +167,36 @@ fn http_stream(c: &mut Criterion) {
     group.finish();
 }
 
+fn completions(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut group = c.benchmark_group("completions");
+    for count in [1_000usize, 10_000, 40_000] {
+        group.throughput(Throughput::Elements(count as u64));
+        group.bench_function(BenchmarkId::from_parameter(count), |b| {
+            b.iter(|| {
+                rt.block_on(async move {
+                    let (client, server) = tokio::io::duplex(256 * 1024);
+                    serve(server, move |channel| async move {
+                        let sender = channel.sender();
+                        tokio::spawn(async move {
+                            let data = bytes::Bytes::from_static(b"0123456789abcdef");
+                            let completions: Vec<_> = (0..count)
+                                .map(|_| sender.try_send(Message::Binary(data.clone())).unwrap())
+                                .collect();
+                            for completion in completions {
+                                completion.await.unwrap();
+                            }
+                            sender.close().await;
+                        });
+                    });
+                    assert_eq!(read_body(client).await, count * 16);
+                });
+            });
+        });
+    }
+    group.finish();
+}
+
 /// The baseline: raw hyper with a `StreamBody` over the same chunks, made on hyper's task.
 fn hyper_stream_baseline(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -196,5 +230,12 @@ fn hyper_stream_baseline(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, ws_echo, ws_receive_text, http_stream, hyper_stream_baseline);
+criterion_group!(
+    benches,
+    ws_echo,
+    ws_receive_text,
+    http_stream,
+    hyper_stream_baseline,
+    completions
+);
 criterion_main!(benches);

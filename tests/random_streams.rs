@@ -30,6 +30,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
 use webchan::{Channel, Config, Event};
 
 /// xorshift64: the plan of a run from its seed.
@@ -407,6 +408,159 @@ fn small_send_buffer_listener() -> tokio::net::TcpListener {
 async fn random_http_streams_with_a_small_send_buffer() {
     let listener = small_send_buffer_listener();
     http_runs(serve_on(listener, Config::default(), |reply| reply, send_plan), 7, false).await;
+}
+
+// ---- faults: the client vanishes at a random point ----
+//
+// The client sends a random prefix of a plan (cut anywhere, mid-frame too), reads a random
+// number of times, then drops the connection, with a FIN or (zero linger) a reset, while the
+// server echoes and a second task sends `tick N` messages with `try_send` (or an awaited
+// `send` when the queue is full) as fast as it can. Every accepted send must report one
+// outcome within 10 s, in order (every `Ok` before every error: sends are written in order);
+// every tick the client read must have been reported `Ok` (its bytes were written); the echoes
+// it read are the first messages, whole; and the handler sees `Closed` with 1006, last.
+
+/// What a faulted run's handler saw: each accepted tick's outcome in order, the `Closed`
+/// event's code, and whether any event came after it.
+struct Report {
+    outcomes: Vec<bool>,
+    closed: Option<Option<u16>>,
+    after_closed: bool,
+}
+
+async fn ticking_until_dropped(channel: Channel, report: mpsc::UnboundedSender<Report>) {
+    enum Outcome {
+        Known(bool),
+        Pending(webchan::Completion),
+    }
+    let ticks = channel.sender();
+    let ticker = tokio::spawn(async move {
+        let mut outcomes = Vec::new();
+        for n in 0u64.. {
+            match ticks.try_send(format!("tick {n}").into()) {
+                Ok(completion) => outcomes.push(Outcome::Pending(completion)),
+                Err((webchan::Error::QueueFull { .. }, message)) => {
+                    outcomes.push(Outcome::Known(ticks.send(message).await.is_ok()));
+                }
+                Err(_) => break,
+            }
+            if n % 8 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let mut done = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            done.push(match outcome {
+                Outcome::Known(ok) => ok,
+                Outcome::Pending(completion) => {
+                    let outcome = tokio::time::timeout(Duration::from_secs(10), completion).await;
+                    outcome.expect("an accepted send reported nothing within 10 s").is_ok()
+                }
+            });
+        }
+        done
+    });
+    let (sender, mut receiver) = channel.split();
+    let (mut closed, mut after_closed) = (None, false);
+    while let Some(event) = receiver.next().await {
+        after_closed |= closed.is_some();
+        match event {
+            Event::Message(m) => {
+                let _ = sender.send(m.into()).await;
+            }
+            Event::Closed(info) => closed = Some(info.code),
+            _ => {}
+        }
+    }
+    let outcomes = ticker.await.unwrap();
+    let _ = report.send(Report { outcomes, closed, after_closed });
+}
+
+/// One faulted conversation.
+async fn vanish(addr: SocketAddr, reports: &mut mpsc::UnboundedReceiver<Report>, seed: u64) {
+    let mut rng = Rng(seed);
+    let plan = plan(&mut rng);
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if rng.chance(50) {
+        socket.set_recv_buffer_size(4096).unwrap();
+    }
+    let reset = rng.chance(50);
+    if reset {
+        socket.set_zero_linger().unwrap();
+    }
+    let raw = RawWs::upgrade(socket.connect(addr).await.unwrap(), addr, "/").await;
+    let (mut rd, mut wr) = raw.tcp.into_split();
+    let cut = rng.below(plan.wire.len() + 1);
+    let sent = plan.wire[..cut].to_vec();
+    let mut writer_rng = Rng(rng.next() | 1);
+    let writer = tokio::spawn(async move {
+        let mut at = 0;
+        while at < sent.len() {
+            let n = writer_rng.between(1, 20_000).min(sent.len() - at);
+            if wr.write_all(&sent[at..at + n]).await.is_err() {
+                break;
+            }
+            at += n;
+            if writer_rng.chance(20) {
+                tokio::task::yield_now().await;
+            }
+        }
+        wr
+    });
+    let (mut buf, mut heard, mut partial) = (raw.buf, Heard::default(), None);
+    parse(&mut buf, &mut heard, &mut partial);
+    let mut chunk = vec![0u8; 65536];
+    for _ in 0..rng.below(60) {
+        let size = rng.between(1, 65536);
+        match tokio::time::timeout(Duration::from_secs(5), rd.read(&mut chunk[..size])).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            other => panic!("seed {seed}: the server stopped sending ticks: {other:?}"),
+        }
+        parse(&mut buf, &mut heard, &mut partial);
+        if rng.chance(10) {
+            tokio::time::sleep(Duration::from_millis(rng.between(1, 5) as u64)).await;
+        }
+    }
+    // Gone: the writer mid-way or done, unread bytes left behind.
+    writer.abort();
+    let _ = writer.await;
+    drop(rd);
+    let report = tokio::time::timeout(Duration::from_secs(20), reports.recv())
+        .await
+        .unwrap_or_else(|_| panic!("seed {seed}: the handler did not end within 20 s"))
+        .unwrap();
+    assert_eq!(report.closed, Some(Some(1006)), "seed {seed}: Closed (reset: {reset})");
+    assert!(!report.after_closed, "seed {seed}: an event after Closed");
+    let oks = report.outcomes.iter().take_while(|ok| **ok).count();
+    assert!(
+        report.outcomes[oks..].iter().all(|ok| !ok),
+        "seed {seed}: a send failed before one that succeeded"
+    );
+    for (i, n) in heard.ticks.iter().enumerate() {
+        assert_eq!(*n, i as u64, "seed {seed}: tick {i} of {}", heard.ticks.len());
+    }
+    assert!(
+        heard.ticks.len() <= oks,
+        "seed {seed}: the client read {} ticks, {oks} were reported sent",
+        heard.ticks.len()
+    );
+    assert!(heard.messages.len() <= plan.messages.len(), "seed {seed}: more echoes than sent");
+    for (i, (got, sent)) in heard.messages.iter().zip(&plan.messages).enumerate() {
+        assert!(got == sent, "seed {seed}: echo {i} differs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_vanish_at_random_points_get_every_send_reported() {
+    let (report, mut reports) = mpsc::unbounded_channel();
+    let addr =
+        serve(Config::default(), move |channel| ticking_until_dropped(channel, report.clone()))
+            .await;
+    for seed in seeds(10) {
+        tokio::time::timeout(Duration::from_secs(60), vanish(addr, &mut reports, seed))
+            .await
+            .unwrap_or_else(|_| panic!("seed {seed}: the run took over 60 s"));
+    }
 }
 
 // ---- HTTP streams ----
