@@ -428,6 +428,12 @@ struct Report {
     after_closed: bool,
 }
 
+/// `tick N`, fixed width (15 bytes), so that an HTTP client can count whole ones.
+fn tick(n: u64) -> String {
+    format!("tick {n:010}")
+}
+
+/// Echoes (WebSocket) while another task sends ticks until the channel closes; then reports.
 async fn ticking_until_dropped(channel: Channel, report: mpsc::UnboundedSender<Report>) {
     enum Outcome {
         Known(bool),
@@ -437,7 +443,7 @@ async fn ticking_until_dropped(channel: Channel, report: mpsc::UnboundedSender<R
     let ticker = tokio::spawn(async move {
         let mut outcomes = Vec::new();
         for n in 0u64.. {
-            match ticks.try_send(format!("tick {n}").into()) {
+            match ticks.try_send(tick(n).into()) {
                 Ok(completion) => outcomes.push(Outcome::Pending(completion)),
                 Err((webchan::Error::QueueFull { .. }, message)) => {
                     outcomes.push(Outcome::Known(ticks.send(message).await.is_ok()));
@@ -529,24 +535,100 @@ async fn vanish(addr: SocketAddr, reports: &mut mpsc::UnboundedReceiver<Report>,
         .await
         .unwrap_or_else(|_| panic!("seed {seed}: the handler did not end within 20 s"))
         .unwrap();
-    assert_eq!(report.closed, Some(Some(1006)), "seed {seed}: Closed (reset: {reset})");
+    for (i, n) in heard.ticks.iter().enumerate() {
+        assert_eq!(*n, i as u64, "seed {seed}: tick {i} of {}", heard.ticks.len());
+    }
+    check_report(&report, heard.ticks.len(), Some(1006), seed, reset);
+    assert!(heard.messages.len() <= plan.messages.len(), "seed {seed}: more echoes than sent");
+    for (i, (got, sent)) in heard.messages.iter().zip(&plan.messages).enumerate() {
+        assert!(got == sent, "seed {seed}: echo {i} differs");
+    }
+}
+
+/// What a faulted run's report must show, whatever the protocol: every outcome known, in
+/// order, at least `read` of them `Ok` (the client read those whole), `Closed` with `code`,
+/// last.
+fn check_report(report: &Report, read: usize, code: Option<u16>, seed: u64, reset: bool) {
+    assert_eq!(report.closed, Some(code), "seed {seed}: Closed (reset: {reset})");
     assert!(!report.after_closed, "seed {seed}: an event after Closed");
     let oks = report.outcomes.iter().take_while(|ok| **ok).count();
     assert!(
         report.outcomes[oks..].iter().all(|ok| !ok),
         "seed {seed}: a send failed before one that succeeded"
     );
-    for (i, n) in heard.ticks.iter().enumerate() {
-        assert_eq!(*n, i as u64, "seed {seed}: tick {i} of {}", heard.ticks.len());
+    assert!(read <= oks, "seed {seed}: the client read {read} ticks, {oks} were reported sent");
+}
+
+/// One faulted HTTP stream: the client (hyper's, HTTP/1.1 or HTTP/2) reads a random number
+/// of body frames, then drops the connection.
+async fn vanish_http(
+    addr: SocketAddr,
+    reports: &mut mpsc::UnboundedReceiver<Report>,
+    seed: u64,
+    http2: bool,
+) {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let mut rng = Rng(seed);
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if rng.chance(50) {
+        socket.set_recv_buffer_size(4096).unwrap();
     }
-    assert!(
-        heard.ticks.len() <= oks,
-        "seed {seed}: the client read {} ticks, {oks} were reported sent",
-        heard.ticks.len()
-    );
-    assert!(heard.messages.len() <= plan.messages.len(), "seed {seed}: more echoes than sent");
-    for (i, (got, sent)) in heard.messages.iter().zip(&plan.messages).enumerate() {
-        assert!(got == sent, "seed {seed}: echo {i} differs");
+    let reset = rng.chance(50);
+    if reset {
+        socket.set_zero_linger().unwrap();
+    }
+    let io = TokioIo::new(socket.connect(addr).await.unwrap());
+    let (response, conn) = if http2 {
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
+        let conn = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        (send.send_request(get(addr, "/")).await.unwrap(), conn)
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        let conn = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        (send.send_request(get(addr, "/")).await.unwrap(), conn)
+    };
+    let mut body = response.into_body();
+    let mut got = Vec::new();
+    for _ in 0..rng.below(60) {
+        match tokio::time::timeout(Duration::from_secs(5), body.frame()).await {
+            Ok(Some(Ok(frame))) => got.extend_from_slice(&frame.into_data().unwrap()),
+            other => panic!("seed {seed}: the server stopped sending ticks: {other:?}"),
+        }
+        if rng.chance(10) {
+            tokio::time::sleep(Duration::from_millis(rng.between(1, 5) as u64)).await;
+        }
+    }
+    // Gone: the connection's task and its socket dropped, unread bytes left behind.
+    drop(body);
+    conn.abort();
+    let _ = conn.await;
+    let report = tokio::time::timeout(Duration::from_secs(20), reports.recv())
+        .await
+        .unwrap_or_else(|_| panic!("seed {seed}: the handler did not end within 20 s"))
+        .unwrap();
+    let whole = got.len() / 15;
+    let want: Vec<u8> = (0..whole as u64 + 1).flat_map(|n| tick(n).into_bytes()).collect();
+    assert!(got[..] == want[..got.len()], "seed {seed}: the body is not the ticks in order");
+    check_report(&report, whole, None, seed, reset);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_clients_that_vanish_at_random_points_get_every_send_reported() {
+    let (report, mut reports) = mpsc::unbounded_channel();
+    let addr =
+        serve(Config::default(), move |channel| ticking_until_dropped(channel, report.clone()))
+            .await;
+    for (run, seed) in seeds(11).into_iter().enumerate() {
+        let http2 = run % 2 == 1;
+        tokio::time::timeout(Duration::from_secs(60), vanish_http(addr, &mut reports, seed, http2))
+            .await
+            .unwrap_or_else(|_| panic!("seed {seed}: the run took over 60 s"));
     }
 }
 
