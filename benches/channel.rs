@@ -144,23 +144,15 @@ fn http_stream(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(TOTAL as u64));
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter(|| {
-                rt.block_on(async move {
-                    let (client, server) = tokio::io::duplex(256 * 1024);
-                    serve(server, move |channel| async move {
-                        let sender = channel.sender();
-                        // The data comes from another task than hyper's.
-                        tokio::spawn(async move {
-                            let data = bytes::Bytes::from(vec![1u8; chunk]);
-                            let mut sink = sender.clone();
-                            for _ in 0..TOTAL / chunk {
-                                sink.feed(Message::Binary(data.clone())).await.unwrap();
-                            }
-                            sink.flush().await.unwrap();
-                            sender.close().await;
-                        });
-                    });
-                    assert_eq!(read_body(client).await, TOTAL);
-                });
+                rt.block_on(stream_from_task(TOTAL, move |sender| async move {
+                    let data = bytes::Bytes::from(vec![1u8; chunk]);
+                    let mut sink = sender.clone();
+                    for _ in 0..TOTAL / chunk {
+                        sink.feed(Message::Binary(data.clone())).await.unwrap();
+                    }
+                    sink.flush().await.unwrap();
+                    sender.close().await;
+                }));
             });
         });
     }
@@ -174,27 +166,34 @@ fn completions(c: &mut Criterion) {
         group.throughput(Throughput::Elements(count as u64));
         group.bench_function(BenchmarkId::from_parameter(count), |b| {
             b.iter(|| {
-                rt.block_on(async move {
-                    let (client, server) = tokio::io::duplex(256 * 1024);
-                    serve(server, move |channel| async move {
-                        let sender = channel.sender();
-                        tokio::spawn(async move {
-                            let data = bytes::Bytes::from_static(b"0123456789abcdef");
-                            let completions: Vec<_> = (0..count)
-                                .map(|_| sender.try_send(Message::Binary(data.clone())).unwrap())
-                                .collect();
-                            for completion in completions {
-                                completion.await.unwrap();
-                            }
-                            sender.close().await;
-                        });
-                    });
-                    assert_eq!(read_body(client).await, count * 16);
-                });
+                rt.block_on(stream_from_task(count * 16, move |sender| async move {
+                    let data = bytes::Bytes::from_static(b"0123456789abcdef");
+                    let completions: Vec<_> = (0..count)
+                        .map(|_| sender.try_send(Message::Binary(data.clone())).unwrap())
+                        .collect();
+                    for completion in completions {
+                        completion.await.unwrap();
+                    }
+                    sender.close().await;
+                }));
             });
         });
     }
     group.finish();
+}
+
+/// One HTTP stream over a duplex pipe: `produce` sends on its channel from a task of its own
+/// (not hyper's), and a hyper client reads the body, which must be `total` bytes.
+async fn stream_from_task<F, Fut>(total: usize, produce: F)
+where
+    F: Fn(webchan::Sender) -> Fut + Send + Sync + Copy + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (client, server) = tokio::io::duplex(256 * 1024);
+    serve(server, move |channel| async move {
+        tokio::spawn(produce(channel.sender()));
+    });
+    assert_eq!(read_body(client).await, total);
 }
 
 /// The baseline: raw hyper with a `StreamBody` over the same chunks, made on hyper's task.
