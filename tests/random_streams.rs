@@ -197,14 +197,41 @@ fn parse(buf: &mut Vec<u8>, heard: &mut Heard, partial: &mut Option<(u8, Vec<u8>
 /// the client's receive buffer is 4 KiB, so that the server's writes of large echoes block
 /// whatever the pauses.
 async fn converse(addr: SocketAddr, seed: u64, small_window: bool, ticking: bool) {
-    let mut rng = Rng(seed);
-    let plan = plan(&mut rng);
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     if small_window {
         socket.set_recv_buffer_size(4096).unwrap();
     }
     let raw = RawWs::upgrade(socket.connect(addr).await.unwrap(), addr, "/").await;
-    let (mut rd, mut wr) = raw.tcp.into_split();
+    converse_over(raw.tcp, raw.buf, seed, small_window, ticking).await;
+}
+
+/// The same over a WebSocket over HTTP/2 (RFC 8441): hyper's client, extended CONNECT, then the
+/// conversation in the upgraded stream's DATA frames.
+async fn converse_h2(addr: SocketAddr, seed: u64) {
+    let mut sender = h2_client(addr).await;
+    let mut request = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("http://{addr}/"))
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200, "seed {seed}: extended CONNECT");
+    let upgraded = hyper::upgrade::on(response).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(upgraded);
+    converse_over(io, Vec::new(), seed, false, false).await;
+}
+
+/// The conversation of `seed` over `io`, a WebSocket whose handshake is done (`leftover`: what
+/// was read past it).
+async fn converse_over<S>(io: S, leftover: Vec<u8>, seed: u64, small_window: bool, ticking: bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let mut rng = Rng(seed);
+    let plan = plan(&mut rng);
+    let (mut rd, mut wr) = tokio::io::split(io);
     let mut writer_rng = Rng(rng.next() | 1);
     let wire = plan.wire.clone();
     let writer = tokio::spawn(async move {
@@ -226,11 +253,11 @@ async fn converse(addr: SocketAddr, seed: u64, small_window: bool, ticking: bool
         }
         wr
     });
-    let (mut buf, mut heard, mut partial) = (raw.buf, Heard::default(), None);
+    let (mut buf, mut heard, mut partial) = (leftover, Heard::default(), None);
     parse(&mut buf, &mut heard, &mut partial);
     let mut chunk = vec![0u8; 65536];
     let mut reader_rng = Rng(rng.next() | 1);
-    // The write half stays open until the end: dropping it would shut TCP down.
+    // The write half stays open until the end: dropping it would shut the stream down.
     let (mut writer, mut _wr) = (Some(writer), None);
     while heard.close.is_none() {
         if heard.messages.len() == plan.messages.len() {
@@ -283,7 +310,10 @@ async fn converse(addr: SocketAddr, seed: u64, small_window: bool, ticking: bool
     }
     assert!(buf.is_empty() && partial.is_none(), "seed {seed}: bytes after the close");
     let eof = tokio::time::timeout(Duration::from_secs(10), rd.read(&mut chunk)).await;
-    assert!(matches!(eof, Ok(Ok(0) | Err(_))), "seed {seed}: the server ends TCP after the close");
+    assert!(
+        matches!(eof, Ok(Ok(0) | Err(_))),
+        "seed {seed}: the server ends the stream after the close"
+    );
 }
 
 /// Every message back through `next` and `send` on the whole channel.
@@ -385,6 +415,16 @@ async fn random_conversations_with_a_split_echo_and_keepalive_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_conversations_with_a_second_task_sending_on_two_threads() {
     runs(serve(Config::default(), ticking_echo).await, 9, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_conversations_over_http2() {
+    let addr = serve(Config::default(), split_echo).await;
+    for seed in seeds(12) {
+        tokio::time::timeout(Duration::from_secs(60), converse_h2(addr, seed))
+            .await
+            .unwrap_or_else(|_| panic!("seed {seed}: the conversation took over 60 s"));
+    }
 }
 
 #[tokio::test]

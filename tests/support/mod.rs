@@ -20,9 +20,9 @@ pub type WsClient =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 pub use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-/// A server on 127.0.0.1:0 (HTTP/1.1 and HTTP/2, with upgrades) whose handler makes every
-/// request a channel with `config`, lets `prepare` adjust the reply, and hands the channel to
-/// `run` on its own task.
+/// A server on 127.0.0.1:0 (HTTP/1.1 and HTTP/2, with upgrades and RFC 8441) whose handler
+/// makes every request a channel with `config`, lets `prepare` adjust the reply, and hands the
+/// channel to `run` on its own task.
 pub async fn serve<F, Fut>(config: Config, run: F) -> SocketAddr
 where
     F: Fn(Channel) -> Fut + Send + Sync + 'static,
@@ -73,7 +73,10 @@ where
                         Ok::<_, Infallible>(response)
                     }
                 });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                // WebSockets over HTTP/2 too (RFC 8441), as the README recommends.
+                builder.http2().enable_connect_protocol();
                 let _ = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).await;
             });
         }
