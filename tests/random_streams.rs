@@ -76,6 +76,8 @@ struct Plan {
     /// The messages' frames, then (`close`) a close frame, sent once every echo is back: a
     /// server may answer a close at once and drop what it had not sent yet (RFC 6455 §5.5.1).
     wire: Vec<u8>,
+    /// Where each frame of `wire` ends.
+    ends: Vec<usize>,
     close: Vec<u8>,
     /// (opcode, payload) of each message.
     messages: Vec<(u8, Vec<u8>)>,
@@ -83,7 +85,8 @@ struct Plan {
 }
 
 fn plan(rng: &mut Rng) -> Plan {
-    let (mut wire, mut messages, mut pings) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut wire, mut ends, mut messages, mut pings) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let count = rng.between(10, 120);
     for _ in 0..count {
         let len = match rng.below(10) {
@@ -106,6 +109,7 @@ fn plan(rng: &mut Rng) -> Plan {
                 let size = rng.between(0, 125);
                 let ping = rng.bytes(size);
                 wire.extend(frame(0x89, rng, &ping));
+                ends.push(wire.len());
                 pings.push(ping);
             }
             let opcode = match (i, text) {
@@ -115,6 +119,7 @@ fn plan(rng: &mut Rng) -> Plan {
             };
             let fin = if i + 1 == cuts.len() { 0x80 } else { 0 };
             wire.extend(frame(fin | opcode, rng, &payload[from..to]));
+            ends.push(wire.len());
             from = to;
         }
         messages.push((if text { 0x1 } else { 0x2 }, payload));
@@ -122,7 +127,7 @@ fn plan(rng: &mut Rng) -> Plan {
     let mut close = 1000u16.to_be_bytes().to_vec();
     close.extend_from_slice(b"done");
     let close = frame(0x88, rng, &close);
-    Plan { wire, close, messages, pings }
+    Plan { wire, ends, close, messages, pings }
 }
 
 fn frame(first: u8, rng: &mut Rng, payload: &[u8]) -> Vec<u8> {
@@ -682,6 +687,134 @@ async fn clients_that_vanish_at_random_points_get_every_send_reported() {
         tokio::time::timeout(Duration::from_secs(60), vanish(addr, &mut reports, seed))
             .await
             .unwrap_or_else(|_| panic!("seed {seed}: the run took over 60 s"));
+    }
+}
+
+// ---- a graceful shutdown amid random conversations ----
+//
+// Several WebSocket conversations (clients that answer a close, as a browser does) and HTTP
+// streams of numbered messages are under way when `Shutdown::shutdown` is called, at a random
+// moment. Each WebSocket client must get whole echoes of the first messages it sent, in order,
+// then a close with 1001, then EOF once it has answered; each HTTP body must end cleanly (its
+// last chunk) after whole messages; and the report must count every channel as closed
+// cleanly, none forced.
+
+/// A WebSocket conversation that a shutdown ends: the client sends its plan (a frame at a time,
+/// stopping between frames once the server's close has come), answers the close, and reads
+/// to the end. Says on `ready` once its WebSocket is open.
+async fn converse_until_shutdown(addr: SocketAddr, seed: u64, ready: mpsc::UnboundedSender<()>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let mut rng = Rng(seed);
+    let plan = plan(&mut rng);
+    let raw = RawWs::connect(addr).await;
+    let _ = ready.send(());
+    let (mut rd, mut wr) = raw.tcp.into_split();
+    let (stop, answer) = (Arc::new(AtomicBool::new(false)), Arc::new(tokio::sync::Notify::new()));
+    let (wire, ends) = (plan.wire.clone(), plan.ends.clone());
+    let (writer_stop, writer_answer) = (Arc::clone(&stop), Arc::clone(&answer));
+    let mut writer_rng = Rng(rng.next() | 1);
+    let writer = tokio::spawn(async move {
+        let mut at = 0;
+        for end in ends {
+            if writer_stop.load(Ordering::Acquire) {
+                break;
+            }
+            while at < end {
+                let n = writer_rng.between(1, 20_000).min(end - at);
+                wr.write_all(&wire[at..at + n]).await.unwrap();
+                at += n;
+            }
+            if writer_rng.chance(5) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        // The close's answer, once it has come: the code echoed (RFC 6455 §5.5.1).
+        writer_answer.notified().await;
+        let reply = frame(0x88, &mut writer_rng, &1001u16.to_be_bytes());
+        wr.write_all(&reply).await.unwrap();
+        wr
+    });
+    let (mut buf, mut heard, mut partial) = (raw.buf, Heard::default(), None);
+    let mut chunk = vec![0u8; 65536];
+    loop {
+        parse(&mut buf, &mut heard, &mut partial);
+        if heard.close.is_some() && !stop.swap(true, Ordering::AcqRel) {
+            answer.notify_one();
+        }
+        let read = tokio::time::timeout(Duration::from_secs(20), rd.read(&mut chunk)).await;
+        match read.unwrap_or_else(|_| panic!("seed {seed}: nothing within 20 s")) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let _wr = writer.await.unwrap();
+    assert_eq!(heard.close.map(|c| c.0), Some(1001), "seed {seed}: closed going away");
+    assert!(heard.messages.len() <= plan.messages.len(), "seed {seed}: more echoes than sent");
+    for (i, (got, sent)) in heard.messages.iter().zip(&plan.messages).enumerate() {
+        assert!(got == sent, "seed {seed}: echo {i} differs");
+    }
+    assert!(buf.is_empty() && partial.is_none(), "seed {seed}: bytes after the close");
+}
+
+/// A WebSocket echoes; an HTTP stream sends `tick N` until the channel closes.
+async fn echo_or_ticks(channel: Channel) {
+    if channel.kind() == webchan::Kind::WebSocket {
+        return split_echo(channel).await;
+    }
+    let sender = channel.sender();
+    for n in 0u64.. {
+        if sender.send(tick(n).into()).await.is_err() {
+            break;
+        }
+        if n % 16 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_amid_random_conversations_closes_every_channel_cleanly() {
+    for seed in seeds(13) {
+        let mut rng = Rng(seed);
+        let shutdown = webchan::Shutdown::new();
+        let addr = serve(Config::default().shutdown(&shutdown), echo_or_ticks).await;
+        let (ready, mut readies) = mpsc::unbounded_channel();
+        let (sockets, streams) = (rng.between(1, 4), rng.between(0, 2));
+        let mut clients = Vec::new();
+        for _ in 0..sockets {
+            let seed = rng.next() | 1;
+            clients.push(tokio::spawn(converse_until_shutdown(addr, seed, ready.clone())));
+        }
+        let mut bodies = Vec::new();
+        for _ in 0..streams {
+            bodies.push(tokio::spawn(async move { http1_get(addr, get(addr, "/")).await }));
+        }
+        for _ in 0..sockets {
+            readies.recv().await.unwrap();
+        }
+        // The HTTP streams are open once a tick has gone out: the registry counts them.
+        while shutdown.live() < sockets + streams {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.between(0, 40) as u64)).await;
+        let report = shutdown.shutdown(Duration::from_secs(10)).await;
+        for client in clients {
+            client.await.unwrap_or_else(|e| panic!("seed {seed}: a WebSocket client: {e}"));
+        }
+        for body in bodies {
+            let body = body.await.unwrap_or_else(|e| panic!("seed {seed}: an HTTP client: {e}"));
+            let body = body.body();
+            assert_eq!(body.len() % 15, 0, "seed {seed}: the body ends after a whole message");
+            let want: Vec<u8> =
+                (0..body.len() as u64 / 15).flat_map(|n| tick(n).into_bytes()).collect();
+            assert!(body[..] == want[..], "seed {seed}: the body is not the ticks in order");
+        }
+        assert_eq!(
+            (report.clean, report.forced),
+            (sockets + streams, 0),
+            "seed {seed}: {sockets} WebSockets and {streams} HTTP streams"
+        );
     }
 }
 
