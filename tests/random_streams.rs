@@ -529,6 +529,24 @@ async fn ticking_until_dropped(channel: Channel, report: mpsc::UnboundedSender<R
 
 /// One faulted conversation.
 async fn vanish(addr: SocketAddr, reports: &mut mpsc::UnboundedReceiver<Report>, seed: u64) {
+    let (plan, heard, reset) = vanishing_ws_client(addr, seed).await;
+    let report = tokio::time::timeout(Duration::from_secs(20), reports.recv())
+        .await
+        .unwrap_or_else(|_| panic!("seed {seed}: the handler did not end within 20 s"))
+        .unwrap();
+    for (i, n) in heard.ticks.iter().enumerate() {
+        assert_eq!(*n, i as u64, "seed {seed}: tick {i} of {}", heard.ticks.len());
+    }
+    check_report(&report, heard.ticks.len(), Some(1006), seed, reset);
+    assert!(heard.messages.len() <= plan.messages.len(), "seed {seed}: more echoes than sent");
+    for (i, (got, sent)) in heard.messages.iter().zip(&plan.messages).enumerate() {
+        assert!(got == sent, "seed {seed}: echo {i} differs");
+    }
+}
+
+/// A WebSocket client that sends a random prefix of the plan of `seed`, reads a random number
+/// of times and vanishes: the plan, what it heard, and whether it reset the connection.
+async fn vanishing_ws_client(addr: SocketAddr, seed: u64) -> (Plan, Heard, bool) {
     let mut rng = Rng(seed);
     let plan = plan(&mut rng);
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -576,18 +594,7 @@ async fn vanish(addr: SocketAddr, reports: &mut mpsc::UnboundedReceiver<Report>,
     writer.abort();
     let _ = writer.await;
     drop(rd);
-    let report = tokio::time::timeout(Duration::from_secs(20), reports.recv())
-        .await
-        .unwrap_or_else(|_| panic!("seed {seed}: the handler did not end within 20 s"))
-        .unwrap();
-    for (i, n) in heard.ticks.iter().enumerate() {
-        assert_eq!(*n, i as u64, "seed {seed}: tick {i} of {}", heard.ticks.len());
-    }
-    check_report(&report, heard.ticks.len(), Some(1006), seed, reset);
-    assert!(heard.messages.len() <= plan.messages.len(), "seed {seed}: more echoes than sent");
-    for (i, (got, sent)) in heard.messages.iter().zip(&plan.messages).enumerate() {
-        assert!(got == sent, "seed {seed}: echo {i} differs");
-    }
+    (plan, heard, reset)
 }
 
 /// What a faulted run's report must show, whatever the protocol: every outcome known, in
@@ -612,6 +619,20 @@ async fn vanish_http(
     seed: u64,
     http2: bool,
 ) {
+    let (got, reset) = vanishing_http_client(addr, seed, http2).await;
+    let report = tokio::time::timeout(Duration::from_secs(20), reports.recv())
+        .await
+        .unwrap_or_else(|_| panic!("seed {seed}: the handler did not end within 20 s"))
+        .unwrap();
+    let whole = got.len() / 15;
+    let want: Vec<u8> = (0..whole as u64 + 1).flat_map(|n| tick(n).into_bytes()).collect();
+    assert!(got[..] == want[..got.len()], "seed {seed}: the body is not the ticks in order");
+    check_report(&report, whole, None, seed, reset);
+}
+
+/// An HTTP client that reads a random number of body frames and vanishes: the body it read,
+/// and whether it reset the connection.
+async fn vanishing_http_client(addr: SocketAddr, seed: u64, http2: bool) -> (Vec<u8>, bool) {
     use http_body_util::BodyExt;
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let mut rng = Rng(seed);
@@ -653,14 +674,7 @@ async fn vanish_http(
     drop(body);
     conn.abort();
     let _ = conn.await;
-    let report = tokio::time::timeout(Duration::from_secs(20), reports.recv())
-        .await
-        .unwrap_or_else(|_| panic!("seed {seed}: the handler did not end within 20 s"))
-        .unwrap();
-    let whole = got.len() / 15;
-    let want: Vec<u8> = (0..whole as u64 + 1).flat_map(|n| tick(n).into_bytes()).collect();
-    assert!(got[..] == want[..got.len()], "seed {seed}: the body is not the ticks in order");
-    check_report(&report, whole, None, seed, reset);
+    (got, reset)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -685,6 +699,118 @@ async fn clients_that_vanish_at_random_points_get_every_send_reported() {
             .await;
     for seed in seeds(10) {
         tokio::time::timeout(Duration::from_secs(60), vanish(addr, &mut reports, seed))
+            .await
+            .unwrap_or_else(|_| panic!("seed {seed}: the run took over 60 s"));
+    }
+}
+
+// ---- faults through the callback API (`compat`) ----
+//
+// The same vanishing clients against a `compat::as_channel` server whose `on_open` starts a
+// task that sends `tick N` with `on_success` and `on_error` callbacks as fast as it can, until
+// `send` says the channel is gone (`Ok(false)`). Every send that `send` accepted (`Ok(true)`)
+// must get exactly one of its two callbacks, within 10 s of the end; every tick the client read
+// must have had `on_success`. (A tick may be missing from what the client read: one over the
+// queue's limit fails with `QueueFull` through `on_error`, as `compat` documents.)
+
+/// Per tick: how many times its `on_success` and its `on_error` ran.
+type Calls = Vec<(u32, u32)>;
+
+fn compat_ticker(report: mpsc::UnboundedSender<Calls>) -> webchan::compat::Options {
+    use std::sync::{Arc, Mutex};
+    use webchan::compat::SendOptions;
+    webchan::compat::Options::new().on_open(move |ch| {
+        let (ch, report) = (ch.clone(), report.clone());
+        tokio::spawn(async move {
+            let calls = Arc::new(Mutex::new(Calls::new()));
+            for n in 0u64.. {
+                let (on_success, on_error) = (Arc::clone(&calls), Arc::clone(&calls));
+                let at = n as usize;
+                calls.lock().unwrap().push((0, 0));
+                let options = SendOptions::new()
+                    .on_success(move || on_success.lock().unwrap()[at].0 += 1)
+                    .on_error(move |_| on_error.lock().unwrap()[at].1 += 1);
+                match ch.send(tick(n), options) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        calls.lock().unwrap().pop();
+                        break;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+                if n % 8 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                if n % 1024 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while tokio::time::Instant::now() < deadline
+                && calls.lock().unwrap().iter().any(|(ok, err)| ok + err == 0)
+            {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let _ = report.send(calls.lock().unwrap().clone());
+        });
+    })
+}
+
+/// A server whose every request goes to `compat::as_channel` with `options`.
+async fn serve_compat(options: webchan::compat::Options) -> SocketAddr {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let options = options.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let response = webchan::compat::as_channel(request, options.clone());
+                    async move { Ok::<_, std::convert::Infallible>(response.await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Exactly one callback per accepted send; `on_success` for every tick in `read`.
+fn check_calls(calls: &Calls, read: &[u64], seed: u64) {
+    for (n, (ok, err)) in calls.iter().enumerate() {
+        assert_eq!(ok + err, 1, "seed {seed}: tick {n}: {ok} on_success, {err} on_error");
+    }
+    for n in read {
+        let at = *n as usize;
+        assert!(at < calls.len() && calls[at].0 == 1, "seed {seed}: tick {n} read, not a success");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compat_sends_to_clients_that_vanish_get_exactly_one_callback_each() {
+    let (report, mut reports) = mpsc::unbounded_channel();
+    let addr = serve_compat(compat_ticker(report)).await;
+    for (run, seed) in seeds(14).into_iter().enumerate() {
+        let run = async {
+            let read: Vec<u64> = match run % 3 {
+                0 => vanishing_ws_client(addr, seed).await.1.ticks,
+                kind => {
+                    let (got, _) = vanishing_http_client(addr, seed, kind == 2).await;
+                    got.chunks_exact(15)
+                        .map(|t| std::str::from_utf8(&t[5..]).unwrap().parse().unwrap())
+                        .collect()
+                }
+            };
+            let calls = tokio::time::timeout(Duration::from_secs(20), reports.recv())
+                .await
+                .unwrap_or_else(|_| panic!("seed {seed}: the ticker did not end within 20 s"))
+                .unwrap();
+            check_calls(&calls, &read, seed);
+        };
+        tokio::time::timeout(Duration::from_secs(60), run)
             .await
             .unwrap_or_else(|_| panic!("seed {seed}: the run took over 60 s"));
     }
