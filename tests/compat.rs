@@ -3,7 +3,6 @@
 //! kinds where the sentence applies; then panics, failing callbacks, threads and limits.
 mod support;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,11 +11,10 @@ use futures::{SinkExt, StreamExt};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming as HyperIncoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use support::{get, http1_get, next_msg, raw_http, send_text, ws_connect, WsClient, WsMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -132,7 +130,7 @@ fn note(tx: &Tx, s: impl Into<String>) {
 /// A server on 127.0.0.1:0 (HTTP/1.1 and HTTP/2, with upgrades) whose handler is
 /// `compat::as_channel(request, options)`.
 async fn serve(options: Options) -> SocketAddr {
-    serve_with(options, |_| {}).await
+    support::serve_compat(options).await
 }
 
 /// [`serve`], letting `prepare` change the response before it is awaited.
@@ -140,27 +138,7 @@ async fn serve_with<P>(options: Options, prepare: P) -> SocketAddr
 where
     P: Fn(&mut ResponseFuture) + Send + Sync + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let prepare = Arc::new(prepare);
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
-            let options = options.clone();
-            let prepare = Arc::clone(&prepare);
-            tokio::spawn(async move {
-                let service = service_fn(move |request: Request<HyperIncoming>| {
-                    let mut response = compat::as_channel(request, options.clone());
-                    prepare(&mut response);
-                    async move { Ok::<_, Infallible>(response.await) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    support::serve_compat_with(options, prepare).await
 }
 
 fn text(s: &str) -> WsMessage {

@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,19 +14,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use http::Request;
-use hyper::body::Incoming as HyperBody;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::{
     all_events, closed_of, echo_or_ok as well_behaved, encode_frame, next_channel, next_msg,
-    raw_http, serve, RawWs,
+    raw_http, serve, serve_compat, RawWs,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use webchan::compat::{self, Options, SendOptions};
+use webchan::compat::{Options, SendOptions};
 use webchan::{Channel, CloseInfo, Completion, Config, Error, Event, Incoming, Kind, Message};
 
 /// Every wait in this file gives up after this long.
@@ -476,28 +471,6 @@ async fn unawaited_sends_still_queued_when_the_connection_drops_are_reported_as_
 }
 
 // ---- the same through compat ----
-
-/// A server whose handler is `compat::as_channel(request, options)` (from tests/compat.rs).
-async fn serve_compat(options: Options) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
-            let options = options.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request: Request<HyperBody>| {
-                    let response = compat::as_channel(request, options.clone());
-                    async move { Ok::<_, Infallible>(response.await) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
 
 #[tokio::test]
 async fn compat_every_queued_send_gets_one_callback_and_on_close_comes_once_last() {

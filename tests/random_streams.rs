@@ -756,28 +756,6 @@ fn compat_ticker(report: mpsc::UnboundedSender<Calls>) -> webchan::compat::Optio
     })
 }
 
-/// A server whose every request goes to `compat::as_channel` with `options`.
-async fn serve_compat(options: webchan::compat::Options) -> SocketAddr {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let options = options.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let response = webchan::compat::as_channel(request, options.clone());
-                    async move { Ok::<_, std::convert::Infallible>(response.await) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 /// Exactly one callback per accepted send; `on_success` for every tick in `read`.
 fn check_calls(calls: &Calls, read: &[u64], seed: u64) {
     for (n, (ok, err)) in calls.iter().enumerate() {

@@ -84,6 +84,40 @@ where
     addr
 }
 
+/// A server on 127.0.0.1:0 whose handler is `compat::as_channel(request, options)`, letting
+/// `prepare` change each response before it is awaited.
+pub async fn serve_compat_with<P>(options: webchan::compat::Options, prepare: P) -> SocketAddr
+where
+    P: Fn(&mut webchan::compat::ResponseFuture) + Send + Sync + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let prepare = Arc::new(prepare);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let options = options.clone();
+            let prepare = Arc::clone(&prepare);
+            tokio::spawn(async move {
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let mut response = webchan::compat::as_channel(request, options.clone());
+                    prepare(&mut response);
+                    async move { Ok::<_, Infallible>(response.await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// [`serve_compat_with`] with responses as they are.
+pub async fn serve_compat(options: webchan::compat::Options) -> SocketAddr {
+    serve_compat_with(options, |_| {}).await
+}
+
 /// Records every event of every channel and sends them to the test.
 pub type BoxFut = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
