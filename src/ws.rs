@@ -367,7 +367,9 @@ struct Conn {
     io: TokioIo<Upgraded>,
     /// Bytes read and not yet decoded.
     rbuf: BytesMut,
-    /// How many bytes the frame being read needs in `rbuf` (0: unknown).
+    /// How many bytes `rbuf` must hold before the decoder can tell more: the frame being read
+    /// whole, or while its header is incomplete the header's length bytes (see
+    /// `Decoder::decode`; 0: unknown).
     need: usize,
     read_chunk: usize,
     /// The size of the last frame larger than `read_chunk` and at most `EXPECT_MAX` (0 after
