@@ -926,11 +926,12 @@ async fn a_shutdown_amid_random_conversations_closes_every_channel_cleanly() {
 //
 // The handler draws its sends from the seed in the request's query: text and binary messages
 // (0 B to 100 KiB, empty ones too, which must not end a chunked body), sequences, readers fed
-// in pieces by another task, and streams that pause, sent with `send`, `try_send` (falling
-// back to `send` when the queue is full) or the Sink's `feed`, with pauses between. The client
-// reads in reads of random sizes with pauses (HTTP/1.1 over raw TCP, de-chunked here) or frame
-// by frame with pauses (HTTP/2, hyper's client). The body must be every message's bytes in
-// order, and every send must complete.
+// in pieces by another task, streams that pause, and files (sizes around the 16 KiB chunks
+// they go out in), sent with `send`, `try_send` (falling back to `send` when the queue is
+// full) or the Sink's `feed`, with pauses between. The client reads in reads of random sizes
+// with pauses (HTTP/1.1 over raw TCP, de-chunked here) or frame by frame with pauses (HTTP/2,
+// hyper's client). The body must be every message's bytes in order, and every send must
+// complete.
 
 /// One send of the handler.
 enum Piece {
@@ -942,13 +943,15 @@ enum Piece {
     Reader(Vec<u8>, usize),
     /// A stream that sleeps a millisecond before each element.
     Slow(Vec<Vec<u8>>),
+    /// A file holding these bytes (written by the handler, sent by path).
+    File(Vec<u8>),
 }
 
 impl Piece {
     fn bytes(&self) -> Vec<u8> {
         match self {
             Self::Text(t) => t.as_bytes().to_vec(),
-            Self::Binary(b) | Self::Reader(b, _) => b.clone(),
+            Self::Binary(b) | Self::Reader(b, _) | Self::File(b) => b.clone(),
             Self::Seq(items) | Self::Slow(items) => items.concat(),
         }
     }
@@ -977,12 +980,18 @@ fn http_plan(seed: u64) -> Vec<(Piece, usize, usize)> {
                 })
                 .collect()
         };
-        let piece = match rng.below(10) {
+        let piece = match rng.below(11) {
             0..=2 => Piece::Text(String::from_utf8(rng.text(len)).unwrap()),
             3..=6 => Piece::Binary(rng.bytes(len)),
             7 => Piece::Seq(items(&mut rng)),
             8 => Piece::Reader(rng.bytes(len), rng.between(64, 8192)),
-            _ => Piece::Slow(items(&mut rng)),
+            9 => Piece::Slow(items(&mut rng)),
+            _ => {
+                // Files go out in chunks of 16 KiB: sizes at and around a chunk's end.
+                let sizes = [0, 1, 16_383, 16_384, 16_385, 32_768, len];
+                let size = sizes[rng.below(sizes.len())];
+                Piece::File(rng.bytes(size))
+            }
         };
         // How it is sent (0 send, 1 try_send, 2 feed), and the pause after it.
         pieces.push((piece, rng.below(3), rng.below(10)));
@@ -997,9 +1006,20 @@ fn bytes_message(bytes: Vec<u8>) -> webchan::Message {
     }
 }
 
-fn message_of(piece: Piece) -> webchan::Message {
+/// The message of `piece`; a file is written to a path of its own, which goes into `files`.
+fn message_of(piece: Piece, files: &mut Vec<std::path::PathBuf>) -> webchan::Message {
+    use std::sync::atomic::{AtomicU64, Ordering};
     use webchan::Message;
+    static FILES: AtomicU64 = AtomicU64::new(0);
     match piece {
+        Piece::File(data) => {
+            let n = FILES.fetch_add(1, Ordering::Relaxed);
+            let name = format!("webchan-random-{}-{n}", std::process::id());
+            let path = std::env::temp_dir().join(name);
+            std::fs::write(&path, data).unwrap();
+            files.push(path.clone());
+            Message::file(path)
+        }
         Piece::Text(t) => t.into(),
         Piece::Binary(b) => b.into(),
         Piece::Seq(items) => Message::seq(items.into_iter().map(bytes_message)),
@@ -1031,9 +1051,9 @@ async fn send_plan(mut channel: Channel) {
     let query = channel.originating_request().uri.query().unwrap_or_default().to_owned();
     let seed: u64 = query.trim_start_matches("seed=").parse().unwrap();
     let sender = channel.sender();
-    let mut completions = Vec::new();
+    let (mut completions, mut files) = (Vec::new(), Vec::new());
     for (piece, how, pause) in http_plan(seed) {
-        let message = message_of(piece);
+        let message = message_of(piece, &mut files);
         match how {
             0 => sender.send(message).await.unwrap_or_else(|e| panic!("seed {seed}: {e}")),
             1 => match sender.try_send(message) {
@@ -1056,6 +1076,9 @@ async fn send_plan(mut channel: Channel) {
         completion.await.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     }
     sender.close().await;
+    for file in files {
+        let _ = std::fs::remove_file(file);
+    }
 }
 
 fn expected_body(seed: u64) -> Vec<u8> {
