@@ -1,9 +1,10 @@
 //! Randomised conversations over 127.0.0.1, WebSocket and HTTP stream, checked byte for byte.
 //!
 //! **WebSocket:** a raw TCP client sends a random mix of text and binary messages (0 B to
-//! 200 KiB, whole or in fragments, with pings between the fragments, random masks) in writes
-//! of random sizes with random pauses, and reads the echo in reads of random sizes with random
-//! pauses, so that the server's reads stop anywhere in a frame and its writes come back short.
+//! 200 KiB, now and then up to 2 MiB, whole or in fragments, with pings between the fragments,
+//! random masks) in writes of random sizes with random pauses, and reads the echo in reads of
+//! random sizes with random pauses, so that the server's reads stop anywhere in a frame and its
+//! writes come back short.
 //! Every other run's client has a 4 KiB receive buffer, so that the server's writes block.
 //! Every message must come back whole and in order, the pongs must answer the pings in order
 //! (RFC 6455 §5.5.3 lets a server answer only the latest of several: what it sends is a
@@ -93,6 +94,9 @@ fn plan(rng: &mut Rng) -> Plan {
             0..=4 => rng.between(0, 125),
             5..=6 => rng.between(126, 1100),
             7..=8 => rng.between(1100, 20_000),
+            // Frames over 64 KiB are read into a buffer of their own (`ws.rs`), now and then
+            // one of megabytes.
+            _ if rng.chance(5) => rng.between(200_000, 2_000_000),
             _ => rng.between(20_000, 200_000),
         };
         let text = rng.chance(40);
