@@ -532,8 +532,13 @@ async fn ticking_until_dropped(channel: Channel, report: mpsc::UnboundedSender<R
 }
 
 /// One faulted conversation.
-async fn vanish(addr: SocketAddr, reports: &mut mpsc::UnboundedReceiver<Report>, seed: u64) {
-    let (plan, heard, reset) = vanishing_ws_client(addr, seed).await;
+async fn vanish(
+    addr: SocketAddr,
+    reports: &mut mpsc::UnboundedReceiver<Report>,
+    seed: u64,
+    http2: bool,
+) {
+    let (plan, heard, reset) = vanishing_ws_client(addr, seed, http2).await;
     let report = tokio::time::timeout(Duration::from_secs(20), reports.recv())
         .await
         .unwrap_or_else(|_| panic!("seed {seed}: the handler did not end within 20 s"))
@@ -550,7 +555,13 @@ async fn vanish(addr: SocketAddr, reports: &mut mpsc::UnboundedReceiver<Report>,
 
 /// A WebSocket client that sends a random prefix of the plan of `seed`, reads a random number
 /// of times and vanishes: the plan, what it heard, and whether it reset the connection.
-async fn vanishing_ws_client(addr: SocketAddr, seed: u64) -> (Plan, Heard, bool) {
+///
+/// With `http2`, the WebSocket is an HTTP/2 stream (RFC 8441), and the client vanishes either
+/// with its whole connection or, at random, by resetting only its stream (RST_STREAM); the
+/// connection then stays up for 30 s, longer than the caller waits for the server's report,
+/// so that the server must notice the stream's reset by itself.
+async fn vanishing_ws_client(addr: SocketAddr, seed: u64, http2: bool) -> (Plan, Heard, bool) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
     let mut rng = Rng(seed);
     let plan = plan(&mut rng);
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -561,8 +572,48 @@ async fn vanishing_ws_client(addr: SocketAddr, seed: u64) -> (Plan, Heard, bool)
     if reset {
         socket.set_zero_linger().unwrap();
     }
-    let raw = RawWs::upgrade(socket.connect(addr).await.unwrap(), addr, "/").await;
-    let (mut rd, mut wr) = raw.tcp.into_split();
+    let tcp = socket.connect(addr).await.unwrap();
+    if !http2 {
+        let raw = RawWs::upgrade(tcp, addr, "/").await;
+        let heard = vanish_over(raw.tcp, raw.buf, &plan, &mut rng, seed).await;
+        return (plan, heard, reset);
+    }
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut request = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("http://{addr}/"))
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200, "seed {seed}: extended CONNECT");
+    let io = TokioIo::new(hyper::upgrade::on(response).await.unwrap());
+    let heard = vanish_over(io, Vec::new(), &plan, &mut rng, seed).await;
+    if rng.chance(50) {
+        conn.abort();
+    } else {
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            conn.abort();
+            drop(sender);
+        });
+    }
+    (plan, heard, reset)
+}
+
+/// The vanishing client's conversation over `io`: what it heard before it dropped `io`.
+async fn vanish_over<S>(io: S, leftover: Vec<u8>, plan: &Plan, rng: &mut Rng, seed: u64) -> Heard
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(io);
     let cut = rng.below(plan.wire.len() + 1);
     let sent = plan.wire[..cut].to_vec();
     let mut writer_rng = Rng(rng.next() | 1);
@@ -580,7 +631,7 @@ async fn vanishing_ws_client(addr: SocketAddr, seed: u64) -> (Plan, Heard, bool)
         }
         wr
     });
-    let (mut buf, mut heard, mut partial) = (raw.buf, Heard::default(), None);
+    let (mut buf, mut heard, mut partial) = (leftover, Heard::default(), None);
     parse(&mut buf, &mut heard, &mut partial);
     let mut chunk = vec![0u8; 65536];
     for _ in 0..rng.below(60) {
@@ -598,7 +649,7 @@ async fn vanishing_ws_client(addr: SocketAddr, seed: u64) -> (Plan, Heard, bool)
     writer.abort();
     let _ = writer.await;
     drop(rd);
-    (plan, heard, reset)
+    heard
 }
 
 /// What a faulted run's report must show, whatever the protocol: every outcome known, in
@@ -701,8 +752,9 @@ async fn clients_that_vanish_at_random_points_get_every_send_reported() {
     let addr =
         serve(Config::default(), move |channel| ticking_until_dropped(channel, report.clone()))
             .await;
-    for seed in seeds(10) {
-        tokio::time::timeout(Duration::from_secs(60), vanish(addr, &mut reports, seed))
+    for (run, seed) in seeds(10).into_iter().enumerate() {
+        let http2 = run % 3 == 2;
+        tokio::time::timeout(Duration::from_secs(60), vanish(addr, &mut reports, seed, http2))
             .await
             .unwrap_or_else(|_| panic!("seed {seed}: the run took over 60 s"));
     }
@@ -778,7 +830,7 @@ async fn compat_sends_to_clients_that_vanish_get_exactly_one_callback_each() {
     for (run, seed) in seeds(14).into_iter().enumerate() {
         let run = async {
             let read: Vec<u64> = match run % 3 {
-                0 => vanishing_ws_client(addr, seed).await.1.ticks,
+                0 => vanishing_ws_client(addr, seed, run % 2 == 0).await.1.ticks,
                 kind => {
                     let (got, _) = vanishing_http_client(addr, seed, kind == 2).await;
                     got.chunks_exact(15)

@@ -84,8 +84,9 @@ where
     addr
 }
 
-/// A server on 127.0.0.1:0 whose handler is `compat::as_channel(request, options)`, letting
-/// `prepare` change each response before it is awaited.
+/// A server on 127.0.0.1:0 (with RFC 8441) whose handler is
+/// `compat::as_channel(request, options)`, letting `prepare` change each response before it
+/// is awaited.
 pub async fn serve_compat_with<P>(options: webchan::compat::Options, prepare: P) -> SocketAddr
 where
     P: Fn(&mut webchan::compat::ResponseFuture) + Send + Sync + 'static,
@@ -104,9 +105,10 @@ where
                     prepare(&mut response);
                     async move { Ok::<_, Infallible>(response.await) }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-                    .await;
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder.http2().enable_connect_protocol();
+                let _ = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).await;
             });
         }
     });
