@@ -218,17 +218,7 @@ async fn converse(addr: SocketAddr, seed: u64, small_window: bool, ticking: bool
 /// conversation in the upgraded stream's DATA frames.
 async fn converse_h2(addr: SocketAddr, seed: u64) {
     let mut sender = h2_client(addr).await;
-    let mut request = http::Request::builder()
-        .method(http::Method::CONNECT)
-        .uri(format!("http://{addr}/"))
-        .header("sec-websocket-version", "13")
-        .body(http_body_util::Empty::new())
-        .unwrap();
-    request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
-    let response = sender.send_request(request).await.unwrap();
-    assert_eq!(response.status(), 200, "seed {seed}: extended CONNECT");
-    let upgraded = hyper::upgrade::on(response).await.unwrap();
-    let io = hyper_util::rt::TokioIo::new(upgraded);
+    let io = h2_websocket(&mut sender, addr, "/").await;
     converse_over(io, Vec::new(), seed, false, false).await;
 }
 
@@ -585,16 +575,7 @@ async fn vanishing_ws_client(addr: SocketAddr, seed: u64, http2: bool) -> (Plan,
     let conn = tokio::spawn(async move {
         let _ = conn.await;
     });
-    let mut request = http::Request::builder()
-        .method(http::Method::CONNECT)
-        .uri(format!("http://{addr}/"))
-        .header("sec-websocket-version", "13")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
-    request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
-    let response = sender.send_request(request).await.unwrap();
-    assert_eq!(response.status(), 200, "seed {seed}: extended CONNECT");
-    let io = TokioIo::new(hyper::upgrade::on(response).await.unwrap());
+    let io = h2_websocket(&mut sender, addr, "/").await;
     let heard = vanish_over(io, Vec::new(), &plan, &mut rng, seed).await;
     if rng.chance(50) {
         conn.abort();

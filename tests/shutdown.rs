@@ -169,22 +169,9 @@ async fn curl_streams_and_an_http2_websocket_close_cleanly() {
 
     // The WebSocket over HTTP/2.
     let mut sender = h2_client(addr).await;
-    let mut req = http::Request::builder()
-        .method(http::Method::CONNECT)
-        .uri(format!("http://{addr}/ws"))
-        .header("sec-websocket-version", "13")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
-    req.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
-    let response = sender.send_request(req).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let upgraded = hyper::upgrade::on(response).await.unwrap();
-    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-        TokioIo::new(upgraded),
-        Role::Client,
-        None,
-    )
-    .await;
+    let upgraded = h2_websocket(&mut sender, addr, "/ws").await;
+    let mut ws =
+        tokio_tungstenite::WebSocketStream::from_raw_socket(upgraded, Role::Client, None).await;
     ws.send(WsMessage::text("hello")).await.unwrap();
 
     let mut opened = 0;

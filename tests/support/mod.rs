@@ -239,6 +239,25 @@ pub async fn h2_client(addr: SocketAddr) -> H2Sender {
     sender
 }
 
+/// A WebSocket over HTTP/2 (RFC 8441): an extended CONNECT to `path` with `:protocol`
+/// websocket on `sender`'s connection; asserts the 200 and gives the upgraded stream.
+pub async fn h2_websocket(
+    sender: &mut H2Sender,
+    addr: SocketAddr,
+    path: &str,
+) -> TokioIo<hyper::upgrade::Upgraded> {
+    let mut request = Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("http://{addr}{path}"))
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200, "extended CONNECT");
+    TokioIo::new(hyper::upgrade::on(response).await.unwrap())
+}
+
 pub fn get(addr: SocketAddr, path: &str) -> Request<http_body_util::Empty<bytes::Bytes>> {
     Request::get(format!("http://{addr}{path}"))
         .header("host", addr.to_string())
