@@ -145,6 +145,8 @@ struct Heard {
     messages: Vec<(u8, Vec<u8>)>,
     /// The numbers of the `tick N` texts a ticking server sends of its own.
     ticks: Vec<u64>,
+    /// Frames after the server's close frame (RFC 6455 §5.5.1: there must be none).
+    after_close: usize,
     pongs: Vec<Vec<u8>>,
     close: Option<(u16, Vec<u8>)>,
 }
@@ -168,6 +170,7 @@ fn parse(buf: &mut Vec<u8>, heard: &mut Heard, partial: &mut Option<(u8, Vec<u8>
             return;
         }
         let (fin, opcode) = (buf[0] & 0x80 != 0, buf[0] & 0x0f);
+        heard.after_close += usize::from(heard.close.is_some());
         assert_eq!(buf[0] & 0x70, 0, "reserved bits");
         let payload = buf[start..start + len].to_vec();
         buf.drain(..start + len);
@@ -308,6 +311,7 @@ where
         assert_eq!(*n, i as u64, "seed {seed}: tick {i} of {}", heard.ticks.len());
     }
     assert!(buf.is_empty() && partial.is_none(), "seed {seed}: bytes after the close");
+    assert_eq!(heard.after_close, 0, "seed {seed}: frames after the server's close");
     let eof = tokio::time::timeout(Duration::from_secs(10), rd.read(&mut chunk)).await;
     assert!(
         matches!(eof, Ok(Ok(0) | Err(_))),
@@ -447,6 +451,121 @@ fn small_send_buffer_listener() -> tokio::net::TcpListener {
 async fn random_http_streams_with_a_small_send_buffer() {
     let listener = small_send_buffer_listener();
     http_runs(serve_on(listener, Config::default(), |reply| reply, send_plan), 7, false).await;
+}
+
+// ---- protocol violations at the end of random conversations ----
+//
+// The client sends a random plan, then one violation of RFC 6455 (in one write with the
+// plan's last bytes, or after a pause), and reads on. It must get whole echoes of the first
+// messages, in order, then a close frame with the violation's code, nothing after it, then
+// EOF; the handler, an `Event::Error` and then `Closed` with that code.
+
+/// A violation's bytes and the close code it must get.
+fn violation(rng: &mut Rng) -> (Vec<u8>, u16) {
+    let masked = |first: u8, payload: &[u8]| encode_frame(first, Some([3, 1, 4, 1]), payload, None);
+    match rng.below(8) {
+        0 => (masked(0x83, b"reserved opcode"), 1002),
+        1 => (encode_frame(0x82, None, b"unmasked", None), 1002),
+        2 => (masked(0xC2, b"rsv1"), 1002),
+        3 => (masked(0x89, &[0; 126]), 1002),
+        4 => (masked(0x80, b"a continuation of nothing"), 1002),
+        5 => (masked(0x81, b"invalid \xff utf-8"), 1007),
+        6 => {
+            let mut bytes =
+                masked(0x01, "half a character: \u{e9}".as_bytes().split_last().unwrap().1);
+            bytes.extend(masked(0x80, b"\x41"));
+            (bytes, 1007)
+        }
+        _ => (masked(0x88, &1005u16.to_be_bytes()), 1002),
+    }
+}
+
+/// The handler of a violation run: the split echo, then its last events on `report`.
+async fn echo_reporting_events(channel: Channel, report: mpsc::UnboundedSender<Vec<Event>>) {
+    let (mut tx, rx) = channel.split();
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+    let mut messages = rx.filter_map(move |event| {
+        let message = match &event {
+            Event::Message(m) => Some(Ok::<_, webchan::Error>(m.clone().into())),
+            _ => None,
+        };
+        if !matches!(event, Event::Message(_)) {
+            let _ = events_tx.send(event);
+        }
+        ready(message)
+    });
+    let _ = tx.send_all(&mut messages).await;
+    // `send_all` stops at the first send that fails: the rest of the events are still to come.
+    while messages.next().await.is_some() {}
+    drop(messages);
+    let mut events = Vec::new();
+    while let Some(event) = events_rx.recv().await {
+        events.push(event);
+    }
+    let _ = report.send(events);
+}
+
+async fn violate(addr: SocketAddr, reports: &mut mpsc::UnboundedReceiver<Vec<Event>>, seed: u64) {
+    let mut rng = Rng(seed);
+    let plan = plan(&mut rng);
+    let (bad, code) = violation(&mut rng);
+    let raw = RawWs::connect(addr).await;
+    let (mut rd, mut wr) = raw.tcp.into_split();
+    let together = rng.chance(50);
+    let wire = plan.wire.clone();
+    let writer = tokio::spawn(async move {
+        let split = if together { wire.len().saturating_sub(100) } else { wire.len() };
+        wr.write_all(&wire[..split]).await.unwrap();
+        if !together {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut rest = wire[split..].to_vec();
+        rest.extend_from_slice(&bad);
+        // The server may close before it has read all: errors are expected then.
+        let _ = wr.write_all(&rest).await;
+        wr
+    });
+    let (mut buf, mut heard, mut partial) = (raw.buf, Heard::default(), None);
+    let mut chunk = vec![0u8; 65536];
+    loop {
+        parse(&mut buf, &mut heard, &mut partial);
+        let read = tokio::time::timeout(Duration::from_secs(20), rd.read(&mut chunk)).await;
+        match read.unwrap_or_else(|_| panic!("seed {seed}: nothing within 20 s")) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let _wr = writer.await.unwrap();
+    assert_eq!(heard.close.map(|c| c.0), Some(code), "seed {seed}: the close's code");
+    assert_eq!(heard.after_close, 0, "seed {seed}: frames after the server's close");
+    assert!(heard.messages.len() <= plan.messages.len(), "seed {seed}: more echoes than sent");
+    for (i, (got, sent)) in heard.messages.iter().zip(&plan.messages).enumerate() {
+        assert!(got == sent, "seed {seed}: echo {i} differs");
+    }
+    let events = tokio::time::timeout(Duration::from_secs(20), reports.recv())
+        .await
+        .unwrap_or_else(|_| panic!("seed {seed}: the handler did not end within 20 s"))
+        .unwrap();
+    let n = events.len();
+    assert!(n >= 2, "seed {seed}: events {events:?}");
+    assert!(matches!(events[n - 2], Event::Error(_)), "seed {seed}: events {events:?}");
+    assert!(
+        matches!(&events[n - 1], Event::Closed(info) if info.code == Some(code)),
+        "seed {seed}: events {events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_violation_after_a_random_conversation_closes_with_its_code() {
+    let (report, mut reports) = mpsc::unbounded_channel();
+    let addr =
+        serve(Config::default(), move |channel| echo_reporting_events(channel, report.clone()))
+            .await;
+    for seed in seeds(15) {
+        tokio::time::timeout(Duration::from_secs(60), violate(addr, &mut reports, seed))
+            .await
+            .unwrap_or_else(|_| panic!("seed {seed}: the run took over 60 s"));
+    }
 }
 
 // ---- faults: the client vanishes at a random point ----
@@ -891,6 +1010,7 @@ async fn converse_until_shutdown(addr: SocketAddr, seed: u64, ready: mpsc::Unbou
     }
     let _wr = writer.await.unwrap();
     assert_eq!(heard.close.map(|c| c.0), Some(1001), "seed {seed}: closed going away");
+    assert_eq!(heard.after_close, 0, "seed {seed}: frames after the server's close");
     assert!(heard.messages.len() <= plan.messages.len(), "seed {seed}: more echoes than sent");
     for (i, (got, sent)) in heard.messages.iter().zip(&plan.messages).enumerate() {
         assert!(got == sent, "seed {seed}: echo {i} differs");
