@@ -1037,46 +1037,53 @@ async fn echo_or_ticks(channel: Channel) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_amid_random_conversations_closes_every_channel_cleanly() {
     for seed in seeds(13) {
-        let mut rng = Rng(seed);
-        let shutdown = webchan::Shutdown::new();
-        let addr = serve(Config::default().shutdown(&shutdown), echo_or_ticks).await;
-        let (ready, mut readies) = mpsc::unbounded_channel();
-        let (sockets, streams) = (rng.between(1, 4), rng.between(0, 2));
-        let mut clients = Vec::new();
-        for _ in 0..sockets {
-            let seed = rng.next() | 1;
-            clients.push(tokio::spawn(converse_until_shutdown(addr, seed, ready.clone())));
-        }
-        let mut bodies = Vec::new();
-        for _ in 0..streams {
-            bodies.push(tokio::spawn(async move { http1_get(addr, get(addr, "/")).await }));
-        }
-        for _ in 0..sockets {
-            readies.recv().await.unwrap();
-        }
-        // The HTTP streams are open once a tick has gone out: the registry counts them.
-        while shutdown.live() < sockets + streams {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(rng.between(0, 40) as u64)).await;
-        let report = shutdown.shutdown(Duration::from_secs(10)).await;
-        for client in clients {
-            client.await.unwrap_or_else(|e| panic!("seed {seed}: a WebSocket client: {e}"));
-        }
-        for body in bodies {
-            let body = body.await.unwrap_or_else(|e| panic!("seed {seed}: an HTTP client: {e}"));
-            let body = body.body();
-            assert_eq!(body.len() % 15, 0, "seed {seed}: the body ends after a whole message");
-            let want: Vec<u8> =
-                (0..body.len() as u64 / 15).flat_map(|n| tick(n).into_bytes()).collect();
-            assert!(body[..] == want[..], "seed {seed}: the body is not the ticks in order");
-        }
-        assert_eq!(
-            (report.clean, report.forced),
-            (sockets + streams, 0),
-            "seed {seed}: {sockets} WebSockets and {streams} HTTP streams"
-        );
+        tokio::time::timeout(Duration::from_secs(60), shut_down_amid(seed))
+            .await
+            .unwrap_or_else(|_| panic!("seed {seed}: the run took over 60 s"));
     }
+}
+
+/// One shutdown run: the conversations and streams of `seed`, then the shutdown.
+async fn shut_down_amid(seed: u64) {
+    let mut rng = Rng(seed);
+    let shutdown = webchan::Shutdown::new();
+    let addr = serve(Config::default().shutdown(&shutdown), echo_or_ticks).await;
+    let (ready, mut readies) = mpsc::unbounded_channel();
+    let (sockets, streams) = (rng.between(1, 4), rng.between(0, 2));
+    let mut clients = Vec::new();
+    for _ in 0..sockets {
+        let seed = rng.next() | 1;
+        clients.push(tokio::spawn(converse_until_shutdown(addr, seed, ready.clone())));
+    }
+    let mut bodies = Vec::new();
+    for _ in 0..streams {
+        bodies.push(tokio::spawn(async move { http1_get(addr, get(addr, "/")).await }));
+    }
+    for _ in 0..sockets {
+        readies.recv().await.unwrap();
+    }
+    // The HTTP streams are open once a tick has gone out: the registry counts them.
+    while shutdown.live() < sockets + streams {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(rng.between(0, 40) as u64)).await;
+    let report = shutdown.shutdown(Duration::from_secs(10)).await;
+    for client in clients {
+        client.await.unwrap_or_else(|e| panic!("seed {seed}: a WebSocket client: {e}"));
+    }
+    for body in bodies {
+        let body = body.await.unwrap_or_else(|e| panic!("seed {seed}: an HTTP client: {e}"));
+        let body = body.body();
+        assert_eq!(body.len() % 15, 0, "seed {seed}: the body ends after a whole message");
+        let want: Vec<u8> =
+            (0..body.len() as u64 / 15).flat_map(|n| tick(n).into_bytes()).collect();
+        assert!(body[..] == want[..], "seed {seed}: the body is not the ticks in order");
+    }
+    assert_eq!(
+        (report.clean, report.forced),
+        (sockets + streams, 0),
+        "seed {seed}: {sockets} WebSockets and {streams} HTTP streams"
+    );
 }
 
 // ---- HTTP streams ----
