@@ -764,7 +764,8 @@ impl Shared {
         }
         for (seq, error) in failures.drain(..) {
             if s.tracking.as_ref().is_some_and(|t| t.is_tracked(seq)) {
-                s.tracking_mut().failures.insert(seq, error);
+                // The first error is the item's (a later one would only follow from it).
+                s.tracking_mut().failures.entry(seq).or_insert(error);
             } else {
                 Self::push_event(s, Event::Error(error));
             }
