@@ -306,11 +306,11 @@ impl Decoder {
         key: [u8; 4],
     ) -> Bytes {
         if end == buf.len() {
-            // The frame alone in the read buffer (a read sized for it, see `ws.rs`): the whole
-            // buffer becomes the payload's storage, no copy, and goes back to the pool once
-            // the payload is dropped, instead of to malloc.
-            // The small frames decoded before it (`consumed`) go with the buffer: the next
-            // read starts a new one from its first byte.
+            // The frame ends the read buffer (most often alone in it: a read sized for it, see
+            // `ws.rs`): the whole buffer becomes the payload's storage, no copy, and goes back
+            // to the pool once the payload is dropped, instead of to malloc. Small frames
+            // decoded before it in the same read (`consumed`, already copied out) go with the
+            // buffer, so the next read starts a new one from its first byte.
             apply_mask(&mut buf[start..end], key);
             self.consumed = 0;
             let whole = bufpool::Returning(std::mem::take(buf));
