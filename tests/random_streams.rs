@@ -386,12 +386,25 @@ async fn ticking_echo(channel: Channel) {
     split_echo(channel).await;
 }
 
+/// One seed's run, failed after 60 s: a hang must fail the test, not stall CI.
+async fn bounded<T>(seed: u64, run: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .unwrap_or_else(|_| panic!("seed {seed}: the run took over 60 s"))
+}
+
+/// What a run's handler reports once it has ended, within 20 s.
+async fn next_report<T>(reports: &mut mpsc::UnboundedReceiver<T>, seed: u64) -> T {
+    tokio::time::timeout(Duration::from_secs(20), reports.recv())
+        .await
+        .unwrap_or_else(|_| panic!("seed {seed}: the handler did not end within 20 s"))
+        .expect("the server is still up")
+}
+
 async fn runs(addr: SocketAddr, salt: u64, ticking: bool) {
     for (run, seed) in seeds(salt).into_iter().enumerate() {
         let small_window = run % 2 == 1;
-        tokio::time::timeout(Duration::from_secs(60), converse(addr, seed, small_window, ticking))
-            .await
-            .unwrap_or_else(|_| panic!("seed {seed}: the conversation took over 60 s"));
+        bounded(seed, converse(addr, seed, small_window, ticking)).await;
     }
 }
 
@@ -424,9 +437,7 @@ async fn random_conversations_with_a_second_task_sending_on_two_threads() {
 async fn random_conversations_over_http2() {
     let addr = serve(Config::default(), split_echo).await;
     for seed in seeds(12) {
-        tokio::time::timeout(Duration::from_secs(60), converse_h2(addr, seed))
-            .await
-            .unwrap_or_else(|_| panic!("seed {seed}: the conversation took over 60 s"));
+        bounded(seed, converse_h2(addr, seed)).await;
     }
 }
 
@@ -542,10 +553,7 @@ async fn violate(addr: SocketAddr, reports: &mut mpsc::UnboundedReceiver<Vec<Eve
     for (i, (got, sent)) in heard.messages.iter().zip(&plan.messages).enumerate() {
         assert!(got == sent, "seed {seed}: echo {i} differs");
     }
-    let events = tokio::time::timeout(Duration::from_secs(20), reports.recv())
-        .await
-        .unwrap_or_else(|_| panic!("seed {seed}: the handler did not end within 20 s"))
-        .unwrap();
+    let events = next_report(reports, seed).await;
     let n = events.len();
     assert!(n >= 2, "seed {seed}: events {events:?}");
     assert!(matches!(events[n - 2], Event::Error(_)), "seed {seed}: events {events:?}");
@@ -562,9 +570,7 @@ async fn a_violation_after_a_random_conversation_closes_with_its_code() {
         serve(Config::default(), move |channel| echo_reporting_events(channel, report.clone()))
             .await;
     for seed in seeds(15) {
-        tokio::time::timeout(Duration::from_secs(60), violate(addr, &mut reports, seed))
-            .await
-            .unwrap_or_else(|_| panic!("seed {seed}: the run took over 60 s"));
+        bounded(seed, violate(addr, &mut reports, seed)).await;
     }
 }
 
@@ -648,10 +654,7 @@ async fn vanish(
     http2: bool,
 ) {
     let (plan, heard, reset) = vanishing_ws_client(addr, seed, http2).await;
-    let report = tokio::time::timeout(Duration::from_secs(20), reports.recv())
-        .await
-        .unwrap_or_else(|_| panic!("seed {seed}: the handler did not end within 20 s"))
-        .unwrap();
+    let report = next_report(reports, seed).await;
     for (i, n) in heard.ticks.iter().enumerate() {
         assert_eq!(*n, i as u64, "seed {seed}: tick {i} of {}", heard.ticks.len());
     }
@@ -775,10 +778,7 @@ async fn vanish_http(
     http2: bool,
 ) {
     let (got, reset) = vanishing_http_client(addr, seed, http2).await;
-    let report = tokio::time::timeout(Duration::from_secs(20), reports.recv())
-        .await
-        .unwrap_or_else(|_| panic!("seed {seed}: the handler did not end within 20 s"))
-        .unwrap();
+    let report = next_report(reports, seed).await;
     let whole = got.len() / 15;
     let want: Vec<u8> = (0..whole as u64 + 1).flat_map(|n| tick(n).into_bytes()).collect();
     assert!(got[..] == want[..got.len()], "seed {seed}: the body is not the ticks in order");
@@ -840,9 +840,7 @@ async fn http_clients_that_vanish_at_random_points_get_every_send_reported() {
             .await;
     for (run, seed) in seeds(11).into_iter().enumerate() {
         let http2 = run % 2 == 1;
-        tokio::time::timeout(Duration::from_secs(60), vanish_http(addr, &mut reports, seed, http2))
-            .await
-            .unwrap_or_else(|_| panic!("seed {seed}: the run took over 60 s"));
+        bounded(seed, vanish_http(addr, &mut reports, seed, http2)).await;
     }
 }
 
@@ -854,9 +852,7 @@ async fn clients_that_vanish_at_random_points_get_every_send_reported() {
             .await;
     for (run, seed) in seeds(10).into_iter().enumerate() {
         let http2 = run % 3 == 2;
-        tokio::time::timeout(Duration::from_secs(60), vanish(addr, &mut reports, seed, http2))
-            .await
-            .unwrap_or_else(|_| panic!("seed {seed}: the run took over 60 s"));
+        bounded(seed, vanish(addr, &mut reports, seed, http2)).await;
     }
 }
 
@@ -938,15 +934,10 @@ async fn compat_sends_to_clients_that_vanish_get_exactly_one_callback_each() {
                         .collect()
                 }
             };
-            let calls = tokio::time::timeout(Duration::from_secs(20), reports.recv())
-                .await
-                .unwrap_or_else(|_| panic!("seed {seed}: the ticker did not end within 20 s"))
-                .unwrap();
+            let calls = next_report(&mut reports, seed).await;
             check_calls(&calls, &read, seed);
         };
-        tokio::time::timeout(Duration::from_secs(60), run)
-            .await
-            .unwrap_or_else(|_| panic!("seed {seed}: the run took over 60 s"));
+        bounded(seed, run).await;
     }
 }
 
@@ -1037,9 +1028,7 @@ async fn echo_or_ticks(channel: Channel) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_amid_random_conversations_closes_every_channel_cleanly() {
     for seed in seeds(13) {
-        tokio::time::timeout(Duration::from_secs(60), shut_down_amid(seed))
-            .await
-            .unwrap_or_else(|_| panic!("seed {seed}: the run took over 60 s"));
+        bounded(seed, shut_down_amid(seed)).await;
     }
 }
 
@@ -1313,15 +1302,14 @@ async fn fetch_http2(addr: SocketAddr, seed: u64) -> Vec<u8> {
 
 async fn http_runs(addr: SocketAddr, salt: u64, http2: bool) {
     for seed in seeds(salt) {
-        let body = tokio::time::timeout(Duration::from_secs(60), async {
+        let body = bounded(seed, async {
             if http2 {
                 fetch_http2(addr, seed).await
             } else {
                 fetch_http1(addr, seed).await
             }
         })
-        .await
-        .unwrap_or_else(|_| panic!("seed {seed}: the response took over 60 s"));
+        .await;
         let want = expected_body(seed);
         assert_eq!(body.len(), want.len(), "seed {seed}: the body's length");
         assert!(body == want, "seed {seed}: the body differs from the messages in order");
