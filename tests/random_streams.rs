@@ -319,11 +319,6 @@ where
     );
 }
 
-/// Every message back through `next` and `send` on the whole channel.
-async fn loop_echo(channel: Channel) {
-    echo(channel).await;
-}
-
 /// Every message back through the split halves: the Sink's `send_all` fed by the Stream.
 async fn split_echo(channel: Channel) {
     let (mut tx, rx) = channel.split();
@@ -415,7 +410,7 @@ async fn runs(addr: SocketAddr, salt: u64, ticking: bool) {
 
 #[tokio::test]
 async fn random_conversations_with_a_looping_echo() {
-    runs(serve(Config::default(), loop_echo).await, 1, false).await;
+    runs(serve(Config::default(), echo).await, 1, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -491,27 +486,19 @@ fn violation(rng: &mut Rng) -> (Vec<u8>, u16) {
     }
 }
 
-/// The handler of a violation run: the split echo, then its last events on `report`.
+/// The handler of a violation run: echoes each message, and reports every other event once
+/// the stream has ended.
 async fn echo_reporting_events(channel: Channel, report: mpsc::UnboundedSender<Vec<Event>>) {
-    let (mut tx, rx) = channel.split();
-    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
-    let mut messages = rx.filter_map(move |event| {
-        let message = match &event {
-            Event::Message(m) => Some(Ok::<_, webchan::Error>(m.clone().into())),
-            _ => None,
-        };
-        if !matches!(event, Event::Message(_)) {
-            let _ = events_tx.send(event);
-        }
-        ready(message)
-    });
-    let _ = tx.send_all(&mut messages).await;
-    // `send_all` stops at the first send that fails: the rest of the events are still to come.
-    while messages.next().await.is_some() {}
-    drop(messages);
+    let (sender, mut receiver) = channel.split();
     let mut events = Vec::new();
-    while let Some(event) = events_rx.recv().await {
-        events.push(event);
+    while let Some(event) = receiver.next().await {
+        match event {
+            Event::Message(m) => {
+                // Fails once the violation has closed the channel; the events go on to the end.
+                let _ = sender.send(m.into()).await;
+            }
+            other => events.push(other),
+        }
     }
     let _ = report.send(events);
 }
