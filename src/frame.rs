@@ -455,6 +455,10 @@ mod tests {
     use super::*;
 
     fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        client_frame_masked(first, payload, [1, 2, 3, 4])
+    }
+
+    fn client_frame_masked(first: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
         let mut out = vec![first];
         let len = payload.len();
         if len < 126 {
@@ -466,7 +470,6 @@ mod tests {
             out.push(0x80 | 127);
             out.extend_from_slice(&(len as u64).to_be_bytes());
         }
-        let key = [1, 2, 3, 4];
         out.extend_from_slice(&key);
         let mut masked = payload.to_vec();
         apply_mask(&mut masked, key);
@@ -777,13 +780,7 @@ mod tests {
 
     fn masked(frame: &WireFrame, key: [u8; 4]) -> Vec<u8> {
         let (fin, opcode, payload) = frame;
-        let mut out = client_frame(if *fin { 0x80 } else { 0 } | opcode, payload);
-        // `client_frame` masks with [1, 2, 3, 4]: remask with `key`.
-        let at = out.len() - payload.len();
-        out[at..].copy_from_slice(payload);
-        apply_mask(&mut out[at..], key);
-        out[at - 4..at].copy_from_slice(&key);
-        out
+        client_frame_masked(if *fin { 0x80 } else { 0 } | opcode, payload, key)
     }
 
     /// A message as sent: text or not, its size, where it is cut, and the control frames
