@@ -104,38 +104,8 @@ for round in $(seq 1 "$R"); do
   done
 done
 
-python3 - "$OUT/results.tsv" <<'EOF'
-import sys
-from math import comb
-from statistics import median
-
-rounds = {}
-for line in open(sys.argv[1]):
-    r, name, rate = line.split()
-    rounds.setdefault(r, {})[name] = float(rate)
-
-
-def interval(xs):
-    """A distribution-free 95 % confidence interval for the median (order statistics)."""
-    xs, n = sorted(xs), len(xs)
-    k = 0
-    for j in range(n // 2):
-        if sum(comb(n, i) for i in range(j + 1)) / 2**n <= 0.025:
-            k = j + 1
-    return (xs[k - 1], xs[n - k]) if k else (None, None)
-
-
-for name in ("new", "old", "peer"):
-    rates = [v[name] for v in rounds.values() if name in v]
-    if rates:
-        print(f"{name}: median {median(rates):,.0f} msg/s over {len(rates)} rounds")
-for a, b in (("new", "old"), ("new", "peer"), ("old", "peer")):
-    xs = [v[a] / v[b] for v in rounds.values() if a in v and b in v]
-    if not xs:
-        continue
-    lo, hi = interval(xs)
-    ci = f"95 % CI {lo:.3f}-{hi:.3f}" if lo else "too few rounds for an interval (6 or more)"
-    print(f"{a}/{b}: median {median(xs):.3f}, {ci} ({len(xs)} rounds)")
-EOF
+# The medians and the paired ratios with their intervals: benches/compare's `report`, whose
+# interval rule the bench's verdicts use too.
+"$NEW_BIN/report" --ab "$OUT/results.tsv"
 echo "results: $OUT/results.tsv" >&2
 [ "$failures" -eq 0 ]

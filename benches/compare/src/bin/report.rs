@@ -14,10 +14,15 @@
 //!
 //! ```text
 //! report RESULTS.tsv
+//! report --ab AB.tsv
 //! ```
 //!
 //! Each line of the file: `round<TAB>scenario<TAB>server<TAB>exit status<TAB>key=value ...`
 //! (the load client's last line). Exits 1 when any run failed.
+//!
+//! `--ab` reads scripts/ab.sh's file instead (`round<TAB>runner<TAB>rate`, runners `new`,
+//! `old`, `peer`) and prints the median rate of each runner and the paired ratios new/old,
+//! new/peer and old/peer with the same interval.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -281,11 +286,54 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
+/// `--ab`: scripts/ab.sh's rounds (`round<TAB>runner<TAB>rate`) as medians and paired ratios.
+fn ab(text: &str) -> String {
+    let mut rounds: BTreeMap<&str, HashMap<&str, f64>> = BTreeMap::new();
+    for line in text.lines() {
+        let cols: Vec<&str> = line.split('\t').collect();
+        if let [round, runner, rate] = cols[..] {
+            if let Ok(rate) = rate.trim().parse() {
+                rounds.entry(round).or_default().insert(runner, rate);
+            }
+        }
+    }
+    let mut out = String::new();
+    for runner in ["new", "old", "peer"] {
+        let rates: Vec<f64> = rounds.values().filter_map(|r| r.get(runner).copied()).collect();
+        if let Some(m) = median(rates.clone()) {
+            out += &format!("{runner}: median {} msg/s over {} rounds\n", rate(m), rates.len());
+        }
+    }
+    for (a, b) in [("new", "old"), ("new", "peer"), ("old", "peer")] {
+        let ratios: Vec<f64> =
+            rounds.values().filter_map(|r| Some(r.get(a)? / r.get(b)?)).collect();
+        let Some(m) = median(ratios.clone()) else { continue };
+        let interval = match median_interval(&ratios) {
+            Some((_, lo, hi)) => format!("95 % CI {lo:.3}-{hi:.3}"),
+            None => format!("no interval under {MIN_PAIRED} rounds"),
+        };
+        out += &format!("{a}/{b}: median {m:.3}, {interval} ({} rounds)\n", ratios.len());
+    }
+    out
+}
+
 fn main() {
-    let path = std::env::args().nth(1).unwrap_or_else(|| {
-        eprintln!("usage: report RESULTS.tsv");
+    let mut args = std::env::args().skip(1).peekable();
+    let ab_mode = args.next_if(|a| a == "--ab").is_some();
+    let path = args.next().unwrap_or_else(|| {
+        eprintln!("usage: report RESULTS.tsv | report --ab AB.tsv");
         std::process::exit(2)
     });
+    if ab_mode {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => print!("{}", ab(&text)),
+            Err(e) => {
+                eprintln!("report: {path}: {e}");
+                std::process::exit(2)
+            }
+        }
+        return;
+    }
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         eprintln!("report: {path}: {e}");
         std::process::exit(2)
@@ -648,7 +696,26 @@ fn main() {
 
 #[cfg(test)]
 mod tests {
-    use super::{median_interval, Verdict};
+    use super::{ab, median_interval, Verdict};
+
+    #[test]
+    fn ab_pairs_the_runners_round_by_round() {
+        let text = "1\tnew\t110\n1\told\t100\n1\tpeer\t200\n2\tnew\t90\n2\told\t100\n";
+        let out = ab(text);
+        assert!(out.contains("new: median 100 msg/s over 2 rounds"), "{out}");
+        assert!(
+            out.contains("new/old: median 1.000, no interval under 6 rounds (2 rounds)"),
+            "{out}"
+        );
+        assert!(out.contains("new/peer: median 0.550"), "{out}");
+        let six: String =
+            (1..=6).map(|r| format!("{r}\tnew\t{}\n{r}\told\t100\n", 100 + r)).collect();
+        assert!(
+            ab(&six).contains("new/old: median 1.035, 95 % CI 1.010-1.060 (6 rounds)"),
+            "{}",
+            ab(&six)
+        );
+    }
 
     #[test]
     fn interval_ranks_follow_the_binomial_law() {
