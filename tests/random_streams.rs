@@ -337,9 +337,10 @@ async fn split_echo(channel: Channel) {
 /// same one as when it failed.
 fn seeds(salt: u64) -> Vec<u64> {
     if let Ok(seed) = std::env::var("WEBCHAN_SEED") {
-        return vec![seed.parse().unwrap()];
+        return vec![seed.parse().unwrap_or_else(|e| panic!("WEBCHAN_SEED={seed:?}: {e}"))];
     }
-    let count: u64 = std::env::var("RANDOM_RUNS").ok().map_or(6, |s| s.parse().unwrap());
+    let count: u64 = std::env::var("RANDOM_RUNS")
+        .map_or(6, |s| s.parse().unwrap_or_else(|e| panic!("RANDOM_RUNS={s:?}: {e}")));
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
     let base = now.as_nanos() as u64 ^ salt.wrapping_mul(0x2545_F491_4F6C_DD1D);
     let drawn = |run: u64| base.wrapping_add(run.wrapping_mul(0x9E37_79B9_7F4A_7C15)) & !0xFF;
