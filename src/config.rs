@@ -79,8 +79,12 @@ impl Config {
         self.0.timeout
     }
 
-    /// How long a WebSocket closed by the server waits for the client's close frame before it
-    /// drops the connection. The default is 5 seconds.
+    /// How long a WebSocket's closing handshake may last, whoever began it. A WebSocket closed
+    /// by the server waits this long for the client's close frame; one that the client closed,
+    /// or that the server failed for a protocol violation, waits this long for the client to
+    /// take what is still to be written (what was queued before the close, then the close
+    /// frame). Then the connection is dropped, and sends still queued fail with
+    /// [`Error::Closed`](crate::Error::Closed). The default is 5 seconds.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.set().close_timeout = timeout;
         self

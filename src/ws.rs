@@ -478,7 +478,9 @@ impl Conn {
             }
             if let Some(timer) = &mut self.close_timer {
                 if timer.as_mut().poll(cx).is_ready() {
-                    tracing::debug!("peer did not answer our close frame in time; dropping");
+                    tracing::debug!(
+                        "closing handshake not done within the close timeout; dropping"
+                    );
                     self.finish();
                     return Poll::Ready(());
                 }
@@ -500,8 +502,10 @@ impl Conn {
                     again = true;
                 }
             }
-            if let Some(idle) = &mut self.idle {
-                if self.close_sent.is_none() && idle.sleep.as_mut().poll(cx).is_ready() {
+            // Not once closing: `start_close` would do nothing and a fired timer stay ready,
+            // a busy loop until the handshake ended.
+            if let Some(idle) = self.idle.as_mut().filter(|_| !closing) {
+                if idle.sleep.as_mut().poll(cx).is_ready() {
                     let deadline = idle.last + idle.timeout;
                     if Instant::now() >= deadline {
                         self.start_close(1000, "idle timeout");
@@ -711,6 +715,7 @@ impl Conn {
                 }
                 self.peer_close = Some(CloseInfo::websocket(code, reason));
                 self.shutting_down = true;
+                self.arm_close_timer();
             }
         }
     }
@@ -743,6 +748,7 @@ impl Conn {
             self.close_sent = Some(CloseInfo::websocket(violation.code, violation.reason));
         }
         self.fatal = Some(violation.error);
+        self.arm_close_timer();
     }
 
     fn start_close(&mut self, code: u16, reason: &str) {
@@ -751,8 +757,18 @@ impl Conn {
         }
         frame::encode_close(self.wbuf(), code, reason);
         self.close_sent = Some(CloseInfo::websocket(code, reason));
-        self.close_timer =
-            Some(Box::pin(tokio::time::sleep(self.shared.config.get().close_timeout)));
+        self.arm_close_timer();
+    }
+
+    /// The closing handshake began, whoever began it: it ends within the close timeout. A
+    /// peer that sent its close frame, or broke the protocol, and then stopped reading would
+    /// otherwise hold the connection, and every send still queued, for as long as its TCP
+    /// stays up: what is queued must be written before our close frame and the end of TCP.
+    fn arm_close_timer(&mut self) {
+        if self.close_timer.is_none() {
+            let timeout = self.shared.config.get().close_timeout;
+            self.close_timer = Some(Box::pin(tokio::time::sleep(timeout)));
+        }
     }
 
     /// Encodes queued messages and writes. Returns true when it stopped with more to send

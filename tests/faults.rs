@@ -260,6 +260,95 @@ async fn a_peer_that_never_answers_our_close_is_dropped_after_the_close_timeout(
     assert_still_serving(addr).await;
 }
 
+/// A client whose connection the server cannot write to any more (it reads nothing, and the
+/// server's sends have filled the socket's buffers), then sends `last`: the closing handshake
+/// cannot finish. Returns the channel and a send accepted before, still queued. (The send that
+/// `send_numbered_until_stalled` stopped waiting for is queued too: nobody awaits its outcome,
+/// so it reports as an `Event::Error(Error::Closed)` if the channel ends without writing it.)
+async fn stalled_then(
+    channels: &mut mpsc::UnboundedReceiver<Channel>,
+    addr: SocketAddr,
+    last: &[u8],
+) -> (RawWs, Channel, Completion) {
+    let mut raw = RawWs::connect_path(addr, "/test").await;
+    let ch = next_channel(channels).await;
+    support::send_numbered_until_stalled(&ch.sender()).await;
+    let queued = ch.sender().try_send(Message::Binary(vec![1; 1024].into())).expect("accepted");
+    raw.raw(last).await;
+    (raw, ch, queued)
+}
+
+#[tokio::test]
+async fn a_client_that_closes_and_then_reads_nothing_is_dropped_after_the_close_timeout() {
+    let config = Config::default().close_timeout(Duration::from_millis(300));
+    let (addr, mut channels) = serve_channels(config).await;
+    let close = encode_frame(0x88, Some([1, 2, 3, 4]), &[0x0f, 0xa0, b'b', b'y', b'e'], None);
+    let (mut raw, mut ch, queued) = stalled_then(&mut channels, addr, &close).await;
+    // Before the close timeout covered this, the channel stayed open for as long as the
+    // client's TCP did, holding what was queued.
+    let events = all_events(&mut ch).await;
+    assert!(
+        matches!(&events[..], [Event::Open, Event::Error(Error::Closed), Event::Closed(info)] if *info == CloseInfo::websocket(4000, "bye")),
+        "{events:?}"
+    );
+    let outcome = tokio::time::timeout(LIMIT, queued).await.expect("the queued send hung");
+    assert!(matches!(outcome, Err(Error::Closed)), "{outcome:?}");
+    assert!(raw.eof().await, "the server did not drop the connection");
+    assert_still_serving(addr).await;
+}
+
+#[tokio::test]
+async fn a_client_that_breaks_the_protocol_and_then_reads_nothing_is_dropped_after_the_close_timeout(
+) {
+    let config = Config::default().close_timeout(Duration::from_millis(300));
+    let (addr, mut channels) = serve_channels(config).await;
+    // An unmasked frame: the server fails the connection with 1002.
+    let (mut raw, mut ch, queued) = stalled_then(&mut channels, addr, &[0x82, 0x01, 0x00]).await;
+    let events = all_events(&mut ch).await;
+    assert!(
+        matches!(&events[..], [Event::Open, Event::Error(Error::Protocol(_)), Event::Error(Error::Closed), Event::Closed(info)] if info.code == Some(1002)),
+        "{events:?}"
+    );
+    let outcome = tokio::time::timeout(LIMIT, queued).await.expect("the queued send hung");
+    assert!(matches!(outcome, Err(Error::Closed)), "{outcome:?}");
+    assert!(raw.eof().await, "the server did not drop the connection");
+    assert_still_serving(addr).await;
+}
+
+/// CPU time of the calling thread, in seconds (Linux).
+fn thread_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // The fields after the command name, which is in parentheses: utime and stime are the
+    // 12th and 13th of them, in clock ticks (100 per second).
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+#[tokio::test]
+async fn an_idle_timeout_that_falls_in_a_closing_handshake_does_not_spin() {
+    // The idle timeout fires 1 s after the client's last message, while the closing handshake
+    // the client began waits for a socket that takes nothing (4 s at most). Before, the fired
+    // timer stayed ready and the connection's task polled it without end: a busy loop for the
+    // rest of the handshake, ~100 % of a core. Server and test share this thread (the test's
+    // runtime is single-threaded), so its CPU time shows it.
+    let config =
+        Config::default().close_timeout(Duration::from_secs(4)).timeout(Duration::from_secs(1));
+    let (addr, mut channels) = serve_channels(config).await;
+    let mut last = encode_frame(0x82, Some([1, 2, 3, 4]), b"data", None);
+    last.extend(encode_frame(0x88, Some([1, 2, 3, 4]), &[0x03, 0xe8], None));
+    let (raw, mut ch, _queued) = stalled_then(&mut channels, addr, &last).await;
+    let before = thread_cpu();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spent = thread_cpu() - before;
+    // Idle, this thread spends ~0 s; spinning, it took ~1 s of the 2 even on a busy machine.
+    assert!(spent < 0.4, "{spent} s of CPU in 2 s of a stalled closing handshake");
+    let events = all_events(&mut ch).await;
+    // The client's close, not the idle timeout's.
+    assert_eq!(closed_of(&events), CloseInfo::websocket(1000, ""), "{events:?}");
+    drop(raw);
+}
+
 // ---- panics ----
 
 #[tokio::test]
