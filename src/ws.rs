@@ -579,7 +579,11 @@ impl Conn {
                 watch.settle();
             }
         }
-        if self.paused && self.close_sent.is_none() {
+        // Also once we sent our close: a client that goes on sending would otherwise have all
+        // it sends until the close timeout buffered for an application that reads nothing
+        // (159 MiB in 1.8 s over loopback with a 64 KiB limit, before 2026-12-05). What stays
+        // unread then ends with the connection, as it would have had the client been slower.
+        if self.paused {
             self.paused = self.shared.read_paused();
             if self.paused {
                 return false;
@@ -587,6 +591,13 @@ impl Conn {
         }
         let mut count = 0;
         let mut data = false;
+        // Bytes of messages decoded by this call: past the queue limit, the events go to the
+        // stream, which then pauses reading if the application is behind. Without this, a
+        // client faster than one read call took in up to `READ_BUDGET` messages of any size
+        // (64 MiB each by default) past the limit before the pause (69 MiB against a 256 KiB
+        // limit, with 1 MiB messages from a client on its own thread, before 2026-12-05).
+        let mut bytes = 0;
+        let limit = self.shared.config.get().queue_limit;
         let mut heard = false;
         let mut budget_spent = false;
         loop {
@@ -602,12 +613,20 @@ impl Conn {
             match decoded {
                 Ok(Some(decoded)) => {
                     count += 1;
-                    data |= matches!(decoded, Decoded::Text(_) | Decoded::Binary(_));
+                    let size = match &decoded {
+                        Decoded::Text(t) => Some(t.len()),
+                        Decoded::Binary(b) => Some(b.len()),
+                        _ => None,
+                    };
+                    if let Some(size) = size {
+                        data = true;
+                        bytes += size;
+                    }
                     self.on_decoded(decoded);
                     if self.read_closed {
                         break;
                     }
-                    if count >= READ_BUDGET {
+                    if count >= READ_BUDGET || bytes > limit {
                         budget_spent = true;
                         break;
                     }

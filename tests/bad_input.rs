@@ -581,6 +581,136 @@ async fn a_client_that_floods_an_application_that_does_not_read_is_slowed_by_tcp
     writer.abort();
 }
 
+/// A server handing every channel to the test, and a connected client socket. With a
+/// `buffer` size, the server's accepted sockets get a receive buffer and the client's socket a
+/// send buffer of that many bytes: what a client gets to write is then what the server took
+/// in, give or take these two buffers. Without, the kernel sizes them (autotuning).
+async fn flood_setup(
+    config: Config,
+    buffer: Option<u32>,
+) -> (SocketAddr, mpsc::UnboundedReceiver<Channel>, TcpStream) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    let client = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(buffer) = buffer {
+        socket.set_recv_buffer_size(buffer).unwrap();
+        client.set_send_buffer_size(buffer).unwrap();
+    }
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (tx, channels) = mpsc::unbounded_channel();
+    let addr = support::serve_on(
+        socket.listen(16).unwrap(),
+        config,
+        |r| r,
+        move |ch: Channel| {
+            let _ = tx.send(ch);
+            async {}
+        },
+    );
+    (addr, channels, client.connect(addr).await.unwrap())
+}
+
+/// Writes numbered binary frames of `size` bytes from a thread of its own (so as fast as the
+/// server reads, not only while the server's thread waits), up to `cap` frames or the first
+/// error; counts the frames written whole.
+fn flood_from_a_thread(tcp: TcpStream, size: usize, cap: u32) -> Arc<AtomicUsize> {
+    let written = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&written);
+    let tcp = tcp.into_std().unwrap();
+    tcp.set_nonblocking(false).unwrap();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut tcp = tcp;
+        // Encoded once (masking a large payload byte by byte in a debug build would make
+        // this client slower than the server), each frame's number patched in, masked.
+        let mask = [1, 2, 3, 4];
+        let mut frame = encode_frame(0x82, Some(mask), &vec![7; size], None);
+        let start = frame.len() - size;
+        for i in 0..cap {
+            for (k, byte) in i.to_be_bytes().into_iter().enumerate() {
+                frame[start + k] = byte ^ mask[k];
+            }
+            if tcp.write_all(&frame).is_err() {
+                break;
+            }
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    written
+}
+
+/// Waits until `written` has not moved for half a second; returns it.
+async fn stalled(written: &AtomicUsize, cap: usize) -> usize {
+    let mut last = usize::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = written.load(Ordering::SeqCst);
+        assert!(now < cap, "{cap} frames went to an application that reads nothing");
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+#[tokio::test]
+async fn a_flood_of_large_messages_as_fast_as_the_server_reads_is_held_to_the_queue_limit() {
+    // One read call of the server's decoded up to 64 messages before it looked at the limit: a
+    // client that kept up took in 69 MiB against this 256 KiB limit (1 MiB messages) before
+    // 2026-12-05, up to 64 times the message size limit in general.
+    const QUEUE: usize = 256 * 1024;
+    const SIZE: usize = 1024 * 1024;
+    const CAP: u32 = 1024;
+    // The kernel sizes the buffers, as for a server's sockets: with autotuning, a read call
+    // finds several messages' worth.
+    let (addr, mut channels, tcp) = flood_setup(Config::default().queue_limit(QUEUE), None).await;
+    let raw = RawWs::upgrade(tcp, addr, "/").await;
+    let mut ch = support::next_channel(&mut channels).await; // held, not polled
+    let written = flood_from_a_thread(raw.tcp, SIZE, CAP);
+    let last = stalled(&written, CAP as usize).await;
+    // Over the limit by less than the limit itself and one message (the read that crossed it),
+    // and the kernel's buffers, and a frame being written.
+    let bound = 2 * QUEUE + 2 * SIZE + max_send_buffer() + max_receive_buffer();
+    eprintln!("the client wrote {} bytes before TCP stopped it (bound {bound})", last * SIZE);
+    assert!(last * SIZE <= bound, "{} bytes taken in (bound {bound})", last * SIZE);
+    // Nothing is lost: the application reads, and every message arrives in order.
+    assert!(matches!(tokio::time::timeout(LIMIT, ch.next()).await.unwrap(), Some(Event::Open)));
+    for i in 0..last as u32 {
+        match tokio::time::timeout(LIMIT, ch.next()).await.expect("stuck after draining") {
+            Some(Event::Message(webchan::Incoming::Binary(b))) => {
+                assert_eq!(b.len(), SIZE);
+                assert_eq!(u32::from_be_bytes(b[..4].try_into().unwrap()), i, "lost or reordered");
+                assert!(b[4..].iter().all(|&x| x == 7), "message {i} damaged");
+            }
+            other => panic!("message {i}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_floods_after_our_close_is_held_to_the_queue_limit_too() {
+    // After the server sent its close, it read on whatever the application's backlog, to see
+    // the client's close: a client that went on sending had all it sent until the close
+    // timeout buffered (159 MiB in 1.8 s with this 64 KiB limit, before 2026-12-05).
+    const QUEUE: usize = 64 * 1024;
+    const SIZE: usize = 64 * 1024;
+    const BUFFER: u32 = 64 * 1024;
+    const CAP: u32 = 4096;
+    let config = Config::default().queue_limit(QUEUE).close_timeout(Duration::from_secs(3));
+    let (addr, mut channels, tcp) = flood_setup(config, Some(BUFFER)).await;
+    let raw = RawWs::upgrade(tcp, addr, "/").await;
+    let mut ch = support::next_channel(&mut channels).await; // held, not polled
+    assert!(ch.sender().start_close(1000, "bye"));
+    let written = flood_from_a_thread(raw.tcp, SIZE, CAP);
+    let last = stalled(&written, CAP as usize).await;
+    // As above; the buffers' sizes asked for are doubled by Linux.
+    let bound = 2 * QUEUE + 2 * SIZE + 4 * BUFFER as usize;
+    eprintln!("the client wrote {} bytes before TCP stopped it (bound {bound})", last * SIZE);
+    assert!(last * SIZE <= bound, "{} bytes taken in (bound {bound})", last * SIZE);
+    // The client never answered: the close timeout ends the connection, with our code.
+    let events = all_events(&mut ch).await;
+    assert_eq!(closed_of(&events), CloseInfo::websocket(1000, "bye"));
+}
+
 /// The kernel's largest receive buffer.
 fn max_receive_buffer() -> usize {
     std::fs::read_to_string("/proc/sys/net/ipv4/tcp_rmem")
