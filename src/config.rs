@@ -111,8 +111,10 @@ impl Config {
     /// Dead-peer detection for WebSockets: when nothing has been received for `interval`, send
     /// a ping; if nothing at all arrives within `timeout` after it, drop the connection and
     /// report `Closed` with 1006 and the reason `"keepalive timeout"`. Any frame from the peer
-    /// counts as life. Pings and pongs do not count as traffic for the idle
-    /// [`timeout`](Self::timeout). The default is a ping after 25 s of silence and 20 s to
+    /// counts as life. While the server does not read because the application is behind (see
+    /// [`queue_limit`](Self::queue_limit)), the peer is not held silent: what it sent waits
+    /// unread, and a dead peer is found once reading resumes. Pings and pongs do not count as
+    /// traffic for the idle [`timeout`](Self::timeout). The default is a ping after 25 s of silence and 20 s to
     /// answer (a peer behind a NAT or a proxy that drops quiet connections after 30-60 s stays
     /// reachable); `None` turns it off.
     ///

@@ -488,6 +488,12 @@ impl Conn {
             // Once the closing handshake has begun, the close timer governs.
             let closing = self.close_sent.is_some() || self.peer_close.is_some();
             if let Some(watch) = self.keepalive.as_ref().filter(|_| !closing) {
+                if self.paused {
+                    // We stopped reading (the application is behind): what the peer sent,
+                    // pongs too, waits unread in the kernel. That silence is ours, not the
+                    // peer's; a dead peer is found once reading resumes.
+                    watch.heard();
+                }
                 if watch.is_dead() {
                     tracing::debug!("no answer to our ping: dropping the connection");
                     self.keepalive_expired = true;

@@ -59,6 +59,49 @@ async fn a_peer_that_answers_pings_stays_connected_while_nobody_reads_or_writes(
 }
 
 #[tokio::test]
+async fn a_peer_that_answers_pings_stays_connected_while_the_server_stops_reading_for_a_slow_application(
+) {
+    // The application reads nothing, so after 4 KiB of messages the server stops reading: the
+    // client's pongs then wait unread in the kernel with the rest. Before 2026-12-05 keepalive
+    // took that for a dead peer: 1006 "keepalive timeout" after ~0.4 s, and 95 of these 100
+    // messages lost.
+    let config = keepalive(100, 150).queue_limit(4096);
+    let (addr, mut channels) = serve_channels(config).await;
+    let mut raw = RawWs::connect(addr).await;
+    let mut ch = next_channel(&mut channels).await;
+    for i in 0..100u32 {
+        let mut payload = vec![0u8; 1024];
+        payload[..4].copy_from_slice(&i.to_be_bytes());
+        raw.frame(0x82, &payload).await;
+    }
+    // The client answers every ping for 1.2 s (interval + timeout several times over).
+    let mut pings = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1200);
+    while let Ok(frame) = tokio::time::timeout_at(deadline, raw.read_frame()).await {
+        let (first, payload) = frame.expect("the server dropped the connection");
+        assert_eq!(first, 0x89, "only pings from the server");
+        pings += 1;
+        raw.frame(0x8a, &payload).await;
+    }
+    assert!(pings >= 1, "no ping in 1.2 s");
+    // The application catches up: every message, in order, and the channel still open.
+    assert!(matches!(next_of(&mut ch).await, Some(Event::Open)));
+    for i in 0..100u32 {
+        match next_of(&mut ch).await {
+            Some(Event::Message(webchan::Incoming::Binary(b))) => {
+                assert_eq!(u32::from_be_bytes(b[..4].try_into().unwrap()), i)
+            }
+            other => panic!("message {i}: {other:?}"),
+        }
+    }
+    assert!(ch.is_open());
+    // And keepalive works again once reading resumed: a client that stops answering goes.
+    assert!(raw.eof().await, "the server did not drop the peer that stopped answering");
+    let events = all_events(&mut ch).await;
+    assert_eq!(closed_of(&events), CloseInfo::websocket(1006, "keepalive timeout"));
+}
+
+#[tokio::test]
 async fn keepalive_pings_do_not_count_as_traffic_for_the_idle_timeout() {
     let config = keepalive(50, 1000).timeout(Duration::from_millis(400));
     let (rec, mut rx) = recorder();
