@@ -66,7 +66,8 @@ impl Config {
     }
 
     /// A WebSocket closes (with 1000, reason `"idle timeout"`) after this long without a frame
-    /// in either direction; an HTTP stream ends this long after it opened, whatever the
+    /// in either direction (not while messages wait unread because the application is behind:
+    /// see [`queue_limit`](Self::queue_limit)); an HTTP stream ends this long after it opened, whatever the
     /// traffic, with a complete response. Zero means no timeout. The default is zero.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.set().timeout = timeout;

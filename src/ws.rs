@@ -512,6 +512,11 @@ impl Conn {
             // a busy loop until the handshake ended.
             if let Some(idle) = self.idle.as_mut().filter(|_| !closing) {
                 if idle.sleep.as_mut().poll(cx).is_ready() {
+                    if self.paused {
+                        // Messages wait unread for the application: busy, not idle (as for
+                        // keepalive above).
+                        idle.last = Instant::now();
+                    }
                     let deadline = idle.last + idle.timeout;
                     if Instant::now() >= deadline {
                         self.start_close(1000, "idle timeout");

@@ -729,6 +729,39 @@ async fn idle_timeout_closes_after_no_traffic_in_either_direction() {
 }
 
 #[tokio::test]
+async fn a_client_that_sends_is_not_idle_while_the_server_stops_reading_for_a_slow_application() {
+    // The application reads nothing, so after 4 KiB of messages the server stops reading; the
+    // client goes on sending, a message every 100 ms. Before 2026-12-05 the idle timer saw no
+    // frame read and closed with "idle timeout" 300 ms later, and the unread messages were
+    // lost.
+    let config = Config::default().timeout(Duration::from_millis(300)).queue_limit(4096);
+    let (addr, mut channels) = serve_channels(config).await;
+    let mut raw = RawWs::connect(addr).await;
+    let mut ch = next_channel(&mut channels).await;
+    for i in 0..20u32 {
+        let mut payload = vec![0u8; 1024];
+        payload[..4].copy_from_slice(&i.to_be_bytes());
+        raw.frame(0x82, &payload).await;
+        // Nothing from the server meanwhile (no close frame).
+        let heard = tokio::time::timeout(Duration::from_millis(100), raw.read_frame()).await;
+        assert!(heard.is_err(), "message {i}: the server sent {heard:?}");
+    }
+    // The application catches up: every message, in order, and the channel still open.
+    assert!(matches!(next_of(&mut ch).await, Some(Event::Open)));
+    for i in 0..20u32 {
+        match next_of(&mut ch).await {
+            Some(Event::Message(Incoming::Binary(b))) => {
+                assert_eq!(u32::from_be_bytes(b[..4].try_into().unwrap()), i)
+            }
+            other => panic!("message {i}: {other:?}"),
+        }
+    }
+    assert!(ch.is_open());
+    // Then silence, with nothing unread: the idle timeout closes as usual.
+    assert_eq!(raw.read_close().await, Some((1000, "idle timeout".to_owned())));
+}
+
+#[tokio::test]
 async fn outgoing_traffic_also_resets_the_idle_timeout() {
     let (addr, mut channels) =
         serve_channels(Config::default().timeout(Duration::from_millis(300))).await;
