@@ -56,8 +56,7 @@
 //! may also return an error (any closure returning `()` or `Result<(), E>` works, see
 //! [`CallbackResult`]): the spec's "if this callback throws an exception, it will be reported
 //! to the as-channel `:on-error` callback". Such an error reaches `on_error` as
-//! [`Error::Panicked`] too, with a text that names the callback and the error (the crate's
-//! [`Error`] has no variant for an error returned by a callback).
+//! [`Error::Callback`], which names the callback and holds the error.
 //!
 //! Errors with no `on_error` to go to are logged: panics with `tracing::error!`, others with
 //! `tracing::debug!`.
@@ -807,8 +806,14 @@ pub fn as_channel<B>(request: Request<B>, options: Options) -> ResponseFuture {
                 on_error: options.on_error,
                 on_close: options.on_close,
             };
-            let runner =
-                Runner { handle: handle.clone(), callbacks, receiver, pending: rx, front: None };
+            let runner = Runner {
+                handle: handle.clone(),
+                callbacks,
+                receiver,
+                pending: rx,
+                front: None,
+                opened: false,
+            };
             tokio::spawn(runner.run());
             ResponseFuture { state: State::Channel(reply), handle: Some(handle) }
         }
@@ -861,7 +866,9 @@ impl fmt::Debug for ResponseFuture {
 
 impl ResponseFuture {
     /// The channel's handle (before it opened: sends are queued until then); `None` when the
-    /// request was refused.
+    /// request was refused. The `on_success` of a send made here comes after `on_open`; on an
+    /// HTTP stream its bytes may already be written by the time `on_open` runs (the response
+    /// is under way as soon as it is awaited).
     #[must_use]
     pub fn handle(&self) -> Option<&Handle> {
         self.handle.as_ref()
@@ -933,6 +940,10 @@ struct Runner {
     pending: mpsc::UnboundedReceiver<Pending>,
     /// The oldest send whose outcome is awaited.
     front: Option<Pending>,
+    /// `on_open` ran: until then no send's outcome is looked at, so that a send made before
+    /// the channel opened (on [`ResponseFuture::handle`]) has its `on_success` after
+    /// `on_open`, not before (on a WebSocket its frame can go out in the poll that opens it).
+    opened: bool,
 }
 
 enum Step {
@@ -946,6 +957,7 @@ impl Runner {
             match poll_fn(|cx| self.poll_step(cx)).await {
                 Step::Sent(pending, result) => self.sent(pending, result),
                 Step::Event(Some(Event::Open)) => {
+                    self.opened = true;
                     if let Some(f) = self.callbacks.on_open.clone() {
                         self.guard("on_open", || f(&self.handle));
                     }
@@ -971,8 +983,10 @@ impl Runner {
     }
 
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
-        if let Poll::Ready(Some(step)) = self.poll_sent(cx) {
-            return Poll::Ready(step);
+        if self.opened {
+            if let Poll::Ready(Some(step)) = self.poll_sent(cx) {
+                return Poll::Ready(step);
+            }
         }
         Pin::new(&mut self.receiver).poll_next(cx).map(Step::Event)
     }
