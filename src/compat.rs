@@ -827,7 +827,9 @@ pub fn as_channel<B>(request: Request<B>, options: Options) -> ResponseFuture {
 /// return. Change its status or add headers before awaiting it.
 ///
 /// A WebSocket's resolves at once to the `101`; a status other than 101 set here refuses the
-/// upgrade (the channel gets `on_error` and `on_close`, never `on_open`). An HTTP stream's
+/// upgrade (the channel gets `on_error` and `on_close`, never `on_open`), and so does dropping
+/// it unawaited, as a handler that answers with a response of its own (a 403) does: the
+/// channel then gets `on_error` and `on_close` at once. An HTTP stream's
 /// resolves when its head is due: at the first send or close, or at the timeout; dropping it
 /// before then closes the channel.
 ///

@@ -30,7 +30,8 @@ pub enum Error {
     /// [`Rejection`](crate::Rejection) holds the 4xx response that says why.
     Handshake(&'static str),
     /// The HTTP upgrade to a WebSocket did not complete (the handler answered with another
-    /// status, or the client went away before the `101` was sent).
+    /// status or dropped its [`Reply`](crate::Reply), or the client went away before the `101`
+    /// was sent).
     Upgrade(Arc<dyn std::error::Error + Send + Sync>),
     /// The message cannot be sent on this channel, as it is (e.g. a response head after the
     /// first send of an HTTP stream, or on a WebSocket). The channel stays usable.

@@ -12,7 +12,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use crate::head::RequestHead;
 use crate::shared::Shared;
 use crate::stream::{Body, StreamHead};
-use crate::{Channel, Config, Error, Kind};
+use crate::{Channel, CloseInfo, Config, Error, Kind};
 
 /// Turns a request into a [`Channel`] and the response that goes with it.
 ///
@@ -369,8 +369,12 @@ impl From<Rejection> for Error {
 /// Before awaiting it, the handler can add headers and (for an HTTP stream) choose the status.
 /// A WebSocket's reply resolves at once to the `101 Switching Protocols` with the headers
 /// added; if the handler sets another status, the connection is not upgraded and the channel
-/// yields an error and `Closed`. An HTTP stream's reply resolves when the head is due (the
-/// first send or close, or the timeout); dropping it before then closes the channel.
+/// yields an error and `Closed`. Dropping a WebSocket's reply unawaited refuses the upgrade
+/// too, at once: a handler that makes the channel and then returns a response of its own (a
+/// 403 after an auth check) leaves the connection un-upgraded, and the channel yields
+/// [`Error::Upgrade`] then `Closed` (1006), never `Open`. An HTTP stream's reply resolves when
+/// the head is due (the first send or close, or the timeout); dropping it before then closes
+/// the channel.
 ///
 /// # Examples
 ///
@@ -475,3 +479,33 @@ impl Future for Reply {
         }
     }
 }
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        // A WebSocket's reply dropped before it gave its response: the handler answered with
+        // a response of its own (or gave up), so the client never gets the `101`. Refuse the
+        // upgrade now, so that the channel ends at once (Error, then Closed) and `ws::drive`
+        // does not open it on the connection hyper may still hand over (it does for any
+        // request that asked for an upgrade, whatever the response). An HTTP stream's
+        // `StreamHead` closes its channel when dropped.
+        if let ReplyState::Ready(shared, _) = &self.state {
+            let error = Error::Upgrade(Arc::new(ReplyDropped));
+            shared.finish(CloseInfo::websocket(1006, ""), Some(error));
+        }
+    }
+}
+
+/// Why a WebSocket whose [`Reply`] was dropped never opened.
+#[derive(Debug)]
+struct ReplyDropped;
+
+impl fmt::Display for ReplyDropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "the reply was dropped before it was returned (the handler answered with a \
+             response of its own, or the request was abandoned): no 101 was sent",
+        )
+    }
+}
+
+impl std::error::Error for ReplyDropped {}

@@ -5,8 +5,9 @@ mod support;
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use support::*;
-use webchan::Config;
+use webchan::{Config, Event};
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
@@ -238,4 +239,212 @@ async fn an_origin_outside_the_allow_list_is_403_and_listed_or_absent_origins_pa
     assert!(good.starts_with("HTTP/1.1 101"), "{good}");
     let none = status_line(addr, upgrade(None)).await;
     assert!(none.starts_with("HTTP/1.1 101"), "{none}");
+}
+
+// ---- A handler that makes a WebSocket channel, then drops its reply and answers 403 ----
+//
+// Immutant: a handler that answers an upgrade request with an ordinary response is not
+// upgraded. Before 2026-12-05 a dropped `Reply` (or compat `ResponseFuture`) of a WebSocket
+// did not refuse the upgrade: the channel got no `Error`/`Closed` while the client kept its
+// connection, and once the client half-closed it, hyper handed the raw connection over as
+// the pending upgrade and the channel opened on it (compat: `["open", "close Some(1006)"]`,
+// with a message written to a client that got a 403).
+
+const UPGRADE_HEADERS: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+
+/// Serves one connection per accept with `service`, upgrades enabled.
+fn serve_service<S>(listener: tokio::net::TcpListener, service: S)
+where
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<webchan::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let service = service.clone();
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tcp), service)
+                .await;
+            });
+        }
+    });
+}
+
+fn forbidden() -> http::Response<webchan::Body> {
+    let mut r = http::Response::new(webchan::Body::empty());
+    *r.status_mut() = http::StatusCode::FORBIDDEN;
+    r
+}
+
+/// Connects, sends the upgrade request, and reads the response head, which must be a 403.
+async fn upgrade_and_expect_403(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\n{UPGRADE_HEADERS}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut head))
+        .await
+        .expect("no response within 10 s")
+        .unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    tcp
+}
+
+/// Half-closes the client's side and returns whatever the server writes after the response
+/// (3 s at most).
+async fn bytes_after_half_close(mut tcp: tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), tcp.read_to_end(&mut rest)).await;
+    rest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_websocket_reply_refuses_the_upgrade_error_then_closed_never_open() {
+    type Made = (webchan::Channel, webchan::Completion);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut made) = tokio::sync::mpsc::unbounded_channel::<Made>();
+    serve_service(
+        listener,
+        hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let tx = tx.clone();
+            async move {
+                if let Ok((reply, channel)) = webchan::as_channel(request, Config::default()) {
+                    // Queued before the refusal: it must never reach the client.
+                    let sent = channel.sender().try_send("hello after a 403".into()).unwrap();
+                    // An auth check fails: the handler drops the reply and answers itself.
+                    drop(reply);
+                    let _ = tx.send((channel, sent));
+                }
+                Ok::<_, std::convert::Infallible>(forbidden())
+            }
+        }),
+    );
+    let tcp = upgrade_and_expect_403(addr).await;
+    let (mut channel, sent) = tokio::time::timeout(Duration::from_secs(10), made.recv())
+        .await
+        .expect("no channel within 10 s")
+        .unwrap();
+    // The client keeps its connection: the channel still ends, with Error then Closed.
+    let mut events = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(5), channel.next()).await {
+        let closed = matches!(event, Event::Closed(_));
+        events.push(event);
+        if closed {
+            break;
+        }
+    }
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Event::Error(webchan::Error::Upgrade(_)), Event::Closed(info)] if info.code == Some(1006)
+        ),
+        "a dropped reply must give Error(Upgrade) then Closed(1006), no Open; got {events:?}"
+    );
+    assert!(matches!(sent.await, Err(webchan::Error::Closed)));
+    assert!(channel.sender().try_send("later".into()).is_err());
+    // The client half-closes: hyper hands the connection over as the pending upgrade, which
+    // must not open the channel or write anything after the 403.
+    let rest = bytes_after_half_close(tcp).await;
+    assert!(
+        rest.is_empty(),
+        "{} bytes after the 403: {:?}",
+        rest.len(),
+        String::from_utf8_lossy(&rest)
+    );
+    let after = tokio::time::timeout(Duration::from_secs(1), channel.next()).await;
+    assert!(matches!(after, Ok(None)), "an event after Closed: {after:?}");
+}
+
+type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A server whose handler makes a compat channel (whose `on_open` sends a message), then drops
+/// the `ResponseFuture` and answers 403 itself.
+async fn serve_compat_refusing(log: &Log) -> std::net::SocketAddr {
+    use webchan::compat::{Options, SendOptions};
+    let (a, b, c) = (log.clone(), log.clone(), log.clone());
+    let options = Options::new()
+        .on_open(move |h| {
+            a.lock().unwrap().push("open".into());
+            let _ = h.send("hello after a 403", SendOptions::new());
+        })
+        .on_error(move |_, e| b.lock().unwrap().push(format!("error {e}")))
+        .on_close(move |_, i| c.lock().unwrap().push(format!("close {:?}", i.code)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    serve_service(
+        listener,
+        hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            // The handler makes the channel, then decides to refuse (say, an auth check): it
+            // returns its own response instead of the channel's.
+            drop(webchan::compat::as_channel(request, options.clone()));
+            async move { Ok::<_, std::convert::Infallible>(forbidden()) }
+        }),
+    );
+    addr
+}
+
+/// Waits (5 s at most) until the log has an entry starting with `prefix`.
+async fn wait_for_entry(log: &Log, prefix: &str) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = log.lock().unwrap().clone();
+        if seen.iter().any(|s| s.starts_with(prefix)) || tokio::time::Instant::now() > deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The channel closes (on_error, then on_close; no on_open) soon after the 403, while the
+/// client keeps its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compat_a_dropped_response_future_closes_the_channel_at_once() {
+    let log: Log = std::sync::Arc::default();
+    let addr = serve_compat_refusing(&log).await;
+    let _tcp = upgrade_and_expect_403(addr).await;
+    let seen = wait_for_entry(&log, "close").await;
+    assert!(
+        seen.len() == 2
+            && seen[0].starts_with("error websocket upgrade did not complete")
+            && seen[1] == "close Some(1006)",
+        "with the connection still open, a dropped ResponseFuture must give on_error then \
+         on_close(1006), never on_open; got {seen:?}"
+    );
+}
+
+/// The client half-closes after the 403: the server must not "open" a WebSocket on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compat_a_dropped_response_future_never_opens_after_the_client_half_closes() {
+    let log: Log = std::sync::Arc::default();
+    let addr = serve_compat_refusing(&log).await;
+    let tcp = upgrade_and_expect_403(addr).await;
+    let rest = bytes_after_half_close(tcp).await;
+    let seen = wait_for_entry(&log, "close").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen_later = log.lock().unwrap().clone();
+    assert!(
+        !seen_later.iter().any(|s| s == "open") && rest.is_empty(),
+        "after a 403: on_open must not run, nothing may follow the response; got {} bytes \
+         ({:?}), callbacks: {seen_later:?}",
+        rest.len(),
+        String::from_utf8_lossy(&rest)
+    );
+    assert_eq!(seen, seen_later, "a callback after on_close");
+    assert_eq!(seen_later.last().map(String::as_str), Some("close Some(1006)"), "{seen_later:?}");
 }
