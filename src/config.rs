@@ -55,6 +55,15 @@ impl Default for Settings {
     }
 }
 
+/// The longest duration a setting holds: longer ones are cut to this (30 years), so that a
+/// deadline computed from one cannot overflow (`Duration::MAX` as "never" panicked in
+/// `Instant + Duration` before 2026-12-05).
+const LONGEST: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
+fn bounded(duration: Duration) -> Duration {
+    duration.min(LONGEST)
+}
+
 impl Config {
     fn set(&mut self) -> &mut Settings {
         std::sync::Arc::make_mut(&mut self.0)
@@ -67,10 +76,15 @@ impl Config {
 
     /// A WebSocket closes (with 1000, reason `"idle timeout"`) after this long without a frame
     /// in either direction (not while messages wait unread because the application is behind:
-    /// see [`queue_limit`](Self::queue_limit)); an HTTP stream ends this long after it opened, whatever the
-    /// traffic, with a complete response. Zero means no timeout. The default is zero.
+    /// see [`queue_limit`](Self::queue_limit)). An HTTP stream ends this long after it opened,
+    /// whatever the traffic, with a complete response; if the client has not taken its end
+    /// [`close_timeout`](Self::close_timeout) later (it reads nothing), the stream is dropped:
+    /// an [`Event::Error`](crate::Event::Error) (`TimedOut`), then `Closed`, and what was not
+    /// written fails with [`Error::Closed`](crate::Error::Closed). Zero means no timeout. The
+    /// default is zero. Durations here and in the other settings are cut to 30 years, so
+    /// `Duration::MAX` also means never.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.set().timeout = timeout;
+        self.set().timeout = bounded(timeout);
         self
     }
 
@@ -87,13 +101,13 @@ impl Config {
     /// frame). Then the connection is dropped, and sends still queued fail with
     /// [`Error::Closed`](crate::Error::Closed). The default is 5 seconds.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.set().close_timeout = timeout;
+        self.set().close_timeout = bounded(timeout);
         self
     }
 
-    /// The byte limit of each direction's queue. Outgoing: the
-    /// [`Sink`](futures_sink::Sink) waits while more than this many bytes are queued and not
-    /// yet written, and [`Sender::try_send`](crate::Sender::try_send) fails with
+    /// The byte limit of each direction's queue (at least 1: 0 counts as 1). Outgoing: the
+    /// [`Sink`](futures_sink::Sink) waits while this many bytes or more are queued and not
+    /// yet written (a message is always taken by an empty queue), and [`Sender::try_send`](crate::Sender::try_send) fails with
     /// [`Error::QueueFull`](crate::Error::QueueFull). Incoming: a WebSocket stops reading
     /// from the client while the application has more than this many bytes of messages not
     /// yet taken from the stream (TCP then slows the client down), also after a close, so it
@@ -105,7 +119,9 @@ impl Config {
     /// the default (benches/HISTORY.md in the repository), while a stream whose client reads
     /// slowly holds up to the limit.
     pub fn queue_limit(mut self, bytes: usize) -> Self {
-        self.set().queue_limit = bytes;
+        // At least 1: with 0 the queue was never under its limit, and every send after the
+        // first waited forever, on an empty queue (before 2026-12-05).
+        self.set().queue_limit = bytes.max(1);
         self
     }
 
@@ -144,7 +160,7 @@ impl Config {
     /// # let _ = config;
     /// ```
     pub fn keepalive(mut self, keepalive: Option<(Duration, Duration)>) -> Self {
-        self.set().keepalive = keepalive;
+        self.set().keepalive = keepalive.map(|(every, wait)| (bounded(every), bounded(wait)));
         self
     }
 
@@ -156,9 +172,11 @@ impl Config {
     }
 
     /// On an SSE stream, send a comment line (`:`) after this long without an event, so that
-    /// proxies keep the connection. The default is 15 seconds; `None` sends none.
+    /// proxies keep the connection. The default is 15 seconds; `None` (or zero) sends none.
     pub fn sse_keepalive(mut self, period: Option<Duration>) -> Self {
-        self.set().sse_keepalive = period;
+        // Zero would be a comment at every tick of the timer (~1,000 a second, before
+        // 2026-12-05): it means none, as for `timeout`.
+        self.set().sse_keepalive = period.filter(|p| !p.is_zero()).map(bounded);
         self
     }
 

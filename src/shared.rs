@@ -136,6 +136,9 @@ pub(crate) struct State {
     /// Items up to this one complete once no frame is left unwritten (those that went out in
     /// no frame of their own after the last one: failures, empty messages, the close).
     tail_seq: u64,
+    /// HTTP streams with a timeout: the task that drops the stream if its body cannot end
+    /// (see [`Shared::time_out`]).
+    watchdog: Option<tokio::task::AbortHandle>,
 }
 
 /// What [`Shared::poll_events`] took.
@@ -526,8 +529,9 @@ impl Shared {
             });
         }
         if s.closed {
-            s.untrack(seq);
-            return Poll::Ready(Err(Error::Closed));
+            // Its own error if it failed before the end, else `Closed`.
+            let (_, failure) = s.untrack(seq);
+            return Poll::Ready(Err(failure.unwrap_or(Error::Closed)));
         }
         register_in(&mut s.done_wakers, cx);
         Poll::Pending
@@ -767,6 +771,10 @@ impl Shared {
                 // The first error is the item's (a later one would only follow from it).
                 s.tracking_mut().failures.entry(seq).or_insert(error);
             } else {
+                // Its outcome is told here: no `Error::Closed` for it as an orphan at the end.
+                if let Some(tracking) = s.tracking.as_mut() {
+                    tracking.orphans.remove(&seq);
+                }
                 Self::push_event(s, Event::Error(error));
             }
         }
@@ -807,6 +815,11 @@ impl Shared {
             s.read_paused = true;
         }
         s.read_paused
+    }
+
+    /// An error for the event stream.
+    pub(crate) fn report(&self, error: Error) {
+        Self::push_event(&mut self.lock(), Event::Error(error));
     }
 
     fn push_event(s: &mut State, event: Event) {
@@ -867,12 +880,43 @@ impl Shared {
         self.request_close(1001, "going away".to_owned());
     }
 
-    /// The shutdown's deadline passed: the transport drops the connection at once.
+    /// The shutdown's deadline passed: the transport drops the connection at once. An HTTP
+    /// stream's channel closes now: hyper may not poll its body again soon (a client that
+    /// reads nothing, a source with nothing ready), and then the body aborts the response.
     pub(crate) fn force_close(&self) {
         self.forced.store(true, std::sync::atomic::Ordering::Release);
         let waker = self.take_transport(&mut self.lock());
         if let Some(w) = waker {
             w.wake();
+        }
+        if self.kind == Kind::HttpStream {
+            self.finish(CloseInfo::http(), None);
+        }
+    }
+
+    /// An HTTP stream's timeout passed `close_timeout` ago and its body has not ended: hyper
+    /// has not polled it (a client that reads nothing fills hyper's buffer), so the body's own
+    /// timer went unseen. Drops the stream as a forced close does, with the reason.
+    pub(crate) fn time_out(&self) {
+        let error = std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client took nothing for the close timeout after the stream's timeout",
+        );
+        self.forced.store(true, std::sync::atomic::Ordering::Release);
+        let waker = self.take_transport(&mut self.lock());
+        if let Some(w) = waker {
+            w.wake();
+        }
+        self.finish(CloseInfo::http(), Some(Error::io(error)));
+    }
+
+    /// The task that calls [`Shared::time_out`]: aborted when the channel closes first.
+    pub(crate) fn set_watchdog(&self, task: tokio::task::AbortHandle) {
+        let mut s = self.lock();
+        if s.closed {
+            task.abort();
+        } else {
+            s.watchdog = Some(task);
         }
     }
 
@@ -890,6 +934,9 @@ impl Shared {
         }
         s.closed = true;
         s.accepting = false;
+        if let Some(watchdog) = s.watchdog.take() {
+            watchdog.abort();
+        }
         self.room.store(false, Relaxed);
         s.queue.clear();
         s.queued_bytes = 0;

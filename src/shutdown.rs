@@ -104,7 +104,10 @@ impl Shutdown {
             shared.shutdown_close(i);
         }
         drop(channels);
-        let deadline = tokio::time::Instant::now() + deadline;
+        // `Duration::MAX` ("wait for them all") must not overflow.
+        let now = tokio::time::Instant::now();
+        let deadline =
+            now.checked_add(deadline).unwrap_or(now + Duration::from_secs(86_400 * 365 * 30));
         loop {
             // Registered before the count is read, so a close in between is not missed.
             let mut notified = std::pin::pin!(self.inner.changed.notified());

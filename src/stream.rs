@@ -113,6 +113,20 @@ impl StreamHead {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         let timeout = shared.config.get().timeout;
         let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
+        if let Some(deadline) = deadline {
+            // The body ends itself at the deadline, when hyper polls it; hyper does not while
+            // its buffer is full (a client that reads nothing). This drops such a stream a
+            // close timeout later, unless it closed before (the channel aborts the task).
+            let at = deadline + shared.config.get().close_timeout;
+            let weak = Arc::downgrade(&shared);
+            let watchdog = tokio::spawn(async move {
+                tokio::time::sleep_until(at).await;
+                if let Some(shared) = weak.upgrade() {
+                    shared.time_out();
+                }
+            });
+            shared.set_watchdog(watchdog.abort_handle());
+        }
         Self { timer: deadline_sleep(deadline), deadline, shared, done: false }
     }
 
@@ -474,6 +488,14 @@ impl StreamBody {
     /// The body's end: what is done completes once the last frame is written, and the
     /// channel then closes.
     fn end(&mut self) -> Poll<Option<Bytes>> {
+        if self.declared.is_some_and(|declared| self.written < declared) {
+            // Ended (timeout, shutdown, close) before its declared length: hyper drops the
+            // connection, and the client gets a truncated response. Said, not hidden.
+            self.shared.report(Error::io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the stream ended before the Content-Length its response head declared",
+            )));
+        }
         self.report();
         self.finished = true;
         self.shared.body_end(self.done_upto);
@@ -481,6 +503,14 @@ impl StreamBody {
     }
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<BodyData>, Error>>> {
+        if self.shared.is_forced() && !self.finished {
+            // Dropped (a shutdown's deadline, or a client that took nothing after the timeout;
+            // the channel is closed already): hyper aborts the response.
+            self.finished = true;
+            self.report();
+            self.shared.body_end(self.done_upto);
+            return Poll::Ready(Some(Err(Error::Closed)));
+        }
         let polled = self.poll_data(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             self.written += frame.data_ref().map_or(0, |d| d.remaining() as u64);
@@ -534,9 +564,6 @@ impl StreamBody {
     fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         if self.finished {
             return Poll::Ready(None);
-        }
-        if self.shared.is_forced() {
-            return self.end();
         }
         if self.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready()) {
             return self.end();
@@ -615,6 +642,9 @@ impl StreamBody {
                 }
                 Poll::Pending => {
                     self.complete();
+                    // Waiting for the source (a quiet `Message::stream`, say): a forced close
+                    // must still reach the body (before 2026-12-05 nothing woke it).
+                    self.shared.register_transport(cx);
                     return Poll::Pending;
                 }
             }
