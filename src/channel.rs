@@ -330,7 +330,22 @@ impl Sender {
 
     /// Asks for a graceful close after everything queued, without waiting. Returns false when
     /// the channel was already closing or closed.
+    ///
+    /// A WebSocket's close code must be one RFC 6455 lets an endpoint send: 1000-1003,
+    /// 1007-1013 or 3000-4999. 1005 ("no status") sends a close frame without a code (and
+    /// without the reason). Any other code (1004, 1006, 1015, below 1000, 1014-2999, 5000 and
+    /// up) is sent as 1000, with a warning logged: a peer would take it for a protocol error
+    /// (before 2026-12-05 it went out as given).
     pub fn start_close(&self, code: u16, reason: &str) -> bool {
+        let code = if crate::frame::close_code_allowed(code) || code == 1005 {
+            code
+        } else {
+            tracing::warn!(
+                code,
+                "close code not allowed on the wire (RFC 6455 §7.4): sent as 1000"
+            );
+            1000
+        };
         self.shared.request_close(code, truncate_reason(reason))
     }
 

@@ -74,9 +74,10 @@ impl Config {
         &self.0
     }
 
-    /// A WebSocket closes (with 1000, reason `"idle timeout"`) after this long without a frame
-    /// in either direction (not while messages wait unread because the application is behind:
-    /// see [`queue_limit`](Self::queue_limit)). An HTTP stream ends this long after it opened,
+    /// A WebSocket closes (with 1000, reason `"idle timeout"`) after this long without a
+    /// message (text or binary) in either direction: pings and pongs do not count, so that
+    /// keepalive does not hold an idle connection open; nor is it idle while messages wait
+    /// unread because the application is behind (see [`queue_limit`](Self::queue_limit)). An HTTP stream ends this long after it opened,
     /// whatever the traffic, with a complete response; if the client has not taken its end
     /// [`close_timeout`](Self::close_timeout) later (it reads nothing), the stream is dropped:
     /// an [`Event::Error`](crate::Event::Error) (`TimedOut`), then `Closed`, and what was not

@@ -18,6 +18,9 @@ use std::task::{Context, Poll, Waker};
 
 use crate::{CloseInfo, Config, Error, Event, Incoming, Kind, Message};
 
+/// Why a server-sent event is refused on a WebSocket (alone, or inside a sequence).
+pub(crate) const SSE_ON_WEBSOCKET: &str = "a server-sent event cannot be sent on a WebSocket";
+
 /// What the transport takes from the queue.
 #[derive(Debug)]
 pub(crate) enum Item {
@@ -406,10 +409,7 @@ impl Shared {
         }
         if let Message::Sse(event) = &message {
             if self.kind == Kind::WebSocket {
-                return Err((
-                    Error::InvalidMessage("a server-sent event cannot be sent on a WebSocket"),
-                    message,
-                ));
+                return Err((Error::InvalidMessage(SSE_ON_WEBSOCKET), message));
             }
             if let Err(e) = event.validate() {
                 return Err((e, message));

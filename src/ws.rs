@@ -36,7 +36,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::frame::{self, Decoded, Decoder, Violation};
 use crate::message::{Piece, Pump};
-use crate::shared::{Inline, Item, Queued, Shared};
+use crate::shared::{Inline, Item, Queued, Shared, SSE_ON_WEBSOCKET};
 use crate::{bufpool, keepalive};
 use crate::{CloseInfo, Error, Event, Incoming, Message};
 
@@ -111,6 +111,7 @@ fn start(shared: Arc<Shared>, upgraded: Upgraded) -> Arc<Core> {
         reported: 0,
         failures: Vec::new(),
         events: Vec::new(),
+        pong: None,
         paused: false,
         read_closed: false,
         close_sent: None,
@@ -300,6 +301,7 @@ impl Inline for Core {
         let spent = conn.poll_read(&mut Context::from_waker(&waker));
         if spent
             || conn.pending_out() > 0
+            || conn.pong.is_some()
             || conn.read_closed
             || conn.abnormal
             || conn.paused
@@ -397,6 +399,12 @@ struct Conn {
     failures: Vec<(u64, Error)>,
     /// Received events not yet handed to the stream.
     events: Vec<Event>,
+    /// The payload of the last ping not yet answered: its pong is encoded once the output is
+    /// under `WRITE_HIGH`, and a later ping replaces it (RFC 6455 §5.5.3 allows answering
+    /// only the most recent). Before 2026-12-05 each ping's pong was encoded at once: a
+    /// client that sent pings and read nothing had the server buffer every pong (96 MiB in
+    /// 1.5 s, whatever the queue limit).
+    pong: Option<bytes::Bytes>,
     /// The application has too much unread: stop reading until it catches up.
     paused: bool,
     /// Nothing more is read: the peer's close frame came, or the connection failed or ended.
@@ -728,13 +736,17 @@ impl Conn {
                 self.events.push(Event::Message(Incoming::Binary(b)));
             }
             Decoded::Ping(payload) => {
-                if self.close_sent.is_none() && self.peer_close.is_none() {
-                    frame::encode(self.wbuf(), frame::OP_PONG, &payload);
+                // Also after our close: a ping is answered unless the peer's close came
+                // (RFC 6455 §5.5.2; before 2026-12-05 none was after ours).
+                if self.peer_close.is_none() {
+                    self.pong = Some(payload);
                 }
             }
             Decoded::Pong => {}
             Decoded::Close(code, reason) => {
                 self.read_closed = true;
+                // A ping that came before the close is answered before our close frame.
+                self.encode_pong();
                 if self.close_sent.is_none() {
                     // Answer with the same code (none for none), then close TCP.
                     if code == 1005 {
@@ -774,6 +786,7 @@ impl Conn {
         self.read_closed = true;
         self.shutting_down = true;
         if self.close_sent.is_none() && self.peer_close.is_none() {
+            self.encode_pong();
             frame::encode_close(self.wbuf(), violation.code, violation.reason);
             self.close_sent = Some(CloseInfo::websocket(violation.code, violation.reason));
         }
@@ -785,9 +798,23 @@ impl Conn {
         if self.close_sent.is_some() || self.peer_close.is_some() {
             return;
         }
-        frame::encode_close(self.wbuf(), code, reason);
-        self.close_sent = Some(CloseInfo::websocket(code, reason));
+        self.encode_pong();
+        if code == 1005 {
+            // "No status": on the wire, a close frame without a code (see `Sender::start_close`).
+            frame::encode(self.wbuf(), frame::OP_CLOSE, &[]);
+            self.close_sent = Some(CloseInfo::websocket(1005, ""));
+        } else {
+            frame::encode_close(self.wbuf(), code, reason);
+            self.close_sent = Some(CloseInfo::websocket(code, reason));
+        }
         self.arm_close_timer();
+    }
+
+    /// Encodes the pong owed, if any.
+    fn encode_pong(&mut self) {
+        if let Some(payload) = self.pong.take() {
+            frame::encode(wbuf(&mut self.wbuf), frame::OP_PONG, &payload);
+        }
     }
 
     /// The closing handshake began, whoever began it: it ends within the close timeout. A
@@ -804,6 +831,9 @@ impl Conn {
     /// Encodes queued messages and writes. Returns true when it stopped with more to send
     /// and the socket still writable.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.pong.is_some() && self.pending_out() < WRITE_HIGH {
+            self.encode_pong();
+        }
         let mut more = false;
         let mut wrote = false;
         // The shared queue is taken once per call: what is queued after that wakes the task
@@ -867,7 +897,16 @@ impl Conn {
                     let whole = pump.is_done();
                     match piece {
                         Piece::Text(s) => self.queue_frame(frame::OP_TEXT, s.into_bytes()),
-                        Piece::Binary(b) | Piece::Sse(b) => self.queue_frame(frame::OP_BINARY, b),
+                        Piece::Binary(b) => self.queue_frame(frame::OP_BINARY, b),
+                        Piece::Sse(_) => {
+                            // An event in a sequence (a lone one is refused by `enqueue`):
+                            // before 2026-12-05 it went out as a binary frame of SSE text.
+                            self.failures.push((seq, Error::InvalidMessage(SSE_ON_WEBSOCKET)));
+                            self.current = None;
+                            self.fed_upto = seq;
+                            self.fed_bytes += size;
+                            continue;
+                        }
                     }
                     if whole {
                         self.current = None;

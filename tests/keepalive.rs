@@ -1,12 +1,15 @@
-//! Keepalive and dead-peer detection on WebSockets, over real sockets with short intervals.
+//! Keepalive, dead-peer detection and pings on WebSockets, over real sockets with short intervals.
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use support::*;
-use webchan::{CloseInfo, Config, Event};
+use tokio::sync::mpsc;
+use webchan::{Channel, CloseInfo, Config, Event};
 
 fn keepalive(interval_ms: u64, timeout_ms: u64) -> Config {
     Config::default()
@@ -175,4 +178,82 @@ async fn a_stopped_client_process_is_detected() {
         matches!(events.last(), Some(Event::Closed(i)) if *i == CloseInfo::websocket(1006, "keepalive timeout")),
         "{events:?}"
     );
+}
+
+fn rss_kib() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_pings_and_never_reads_does_not_grow_the_server_without_bound() {
+    // Each ping's pong was encoded at once and waited in the write buffer, and pings do not
+    // count against the queue limit: before 2026-12-05 the server's memory grew by ~95 MiB
+    // for ~96 MiB of pings. Now only the latest unanswered ping is kept (RFC 6455 §5.5.3).
+    const CAP: usize = 96 << 20; // bytes of pings the client is allowed to write
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    socket.set_send_buffer_size(64 * 1024).unwrap();
+    let client = tokio::net::TcpSocket::new_v4().unwrap();
+    client.set_send_buffer_size(64 * 1024).unwrap();
+    client.set_recv_buffer_size(64 * 1024).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (tx, mut channels) = mpsc::unbounded_channel();
+    // Small queue: whatever bound the server keeps, it is not this one.
+    let addr = serve_on(
+        socket.listen(16).unwrap(),
+        Config::default().queue_limit(64 * 1024),
+        |r| r,
+        move |ch: Channel| {
+            let _ = tx.send(ch);
+            async {}
+        },
+    );
+    let tcp = client.connect(addr).await.unwrap();
+    let raw = RawWs::upgrade(tcp, addr, "/").await;
+    let ch = next_channel(&mut channels).await; // a channel the application holds
+    let before = rss_kib();
+    // Pings of 125 bytes, 1,000 to a write, from a thread of their own; the client never reads.
+    let mut batch = Vec::new();
+    for _ in 0..1000 {
+        batch.extend(encode_frame(0x89, Some([1, 2, 3, 4]), &[b'p'; 125], None));
+    }
+    let written = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&written);
+    let tcp = raw.tcp.into_std().unwrap();
+    tcp.set_nonblocking(false).unwrap();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut tcp = tcp;
+        while counter.load(Ordering::SeqCst) < CAP {
+            if tcp.write_all(&batch).is_err() {
+                break;
+            }
+            counter.fetch_add(batch.len(), Ordering::SeqCst);
+        }
+        // Stays connected (and reads nothing) until the test ends.
+        std::thread::sleep(Duration::from_secs(30));
+        drop(tcp);
+    });
+    // Until the client is stopped by TCP or has written its cap (20 s at most).
+    let mut last = usize::MAX;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = written.load(Ordering::SeqCst);
+        if now == last || now >= CAP {
+            break;
+        }
+        last = now;
+    }
+    let grown = rss_kib().saturating_sub(before);
+    let wrote = written.load(Ordering::SeqCst);
+    eprintln!("client wrote {} KiB of pings; server RSS grew {grown} KiB", wrote >> 10);
+    assert!(
+        grown < 16 * 1024,
+        "the server's memory grew by {grown} KiB for {} KiB of pings from a client that reads nothing \
+         (queue_limit 64 KiB, socket buffers 64 KiB)",
+        wrote >> 10
+    );
+    drop(ch);
 }

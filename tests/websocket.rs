@@ -219,6 +219,47 @@ async fn close_with_a_chosen_code_and_reason() {
 }
 
 #[tokio::test]
+async fn a_close_code_not_allowed_on_the_wire_goes_out_as_1000_and_1005_as_no_code() {
+    // RFC 6455 §7.4: 1005, 1006 and 1015 must not be sent, nor undefined codes below 3000 or
+    // codes from 5000 on. Before 2026-12-05 they went out as the application gave them.
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    for (asked, wire) in [
+        (1006, Some(1000)),
+        (1015, Some(1000)),
+        (0, Some(1000)),
+        (999, Some(1000)),
+        (1004, Some(1000)),
+        (1014, Some(1000)),
+        (2000, Some(1000)),
+        (5000, Some(1000)),
+        (65535, Some(1000)),
+        (1005, None),
+        (1013, Some(1013)),
+        (3000, Some(3000)),
+        (4999, Some(4999)),
+    ] {
+        let mut raw = RawWs::connect(addr).await;
+        let mut ch = next_channel(&mut channels).await;
+        assert!(ch.sender().start_close(asked, "bye"), "{asked}");
+        let (first, payload) = loop {
+            let frame = raw.read_frame().await.expect("a close frame");
+            if frame.0 & 0x0f == 0x8 {
+                break frame;
+            }
+        };
+        assert_eq!(first, 0x88);
+        let sent = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+        assert_eq!(sent, wire, "asked for {asked}");
+        if wire.is_none() {
+            assert!(payload.is_empty(), "1005: no code, so no reason either");
+        }
+        raw.frame(0x88, &payload).await;
+        let events = all_events(&mut ch).await;
+        assert_eq!(closed_of(&events).code, Some(wire.unwrap_or(1005)), "asked for {asked}");
+    }
+}
+
+#[tokio::test]
 async fn close_waits_a_bounded_time_for_a_peer_that_never_answers() {
     let (addr, mut channels) =
         serve_channels(Config::default().close_timeout(Duration::from_millis(300))).await;
@@ -290,6 +331,25 @@ async fn a_sequence_of_messages_goes_out_in_order_and_later_sends_do_not_overtak
 }
 
 #[tokio::test]
+async fn a_server_sent_event_is_refused_on_a_websocket_inside_a_sequence_too() {
+    // Alone it was refused; inside a sequence it went out as a binary frame of SSE text
+    // (`data: x`) before 2026-12-05.
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let mut raw = RawWs::connect(addr).await;
+    let ch = next_channel(&mut channels).await;
+    let sender = ch.sender();
+    let event = || Message::from(webchan::sse::Event::new().data("x"));
+    let alone = sender.send(event()).await;
+    assert!(matches!(alone, Err(webchan::Error::InvalidMessage(_))), "{alone:?}");
+    let inside = sender.send(Message::seq(vec![Message::from("before"), event()])).await;
+    assert!(matches!(inside, Err(webchan::Error::InvalidMessage(_))), "{inside:?}");
+    // What came before it in the sequence went out; the channel goes on.
+    sender.send("after".into()).await.unwrap();
+    assert_eq!(raw.read_frame().await, Some((0x81, b"before".to_vec())));
+    assert_eq!(raw.read_frame().await, Some((0x81, b"after".to_vec())));
+}
+
+#[tokio::test]
 async fn a_response_head_is_rejected_on_a_websocket_and_the_channel_stays_usable() {
     let (addr, mut channels) = serve_channels(Config::default()).await;
     let mut ws = ws_connect(addr, "/").await;
@@ -332,6 +392,35 @@ async fn pings_are_answered_while_the_application_does_not_read() {
         assert_eq!(first, 0x8A);
         assert_eq!(payload, vec![i; 4]);
     }
+}
+
+#[tokio::test]
+async fn a_ping_received_after_our_close_frame_is_answered_with_its_payload() {
+    // RFC 6455 §5.5.2: a ping gets a pong "unless it already received a Close frame"; having
+    // sent ours is no exception. Before 2026-12-05 no pong followed our close.
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let mut raw = RawWs::connect(addr).await;
+    let mut ch = next_channel(&mut channels).await;
+    assert!(ch.sender().start_close(1000, ""));
+    assert_eq!(raw.read_close().await, Some((1000, String::new())));
+    // The client had this in flight: a ping, then its close.
+    raw.frame(0x89, b"still there?").await;
+    raw.frame(0x88, &1000u16.to_be_bytes()).await;
+    assert_eq!(raw.read_frame().await, Some((0x8A, b"still there?".to_vec())));
+    assert!(raw.eof().await);
+    assert_eq!(closed_of(&all_events(&mut ch).await), CloseInfo::websocket(1000, ""));
+}
+
+#[tokio::test]
+async fn a_ping_just_before_the_clients_close_is_answered_before_our_close() {
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let mut raw = RawWs::connect(addr).await;
+    let _ch = next_channel(&mut channels).await;
+    let mut both = encode_frame(0x89, Some([1, 2, 3, 4]), b"last", None);
+    both.extend(encode_frame(0x88, Some([1, 2, 3, 4]), &1000u16.to_be_bytes(), None));
+    raw.raw(&both).await;
+    assert_eq!(raw.read_frame().await, Some((0x8A, b"last".to_vec())));
+    assert_eq!(raw.read_close().await, Some((1000, String::new())));
 }
 
 #[tokio::test]
