@@ -778,6 +778,60 @@ async fn timeout_closes_an_http_stream_open_more_than_the_timeout_regardless_of_
     expect_close(&mut rx).await;
 }
 
+/// The same "regardless of activity" when the client stops reading: on_close comes a close
+/// timeout after the timeout, with on_error(TimedOut) and the unwritten send's on_error(Closed)
+/// before it. Before 2026-12-05 the stream, its connection and what was queued stayed for good.
+#[tokio::test]
+async fn timeout_closes_an_http_stream_even_when_the_client_stops_reading() {
+    let (tx, mut rx) = evs();
+    let t = tx.clone();
+    let config = Config::default().close_timeout(Duration::from_millis(500));
+    let options =
+        recording(&tx).config(config).timeout(Duration::from_millis(500)).on_open(move |h| {
+            let _ = t.send(Ev::Open(h.kind()));
+            // 8 MiB: more than hyper's buffer and the sockets' buffers hold.
+            let _ = h.send(vec![b'x'; 8 << 20], tracked(&t, "8 MiB"));
+        });
+    let addr = serve(options).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let mut tcp = socket.connect(addr).await.unwrap();
+    tcp.write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+    // Read a little (the head is out: the stream is open), then stop reading.
+    let mut first = [0u8; 1024];
+    let _ = tcp.read(&mut first).await.unwrap();
+    expect!(&mut rx, Ev::Open(Kind::HttpStream));
+    let mut seen = Vec::new();
+    let collect = async {
+        loop {
+            let e = ev(&mut rx).await;
+            let closed = matches!(e, Ev::Close { .. });
+            seen.push(e);
+            if closed {
+                break;
+            }
+        }
+    };
+    let closed = tokio::time::timeout(Duration::from_secs(6), collect).await;
+    assert!(closed.is_ok(), "timeout 500 ms, the client not reading: no on_close 6 s later");
+    assert!(
+        matches!(seen.last(), Some(Ev::Close { open: false, send: Some(false), .. })),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            Ev::Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut
+        )),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|e| matches!(e, Ev::SendErr(tag, Error::Closed) if tag == "8 MiB")),
+        "{seen:?}"
+    );
+    drop(tcp);
+}
+
 /// "It defaults to 0 (no timeout), and is in milliseconds." (Here: a `Duration`.)
 #[tokio::test]
 async fn timeout_defaults_to_zero_meaning_no_timeout() {

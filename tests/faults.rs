@@ -559,6 +559,91 @@ async fn unawaited_sends_still_queued_when_the_connection_drops_are_reported_as_
     }
 }
 
+/// An SSE stream whose client vanishes with a frame unwritten in hyper's buffer, and in that
+/// frame a send the body refused (binary on SSE: `InvalidMessage`), its `Completion` kept or
+/// dropped. Gives the channel's errors, and the refused send's outcome when it was kept.
+async fn a_refused_send_in_a_frame_left_unwritten(
+    keep: bool,
+) -> (Vec<Error>, Option<Result<(), Error>>) {
+    let (addr, mut channels) = serve_channels(Config::default().queue_limit(64 << 20)).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let mut tcp = socket.connect(addr).await.unwrap();
+    tcp.write_all(b"GET /test HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut ch = next_channel(&mut channels).await;
+    let s = ch.sender();
+    // Fill hyper's buffer and the sockets' (the client reads nothing yet). Every completion
+    // but the refused one is kept: only that one may report to the event stream.
+    let mut kept = Vec::new();
+    loop {
+        let mut sent = s.try_send(Message::from("x".repeat(1000))).unwrap();
+        let stalled = tokio::time::timeout(Duration::from_millis(300), &mut sent).await.is_err();
+        kept.push(sent);
+        if stalled {
+            break;
+        }
+    }
+    // Queued behind: the send the SSE body refuses, then a lot.
+    let refused = s.try_send(Message::Binary(vec![1u8; 100].into())).unwrap();
+    let refused = if keep {
+        Some(refused)
+    } else {
+        drop(refused); // nobody waits: its outcome goes to the event stream
+        None
+    };
+    for _ in 0..8 {
+        kept.push(s.try_send(Message::from("y".repeat(256 * 1024))).unwrap());
+    }
+    // Read a little, so that hyper writes some of what it holds and takes the next frame (the
+    // refused message in it), which it then cannot write whole.
+    let mut buf = vec![0u8; 65536];
+    let mut read = 0;
+    while read < 1024 * 1024 {
+        let n = tokio::time::timeout(LIMIT, tcp.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0);
+        read += n;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Gone, with everything unread.
+    tcp.set_zero_linger().unwrap();
+    drop(tcp);
+    let errors = all_events(&mut ch)
+        .await
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Error(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    let refused = match refused {
+        Some(c) => Some(tokio::time::timeout(LIMIT, c).await.expect("the refused send hung")),
+        None => None,
+    };
+    drop(kept);
+    (errors, refused)
+}
+
+#[tokio::test]
+async fn a_refused_send_left_unwritten_by_a_vanished_client_reports_its_own_error_once() {
+    // Its `Completion` dropped: one `Event::Error(InvalidMessage)`. Before 2026-12-05 it
+    // reported twice: its error, then `Error::Closed` as an orphan when the channel ended.
+    let (errors, _) = a_refused_send_in_a_frame_left_unwritten(false).await;
+    assert_eq!(errors.len(), 1, "one send, one outcome: {errors:?}");
+    assert!(errors[0].is_invalid_message(), "{errors:?}");
+}
+
+#[tokio::test]
+async fn a_kept_completion_of_a_refused_send_left_unwritten_gets_its_own_error_not_closed() {
+    // Its `Completion` kept: it resolves with `InvalidMessage`, and the event stream has no
+    // error. Before 2026-12-05 it resolved with `Error::Closed` once the client was gone.
+    let (errors, refused) = a_refused_send_in_a_frame_left_unwritten(true).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    let refused = refused.unwrap();
+    assert!(matches!(refused, Err(Error::InvalidMessage(_))), "the refused send: {refused:?}");
+}
+
 // ---- the same through compat ----
 
 #[tokio::test]

@@ -400,6 +400,95 @@ async fn the_timeout_also_ends_a_stream_that_never_sent() {
 }
 
 #[tokio::test]
+async fn the_timeout_drops_a_stream_whose_client_reads_nothing_a_close_timeout_later() {
+    // A client that reads nothing: `Error(TimedOut)` and `Closed` a close timeout after the
+    // timeout, and the send waiting for room fails with `Closed`. Before 2026-12-05 the body's
+    // timer went unseen (hyper, its buffer full, polled it no more): the stream, its sends and
+    // its connection stayed for good.
+    use tokio::io::AsyncWriteExt;
+    let config =
+        Config::default().timeout(Duration::from_secs(1)).close_timeout(Duration::from_millis(500));
+    let (addr, mut channels) = serve_channels(config).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let mut tcp = socket.connect(addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut ch = next_channel(&mut channels).await;
+    let sender = ch.sender();
+    // Sends until the buffers are full, then waits in `send`; gives the error that ends it.
+    let sending = tokio::spawn(async move {
+        loop {
+            if let Err(e) = sender.send(Message::from(vec![7u8; 16 * 1024])).await {
+                return e;
+            }
+        }
+    });
+    let events = tokio::time::timeout(Duration::from_secs(6), all_events(&mut ch))
+        .await
+        .expect("no Closed 6 s into a stream with a 1 s timeout (the client reads nothing)");
+    // `all_events` checked that `Closed` comes once, last: the error is before it.
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Error(webchan::Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut
+        )),
+        "{events:?}"
+    );
+    let failed = tokio::time::timeout(Duration::from_secs(10), sending)
+        .await
+        .expect("the stalled send hung")
+        .unwrap();
+    assert!(failed.is_closed(), "{failed:?}");
+    drop(tcp);
+}
+
+#[tokio::test]
+async fn a_timeout_before_the_declared_content_length_is_reported_as_an_unexpected_eof() {
+    // A head declaring 1000 bytes, 10 sent, then the timeout: the client's response is cut
+    // short, and the channel says so, `Error(UnexpectedEof)` before `Closed`. Before 2026-12-05
+    // the channel reported a clean end.
+    let (addr, mut channels) =
+        serve_channels(Config::default().timeout(Duration::from_millis(300))).await;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let responding = tokio::spawn(async move { sender.send_request(get(addr, "/")).await });
+    let mut ch = next_channel(&mut channels).await;
+    let mut headers = http::HeaderMap::new();
+    headers.insert("content-length", "1000".parse().unwrap());
+    let first = ch.send(Message::response(http::StatusCode::OK, headers, "0123456789")).await;
+    let response =
+        tokio::time::timeout(Duration::from_secs(10), responding).await.unwrap().unwrap().unwrap();
+    assert_eq!(response.headers()["content-length"], "1000");
+    let body = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
+        .await
+        .expect("the body neither ended nor failed within 10 s");
+    assert!(body.is_err(), "a complete body with 10 of the 1000 declared bytes");
+    let events = all_events(&mut ch).await;
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Error(webchan::Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof
+        )),
+        "a truncated response reported as a clean end: first send {first:?}, events {events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_timeout_of_duration_max_means_none_and_does_not_panic() {
+    // `Duration::MAX` as "never". Before 2026-12-05 the stream's deadline overflowed
+    // (`Instant + Duration`) and panicked.
+    let addr = serve(Config::default().timeout(Duration::MAX), |ch: Channel| async move {
+        let _ = ch.sender().send_and_close("hello".into()).await;
+    })
+    .await;
+    let response = http1_get(addr, get(addr, "/")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(&response.body()[..], b"hello");
+}
+
+#[tokio::test]
 async fn a_sequence_and_a_reader_stream_in_order() {
     let addr = serve(Config::default(), |ch: Channel| async move {
         let s = ch.sender();
@@ -702,6 +791,37 @@ async fn messages_that_go_out_together_count_against_the_queue_until_written() {
     eprintln!("accepted {fed} bytes before the sink pushed back (bound {bound})");
     assert!(fed <= bound, "accepted {fed} bytes for a client that reads nothing (bound {bound})");
     drop(tcp);
+}
+
+#[tokio::test]
+async fn with_a_queue_limit_of_zero_sends_on_an_empty_queue_still_go_out() {
+    // 0 counts as 1: an empty queue always takes a message. Before 2026-12-05 the queue was
+    // never under a limit of 0, and every send after the first waited forever on an empty queue.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let addr = serve(Config::default().queue_limit(0), move |ch: Channel| {
+        let tx = tx.clone();
+        async move {
+            let s = ch.sender();
+            for text in ["one\n", "two\n"] {
+                // Each send waits for the one before it: the queue is empty every time.
+                let sent = tokio::time::timeout(Duration::from_secs(3), s.send(text.into())).await;
+                let _ = tx.send((text, sent.ok()));
+            }
+            s.close().await;
+        }
+    })
+    .await;
+    let client = tokio::spawn(async move { raw_http(addr, RAW_GET).await });
+    for _ in 0..2 {
+        let (text, sent) =
+            tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+        assert!(
+            matches!(sent, Some(Ok(()))),
+            "send({text:?}) on an empty queue: {sent:?} (None: it waited 3 s, never went out)"
+        );
+    }
+    let (_, body) = dechunk(&client.await.unwrap());
+    assert_eq!(text_of(&body), "one\ntwo\n");
 }
 
 /// The body bytes of a raw chunked HTTP/1.1 response that may have been cut anywhere (a

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use support::*;
-use webchan::{Config, Event, Shutdown};
+use webchan::{Config, Event, Message, Shutdown};
 
 /// A server whose channels stay open until closed, each recording its last event.
 async fn server(
@@ -104,6 +104,74 @@ async fn a_client_that_ignores_the_close_is_forced_off_at_the_deadline() {
     assert!(raw.eof().await, "the forced connection was not dropped");
     let closed = events_until_closed(&mut events).await;
     assert!(matches!(closed.last(), Some(Event::Closed(i)) if i.code == Some(1001)), "{closed:?}");
+}
+
+#[tokio::test]
+async fn the_deadline_forces_off_an_http_stream_waiting_on_a_quiet_message_stream() {
+    // A live feed sent as `Message::stream` that has nothing yet: at the deadline the stream
+    // ends, its send fails with `Closed`, and `Closed` comes. Before 2026-12-05 the forced close
+    // could not reach the body (nothing woke it): the stream stayed open.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let shutdown = Shutdown::new();
+    let (addr, mut channels) = serve_channels(Config::default().shutdown(&shutdown)).await;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut ch = next_channel(&mut channels).await;
+    let s = ch.sender();
+    s.send("start\n".into()).await.unwrap();
+    let feed = s.try_send(Message::stream(futures::stream::pending::<Message>())).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("start") {
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    // Let the body take the feed and wait on it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let report = shutdown.shutdown(Duration::from_millis(300)).await;
+    assert_eq!((report.clean, report.forced), (0, 1));
+    // The client sees the end: the connection's (the response aborted), or a last chunk.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    if got.ends_with(b"0\r\n\r\n") {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the forced HTTP stream was still open 5 s after the deadline");
+    let fed =
+        tokio::time::timeout(Duration::from_secs(5), feed).await.expect("the feed's send hung");
+    assert!(matches!(fed, Err(webchan::Error::Closed)), "{fed:?}");
+    let events = all_events(&mut ch).await;
+    assert!(matches!(events[0], Event::Open), "{events:?}");
+}
+
+#[tokio::test]
+async fn a_deadline_of_duration_max_waits_for_the_channels_without_panicking() {
+    // `Duration::MAX` as "wait for them all". Before 2026-12-05 the deadline overflowed
+    // (`Instant + Duration`) and `shutdown` panicked.
+    let shutdown = Shutdown::new();
+    let (addr, mut events) = server(&shutdown).await;
+    let plain_body = open_stream(addr, false).await;
+    assert!(matches!(next_event(&mut events).await, Event::Open));
+    let report = tokio::time::timeout(Duration::from_secs(10), shutdown.shutdown(Duration::MAX))
+        .await
+        .expect("the shutdown did not end");
+    assert_eq!((report.clean, report.forced), (1, 0));
+    let plain = tokio::time::timeout(Duration::from_secs(10), plain_body).await.unwrap().unwrap();
+    assert_eq!(plain, "");
 }
 
 #[tokio::test]

@@ -102,6 +102,54 @@ async fn a_quiet_stream_gets_keepalive_comments() {
 }
 
 #[tokio::test]
+async fn a_keepalive_of_zero_means_none_not_a_flood_of_comments() {
+    // Zero means no keepalive, as for `Config::timeout`. Before 2026-12-05 it sent a comment at
+    // every tick of the timer (~1,000 a second), a busy loop of hyper's connection task.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = Config::default().sse_keepalive(Some(Duration::ZERO));
+    let addr = serve(config, |ch: Channel| async move {
+        // A quiet stream: nothing to send for a while.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        drop(ch);
+    })
+    .await;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    // The head, and no comment: not megabytes of ":\n\n".
+    assert!(got.len() < 4096, "{} bytes in 1 s of a quiet SSE stream", got.len());
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    assert_eq!(text.matches(":\n\n").count(), 0, "{text:?}");
+}
+
+#[tokio::test]
+async fn a_keepalive_of_duration_max_means_none_and_does_not_panic() {
+    // `Duration::MAX` as "never". Before 2026-12-05 the keepalive's deadline overflowed
+    // (`Instant + Duration`) and panicked.
+    let config = Config::default().sse_keepalive(Some(Duration::MAX));
+    let addr = serve(config, |ch: Channel| async move {
+        let s = ch.sender();
+        let _ = s.send("one".into()).await;
+        let _ = s.send("two".into()).await;
+        s.close().await;
+    })
+    .await;
+    let response = http1_get(addr, sse_get(addr, "/")).await;
+    assert_eq!(&response.body()[..], b"data: one\n\ndata: two\n\n");
+}
+
+#[tokio::test]
 async fn mode_never_keeps_a_plain_stream_and_last_event_id_is_exposed() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let addr = serve(Config::default().sse(sse::Mode::Never), move |ch: Channel| {
