@@ -533,36 +533,11 @@ async fn a_client_that_floods_an_application_that_does_not_read_is_slowed_by_tcp
     let mut server = start(Config::default().queue_limit(QUEUE), None).await;
     let raw = RawWs::connect_path(server.addr, "/bad").await;
     let mut ch = server.next_channel().await; // held, not polled
-    let written = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&written);
-    let (_read, mut write) = raw.tcp.into_split();
-    let writer = tokio::spawn(async move {
-        for i in 0..CAP as u32 {
-            let mut payload = vec![(i % 251) as u8; SIZE];
-            payload[..4].copy_from_slice(&i.to_be_bytes());
-            if write
-                .write_all(&encode_frame(0x82, Some([1, 2, 3, 4]), &payload, None))
-                .await
-                .is_err()
-            {
-                break;
-            }
-            counter.fetch_add(1, Ordering::SeqCst);
-        }
-        write
-    });
-    // Wait until the writer has stalled for half a second.
-    let mut last = usize::MAX;
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = written.load(Ordering::SeqCst);
-        assert!(now < CAP, "256 MiB went to an application that reads nothing");
-        if now == last {
-            break;
-        }
-        last = now;
-    }
-    let bound = QUEUE + 2 * SIZE + max_send_buffer() + max_receive_buffer();
+    let written = flood_from_a_thread(raw.tcp, SIZE, CAP as u32);
+    let last = stalled(&written, CAP).await;
+    // At most about twice the queue and a message in the server (see the next test), and the
+    // kernel's buffers.
+    let bound = 2 * QUEUE + 2 * SIZE + max_send_buffer() + max_receive_buffer();
     eprintln!("the client wrote {} bytes before TCP stopped it (bound {bound})", last * SIZE);
     assert!(last * SIZE <= bound, "{} bytes taken in (bound {bound})", last * SIZE);
     // Meanwhile the server serves others.
@@ -578,7 +553,6 @@ async fn a_client_that_floods_an_application_that_does_not_read_is_slowed_by_tcp
             other => panic!("message {i}: {other:?}"),
         }
     }
-    writer.abort();
 }
 
 /// A server handing every channel to the test, and a connected client socket. With a

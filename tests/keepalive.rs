@@ -73,9 +73,7 @@ async fn a_peer_that_answers_pings_stays_connected_while_the_server_stops_readin
     let mut raw = RawWs::connect(addr).await;
     let mut ch = next_channel(&mut channels).await;
     for i in 0..100u32 {
-        let mut payload = vec![0u8; 1024];
-        payload[..4].copy_from_slice(&i.to_be_bytes());
-        raw.frame(0x82, &payload).await;
+        raw.frame(0x82, &numbered(i, 1024)).await;
     }
     // The client answers every ping for 1.2 s (interval + timeout several times over).
     let mut pings = 0;

@@ -828,9 +828,7 @@ async fn a_client_that_sends_is_not_idle_while_the_server_stops_reading_for_a_sl
     let mut raw = RawWs::connect(addr).await;
     let mut ch = next_channel(&mut channels).await;
     for i in 0..20u32 {
-        let mut payload = vec![0u8; 1024];
-        payload[..4].copy_from_slice(&i.to_be_bytes());
-        raw.frame(0x82, &payload).await;
+        raw.frame(0x82, &numbered(i, 1024)).await;
         // Nothing from the server meanwhile (no close frame).
         let heard = tokio::time::timeout(Duration::from_millis(100), raw.read_frame()).await;
         assert!(heard.is_err(), "message {i}: the server sent {heard:?}");

@@ -486,15 +486,21 @@ pub fn closed_of(events: &[Event]) -> webchan::CloseInfo {
     }
 }
 
+/// A payload of `size` bytes (at least 4) that starts with `number` (big-endian `u32`), the
+/// rest zeros: for checking that messages arrive whole and in order.
+pub fn numbered(number: u32, size: usize) -> Vec<u8> {
+    let mut payload = vec![0u8; size];
+    payload[..4].copy_from_slice(&number.to_be_bytes());
+    payload
+}
+
 /// Sends 1 KiB binary messages, each starting with its number (big-endian `u32`, from 0),
 /// one at a time, until one has not completed after 300 ms (a client that reads nothing has
 /// let the buffers fill: that one stays queued). Returns how many completed.
 pub async fn send_numbered_until_stalled(sender: &webchan::Sender) -> u32 {
     let mut completed = 0u32;
     loop {
-        let mut payload = vec![0u8; 1024];
-        payload[..4].copy_from_slice(&completed.to_be_bytes());
-        let send = sender.send(webchan::Message::Binary(payload.into()));
+        let send = sender.send(webchan::Message::Binary(numbered(completed, 1024).into()));
         match tokio::time::timeout(Duration::from_millis(300), send).await {
             Ok(result) => result.unwrap(),
             Err(_) => break,
