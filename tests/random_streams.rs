@@ -145,7 +145,8 @@ struct Heard {
     messages: Vec<(u8, Vec<u8>)>,
     /// The numbers of the `tick N` texts a ticking server sends of its own.
     ticks: Vec<u64>,
-    /// Frames after the server's close frame (RFC 6455 §5.5.1: there must be none).
+    /// Frames after the server's close frame other than pongs (RFC 6455 §5.5.1: there must be
+    /// none; a pong may follow it, answering a ping that crossed it: §5.5.2).
     after_close: usize,
     pongs: Vec<Vec<u8>>,
     close: Option<(u16, Vec<u8>)>,
@@ -170,7 +171,7 @@ fn parse(buf: &mut Vec<u8>, heard: &mut Heard, partial: &mut Option<(u8, Vec<u8>
             return;
         }
         let (fin, opcode) = (buf[0] & 0x80 != 0, buf[0] & 0x0f);
-        heard.after_close += usize::from(heard.close.is_some());
+        heard.after_close += usize::from(heard.close.is_some() && buf[0] & 0x0f != 0xA);
         assert_eq!(buf[0] & 0x70, 0, "reserved bits");
         let payload = buf[start..start + len].to_vec();
         buf.drain(..start + len);
