@@ -122,10 +122,14 @@ impl Channel {
     }
 
     /// The `Last-Event-ID` header of the request: the id of the last server-sent event a
-    /// reconnecting browser saw (see [`crate::sse`]).
+    /// reconnecting browser saw (see [`crate::sse`]), in UTF-8 as browsers send it. `None`
+    /// without the header, or if it is not UTF-8.
     #[must_use]
     pub fn last_event_id(&self) -> Option<&str> {
-        self.originating_request().headers.get("last-event-id").and_then(|v| v.to_str().ok())
+        // Not `HeaderValue::to_str`, which takes visible ASCII only: an id such as "é-7",
+        // which `sse::Event::id` accepts, came back as `None` (before 2026-12-05).
+        let value = self.originating_request().headers.get("last-event-id")?;
+        std::str::from_utf8(value.as_bytes()).ok()
     }
 
     /// Sends a message and waits until it was written to the connection (see [`Sender::send`]).

@@ -40,7 +40,8 @@ use crate::{Channel, CloseInfo, Config, Error, Kind};
 ///
 /// # Panics
 ///
-/// If called outside a tokio runtime for a WebSocket request.
+/// If called outside a tokio runtime for a WebSocket request, or for an HTTP stream with a
+/// [`Config::timeout`] (its timer is the runtime's).
 ///
 /// # Examples
 ///

@@ -20,6 +20,10 @@ use crate::{CloseInfo, Config, Error, Event, Incoming, Kind, Message};
 
 /// Why a server-sent event is refused on a WebSocket (alone, or inside a sequence).
 pub(crate) const SSE_ON_WEBSOCKET: &str = "a server-sent event cannot be sent on a WebSocket";
+/// Why a server-sent event is refused on an HTTP stream not in SSE mode.
+pub(crate) const SSE_ON_PLAIN: &str = "a server-sent event needs an HTTP stream in SSE mode";
+/// Why binary data (bytes, a file, a reader) is refused on an SSE stream.
+pub(crate) const BINARY_ON_SSE: &str = "an SSE stream carries text and events, not binary data";
 
 /// What the transport takes from the queue.
 #[derive(Debug)]
@@ -407,13 +411,24 @@ impl Shared {
         if !s.accepting {
             return Err((Error::Closed, message));
         }
-        if let Message::Sse(event) = &message {
-            if self.kind == Kind::WebSocket {
-                return Err((Error::InvalidMessage(SSE_ON_WEBSOCKET), message));
+        match &message {
+            Message::Sse(event) => {
+                if self.kind == Kind::WebSocket {
+                    return Err((Error::InvalidMessage(SSE_ON_WEBSOCKET), message));
+                }
+                if !self.sse {
+                    return Err((Error::InvalidMessage(SSE_ON_PLAIN), message));
+                }
+                if let Err(e) = event.validate() {
+                    return Err((e, message));
+                }
             }
-            if let Err(e) = event.validate() {
-                return Err((e, message));
+            // Refused here, whatever they hold: the body refuses each of their pieces, and an
+            // empty file or reader has none, so it was accepted (before 2026-12-05).
+            Message::Binary(_) | Message::Path(_) | Message::Reader(_) if self.sse => {
+                return Err((Error::InvalidMessage(BINARY_ON_SSE), message));
             }
+            _ => {}
         }
         if let Message::Response(_) = message {
             if self.sse {

@@ -12,7 +12,9 @@
 //! - a text message is sent as one event whose `data` is the text, one `data:` line for each
 //!   of its lines (split on CRLF, LF and CR, as the WHATWG HTML standard reads them back);
 //! - an [`Event`] gives the `event`, `id` and `retry` fields too;
-//! - binary messages, files and readers are refused ([`Error::InvalidMessage`]);
+//! - binary messages, files and readers are refused ([`Error::InvalidMessage`]), empty ones
+//!   too; an [`Event`] on a stream that is not in SSE mode (or on a WebSocket) is refused the
+//!   same way, alone or inside a sequence;
 //! - after [`Config::sse_keepalive`](crate::Config::sse_keepalive) of quiet (15 s by
 //!   default) a comment line `:` goes out, so proxies do not drop the connection;
 //! - [`Channel::last_event_id`](crate::Channel::last_event_id) gives the `Last-Event-ID` a
@@ -159,8 +161,11 @@ impl Event {
         Ok(())
     }
 
+    /// Every field counts: before 2026-12-05 only the data did, and events with large
+    /// comments went past the queue limit (50 MiB queued under a 64 KiB limit).
     pub(crate) fn queued_size(&self) -> usize {
-        self.data.as_ref().map_or(0, String::len) + 64
+        let len = |field: &Option<String>| field.as_ref().map_or(0, String::len);
+        len(&self.data) + len(&self.event) + len(&self.id) + len(&self.comment) + 64
     }
 }
 

@@ -20,7 +20,7 @@ use tokio::time::{Instant, Sleep};
 use crate::charset::Charset;
 use crate::data::{BodyData, Held, Receipt};
 use crate::message::{Piece, Pump};
-use crate::shared::{Item, Queued, Shared};
+use crate::shared::{Item, Queued, Shared, BINARY_ON_SSE, SSE_ON_PLAIN};
 use crate::{CloseInfo, Error, Message};
 
 /// The body of every response this crate makes: an HTTP stream's body, fed by its channel, or
@@ -385,11 +385,12 @@ const GATHER_BUFFERS: usize = 32;
 impl StreamBody {
     fn encode_piece(&self, piece: Piece) -> Result<Bytes, Error> {
         match (&self.encoding, piece) {
-            (_, Piece::Sse(b)) => Ok(b),
+            (Encoding::Sse, Piece::Sse(b)) => Ok(b),
+            // Inside a sequence (alone, `enqueue` refuses it): the event's bytes would go out
+            // raw, whatever the charset (before 2026-12-05).
+            (Encoding::Charset(_), Piece::Sse(_)) => Err(Error::InvalidMessage(SSE_ON_PLAIN)),
             (Encoding::Sse, Piece::Text(s)) => Ok(crate::sse::data_event(&s)),
-            (Encoding::Sse, Piece::Binary(_)) => {
-                Err(Error::InvalidMessage("an SSE stream carries text and events, not binary data"))
-            }
+            (Encoding::Sse, Piece::Binary(_)) => Err(Error::InvalidMessage(BINARY_ON_SSE)),
             (Encoding::Charset(Ok(c)), Piece::Text(s)) => Ok(c.encode(s)),
             (Encoding::Charset(Err(label)), Piece::Text(_)) => {
                 Err(Error::UnknownCharset(label.clone()))

@@ -585,8 +585,10 @@ async fn a_refused_send_in_a_frame_left_unwritten(
             break;
         }
     }
-    // Queued behind: the send the SSE body refuses, then a lot.
-    let refused = s.try_send(Message::Binary(vec![1u8; 100].into())).unwrap();
+    // Queued behind: the send the SSE body refuses (binary data inside a sequence: alone,
+    // `try_send` would refuse it at once), then a lot.
+    let binary = Message::Binary(vec![1u8; 100].into());
+    let refused = s.try_send(Message::seq(vec![binary])).unwrap();
     let refused = if keep {
         Some(refused)
     } else {

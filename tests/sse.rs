@@ -212,3 +212,143 @@ async fn curl_reads_the_stream_over_http_1_0_1_1_and_h2c() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{flag}");
     }
 }
+
+#[tokio::test]
+async fn a_non_ascii_event_id_comes_back_from_last_event_id() {
+    // A browser sends the last id back UTF-8 encoded; `HeaderValue::to_str` takes visible
+    // ASCII only, so before 2026-12-05 an id such as this one came back as `None`.
+    // The id the server may send: accepted by the Event builder.
+    assert!(sse::Event::new().id("é-7").data("x").to_bytes().is_ok());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let addr = serve(Config::default(), move |ch: Channel| {
+        let _ = tx.send(ch.last_event_id().map(str::to_owned));
+        async move {
+            ch.close().await;
+        }
+    })
+    .await;
+    // The reconnecting EventSource's request: Accept and Last-Event-ID, in UTF-8.
+    let mut req = get(addr, "/");
+    req.headers_mut().insert("accept", "text/event-stream".parse().unwrap());
+    req.headers_mut()
+        .insert("last-event-id", http::HeaderValue::from_bytes("é-7".as_bytes()).unwrap());
+    let _ = http1_get(addr, req).await;
+    assert_eq!(rx.recv().await.unwrap().as_deref(), Some("é-7"));
+}
+
+#[tokio::test]
+async fn a_server_sent_event_is_refused_on_a_plain_http_stream() {
+    // `Message::Sse` is for a stream in SSE mode; on a plain one its framing went into the
+    // body as raw UTF-8 bytes, whatever the charset, before 2026-12-05 (a WebSocket refused it).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let addr = serve_with(
+        Config::default().sse(sse::Mode::Never),
+        |mut reply| {
+            reply
+                .headers_mut()
+                .insert("content-type", "text/plain; charset=utf-16".parse().unwrap());
+            reply
+        },
+        move |ch: Channel| {
+            let tx = tx.clone();
+            async move {
+                let s = ch.sender();
+                let sent = s.send(sse::Event::new().data("hi").into()).await;
+                s.close().await;
+                let _ = tx.send(sent);
+            }
+        },
+    )
+    .await;
+    let response = http1_get(addr, get(addr, "/")).await;
+    let sent = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+    assert!(
+        matches!(sent, Err(webchan::Error::InvalidMessage(_))),
+        "accepted ({sent:?}); a text/plain UTF-16 body got the UTF-8 bytes {:?}",
+        response.body()
+    );
+}
+
+#[tokio::test]
+async fn server_sent_events_count_all_their_bytes_against_the_queue_limit() {
+    // Only an event's data counted against the queue limit: events with a 1 MiB comment were
+    // all taken, 50 MiB under this 64 KiB limit, before 2026-12-05.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let config = Config::default().queue_limit(64 * 1024);
+    let addr = serve(config, move |ch: Channel| {
+        let tx = tx.clone();
+        async move {
+            let s = ch.sender();
+            let big = "x".repeat(1 << 20);
+            let mut accepted = 0usize;
+            for _ in 0..50 {
+                let event = sse::Event::new().comment(big.clone()).data("tick");
+                match s.try_send(event.into()) {
+                    Ok(completion) => {
+                        drop(completion);
+                        accepted += big.len();
+                    }
+                    Err((e, _)) => {
+                        assert!(e.is_queue_full(), "{e}");
+                        break;
+                    }
+                }
+            }
+            let _ = tx.send(accepted);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            drop(ch);
+        }
+    })
+    .await;
+    // A client that asks for the event stream and reads nothing.
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n").await.unwrap();
+    let accepted = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+    // The limit is 64 KiB: one message past it is allowed (an empty queue takes anything), and
+    // hyper and the kernel may hold a few MiB more; 50 MiB is not bounded by the limit.
+    assert!(
+        accepted <= 8 << 20,
+        "{} MiB of events queued by try_send with a 64 KiB queue limit and a client that reads nothing",
+        accepted >> 20
+    );
+}
+
+#[tokio::test]
+async fn files_and_readers_are_refused_on_an_sse_stream_even_when_empty() {
+    // The body refuses each binary piece; an empty file or reader has none, so it was
+    // accepted, before 2026-12-05. Now every file and reader is refused at the send.
+    let dir = std::env::temp_dir();
+    let empty = dir.join(format!("webchan-sse-empty-{}", std::process::id()));
+    let full = dir.join(format!("webchan-sse-full-{}", std::process::id()));
+    std::fs::write(&empty, b"").unwrap();
+    std::fs::write(&full, b"abc").unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (e2, f2) = (empty.clone(), full.clone());
+    let addr = serve(Config::default().sse(sse::Mode::Always), move |ch: Channel| {
+        let tx = tx.clone();
+        let (e2, f2) = (e2.clone(), f2.clone());
+        async move {
+            let s = ch.sender();
+            let results = vec![
+                ("a file of 3 bytes", s.send(Message::file(&f2)).await),
+                ("a reader of 3 bytes", s.send(Message::reader(&b"abc"[..])).await),
+                ("an empty file", s.send(Message::file(&e2)).await),
+                ("an empty reader", s.send(Message::reader(&b""[..])).await),
+            ];
+            s.close().await;
+            let _ = tx.send(results);
+        }
+    })
+    .await;
+    let _ = http1_get(addr, get(addr, "/")).await;
+    let results = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+    let _ = std::fs::remove_file(&empty);
+    let _ = std::fs::remove_file(&full);
+    let wrong: Vec<String> = results
+        .iter()
+        .filter(|(_, r)| !matches!(r, Err(webchan::Error::InvalidMessage(_))))
+        .map(|(what, r)| format!("{what}: {r:?}"))
+        .collect();
+    assert!(wrong.is_empty(), "not refused with InvalidMessage on an SSE stream: {wrong:?}");
+}
