@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Interop with real WebSocket client libraries: Node's `ws` (tests/interop/client.mjs, pinned in
+# tests/interop/package.json) and Python's `websockets` (tests/interop/client.py, pinned below,
+# installed into target/interop-venv) against the echo servers of both APIs
+# (examples/autobahn.rs, examples/autobahn_compat.rs). The clients check echoes of text and
+# binary at the frame-length boundaries up to 1 MiB, UTF-8 across boundaries and fragments,
+# messages in flight kept in order, ping/pong payloads, permessage-deflate offered and declined,
+# subprotocols offered and none picked (Python), a close with 4000 echoed, a second connection,
+# and 50 connections at once.
+#
+#   scripts/interop.sh
+#
+# Needs node + npm and python3 with venv (Debian: python3-venv); reaches npm and PyPI the first
+# time only. Not part of `cargo test`, which must work without them; .ci/run runs it. Exits
+# nonzero if any client failed against any server; one summary line per client/server pair.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WEBSOCKETS_VERSION=17.4
+VENV=target/interop-venv
+
+# Node's ws.
+if [[ ! -f tests/interop/node_modules/ws/package.json ]]; then
+  (cd tests/interop && npm ci --no-audit --no-fund >/dev/null)
+fi
+
+# Python's websockets, in a venv of its own (only if not there already at this version).
+if ! "$VENV/bin/python" -c "import websockets, sys; sys.exit(websockets.__version__ != '$WEBSOCKETS_VERSION')" \
+  2>/dev/null; then
+  rm -rf "$VENV"
+  if ! python3 -m venv "$VENV"; then
+    rm -rf "$VENV"
+    echo "interop: python3 -m venv failed (Debian: apt-get install python3-venv)" >&2
+    exit 1
+  fi
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "websockets==$WEBSOCKETS_VERSION"
+fi
+
+cargo build --release --example autobahn --example autobahn_compat >/dev/null 2>&1 ||
+  cargo build --release --example autobahn --example autobahn_compat
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+logs=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$logs"
+}
+trap cleanup EXIT
+
+status=0
+summary=()
+start=$SECONDS
+for example in autobahn autobahn_compat; do
+  port=$(free_port)
+  PORT=$port "./target/release/examples/$example" >"$logs/$example.log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  up=0
+  for _ in $(seq 1 50); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      up=1
+      break
+    fi
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [[ $up == 0 ]]; then
+    echo "interop: $example did not listen on port $port:" >&2
+    cat "$logs/$example.log" >&2
+    summary+=("FAIL  ws + websockets vs $example: server did not start")
+    status=1
+    continue
+  fi
+  for client in ws websockets; do
+    echo "== $client client vs $example (ws://127.0.0.1:$port/)"
+    t0=$SECONDS
+    if [[ $client == ws ]]; then
+      cmd=(node tests/interop/client.mjs "ws://127.0.0.1:$port/")
+    else
+      cmd=("$VENV/bin/python" tests/interop/client.py "ws://127.0.0.1:$port/")
+    fi
+    # The clients have their own 60 s watchdog; this is a backstop.
+    if timeout 120 "${cmd[@]}" | tee "$logs/out"; then
+      result=ok
+    else
+      result=FAIL
+      status=1
+    fi
+    counts=$(grep -E '^[a-z]+: [0-9]+ passed, [0-9]+ failed$' "$logs/out" | tail -1 | cut -d' ' -f2-)
+    summary+=("$(printf '%-4s  %-10s vs %-15s %s (%d s)' "$result" "$client" "$example" \
+      "${counts:-no result line}" $((SECONDS - t0)))")
+  done
+  if ! kill -0 "$pid" 2>/dev/null; then
+    echo "interop: $example exited during the run:" >&2
+    cat "$logs/$example.log" >&2
+    summary+=("FAIL  $example exited during the run")
+    status=1
+  fi
+done
+
+echo
+echo "== interop summary ($((SECONDS - start)) s)"
+printf '%s\n' "${summary[@]}"
+exit $status
