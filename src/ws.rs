@@ -399,11 +399,12 @@ struct Conn {
     failures: Vec<(u64, Error)>,
     /// Received events not yet handed to the stream.
     events: Vec<Event>,
-    /// The payload of the last ping not yet answered: its pong is encoded once the output is
-    /// under `WRITE_HIGH`, and a later ping replaces it (RFC 6455 §5.5.3 allows answering
-    /// only the most recent). Before 2026-12-05 each ping's pong was encoded at once: a
-    /// client that sent pings and read nothing had the server buffer every pong (96 MiB in
-    /// 1.5 s, whatever the queue limit).
+    /// A ping that came while the output was over `WRITE_HIGH` (the peer reads slowly or not
+    /// at all): its pong is encoded once the output is under it again, and a later ping
+    /// meanwhile replaces it (RFC 6455 §5.5.3 allows answering only the most recent). Before
+    /// 2026-12-05 each ping's pong was encoded at once whatever the backlog: a client that
+    /// sent pings and read nothing had the server buffer every pong (96 MiB in 1.5 s,
+    /// whatever the queue limit). While the output flows, every ping is answered at once.
     pong: Option<bytes::Bytes>,
     /// The application has too much unread: stop reading until it catches up.
     paused: bool,
@@ -739,7 +740,14 @@ impl Conn {
                 // Also after our close: a ping is answered unless the peer's close came
                 // (RFC 6455 §5.5.2; before 2026-12-05 none was after ours).
                 if self.peer_close.is_none() {
-                    self.pong = Some(payload);
+                    if self.pending_out() < WRITE_HIGH {
+                        // Every ping answered while the output flows (Autobahn 2.10 expects
+                        // it), after one kept while it did not.
+                        self.encode_pong();
+                        frame::encode(self.wbuf(), frame::OP_PONG, &payload);
+                    } else {
+                        self.pong = Some(payload);
+                    }
                 }
             }
             Decoded::Pong => {}
