@@ -81,6 +81,10 @@ impl RequestHead {
         }
     }
 
+    pub(crate) fn version(&self) -> Version {
+        self.version
+    }
+
     pub(crate) fn method(&self) -> &Method {
         &self.method
     }

@@ -556,10 +556,29 @@ impl Shared {
     /// to the event stream instead.
     pub(crate) fn untrack(&self, seq: u64) {
         let mut s = self.lock();
-        if let (_, Some(e)) = s.untrack(seq) {
-            Self::push_event(&mut s, Event::Error(e));
-        } else if seq > s.done_seq && !s.closed {
-            s.tracking_mut().orphans.insert(seq);
+        let (_, failure) = s.untrack(seq);
+        if !s.closed {
+            if let Some(e) = failure {
+                Self::push_event(&mut s, Event::Error(e));
+            } else if seq > s.done_seq {
+                s.tracking_mut().orphans.insert(seq);
+            }
+            return;
+        }
+        // Dropped after the channel closed, unresolved (a `select!` or a timeout that gave up
+        // on it as the connection went): it failed. Its error goes before `Closed` if the
+        // stream has not given that out yet; before 2026-12-05 it was reported nowhere.
+        let error = match failure {
+            Some(e) => e,
+            None if seq > s.done_seq => Error::Closed,
+            None => return,
+        };
+        let before_closed = s.events.len().checked_sub(1);
+        match before_closed {
+            Some(at) if s.receiver_alive && matches!(s.events[at], Event::Closed(_)) => {
+                s.events.insert(at, Event::Error(error));
+            }
+            _ => tracing::debug!(%error, "a send failed after its channel's stream ended"),
         }
     }
 

@@ -284,6 +284,7 @@ impl StreamHead {
             failures: Vec::new(),
             timer: deadline_sleep(self.deadline),
             finished: false,
+            one_per_frame: self.shared.request.version() == http::Version::HTTP_2,
         };
         Body { inner: Inner::Stream(Box::new(body)) }
     }
@@ -367,6 +368,14 @@ struct StreamBody {
     failures: Vec<(u64, Error)>,
     timer: Option<Pin<Box<Sleep>>>,
     finished: bool,
+    /// HTTP/2: each message in a frame of its own, neither gathered nor coalesced. A frame's
+    /// sends complete together once hyper has taken all of it, and HTTP/2's flow control
+    /// often stops a frame midway (a client that reads slowly): a client that then reset its
+    /// stream had the messages it had read whole reported `Err(Closed)` with the rest of their
+    /// frame (48 read, 32 reported sent, before 2026-12-05). Over HTTP/1.1 frames are still
+    /// gathered, for hyper's vectored writes; a connection that breaks midway fails a frame's
+    /// messages the same way, conservatively: never a success for what was not written.
+    one_per_frame: bool,
 }
 
 /// Tiny messages already queued behind each other are copied into one buffer: below a few
@@ -452,7 +461,7 @@ impl StreamBody {
 
     /// A buffer, with the small messages behind it when it is small itself.
     fn coalesced(&mut self, bytes: Bytes) -> Bytes {
-        if bytes.len() < COALESCE_BELOW && self.current.is_none() {
+        if bytes.len() < COALESCE_BELOW && self.current.is_none() && !self.one_per_frame {
             self.coalesce(bytes)
         } else {
             bytes
@@ -540,7 +549,8 @@ impl StreamBody {
         };
         let mut data = BodyData::from(first);
         let before = self.done_bytes;
-        while self.current.is_none()
+        while !self.one_per_frame
+            && self.current.is_none()
             && data.buffers() < GATHER_BUFFERS
             && self.next_simple().is_some()
         {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use support::{
     all_events, closed_of, echo_or_ok as well_behaved, encode_frame, next_channel, next_msg,
-    raw_http, serve, serve_compat, RawWs,
+    next_of, raw_http, serve, serve_compat, RawWs,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -703,4 +703,46 @@ async fn compat_every_queued_send_gets_one_callback_and_on_close_comes_once_last
         assert!(sends[written..].iter().all(|l| l.starts_with("err")), "{log:?}");
         assert!(written < N, "{kind:?}: 12.5 MiB cannot have gone to a client that read nothing");
     }
+}
+
+/// A failed send (8 MiB to a client that reads nothing and then vanishes), its completion
+/// dropped before (`before_close`) or after the channel closed: the errors on the stream.
+async fn errors_of_a_dropped_completion(before_close: bool) -> Vec<Event> {
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let raw = RawWs::connect_path(addr, "/test").await;
+    let mut ch = next_channel(&mut channels).await;
+    assert!(matches!(next_of(&mut ch).await, Some(Event::Open)));
+    let sender = ch.sender();
+    let mut completion =
+        Box::pin(sender.try_send(Message::Binary(vec![1u8; 8 << 20].into())).unwrap());
+    // Polled once, as a select! or a timeout does, and left pending (the client reads nothing).
+    assert!(futures::poll!(completion.as_mut()).is_pending());
+    if before_close {
+        drop(completion);
+        drop(raw);
+        tokio::time::timeout(Duration::from_secs(10), sender.closed()).await.unwrap();
+    } else {
+        drop(raw);
+        tokio::time::timeout(Duration::from_secs(10), sender.closed()).await.unwrap();
+        drop(completion);
+    }
+    let events = all_events(&mut ch).await;
+    events.into_iter().filter(|e| matches!(e, Event::Error(_))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_dropped_before_the_close_reports_its_error() {
+    let errors = errors_of_a_dropped_completion(true).await;
+    assert!(matches!(errors[..], [Event::Error(Error::Closed)]), "{errors:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_dropped_after_the_close_reports_its_error_too() {
+    // A `select!` or a timeout that gives up on a send as the connection goes: before
+    // 2026-12-05 its failure was reported nowhere.
+    let errors = errors_of_a_dropped_completion(false).await;
+    assert!(
+        matches!(errors[..], [Event::Error(Error::Closed)]),
+        "the failed send's error was reported nowhere (events' errors: {errors:?})"
+    );
 }

@@ -927,3 +927,74 @@ async fn a_closing_http_stream_closes_once_hyper_has_written_its_last_bytes() {
     let events = all_events(&mut ch).await;
     assert!(!events.iter().any(|e| matches!(e, Event::Error(_))), "{events:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http2_messages_a_client_read_whole_before_its_rst_stream_are_reported_sent() {
+    // A frame's sends complete together once hyper has taken all of it, and HTTP/2 flow
+    // control stops a frame midway. Frames gathered 32 messages before 2026-12-05: the client
+    // read 48 whole, and only 32 were reported sent (the others `Err(Closed)`). Over HTTP/2 a
+    // frame now holds one message.
+    const SIZE: usize = 1024;
+    const COUNT: u32 = 256;
+    let (tx, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
+    let addr = serve(Config::default(), move |ch: webchan::Channel| {
+        let tx = tx.clone();
+        async move {
+            let sender = ch.sender();
+            // Queued before hyper polls the body: the body gathers them 32 to a frame.
+            let mut completions = Vec::new();
+            for n in 0..COUNT {
+                let payload = numbered(n, SIZE);
+                completions.push(sender.try_send(Message::Binary(payload.into())).unwrap());
+            }
+            let mut results = Vec::new();
+            for c in completions {
+                results.push(
+                    tokio::time::timeout(Duration::from_secs(10), c).await.is_ok_and(|r| r.is_ok()),
+                );
+            }
+            let _ = tx.send(results);
+            drop(ch);
+        }
+    })
+    .await;
+    // A client whose stream window (12 KiB) is less than a gathered frame (32 messages).
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut client, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(12 * 1024)
+        .adaptive_window(false)
+        .handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let response = client.send_request(get(addr, "/")).await.unwrap();
+    let mut body = response.into_body();
+    let mut got = Vec::new();
+    // 48 whole messages: a frame and a half.
+    while got.len() < 48 * SIZE {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("no body frame within 10 s")
+            .unwrap()
+            .unwrap();
+        got.extend_from_slice(&frame.into_data().unwrap());
+    }
+    // The server sends what the window allows (up to 12 KiB more, into the middle of the
+    // second frame) and waits for more window. Then the client leaves: RST_STREAM.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(body);
+    let whole = got.len() / SIZE;
+    for (n, message) in got.chunks_exact(SIZE).enumerate() {
+        assert_eq!(message[..4], (n as u32).to_be_bytes(), "message {n} out of order");
+    }
+    let results = tokio::time::timeout(Duration::from_secs(20), outcomes.recv())
+        .await
+        .expect("outcomes within 20 s")
+        .unwrap();
+    let oks = results.iter().take_while(|ok| **ok).count();
+    assert!(
+        whole <= oks,
+        "the client read {whole} whole messages, only {oks} were reported sent \
+         (the others: Err(Closed), 'the message was not sent')"
+    );
+}
