@@ -472,6 +472,11 @@ impl Receiver {
                     self.ended = true;
                     self.local.clear();
                 }
+                if self.local.is_empty() && self.local.capacity() > crate::shared::KEPT_SLOTS {
+                    // Drained after a burst: no room kept for the next one (it would stay with
+                    // an idle channel, here or, swapped, in the shared queue).
+                    self.local = VecDeque::new();
+                }
                 return Poll::Ready(Some(event));
             }
             if self.ended {

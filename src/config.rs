@@ -111,8 +111,9 @@ impl Config {
     /// yet written (a message is always taken by an empty queue), and [`Sender::try_send`](crate::Sender::try_send) fails with
     /// [`Error::QueueFull`](crate::Error::QueueFull). Incoming: a WebSocket stops reading
     /// from the client while the application has more than this many bytes of messages not
-    /// yet taken from the stream (TCP then slows the client down), also after a close, so it
-    /// holds at most about twice this plus one message. Files, readers and
+    /// yet taken from the stream, each counted with its slot in the queue (48 bytes), so empty
+    /// ones count too (TCP then slows the client down), also after a close, so it holds at
+    /// most about twice this plus one message. Files, readers and
     /// sequences count as one 16 KiB chunk. The default is 1 MiB.
     ///
     /// It is also how far a sender may run ahead of the socket, so it trades memory for

@@ -290,6 +290,12 @@ fn classify(parts: &http::request::Parts, config: &Config) -> Class {
             "Sec-WebSocket-Key must be 16 bytes in base64 (24 characters)",
         );
     }
+    // RFC 6455 §4.2.1 (2) asks for the Host header, and RFC 9112 §3.2 for exactly one on an
+    // HTTP/1.1 request (hyper does not check it). Before 2026-12-05 an upgrade without one, or
+    // with two, got its 101.
+    if !matches!(single(headers, header::HOST), Ok(Some(_))) {
+        return Class::Reject(StatusCode::BAD_REQUEST, "a WebSocket upgrade needs one Host header");
+    }
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key);
     match HeaderValue::from_str(&accept) {
         Ok(accept) => Class::WebSocket { accept: Some(accept) },

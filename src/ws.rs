@@ -36,7 +36,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::frame::{self, Decoded, Decoder, Violation};
 use crate::message::{Piece, Pump};
-use crate::shared::{Inline, Item, Queued, Shared, SSE_ON_WEBSOCKET};
+use crate::shared::{Inline, Item, Queued, Shared, KEPT_SLOTS, SSE_ON_WEBSOCKET};
 use crate::{bufpool, keepalive};
 use crate::{CloseInfo, Error, Event, Incoming, Message};
 
@@ -551,6 +551,13 @@ impl Conn {
                 }
                 if self.out.is_empty() && self.out.capacity() > 0 {
                     self.out = VecDeque::new();
+                }
+                // The same for the queues a burst grew (see `KEPT_SLOTS`).
+                if self.batch.is_empty() && self.batch.capacity() > KEPT_SLOTS {
+                    self.batch = VecDeque::new();
+                }
+                if self.events.is_empty() && self.events.capacity() > KEPT_SLOTS {
+                    self.events = Vec::new();
                 }
 
                 return Poll::Pending;

@@ -583,9 +583,9 @@ async fn flood_setup(
     (addr, channels, client.connect(addr).await.unwrap())
 }
 
-/// Writes numbered binary frames of `size` bytes from a thread of its own (so as fast as the
-/// server reads, not only while the server's thread waits), up to `cap` frames or the first
-/// error; counts the frames written whole.
+/// Writes numbered binary frames of `size` bytes (at least 4; 0: empty frames) from a thread of
+/// its own (so as fast as the server reads, not only while the server's thread waits), up to
+/// `cap` frames or the first error; counts the frames written whole.
 fn flood_from_a_thread(tcp: TcpStream, size: usize, cap: u32) -> Arc<AtomicUsize> {
     let written = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&written);
@@ -597,6 +597,17 @@ fn flood_from_a_thread(tcp: TcpStream, size: usize, cap: u32) -> Arc<AtomicUsize
         // Encoded once (masking a large payload byte by byte in a debug build would make
         // this client slower than the server), each frame's number patched in, masked.
         let mask = [1, 2, 3, 4];
+        if size == 0 {
+            // Empty messages, unnumbered, 1,024 to a write (6 bytes each on the wire).
+            let batch = encode_frame(0x82, Some(mask), &[], None).repeat(1024);
+            for _ in 0..cap / 1024 {
+                if tcp.write_all(&batch).is_err() {
+                    break;
+                }
+                counter.fetch_add(1024, Ordering::SeqCst);
+            }
+            return;
+        }
         let mut frame = encode_frame(0x82, Some(mask), &vec![7; size], None);
         let start = frame.len() - size;
         for i in 0..cap {
@@ -655,6 +666,35 @@ async fn a_flood_of_large_messages_as_fast_as_the_server_reads_is_held_to_the_qu
                 assert_eq!(u32::from_be_bytes(b[..4].try_into().unwrap()), i, "lost or reordered");
                 assert!(b[4..].iter().all(|&x| x == 7), "message {i} damaged");
             }
+            other => panic!("message {i}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_flood_of_empty_messages_is_held_to_the_queue_limit_too() {
+    // A received message counted only its bytes, so empty ones never reached the limit: each
+    // became an event in the queue for as long as the client went on (8.4 million, ~384 MiB of
+    // server memory, before 2026-12-05). Now each counts its slot in the queue too.
+    const QUEUE: usize = 64 * 1024;
+    const BUFFER: u32 = 64 * 1024;
+    const CAP: u32 = 8 << 20;
+    let config = Config::default().queue_limit(QUEUE);
+    let (addr, mut channels, tcp) = flood_setup(config, Some(BUFFER)).await;
+    let raw = RawWs::upgrade(tcp, addr, "/").await;
+    let mut ch = support::next_channel(&mut channels).await; // held, not polled
+    let written = flood_from_a_thread(raw.tcp, 0, CAP);
+    let last = stalled(&written, CAP as usize).await;
+    // At most about twice the limit's worth of events (48 bytes each) in the server, and what
+    // the kernel's buffers hold (6 bytes each).
+    let bound = 2 * QUEUE / 48 + 2 * (4 * BUFFER as usize) / 6;
+    eprintln!("the client wrote {last} empty messages before TCP stopped it (bound {bound})");
+    assert!(last <= bound, "{last} empty messages taken in (bound {bound})");
+    // Nothing is lost: the application reads them all.
+    assert!(matches!(tokio::time::timeout(LIMIT, ch.next()).await.unwrap(), Some(Event::Open)));
+    for i in 0..last {
+        match tokio::time::timeout(LIMIT, ch.next()).await.expect("stuck after draining") {
+            Some(Event::Message(webchan::Incoming::Binary(b))) => assert!(b.is_empty()),
             other => panic!("message {i}: {other:?}"),
         }
     }

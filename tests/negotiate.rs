@@ -448,3 +448,44 @@ async fn compat_a_dropped_response_future_never_opens_after_the_client_half_clos
     assert_eq!(seen, seen_later, "a callback after on_close");
     assert_eq!(seen_later.last().map(String::as_str), Some("close Some(1006)"), "{seen_later:?}");
 }
+
+/// The status line of the answer to a raw request.
+async fn status_of(addr: std::net::SocketAddr, req: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn an_upgrade_without_exactly_one_host_header_is_400() {
+    // RFC 6455 §4.2.1 (2) asks for a Host header, RFC 9112 §3.2 for exactly one on HTTP/1.1;
+    // hyper does not check. Before 2026-12-05 both got a 101.
+    let addr = serve(Config::default(), echo_or_ok).await;
+    let upgrade = |host: &str| {
+        format!(
+            "GET /ws HTTP/1.1\r\n{host}Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+    };
+    let with_host = status_of(addr, upgrade("Host: example.com\r\n")).await;
+    assert!(with_host.starts_with("HTTP/1.1 101"), "{with_host}");
+    let none = status_of(addr, upgrade("")).await;
+    let two = status_of(addr, upgrade("Host: a.example\r\nHost: b.example\r\n")).await;
+    assert!(
+        none.starts_with("HTTP/1.1 400") && two.starts_with("HTTP/1.1 400"),
+        "RFC 6455 §4.2.1 (2) needs a Host header and RFC 9112 §3.2 exactly one: without a Host \
+         the upgrade got {none:?}, with two Hosts {two:?}"
+    );
+}

@@ -128,6 +128,10 @@ fn violations(request: &Request<()>, allowed: Option<&[&str]>) -> Vec<StatusCode
         [key] if unbase64(key.as_bytes().trim_ascii()).is_some_and(|k| k.len() == 16) => {}
         _ => out.push(StatusCode::BAD_REQUEST),
     }
+    // RFC 6455 §4.2.1 (2), RFC 9112 §3.2: exactly one Host.
+    if headers.get_all(header::HOST).iter().count() != 1 {
+        out.push(StatusCode::BAD_REQUEST);
+    }
     out
 }
 
@@ -314,7 +318,6 @@ fn case() -> impl Strategy<Value = Case> {
     );
     let shape = prop_oneof![3 => h1.boxed(), 1 => h2.boxed()];
     let noise_name = prop::sample::select(vec![
-        "host",
         "sec-websocket-protocol",
         "sec-websocket-extensions",
         "cookie",
@@ -330,9 +333,9 @@ fn case() -> impl Strategy<Value = Case> {
         some_of(version_value(), (1, 24, 1)),
         some_of(key_value(), (1, 24, 1)),
         some_of(origin_value(), (6, 4, 1)),
-        noise,
+        (some_of(pick(&["x", "127.0.0.1:3000", "example.com", ""]).boxed(), (1, 24, 1)), noise),
     )
-        .prop_map(|(upgrade, connection, version, key, origin, noise)| {
+        .prop_map(|(upgrade, connection, version, key, origin, (host, noise))| {
             let mut headers = Vec::new();
             let mut add = |name: HeaderName, values: Vec<Vec<u8>>| {
                 headers.extend(values.into_iter().map(|v| (name.clone(), v)));
@@ -342,6 +345,7 @@ fn case() -> impl Strategy<Value = Case> {
             add(header::SEC_WEBSOCKET_VERSION, version);
             add(header::SEC_WEBSOCKET_KEY, key);
             add(header::ORIGIN, origin);
+            add(header::HOST, host);
             for (name, value) in noise {
                 add(HeaderName::from_static(name), vec![value]);
             }
@@ -473,6 +477,7 @@ proptest! {
     fn any_valid_key_is_accepted_with_the_rfc_accept_value(key in prop::array::uniform16(any::<u8>())) {
         let key = base64(&key);
         let request = Request::get("/")
+            .header("host", "x")
             .header("upgrade", "websocket")
             .header("connection", "Upgrade")
             .header("sec-websocket-version", "13")

@@ -1,0 +1,105 @@
+#![allow(unsafe_code)]
+//! What an idle WebSocket channel holds after bursts of small messages, counted by a global
+//! allocator (this file is a test binary of its own, so nothing else allocates beside it).
+//! Before 2026-12-05 the queues kept the room of their largest burst: 1.5 MiB after 20,000
+//! messages in and 1.9 MiB after 20,000 out, against ~3.5 KiB for a fresh channel. Now a
+//! drained queue keeps room for at most `KEPT_SLOTS` (8) entries.
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use support::*;
+use webchan::{Config, Event};
+
+struct Counting;
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::SeqCst);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::SeqCst);
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        LIVE.fetch_add(n as isize - l.size() as isize, Ordering::SeqCst);
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+#[global_allocator]
+static A: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.load(Ordering::SeqCst)
+}
+
+const N: usize = 20_000;
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_idle_channel_gives_back_what_bursts_of_small_messages_took() {
+    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let mut raw = RawWs::connect(addr).await;
+    let mut ch = next_channel(&mut channels).await;
+    assert!(matches!(ch.next().await, Some(Event::Open)));
+    // Warm up: one message each way, so that pools and arenas exist.
+    raw.frame(0x82, b"x").await;
+    assert!(matches!(ch.next().await, Some(Event::Message(_))));
+    ch.send("y".into()).await.unwrap();
+    raw.read_frame().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = live();
+
+    // Incoming: a burst of 1-byte messages (20 KB, far under the 1 MiB queue limit) that the
+    // application reads a moment later, one by one.
+    let mut burst = Vec::new();
+    for _ in 0..N {
+        burst.extend(encode_frame(0x82, Some([1, 2, 3, 4]), b"z", None));
+    }
+    raw.raw(&burst).await;
+    drop(burst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..N {
+        match tokio::time::timeout(Duration::from_secs(10), ch.next()).await.unwrap() {
+            Some(Event::Message(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_in = live();
+
+    // Outgoing: a burst of 1-byte sends, which the client reads.
+    let sender = ch.sender();
+    let mut completions = Vec::new();
+    for _ in 0..N {
+        completions.push(sender.try_send("w".into()).unwrap());
+    }
+    for _ in 0..N {
+        raw.read_frame().await.unwrap();
+    }
+    for c in completions.drain(..) {
+        c.await.unwrap();
+    }
+    drop(completions);
+    // The test client's own read buffer grew with the burst: not the server's.
+    raw.buf = Vec::new();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_out = live();
+    // What the channel and its connection hold: the difference with the live heap once they
+    // are gone (the per-thread buffer pools, bounded whatever the number of channels, stay).
+    drop(sender);
+    drop(ch);
+    drop(raw);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gone = live();
+    let (fresh, held_in, held_out) = (before - gone, after_in - gone, after_out - gone);
+    eprintln!("held by the channel: {fresh} B fresh, {held_in} B after {N} in, {held_out} B after {N} out");
+    assert!(
+        held_in < 16 * 1024 && held_out < 16 * 1024,
+        "an idle WebSocket channel holds {held_in} B after receiving {N} 1-byte messages and \
+         {held_out} B after sending {N} ({fresh} B before the bursts)"
+    );
+}
