@@ -5,12 +5,18 @@
 //
 // Starts the demo on a free port, opens two tabs and checks, through the DOM: a chat message
 // goes from one tab to the other over the WebSocket (both ways); the clock shows at least three
-// updates from the HTTP stream; an EventSource on /events gets its events in order, reconnects
-// by itself when the server ends the stream (sending Last-Event-ID, which the server echoes),
-// and stops for good at the server's 204 (checked in the page and in /events/stats), and the
-// page's feed panel shows it; a 64 MiB download completes with the size the server announced;
-// close codes 1009 and 1000 show on the page. Takes a screenshot (SCREENSHOT, default
-// /tmp/demo.png). Prints "N passed, N failed" last and exits non-zero if anything failed.
+// updates from the HTTP stream; 8 more tabs all load the page within 10 s (the tabs share one
+// /clock stream, held by one leader tab, instead of each holding one of the browser's 6
+// HTTP/1.1 connections to the host), followers show the leader's ticks, and when the leader
+// stops another tab takes over (the extra tabs are closed afterwards); an EventSource on
+// /events gets its events in order, reconnects by itself when the server ends the stream
+// (sending Last-Event-ID, which the server echoes), and stops for good at the server's 204
+// (checked in the page and in /events/stats), and the page's feed panel shows it; 300
+// /events requests with a 60,000-character Last-Event-ID leave /events/stats small (at most
+// 64 connections kept, ids cut to 64 bytes); a 64 MiB download completes with the size the
+// server announced; close codes 1009 and 1000 show on the page. Takes a screenshot
+// (SCREENSHOT, default /tmp/demo.png). Prints "N passed, N failed" last and exits non-zero if
+// anything failed.
 
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -148,6 +154,81 @@ try {
     await a.waitForFunction((n) => Number(document.getElementById("clock-n").textContent) > n, n1, { timeout: 5_000 });
   });
 
+  // ---- Many tabs: one /clock stream for all of them -----------------------------------------
+  // Each tab used to hold a /clock EventSource of its own, and so one of the browser's 6
+  // HTTP/1.1 connections to the host, for good: the seventh tab never loaded. Now the tab that
+  // holds the "webchan-clock" Web Lock streams and the others follow over a BroadcastChannel.
+  const extra = [];
+  const role = (page) => attr(page, "#clock-role", "data-role");
+  const updates = async (page) => Number(await attr(page, "#clock-count", "data-updates"));
+  const leaders = async (pages) => (await Promise.all(pages.map(role))).filter((r) => r === "leader").length;
+  await check("8 more tabs all load the page within 10 s and show the clock", async () => {
+    // One after the other, as a user opens tabs: each new tab's request for / must find a free
+    // connection while the tabs before it have their clocks running.
+    const deadline = Date.now() + 10_000;
+    const loads = [];
+    for (let i = 0; i < 8; i += 1) {
+      const page = await context.newPage();
+      const name = `extra tab ${i + 1}`;
+      page.on("pageerror", (error) => pageErrors.push(`${name}: ${error.message}`));
+      page.on("console", (msg) => {
+        if (msg.type() === "error") pageErrors.push(`${name} console: ${msg.text()}`);
+      });
+      extra.push(page);
+      loads.push(page.goto(base + "/", { timeout: Math.max(1, deadline - Date.now()) }).then(() => true, () => false));
+      await page.waitForFunction(() => document.getElementById("clock-state") !== null, null,
+        { polling: 100, timeout: Math.max(1, deadline - Date.now()) }).catch(() => {});
+    }
+    await Promise.all(loads);
+    const titles = await Promise.all(extra.map((page) => page.title().catch(() => "")));
+    const loaded = titles.filter((t) => t === "webchan demo").length;
+    assert(loaded === 8 && (await Promise.all(loads)).every(Boolean),
+      `${loaded} of 8 extra tabs loaded the page in 10 s (titles: ${titles.map((t) => JSON.stringify(t)).join(", ")})`);
+    // Tab A leads (it asked first); every other tab follows and shows its ticks.
+    const all = [a, b, ...extra];
+    assert((await leaders(all)) === 1, `roles ${(await Promise.all(all.map(role))).join(" ")}`);
+    assert((await role(a)) === "leader", `tab A is ${await role(a)}`);
+    const follower = extra[7];
+    assert((await role(follower)) === "follower", `the last extra tab is ${await role(follower)}`);
+    const before = await updates(follower);
+    await follower.waitForFunction((n) => Number(document.getElementById("clock-count").dataset.updates) >= n + 2,
+      before, { polling: 100, timeout: Math.max(3_000, deadline - Date.now()) });
+    await follower.waitForSelector('#clock-state[data-state="streaming"]', { timeout: 5_000 });
+    const time = await follower.textContent("#clock-time");
+    assert(/^\d\d:\d\d:\d\d\.\d{3}$/.test(time), `a follower's clock shows "${time}"`);
+    assert((await follower.textContent("#clock-raw")).includes("data: {\"n\":"), "a follower shows no raw lines");
+    for (const page of extra) {
+      await page.waitForFunction(() => Number(document.getElementById("clock-count").dataset.updates) >= 1,
+        null, { polling: 100, timeout: 5_000 });
+    }
+  });
+
+  await check("Stop in the leading tab hands the clock to another tab; Start makes it a follower", async () => {
+    assert(extra.length === 8, "no extra tabs");
+    await a.click("#clock-stop");
+    assert((await attr(a, "#clock-state", "data-state")) === "closed", "tab A's clock is not closed");
+    const others = [b, ...extra];
+    const started = Date.now();
+    while ((await leaders(others)) !== 1) {
+      assert(Date.now() - started < 5_000, `no tab took over: roles ${(await Promise.all(others.map(role))).join(" ")}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const follower = (await Promise.all(others.map(role))).indexOf("follower");
+    assert(follower >= 0, "no follower left");
+    const page = others[follower];
+    const before = await updates(page);
+    await page.waitForFunction((n) => Number(document.getElementById("clock-count").dataset.updates) >= n + 2,
+      before, { polling: 100, timeout: 5_000 });
+    const stopped = await updates(a);
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    assert((await updates(a)) === stopped, "tab A still counts ticks after Stop");
+    await a.click("#clock-start");
+    await a.waitForSelector('#clock-state[data-state="streaming"]', { timeout: 5_000 });
+    assert((await role(a)) === "follower", `tab A is ${await role(a)} after Start`);
+    assert((await leaders([a, ...others])) === 1, "more than one tab leads");
+  });
+  await Promise.all(extra.map((page) => page.close().catch(() => {})));
+
   // ---- Server-Sent Events: EventSource, reconnection with Last-Event-ID, 204 ----------------
   // /events?n=3&stop=9: three connections of three events each (ids 1-9, `retry: 200`, the
   // stream ends after each third), then a fourth connection answered 204. Expected, in order:
@@ -226,6 +307,32 @@ try {
     const connections = await sseStats();
     const got = connections.map((c) => `${c.lastEventId}:${c.status}`).join(" ");
     assert(got === "null:200 3:200 6:200 9:204", `connections the server saw (Last-Event-ID:status): ${got}`);
+  });
+
+  await check("SSE: 300 reconnects with a 60,000-character Last-Event-ID leave /events/stats small", async () => {
+    // Numerically 10, past stop 9: each one gets a 204 at once.
+    const longId = "0".repeat(59_998) + "10";
+    const key = `flood-${Date.now()}`;
+    for (let i = 0; i < 300; i += 10) {
+      const statuses = await Promise.all(Array.from({ length: 10 }, async () => {
+        const response = await fetch(`${base}/events?key=${key}`, { headers: { "Last-Event-ID": longId } });
+        await response.arrayBuffer();
+        return response.status;
+      }));
+      assert(statuses.every((s) => s === 204), `statuses ${statuses.join(",")}`);
+    }
+    const response = await fetch(`${base}/events/stats?key=${key}`);
+    const text = await response.text();
+    const size = Buffer.byteLength(text);
+    assert(size < 64 * 1024, `/events/stats is ${size} bytes`);
+    const stats = JSON.parse(text);
+    assert(stats.total === 300, `total ${stats.total}`);
+    assert(stats.connections.length > 0 && stats.connections.length <= 64, `${stats.connections.length} connections listed`);
+    for (const c of stats.connections) {
+      assert(c.status === 204, `status ${c.status}`);
+      assert(typeof c.lastEventId === "string" && Buffer.byteLength(c.lastEventId) <= 64,
+        `an id of ${Buffer.byteLength(String(c.lastEventId))} bytes`);
+    }
   });
 
   await check("the page's reconnecting feed shows 9 events over 3 connections, then stops", async () => {
