@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Browser end-to-end test of the demo: builds it (debug, sharing the test build), then drives
-# two tabs of Debian's headless Chromium through the page (tests/browser/e2e.mjs): chat over
-# WebSockets, the SSE clock, EventSource reconnection with Last-Event-ID and a 204 that stops it
-# (/events), a download.
+# tabs of Debian's headless Chromium through the page (tests/browser/e2e.mjs): chat over
+# WebSockets, the SSE clock (one tab streams for all: ten tabs load and show it, and Stop hands
+# it over), EventSource reconnection with Last-Event-ID and a 204 that stops it (/events), the
+# /events log bounded under a flood of long Last-Event-IDs, a download.
 #
 #   scripts/browser-test.sh                      # build target/debug/examples/demo and test it
 #   DEMO_BIN=path/to/demo scripts/browser-test.sh   # test a binary built already
