@@ -468,7 +468,7 @@ impl Future for Reply {
                     {
                         this.headers.remove(name);
                     }
-                    shared.refuse_upgrade(this.status);
+                    shared.refuse_upgrade(this.status, *expected);
                 }
                 this.state = ReplyState::Done;
                 let mut response = Response::new(Body::empty());

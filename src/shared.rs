@@ -891,10 +891,10 @@ impl Shared {
         }
     }
 
-    /// The handler answered a WebSocket request with another status than 101: the channel
-    /// never opens.
-    pub(crate) fn refuse_upgrade(&self, status: http::StatusCode) {
-        let error = Error::Upgrade(Arc::new(Refused(status)));
+    /// The handler answered a WebSocket request with another status than `expected` (101, or
+    /// 200 for an HTTP/2 extended CONNECT): the channel never opens.
+    pub(crate) fn refuse_upgrade(&self, status: http::StatusCode, expected: http::StatusCode) {
+        let error = Error::Upgrade(Arc::new(Refused { status, expected }));
         self.finish(CloseInfo::websocket(1006, ""), Some(error));
     }
 
@@ -1012,11 +1012,16 @@ fn incoming_size(m: &Incoming) -> usize {
 }
 
 #[derive(Debug)]
-struct Refused(http::StatusCode);
+struct Refused {
+    status: http::StatusCode,
+    expected: http::StatusCode,
+}
 
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the handler answered with {} instead of 101", self.0)
+        // Not "instead of 101" over HTTP/2, where the upgrade's answer is a 200.
+        let (status, expected) = (self.status, self.expected.as_u16());
+        write!(f, "the handler answered with {status} instead of {expected}")
     }
 }
 
