@@ -326,7 +326,9 @@ impl Sender {
     }
 
     /// [`close`](Self::close) with a chosen close code and reason (WebSocket; an HTTP stream
-    /// ignores both). The reason is cut to 123 bytes, the most a close frame holds.
+    /// ignores both). The reason is cut to 123 bytes, the most a close frame holds. A code
+    /// that RFC 6455 does not let an endpoint send goes out as 1000 (see
+    /// [`start_close`](Self::start_close)).
     pub async fn close_with(&self, code: u16, reason: &str) {
         self.start_close(code, reason);
         self.closed().await;
@@ -469,8 +471,18 @@ impl Receiver {
         loop {
             if let Some(event) = self.local.pop_front() {
                 if let Event::Closed(_) = event {
+                    // Errors that came after `Closed` was taken (a send that failed with the
+                    // channel, its `Completion` dropped late) go out before it: before
+                    // 2026-12-05 they were lost.
+                    let mut late = std::mem::take(&mut self.local);
+                    self.shared.take_late(&mut late);
+                    late.retain(|e| matches!(e, Event::Error(_)));
+                    if !late.is_empty() {
+                        late.push_back(event);
+                        self.local = late;
+                        continue;
+                    }
                     self.ended = true;
-                    self.local.clear();
                 }
                 if self.local.is_empty() && self.local.capacity() > crate::shared::KEPT_SLOTS {
                     // Drained after a burst: no room kept for the next one (it would stay with

@@ -592,9 +592,11 @@ impl Handle {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidMessage`] — the spec's "exception thrown" — for a response head on a
-    /// WebSocket or after the first send of an HTTP stream. No callback is called and the
-    /// channel stays usable.
+    /// [`Error::InvalidMessage`] — the spec's "exception thrown" — for a message this channel
+    /// cannot carry: a response head on a WebSocket or after the first send of an HTTP
+    /// stream; a server-sent event on a WebSocket or on an HTTP stream not in SSE mode; bytes,
+    /// a file or a reader on an SSE stream. No callback is called and the channel stays
+    /// usable.
     ///
     /// # Examples
     ///

@@ -112,8 +112,9 @@ impl Config {
     /// [`Error::QueueFull`](crate::Error::QueueFull). Incoming: a WebSocket stops reading
     /// from the client while the application has more than this many bytes of messages not
     /// yet taken from the stream, each counted with its slot in the queue (48 bytes), so empty
-    /// ones count too (TCP then slows the client down), also after a close, so it holds at
-    /// most about twice this plus one message. Files, readers and
+    /// ones count too (TCP then slows the client down); once the server sent its close frame,
+    /// twice this (what the client sent before it saw the close, then its answer, still come
+    /// in). A read holds at most this more and one message. Files, readers and
     /// sequences count as one 16 KiB chunk. The default is 1 MiB.
     ///
     /// It is also how far a sender may run ahead of the socket, so it trades memory for

@@ -16,9 +16,9 @@ use crate::{Channel, CloseInfo, Config, Error, Kind};
 
 /// Turns a request into a [`Channel`] and the response that goes with it.
 ///
-/// A valid WebSocket upgrade request (RFC 6455 §4.2.1: `GET`, HTTP/1.1, `Upgrade: websocket`,
-/// `Connection: upgrade`, a `Sec-WebSocket-Key` of 16 base64 bytes, `Sec-WebSocket-Version:
-/// 13`) becomes a WebSocket channel; any request that does not ask for an upgrade becomes an
+/// A valid WebSocket upgrade request (RFC 6455 §4.2.1: `GET`, HTTP/1.1, one `Host`, `Upgrade:
+/// websocket`, `Connection: upgrade`, a `Sec-WebSocket-Key` of 16 base64 bytes,
+/// `Sec-WebSocket-Version: 13`) becomes a WebSocket channel; any request that does not ask for an upgrade becomes an
 /// HTTP stream channel. Works with any request body type: the body is not read.
 ///
 /// The [`Reply`] is the response: add headers to it (`Set-Cookie`, a chosen

@@ -583,8 +583,17 @@ impl Shared {
             Some(at) if s.receiver_alive && matches!(s.events[at], Event::Closed(_)) => {
                 s.events.insert(at, Event::Error(error));
             }
-            _ => tracing::debug!(%error, "a send failed after its channel's stream ended"),
+            // `Closed` is in the receiver's hands: it takes this before giving `Closed` out
+            // (see `Shared::take_late`).
+            _ => Self::push_event(&mut s, Event::Error(error)),
         }
+    }
+
+    /// Events pushed after the receiver took `Closed` (a send's error reported late), for it
+    /// to give out before `Closed`.
+    pub(crate) fn take_late(&self, out: &mut VecDeque<Event>) {
+        let mut s = self.lock();
+        out.extend(s.events.drain(..));
     }
 
     /// Ready once the channel is closed.
@@ -695,6 +704,11 @@ impl Shared {
         }
         if out.is_empty() {
             std::mem::swap(out, &mut s.queue);
+            // The transport's drained batch, now the shared queue: without its burst's room
+            // (see `KEPT_SLOTS`), or an idle channel would keep it here.
+            if s.queue.capacity() > KEPT_SLOTS {
+                s.queue = VecDeque::new();
+            }
         } else {
             out.append(&mut s.queue);
         }
@@ -844,16 +858,37 @@ impl Shared {
     }
 
     /// Delivers received messages (and errors) to the stream. Returns whether the transport
-    /// should now stop reading (see [`Shared::read_paused`]), in the same lock.
-    pub(crate) fn push_events(&self, events: &mut Vec<Event>) -> bool {
+    /// should now stop reading (see [`Shared::read_paused`]), in the same lock: over the queue
+    /// limit, or over twice the limit once we sent our close (`closing`), so that what the
+    /// client sent before it saw our close, and then its answer, can still come in.
+    pub(crate) fn push_events(&self, events: &mut Vec<Event>, closing: bool) -> bool {
         let mut s = self.lock();
         for e in events.drain(..) {
             Self::push_event(&mut s, e);
         }
-        if s.event_bytes > self.config.get().queue_limit {
+        if s.event_bytes > self.pause_above(closing) {
             s.read_paused = true;
         }
         s.read_paused
+    }
+
+    /// Our close went out while reading was paused: whether it stays paused now that the
+    /// limit is twice as high (see [`Shared::push_events`]).
+    pub(crate) fn closing_pause(&self) -> bool {
+        let mut s = self.lock();
+        if s.read_paused && s.event_bytes <= self.pause_above(true) {
+            s.read_paused = false;
+        }
+        s.read_paused
+    }
+
+    fn pause_above(&self, closing: bool) -> usize {
+        let limit = self.config.get().queue_limit;
+        if closing {
+            limit.saturating_mul(2)
+        } else {
+            limit
+        }
     }
 
     /// An error for the event stream.

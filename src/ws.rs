@@ -472,7 +472,16 @@ impl Conn {
                 again |= self.poll_read(cx);
             }
             if !self.abnormal {
+                let closing = self.close_sent.is_some();
                 again |= self.poll_write(cx);
+                if self.paused && !closing && self.close_sent.is_some() {
+                    // Our close went out while reading was paused: the pause allows a second
+                    // limit's worth now; reading again (no read of the socket is pending to
+                    // wake us for the client's answer) if that lifts it. Before 2026-12-05 a
+                    // close with the application behind always took the whole close timeout.
+                    self.paused = self.shared.closing_pause();
+                    again |= !self.paused;
+                }
             }
             if self.abnormal {
                 self.finish();
@@ -606,10 +615,11 @@ impl Conn {
                 watch.settle();
             }
         }
-        // Also once we sent our close: a client that goes on sending would otherwise have all
-        // it sends until the close timeout buffered for an application that reads nothing
-        // (159 MiB in 1.8 s over loopback with a 64 KiB limit, before 2026-12-05). What stays
-        // unread then ends with the connection, as it would have had the client been slower.
+        // Also once we sent our close, but with room for a second limit's worth then (see
+        // `Shared::push_events`): what the client sent before it saw our close comes through,
+        // and its close answer with it, unless that is more than a limit. Before 2026-12-05
+        // reading went on after our close whatever the backlog: a client that kept sending had
+        // it all buffered until the close timeout (159 MiB in 1.8 s with a 64 KiB limit).
         if self.paused {
             self.paused = self.shared.read_paused();
             if self.paused {
@@ -722,7 +732,7 @@ impl Conn {
             }
         }
         if !self.events.is_empty() {
-            self.paused = self.shared.push_events(&mut self.events);
+            self.paused = self.shared.push_events(&mut self.events, self.close_sent.is_some());
         }
         // Large messages: the receiver reads them (see `Dispatch`).
         let inline = self.expect > 0;

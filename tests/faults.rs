@@ -746,3 +746,51 @@ async fn a_completion_dropped_after_the_close_reports_its_error_too() {
         "the failed send's error was reported nowhere (events' errors: {errors:?})"
     );
 }
+
+/// A channel whose peer sent "x" and then dropped TCP while a 16 MiB send is unfinished;
+/// returns the channel (Open taken) and that send's completion.
+async fn closed_with_unfinished_send(
+    channels: &mut tokio::sync::mpsc::UnboundedReceiver<webchan::Channel>,
+    addr: std::net::SocketAddr,
+) -> (webchan::Channel, webchan::Completion) {
+    let mut raw = RawWs::connect_path(addr, "/test").await;
+    let mut ch = next_channel(channels).await;
+    assert!(matches!(next_of(&mut ch).await, Some(Event::Open)));
+    let completion =
+        ch.sender().try_send(Message::Binary(vec![1u8; 16 << 20].into())).expect("queued");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    raw.frame(0x81, b"x").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(raw);
+    // The server sees the end and closes the channel (Message and Closed both queued).
+    tokio::time::timeout(Duration::from_secs(10), ch.sender().closed()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    (ch, completion)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_dropped_after_closed_was_taken_but_before_it_was_given_out_is_reported() {
+    // The receiver takes a burst of events at once: once it held `Closed` (having given out an
+    // earlier event of the burst), a completion dropped then reported nowhere (before this
+    // test's commit): its error now comes before `Closed`.
+    let config = Config::default().queue_limit(64 << 20);
+    let (addr, mut channels) = serve_channels(config).await;
+
+    // Control: dropped before the receiver looked: Error(Closed), then Closed.
+    let (mut ch, completion) = closed_with_unfinished_send(&mut channels, addr).await;
+    drop(completion);
+    let events = all_events(&mut ch).await;
+    eprintln!("control: {events:?}");
+    assert!(events.iter().any(|e| matches!(e, Event::Error(webchan::Error::Closed))));
+
+    // The same, with the receiver having returned "x" (Closed taken with it, not returned).
+    let (mut ch, completion) = closed_with_unfinished_send(&mut channels, addr).await;
+    assert!(matches!(next_of(&mut ch).await, Some(Event::Message(_))));
+    drop(completion);
+    let rest = all_events(&mut ch).await;
+    eprintln!("after a message was returned: {rest:?}");
+    assert!(
+        rest.iter().any(|e| matches!(e, Event::Error(webchan::Error::Closed))),
+        "the dropped send's failure was reported nowhere: {rest:?}"
+    );
+}

@@ -1,6 +1,6 @@
 #![allow(unsafe_code)]
 //! What an idle WebSocket channel holds after bursts of small messages, counted by a global
-//! allocator (this file is a test binary of its own, so nothing else allocates beside it).
+//! allocator (this file is a test binary of its own, and its tests run one at a time).
 //! Before 2026-12-05 the queues kept the room of their largest burst: 1.5 MiB after 20,000
 //! messages in and 1.9 MiB after 20,000 out, against ~3.5 KiB for a fresh channel. Now a
 //! drained queue keeps room for at most `KEPT_SLOTS` (8) entries.
@@ -39,8 +39,12 @@ fn live() -> isize {
 
 const N: usize = 20_000;
 
+/// The tests of this file count the same allocator: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "current_thread")]
 async fn an_idle_channel_gives_back_what_bursts_of_small_messages_took() {
+    let _serial = SERIAL.lock().await;
     let (addr, mut channels) = serve_channels(Config::default()).await;
     let mut raw = RawWs::connect(addr).await;
     let mut ch = next_channel(&mut channels).await;
@@ -101,5 +105,58 @@ async fn an_idle_channel_gives_back_what_bursts_of_small_messages_took() {
         held_in < 16 * 1024 && held_out < 16 * 1024,
         "an idle WebSocket channel holds {held_in} B after receiving {N} 1-byte messages and \
          {held_out} B after sending {N} ({fresh} B before the bursts)"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_send_made_while_a_burst_is_written_leaves_no_room_behind() {
+    // The connection's drained batch is swapped into the shared queue by the next take: a
+    // send made while a burst was written put the burst's room there, where nothing shrank it
+    // (1.8 MiB after 20,000 sends, before this test's commit).
+    let _serial = SERIAL.lock().await;
+    let (addr, mut channels) = serve_channels(Config::default().queue_limit(64 << 20)).await;
+    let mut raw = RawWs::connect(addr).await;
+    let mut ch = next_channel(&mut channels).await;
+    assert!(matches!(ch.next().await, Some(Event::Open)));
+    ch.send("y".into()).await.unwrap();
+    raw.read_frame().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A burst of 1 KiB sends; the client reads nothing yet, so the socket fills while the
+    // connection still holds most of the burst in its batch.
+    let sender = ch.sender();
+    let payload = bytes::Bytes::from(vec![b'w'; 1024]);
+    let mut completions = Vec::new();
+    for _ in 0..N {
+        completions.push(sender.try_send(webchan::Message::Binary(payload.clone())).unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // One more send meanwhile (a live channel's next message).
+    completions.push(sender.try_send("v".into()).unwrap());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Now the client reads it all.
+    for _ in 0..=N {
+        raw.read_frame().await.unwrap();
+    }
+    for c in completions.drain(..) {
+        c.await.unwrap();
+    }
+    drop(completions);
+    drop(payload);
+    raw.buf = Vec::new();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = live();
+
+    drop(sender);
+    drop(ch);
+    drop(raw);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gone = live();
+    let held = idle - gone;
+    eprintln!("held by the idle channel: {held} B after a burst of {N} sends and one more");
+    assert!(
+        held < 16 * 1024,
+        "an idle WebSocket channel holds {held} B after a burst of {N} sends and one more \
+         made while the burst was written"
     );
 }

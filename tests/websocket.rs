@@ -283,6 +283,42 @@ async fn a_close_code_not_allowed_on_the_wire_goes_out_as_1000_and_1005_as_no_co
 }
 
 #[tokio::test]
+async fn a_close_while_the_application_is_behind_reads_the_clients_answer_at_once() {
+    // The application has 6 KiB unread against a 4 KiB limit, so the server stopped reading;
+    // then it closes. Reading goes on (up to twice the limit while closing): the last message
+    // and the client's prompt answer come in, and the close completes at once, not after the
+    // close timeout (30 s here; the waits below give up after 10 s). Between cc31063 and this
+    // test's commit the pause held after our close, and such a close took the whole timeout.
+    let config = Config::default().queue_limit(4096).close_timeout(Duration::from_secs(30));
+    let (addr, mut channels) = serve_channels(config).await;
+    let mut raw = RawWs::connect(addr).await;
+    let mut ch = next_channel(&mut channels).await;
+    for i in 0..6u32 {
+        raw.frame(0x82, &numbered(i, 1024)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sender = ch.sender();
+    let closing = tokio::spawn(async move { sender.close().await });
+    assert_eq!(raw.read_close().await, Some((1000, String::new())));
+    raw.frame(0x88, &1000u16.to_be_bytes()).await;
+    assert!(raw.eof().await, "the server did not end the connection");
+    tokio::time::timeout(Duration::from_secs(10), closing).await.expect("close() waited").unwrap();
+    // Nothing lost: every message, then Closed.
+    let events = all_events(&mut ch).await;
+    let numbers: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(Incoming::Binary(b)) => {
+                Some(u32::from_be_bytes(b[..4].try_into().unwrap()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(numbers, (0..6).collect::<Vec<_>>(), "{events:?}");
+    assert_eq!(closed_of(&events), CloseInfo::websocket(1000, ""));
+}
+
+#[tokio::test]
 async fn close_waits_a_bounded_time_for_a_peer_that_never_answers() {
     let (addr, mut channels) =
         serve_channels(Config::default().close_timeout(Duration::from_millis(300))).await;
