@@ -39,6 +39,17 @@ fn live() -> isize {
 
 const N: usize = 20_000;
 
+/// The live heap once the channel, its sender and its client are gone: what they held is the
+/// difference with the heap before (the per-thread buffer pools, bounded whatever the number of
+/// channels, stay).
+async fn gone(sender: webchan::Sender, ch: webchan::Channel, raw: RawWs) -> isize {
+    drop(sender);
+    drop(ch);
+    drop(raw);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    live()
+}
+
 /// The tests of this file count the same allocator: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -92,13 +103,7 @@ async fn an_idle_channel_gives_back_what_bursts_of_small_messages_took() {
     raw.buf = Vec::new();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after_out = live();
-    // What the channel and its connection hold: the difference with the live heap once they
-    // are gone (the per-thread buffer pools, bounded whatever the number of channels, stay).
-    drop(sender);
-    drop(ch);
-    drop(raw);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let gone = live();
+    let gone = gone(sender, ch, raw).await;
     let (fresh, held_in, held_out) = (before - gone, after_in - gone, after_out - gone);
     eprintln!("held by the channel: {fresh} B fresh, {held_in} B after {N} in, {held_out} B after {N} out");
     assert!(
@@ -147,12 +152,7 @@ async fn a_send_made_while_a_burst_is_written_leaves_no_room_behind() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle = live();
 
-    drop(sender);
-    drop(ch);
-    drop(raw);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let gone = live();
-    let held = idle - gone;
+    let held = idle - gone(sender, ch, raw).await;
     eprintln!("held by the idle channel: {held} B after a burst of {N} sends and one more");
     assert!(
         held < 16 * 1024,

@@ -91,14 +91,15 @@ async fn a_handler_that_answers_with_another_status_does_not_upgrade() {
     .await;
     let err = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await.unwrap_err();
     assert!(err.to_string().contains("403"), "{err}");
-    let events = events_until_closed(&mut rx).await;
-    // No Open; an Error, then Closed.
-    assert_order(&events, false);
-    assert!(
-        matches!(&events[0], Event::Error(webchan::Error::Upgrade(e))
-        if e.to_string().contains("403 Forbidden instead of 101")),
-        "{events:?}"
-    );
+    // No Open; an Error that says why, then Closed.
+    let refused = |events: &[Event], why: &str| {
+        assert_order(events, false);
+        assert!(
+            matches!(&events[0], Event::Error(webchan::Error::Upgrade(e)) if e.to_string().contains(why)),
+            "{events:?}"
+        );
+    };
+    refused(&events_until_closed(&mut rx).await, "403 Forbidden instead of 101");
     // Over HTTP/2 (RFC 8441) the upgrade's answer is a 200, and the error says so (before
     // 2026-12-05 it said "instead of 101" there too).
     let mut h2 = h2_client(addr).await;
@@ -111,13 +112,7 @@ async fn a_handler_that_answers_with_another_status_does_not_upgrade() {
     request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
     let response = h2.send_request(request).await.unwrap();
     assert_eq!(response.status(), http::StatusCode::FORBIDDEN);
-    let events = events_until_closed(&mut rx).await;
-    assert_order(&events, false);
-    assert!(
-        matches!(&events[0], Event::Error(webchan::Error::Upgrade(e))
-        if e.to_string().contains("403 Forbidden instead of 200")),
-        "{events:?}"
-    );
+    refused(&events_until_closed(&mut rx).await, "403 Forbidden instead of 200");
 }
 
 #[tokio::test]
