@@ -621,7 +621,13 @@ impl Conn {
         // reading went on after our close whatever the backlog: a client that kept sending had
         // it all buffered until the close timeout (159 MiB in 1.8 s with a 64 KiB limit).
         if self.paused {
-            self.paused = self.shared.read_paused();
+            // Closing, the pause's threshold is twice the limit (see `Shared::closing_pause`),
+            // whichever path sent our close (this task, or a sender's inline step).
+            self.paused = if self.close_sent.is_some() {
+                self.shared.closing_pause()
+            } else {
+                self.shared.read_paused()
+            };
             if self.paused {
                 return false;
             }

@@ -282,8 +282,20 @@ async fn a_close_while_the_application_is_behind_reads_the_clients_answer_at_onc
     // The application has 6 KiB unread against a 4 KiB limit, so the server stopped reading;
     // then it closes. Reading goes on (up to twice the limit while closing): the last message
     // and the client's prompt answer come in, and the close completes at once, not after the
-    // close timeout (30 s here; the waits below give up after 10 s). Between cc31063 and this
-    // test's commit the pause held after our close, and such a close took the whole timeout.
+    // close timeout (30 s here; the waits below give up after 10 s). Between cc31063 and
+    // 0b8dc91 the pause held after our close, and such a close took the whole timeout.
+    close_while_behind(false).await;
+}
+
+#[tokio::test]
+async fn a_send_and_close_while_the_application_is_behind_reads_the_clients_answer_at_once() {
+    // The same with `send_and_close`, whose completion writes the message and the close frame
+    // from the sender's own task when it can (`Inline`): the connection's task then found the
+    // pause at the plain limit still (until the commit after 0b8dc91).
+    close_while_behind(true).await;
+}
+
+async fn close_while_behind(with_a_message: bool) {
     let config = Config::default().queue_limit(4096).close_timeout(Duration::from_secs(30));
     let (addr, mut channels) = serve_channels(config).await;
     let mut raw = RawWs::connect(addr).await;
@@ -293,7 +305,17 @@ async fn a_close_while_the_application_is_behind_reads_the_clients_answer_at_onc
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sender = ch.sender();
-    let closing = tokio::spawn(async move { sender.close().await });
+    let closing = tokio::spawn(async move {
+        if with_a_message {
+            sender.send_and_close("bye".into()).await.unwrap();
+            sender.closed().await;
+        } else {
+            sender.close().await;
+        }
+    });
+    if with_a_message {
+        assert_eq!(raw.read_frame().await, Some((0x81, b"bye".to_vec())));
+    }
     assert_eq!(raw.read_close().await, Some((1000, String::new())));
     raw.frame(0x88, &1000u16.to_be_bytes()).await;
     assert!(raw.eof().await, "the server did not end the connection");
