@@ -77,12 +77,16 @@ use crate::{Channel, CloseInfo, Config, Error, Kind};
 /// ```
 pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Channel), Rejection> {
     let (mut parts, _body) = request.into_parts();
-    if config.get().shutdown.as_ref().is_some_and(crate::Shutdown::is_shutting_down) {
-        return Err(Rejection {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            reason: "the server is shutting down",
-        });
-    }
+    // Held until the channel is registered (see `Shutdown::enter`).
+    let _entering = match config.get().shutdown.as_ref().map(crate::Shutdown::enter) {
+        Some(None) => {
+            return Err(Rejection {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                reason: "the server is shutting down",
+            })
+        }
+        entering => entering.flatten(),
+    };
     match classify(&parts, &config) {
         Class::Stream => {
             let sse = match config.get().sse {

@@ -62,6 +62,8 @@ impl std::fmt::Debug for Shutdown {
 pub(crate) struct Registry {
     next: AtomicU64,
     shutting_down: AtomicBool,
+    /// `as_channel` calls past the shutdown check and not yet registered (see [`Entering`]).
+    entering: std::sync::atomic::AtomicUsize,
     live: Mutex<HashMap<u64, Weak<Shared>>>,
     changed: Notify,
 }
@@ -99,7 +101,19 @@ impl Shutdown {
     /// Closes every registered channel gracefully, waits up to `deadline` for them, then drops
     /// the rest. New channels are refused from the first moment.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
-        self.inner.shutting_down.store(true, Ordering::Release);
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        // Channels being made now (past the check, see `Entering`) register first: then the
+        // snapshot has them all. Before 2026-12-05 one made just as the shutdown began could
+        // miss both the 503 and the snapshot: never asked to close, forced at the deadline,
+        // and the report one clean channel short.
+        loop {
+            let mut notified = std::pin::pin!(self.inner.changed.notified());
+            notified.as_mut().enable();
+            if self.inner.entering.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            notified.await;
+        }
         let channels: Vec<Arc<Shared>> = self.snapshot();
         let total = channels.len();
         for (i, shared) in channels.iter().enumerate() {
@@ -137,6 +151,32 @@ impl Shutdown {
 
     pub(crate) fn registry(&self) -> &Arc<Registry> {
         &self.inner
+    }
+
+    /// A channel is being made: `None` once the shutdown has begun (the caller answers 503).
+    /// Held until the channel is registered.
+    pub(crate) fn enter(&self) -> Option<Entering> {
+        // SeqCst with the flag's store in `shutdown`: either this sees the flag, or the
+        // shutdown sees this count and waits for the registration.
+        self.inner.entering.fetch_add(1, Ordering::SeqCst);
+        let entering = Entering(Arc::clone(&self.inner));
+        if self.inner.shutting_down.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some(entering)
+    }
+}
+
+/// An `as_channel` call between its shutdown check and its channel's registration.
+pub(crate) struct Entering(Arc<Registry>);
+
+impl Drop for Entering {
+    fn drop(&mut self) {
+        self.0.entering.fetch_sub(1, Ordering::SeqCst);
+        // Only a shutdown waits on this (notifying takes a lock: not at every channel made).
+        if self.0.shutting_down.load(Ordering::SeqCst) {
+            self.0.changed.notify_waiters();
+        }
     }
 }
 
