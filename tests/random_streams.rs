@@ -663,6 +663,20 @@ async fn vanish(
     }
 }
 
+/// A connection for a client that will vanish: at random a 4 KiB receive window, and at random
+/// a reset (zero linger) instead of a FIN when it goes; whether it resets.
+async fn vanishing_socket(addr: SocketAddr, rng: &mut Rng) -> (tokio::net::TcpStream, bool) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if rng.chance(50) {
+        socket.set_recv_buffer_size(4096).unwrap();
+    }
+    let reset = rng.chance(50);
+    if reset {
+        socket.set_zero_linger().unwrap();
+    }
+    (socket.connect(addr).await.unwrap(), reset)
+}
+
 /// A WebSocket client that sends a random prefix of the plan of `seed`, reads a random number
 /// of times and vanishes: the plan, what it heard, and whether it reset the connection.
 ///
@@ -674,15 +688,7 @@ async fn vanishing_ws_client(addr: SocketAddr, seed: u64, http2: bool) -> (Plan,
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let mut rng = Rng(seed);
     let plan = plan(&mut rng);
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    if rng.chance(50) {
-        socket.set_recv_buffer_size(4096).unwrap();
-    }
-    let reset = rng.chance(50);
-    if reset {
-        socket.set_zero_linger().unwrap();
-    }
-    let tcp = socket.connect(addr).await.unwrap();
+    let (tcp, reset) = vanishing_socket(addr, &mut rng).await;
     if !http2 {
         let raw = RawWs::upgrade(tcp, addr, "/").await;
         let heard = vanish_over(raw.tcp, raw.buf, &plan, &mut rng, seed).await;
@@ -789,15 +795,8 @@ async fn vanishing_http_client(addr: SocketAddr, seed: u64, http2: bool) -> (Vec
     use http_body_util::BodyExt;
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let mut rng = Rng(seed);
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    if rng.chance(50) {
-        socket.set_recv_buffer_size(4096).unwrap();
-    }
-    let reset = rng.chance(50);
-    if reset {
-        socket.set_zero_linger().unwrap();
-    }
-    let io = TokioIo::new(socket.connect(addr).await.unwrap());
+    let (tcp, reset) = vanishing_socket(addr, &mut rng).await;
+    let io = TokioIo::new(tcp);
     let (response, conn) = if http2 {
         let (mut send, conn) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
@@ -830,12 +829,18 @@ async fn vanishing_http_client(addr: SocketAddr, seed: u64, http2: bool) -> (Vec
     (got, reset)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_clients_that_vanish_at_random_points_get_every_send_reported() {
-    let (report, mut reports) = mpsc::unbounded_channel();
+/// A server whose every channel runs `ticking_until_dropped`, and the reports they send.
+async fn ticking_server() -> (SocketAddr, mpsc::UnboundedReceiver<Report>) {
+    let (report, reports) = mpsc::unbounded_channel();
     let addr =
         serve(Config::default(), move |channel| ticking_until_dropped(channel, report.clone()))
             .await;
+    (addr, reports)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_clients_that_vanish_at_random_points_get_every_send_reported() {
+    let (addr, mut reports) = ticking_server().await;
     for seed in seeds(11) {
         let http2 = variant(seed) % 2 == 1;
         bounded(seed, vanish_http(addr, &mut reports, seed, http2)).await;
@@ -844,10 +849,7 @@ async fn http_clients_that_vanish_at_random_points_get_every_send_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_vanish_at_random_points_get_every_send_reported() {
-    let (report, mut reports) = mpsc::unbounded_channel();
-    let addr =
-        serve(Config::default(), move |channel| ticking_until_dropped(channel, report.clone()))
-            .await;
+    let (addr, mut reports) = ticking_server().await;
     for seed in seeds(10) {
         let http2 = variant(seed) % 3 == 2;
         bounded(seed, vanish(addr, &mut reports, seed, http2)).await;
