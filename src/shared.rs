@@ -958,14 +958,7 @@ impl Shared {
     /// stream's channel closes now: hyper may not poll its body again soon (a client that
     /// reads nothing, a source with nothing ready), and then the body aborts the response.
     pub(crate) fn force_close(&self) {
-        self.forced.store(true, std::sync::atomic::Ordering::Release);
-        let waker = self.take_transport(&mut self.lock());
-        if let Some(w) = waker {
-            w.wake();
-        }
-        if self.kind == Kind::HttpStream {
-            self.finish(CloseInfo::http(), None);
-        }
+        self.drop_connection(None);
     }
 
     /// An HTTP stream's timeout passed `close_timeout` ago and its body has not ended: hyper
@@ -976,12 +969,21 @@ impl Shared {
             std::io::ErrorKind::TimedOut,
             "the client took nothing for the close timeout after the stream's timeout",
         );
+        self.drop_connection(Some(Error::io(error)));
+    }
+
+    /// Marks the channel forced (its transport drops the connection when it next runs, an
+    /// HTTP stream's body by aborting the response) and wakes the transport; an HTTP stream's
+    /// channel closes now, with `error` if any.
+    fn drop_connection(&self, error: Option<Error>) {
         self.forced.store(true, std::sync::atomic::Ordering::Release);
         let waker = self.take_transport(&mut self.lock());
         if let Some(w) = waker {
             w.wake();
         }
-        self.finish(CloseInfo::http(), Some(Error::io(error)));
+        if self.kind == Kind::HttpStream {
+            self.finish(CloseInfo::http(), error);
+        }
     }
 
     /// The task that calls [`Shared::time_out`]: aborted when the channel closes first.
