@@ -107,6 +107,14 @@ impl Message {
     }
 
     /// A response head for the first send of an HTTP stream.
+    ///
+    /// The headers may declare a `Content-Length` for the stream (a file of known size, say):
+    /// the body is then not chunked, and exactly that many bytes go out. The send whose bytes
+    /// reach the length completes, even when it held more (a file that grew since its size was
+    /// taken): the bytes past the length are not sent. Sends after it fail with
+    /// [`Error::Closed`](crate::Error::Closed). A stream that ends before the length (closed,
+    /// timed out) reports `Error::Io` of kind `UnexpectedEof`: the client gets a truncated
+    /// response. Each message then goes out in a frame of its own.
     pub fn response(status: StatusCode, headers: HeaderMap, body: impl Into<Self>) -> Self {
         Self::Response(Box::new(ResponseHead {
             status: Some(status),

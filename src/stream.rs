@@ -284,7 +284,9 @@ impl StreamHead {
             failures: Vec::new(),
             timer: deadline_sleep(self.deadline),
             finished: false,
-            one_per_frame: self.shared.request.version() == http::Version::HTTP_2,
+            // A declared length: no frame may carry a message past it (see `poll_data`).
+            one_per_frame: declared.is_some()
+                || self.shared.request.version() == http::Version::HTTP_2,
         };
         Body { inner: Inner::Stream(Box::new(body)) }
     }
@@ -368,7 +370,9 @@ struct StreamBody {
     failures: Vec<(u64, Error)>,
     timer: Option<Pin<Box<Sleep>>>,
     finished: bool,
-    /// HTTP/2: each message in a frame of its own, neither gathered nor coalesced. A frame's
+    /// HTTP/2, or a declared `Content-Length`: each message in a frame of its own, neither
+    /// gathered nor coalesced (with a declared length, so that a frame cut at it holds no
+    /// message wholly after it: see [`poll_data`](Self::poll_data)). A frame's
     /// sends complete together once hyper has taken all of it, and HTTP/2's flow control
     /// often stops a frame midway (a client that reads slowly): a client that then reset its
     /// stream had the messages it had read whole reported `Err(Closed)` with the rest of their
@@ -512,6 +516,18 @@ impl StreamBody {
         Poll::Ready(None)
     }
 
+    /// The whole declared length went out (or is in hyper's hands), and hyper needs no more:
+    /// the message that was being sent is complete, and so is a close right behind it.
+    fn declared_length_sent(&mut self) {
+        if let Some((seq, size, _)) = self.current.take() {
+            self.done_upto = seq;
+            self.done_bytes += size;
+        }
+        if let Some(Queued { seq, item: Item::Close(..), .. }) = self.batch.front() {
+            self.done_upto = *seq;
+        }
+    }
+
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<BodyData>, Error>>> {
         if self.shared.is_forced() && !self.finished {
             // Dropped (a shutdown's deadline, or a client that took nothing after the timeout;
@@ -520,6 +536,11 @@ impl StreamBody {
             self.report();
             self.shared.body_end(self.done_upto);
             return Poll::Ready(Some(Err(Error::Closed)));
+        }
+        if !self.finished && self.declared.is_some_and(|declared| self.written >= declared) {
+            // The body is complete. HTTP/1.1 stops polling by itself; HTTP/2 needs the end.
+            self.declared_length_sent();
+            return self.end().map(|_| None);
         }
         let polled = self.poll_data(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
@@ -542,11 +563,28 @@ impl StreamBody {
     /// The next frame: the next buffer, and with it the plain messages queued behind it, each
     /// as its own buffer (see [`BodyData`]).
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<BodyData>, Error>>> {
-        let first = match self.poll_piece(cx) {
+        let mut first = match self.poll_piece(cx) {
             Poll::Ready(Some(bytes)) => bytes,
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => return Poll::Pending,
         };
+        if let Some(declared) = self.declared {
+            // Past the declared length (a file that grew since the head was made, a message
+            // longer than the handler said): the bytes after it are not sent. hyper would cut
+            // the frame itself, but then drop it unwritten as far as its receipt can tell, and
+            // its sends would fail though the client got a whole response (before stop 27,
+            // 2026-12-05).
+            // A frame here holds one message (`one_per_frame`): the one that reaches the length
+            // completes, and those after it are never taken (they fail with `Closed`).
+            let owed = declared - self.written;
+            if first.len() as u64 > owed {
+                tracing::debug!(
+                    cut = first.len() as u64 - owed,
+                    "bytes past the declared Content-Length are not sent"
+                );
+                first.truncate(owed as usize);
+            }
+        }
         let mut data = BodyData::from(first);
         let before = self.done_bytes;
         while !self.one_per_frame
@@ -667,15 +705,7 @@ impl Drop for StreamBody {
     fn drop(&mut self) {
         if !self.finished {
             if self.declared.is_some_and(|len| len == self.written) {
-                // The whole declared length went out, and hyper needs no more: the message
-                // that was being sent is complete.
-                if let Some((seq, size, _)) = self.current.take() {
-                    self.done_upto = seq;
-                    self.done_bytes += size;
-                }
-                if let Some(Queued { seq, item: Item::Close(..), .. }) = self.batch.front() {
-                    self.done_upto = *seq;
-                }
+                self.declared_length_sent();
             }
             // Otherwise hyper dropped the body before its end: the client went away (or the
             // connection failed). Whatever was written counts; the rest fails with `Closed`

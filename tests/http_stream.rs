@@ -998,3 +998,90 @@ async fn over_http2_messages_a_client_read_whole_before_its_rst_stream_are_repor
          (the others: Err(Closed), 'the message was not sent')"
     );
 }
+
+/// GETs `/` over HTTP/1.1 (`h2` false) or HTTP/2 and gives the response's declared length and
+/// its body.
+async fn get_over(addr: std::net::SocketAddr, h2: bool) -> (String, bytes::Bytes) {
+    let response = if h2 {
+        let mut sender = h2_client(addr).await;
+        let response = sender.send_request(get(addr, "/")).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = tokio::time::timeout(Duration::from_secs(10), body.collect())
+            .await
+            .expect("the body within 10 s")
+            .unwrap()
+            .to_bytes();
+        http::Response::from_parts(parts, body)
+    } else {
+        http1_get(addr, get(addr, "/")).await
+    };
+    let declared = response.headers()["content-length"].to_str().unwrap().to_owned();
+    (declared, response.into_body())
+}
+
+#[tokio::test]
+async fn a_file_longer_than_its_declared_content_length_sends_that_length_and_completes() {
+    // A log being appended to: 20,000 bytes when the head was made, 25,000 when it is read.
+    // The client gets the 20,000 declared, a complete response, and the send says so. Before
+    // stop 27 (2026-12-05) the body handed hyper the file's whole last chunk, hyper wrote only
+    // what was owed and dropped the rest of the frame, and the send reported `Err(Closed)`.
+    let dir = std::env::temp_dir().join(format!("webchan-grown-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("log");
+    let content: Vec<u8> = (0..25_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &content).unwrap();
+    let (tx, mut sent) = tokio::sync::mpsc::unbounded_channel();
+    let file = path.clone();
+    let addr = serve(Config::default(), move |ch: Channel| {
+        let (tx, file) = (tx.clone(), file.clone());
+        async move {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("content-length", "20000".parse().unwrap());
+            let head = Message::response(http::StatusCode::OK, headers, Message::file(file));
+            let _ = tx.send(ch.sender().send_and_close(head).await);
+        }
+    })
+    .await;
+    for h2 in [false, true] {
+        let (declared, body) = get_over(addr, h2).await;
+        assert_eq!(declared, "20000");
+        assert!(body[..] == content[..20_000], "h2 {h2}: not the file's first 20,000 bytes");
+        let result = tokio::time::timeout(Duration::from_secs(10), sent.recv()).await;
+        let result = result.expect("no outcome within 10 s").unwrap();
+        assert!(result.is_ok(), "h2 {h2}: the client got the whole response, yet {result:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn messages_up_to_the_declared_content_length_complete_and_those_after_fail() {
+    // Three messages queued at once under a head declaring 10 bytes: the first two fill it,
+    // the third has no room. Before stop 27 (2026-12-05) the three went out in one frame of
+    // 15 bytes, hyper wrote 10 and dropped the frame, and all three reported `Err(Closed)`.
+    let (tx, mut sent) = tokio::sync::mpsc::unbounded_channel();
+    let addr = serve(Config::default(), move |ch: Channel| {
+        let tx = tx.clone();
+        async move {
+            let sender = ch.sender();
+            let mut headers = http::HeaderMap::new();
+            headers.insert("content-length", "10".parse().unwrap());
+            let first = Message::response(http::StatusCode::OK, headers, "01234");
+            let completions = [first, Message::from("56789"), Message::from("after")]
+                .map(|m| sender.try_send(m).map_err(|(e, _)| e).unwrap());
+            let mut outcomes = Vec::new();
+            for c in completions {
+                outcomes.push(c.await);
+            }
+            let _ = tx.send(outcomes);
+        }
+    })
+    .await;
+    for h2 in [false, true] {
+        let (declared, body) = get_over(addr, h2).await;
+        assert_eq!((declared.as_str(), &body[..]), ("10", &b"0123456789"[..]), "h2 {h2}");
+        let outcomes = tokio::time::timeout(Duration::from_secs(10), sent.recv()).await;
+        let outcomes = outcomes.expect("no outcomes within 10 s").unwrap();
+        assert!(outcomes[0].is_ok() && outcomes[1].is_ok(), "h2 {h2}: {outcomes:?}");
+        assert!(outcomes[2].as_ref().is_err_and(|e| e.is_closed()), "h2 {h2}: {outcomes:?}");
+    }
+}
