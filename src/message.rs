@@ -212,6 +212,10 @@ pub(crate) enum Piece {
     Sse(Bytes),
 }
 
+/// Steps through empty sources (or, in a body, empty pieces) before a task yields to its
+/// other work (tokio's own budget is 128 operations).
+pub(crate) const YIELD_AFTER: usize = 64;
+
 type Opening = Pin<Box<dyn Future<Output = io::Result<tokio::fs::File>> + Send>>;
 
 enum Source {
@@ -230,6 +234,10 @@ pub(crate) struct Pump {
     /// A plain text or binary message: no stack, no allocation.
     single: Option<Piece>,
     stack: Vec<Source>,
+    /// For an SSE stream: files and readers in a sequence are refused as they come (their
+    /// pieces would be refused one by one, and an empty one has none: it was accepted before
+    /// stop 27, 2026-12-05).
+    text_only: bool,
 }
 
 impl fmt::Debug for Pump {
@@ -240,19 +248,31 @@ impl fmt::Debug for Pump {
 
 impl Pump {
     pub(crate) fn new(message: Message) -> Result<Self, Error> {
+        Self::with(message, false)
+    }
+
+    /// A pump for an SSE stream: a file or reader anywhere in the message fails it.
+    pub(crate) fn text_only(message: Message) -> Result<Self, Error> {
+        Self::with(message, true)
+    }
+
+    fn with(message: Message, text_only: bool) -> Result<Self, Error> {
         let single = match message {
             Message::Text(s) => Piece::Text(s),
             Message::Binary(b) => Piece::Binary(b),
             other => {
-                let mut pump = Self { single: None, stack: Vec::with_capacity(2) };
+                let mut pump = Self { single: None, stack: Vec::with_capacity(2), text_only };
                 pump.push(other)?;
                 return Ok(pump);
             }
         };
-        Ok(Self { single: Some(single), stack: Vec::new() })
+        Ok(Self { single: Some(single), stack: Vec::new(), text_only })
     }
 
     fn push(&mut self, message: Message) -> Result<(), Error> {
+        if self.text_only && matches!(message, Message::Path(_) | Message::Reader(_)) {
+            return Err(Error::InvalidMessage(crate::shared::BINARY_ON_SSE));
+        }
         let source = match message {
             Message::Text(s) => Source::One(Some(Piece::Text(s))),
             Message::Binary(b) => Source::One(Some(Piece::Binary(b))),
@@ -289,7 +309,7 @@ impl Pump {
     }
 
     fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Piece, Error>>> {
-        loop {
+        for _ in 0..YIELD_AFTER {
             let Some(top) = self.stack.last_mut() else { return Poll::Ready(None) };
             match top {
                 Source::One(piece) => match piece.take() {
@@ -332,6 +352,11 @@ impl Pump {
                 },
             }
         }
+        // Sources always ready and all empty (a feed of empty sequences, readers or files):
+        // the task yields, so that its other work (pings, a close, a timeout) goes on. Before
+        // stop 27 (2026-12-05) an endless such feed held its thread for good.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     /// Every piece was given out.

@@ -19,7 +19,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::charset::Charset;
 use crate::data::{BodyData, Held, Receipt};
-use crate::message::{Piece, Pump};
+use crate::message::{Piece, Pump, YIELD_AFTER};
 use crate::shared::{Item, Queued, Shared, BINARY_ON_SSE, SSE_ON_PLAIN};
 use crate::{CloseInfo, Error, Message};
 
@@ -617,7 +617,7 @@ impl StreamBody {
         if self.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready()) {
             return self.end();
         }
-        loop {
+        for _ in 0..YIELD_AFTER {
             let Some((seq, size, pump)) = &mut self.current else {
                 if self.batch.is_empty() {
                     self.complete();
@@ -641,7 +641,11 @@ impl StreamBody {
                         return self.end();
                     }
                     Some(Queued { seq, size, item: Item::Send(message) }) => {
-                        match Pump::new(message) {
+                        let pump = match self.encoding {
+                            Encoding::Sse => Pump::text_only(message),
+                            Encoding::Charset(_) => Pump::new(message),
+                        };
+                        match pump {
                             Ok(pump) => self.current = Some((seq, size, pump)),
                             Err(e) => {
                                 self.failures.push((seq, e));
@@ -698,6 +702,12 @@ impl StreamBody {
                 }
             }
         }
+        // Messages that give no bytes (empty texts, sources that failed), always ready: hyper's
+        // task yields, and the timer is looked at again. Before stop 27 (2026-12-05) an endless
+        // feed of empty messages held its thread for good, past the stream's timeout.
+        self.complete();
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 

@@ -349,6 +349,104 @@ async fn an_idle_timeout_that_falls_in_a_closing_handshake_does_not_spin() {
     drop(raw);
 }
 
+// ---- sources that are always ready and never give a byte ----
+
+/// Runs `server` on a runtime of its own, on threads of its own, never shut down: a test whose
+/// server may spin forever must not hang the test's runtime (or its drop).
+fn serve_on_own_runtime(
+    config: Config,
+    run: fn(Channel) -> support::BoxFut,
+) -> std::net::SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let addr = rt.block_on(serve(config, run));
+        tx.send(addr).unwrap();
+        std::mem::forget(rt.handle().clone());
+        // Keep the runtime alive for the rest of the process.
+        rt.block_on(std::future::pending::<()>());
+    });
+    rx.recv().unwrap()
+}
+
+/// CPU time of this process, in seconds (utime + stime from /proc/self/stat).
+fn process_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// A spin inside the message pump, so on a WebSocket too (before stop 27, 2026-12-05): a
+/// `Message::stream` whose items are always ready and are empty sequences (or empty readers,
+/// empty files) never gave a piece, and the loop never returned. The connection's task spun:
+/// a client's ping was never answered, its close never either (no pong within 3 s, 3.0 s of
+/// CPU used). Expected: RFC 6455 §5.5.2 (a
+/// pong for a ping), §5.5.1 (a close answered), lib.rs "none hangs".
+#[tokio::test]
+async fn an_endless_stream_of_empty_sequences_does_not_stall_the_websocket() {
+    let addr = serve_on_own_runtime(Config::default(), |ch: Channel| {
+        Box::pin(async move {
+            let s = ch.sender();
+            let _ = s.send("before".into()).await;
+            let empties = futures::stream::repeat_with(|| Message::seq(Vec::<Message>::new()));
+            let _ = s.send(Message::stream(empties)).await;
+        })
+    });
+    let mut ws = RawWs::connect(addr).await;
+    assert_eq!(
+        tokio::time::timeout(LIMIT, ws.read_frame()).await.unwrap(),
+        Some((0x81, b"before".to_vec()))
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    ws.frame(0x89, b"are you there").await;
+    let cpu = process_cpu();
+    let answer = tokio::time::timeout(Duration::from_secs(3), ws.read_frame()).await;
+    let cpu = process_cpu() - cpu;
+    assert_eq!(
+        answer.ok(),
+        Some(Some((0x8A, b"are you there".to_vec()))),
+        "no pong within 3 s ({cpu:.1} s of CPU used meanwhile)"
+    );
+}
+
+/// A `Message::stream` whose items are always ready and all empty (a poll-style feed that
+/// yields "" when nothing is new): before stop 27 (2026-12-05) the body skipped empty pieces in a
+/// loop that never returned to hyper, so hyper's connection task spun on one worker thread
+/// forever (5.0 s of CPU in 5 s); the stream's timeout, checked before that loop, never ended
+/// it, nor could a shutdown.
+/// Expected, as for any stream: the timeout ends the response (RELIABILITY.md, lib.rs:
+/// "Every accepted send completes or fails ... none hangs").
+#[tokio::test]
+async fn an_endless_stream_of_empty_messages_does_not_stall_the_http_stream() {
+    let config = Config::default().timeout(Duration::from_millis(500));
+    let addr = serve_on_own_runtime(config, |ch: Channel| {
+        Box::pin(async move {
+            let s = ch.sender();
+            let _ = s.send("head\n".into()).await;
+            let empties = futures::stream::repeat_with(|| Message::from(""));
+            let _ = s.send(Message::stream(empties)).await;
+        })
+    });
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let cpu = process_cpu();
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut out)).await;
+    let cpu = process_cpu() - cpu;
+    let text = String::from_utf8_lossy(&out).to_string();
+    assert!(
+        read.is_ok(),
+        "the response did not end within 5 s of a 500 ms timeout ({cpu:.1} s of CPU used \
+         meanwhile); got so far: {text:?}"
+    );
+    assert!(text.ends_with("0\r\n\r\n"), "{text:?}");
+}
+
 // ---- panics ----
 
 #[tokio::test]
