@@ -15,8 +15,30 @@
 //!   big-endian without a byte order mark (RFC 2781 §4.3: without a BOM,
 //!   assume big-endian). No BOM is written because every message of a
 //!   stream is encoded separately.
+//! * ISO-8859-9 and TIS-620 (ISO-8859-11) are aliases of windows-1254 and
+//!   windows-874 in WHATWG, which fill 0x80–0x9F with letters, the euro and
+//!   curly quotes; both are implemented here exactly (ISO-8859-9 is Latin-1
+//!   with six Turkish letters in place of six Icelandic ones).
+//! * WHATWG maps the UCS-2 labels (`iso-10646-ucs-2`, `csunicode`, `ucs-2`,
+//!   `unicode`) to UTF-16LE; here they mean UCS-2 in network byte order
+//!   (IANA's registration: big-endian, as bare `utf-16` below), and
+//!   characters beyond U+FFFF, which UCS-2 cannot hold, become `?`.
 //! * Unmappable characters become `?`, never HTML numeric character
 //!   references.
+//!
+//! The CJK labels are written as WHATWG resolves them, which is what browsers
+//! decode under them: `gb2312` as GBK, `euc-kr` as windows-949 (UHC),
+//! `shift_jis` as windows-31J, `big5` as Big5-HKSCS. A character outside the
+//! label's own standard but in that superset (the euro under `gb2312`, say)
+//! goes out as the superset's bytes, not as `?`: a browser shows it, a strict
+//! GB2312 or EUC-KR decoder (Java's, Python's) rejects those bytes.
+//!
+//! ISO-2022-JP is stateful: each message is encoded on its own and ends in the
+//! ASCII state (RFC 1468), so where two messages meet in JIS X 0208 the bytes
+//! hold two escape sequences in a row (`ESC ( B ESC $ B`), which the WHATWG
+//! decoder (browsers) reports as one error, a U+FFFD between the two messages.
+//! A stream in that charset reads cleanly when each message ends in ASCII
+//! (a line break, say) or the next one begins with it.
 
 use crate::Text;
 use bytes::Bytes;
@@ -53,6 +75,35 @@ const ASCII_LABELS: &[&str] = &[
     "csascii",
 ];
 
+/// Labels (lower case) that mean ISO-8859-9 proper, not windows-1254.
+const LATIN5_LABELS: &[&str] = &[
+    "iso-8859-9",
+    "iso8859-9",
+    "iso88599",
+    "iso_8859-9",
+    "iso_8859-9:1989",
+    "iso-ir-148",
+    "latin5",
+    "l5",
+    "csisolatin5",
+];
+
+/// Labels (lower case) that mean TIS-620 or ISO-8859-11, not windows-874.
+const THAI_LABELS: &[&str] = &["tis-620", "iso-8859-11", "iso8859-11", "iso885911"];
+
+/// Labels (lower case) that mean UCS-2, which WHATWG takes as UTF-16LE.
+const UCS2_LABELS: &[&str] = &["iso-10646-ucs-2", "csunicode", "ucs-2", "unicode"];
+
+/// The six letters ISO-8859-9 has where ISO-8859-1 has Icelandic ones, by byte.
+const LATIN5_TURKISH: [(u8, char); 6] = [
+    (0xD0, '\u{11E}'),
+    (0xDD, '\u{130}'),
+    (0xDE, '\u{15E}'),
+    (0xF0, '\u{11F}'),
+    (0xFD, '\u{131}'),
+    (0xFE, '\u{15F}'),
+];
+
 /// How text is turned into bytes for one HTTP stream. Cheap to copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Charset {
@@ -67,6 +118,16 @@ pub(crate) enum Charset {
     Latin1,
     /// US-ASCII: U+0000..=U+007F become one byte each.
     Ascii,
+    /// ISO-8859-9 proper (Latin-5, Turkish).
+    Latin5,
+    /// TIS-620 (Thai), or with `iso` ISO-8859-11: TIS-620 with the C1 controls and
+    /// no-break space.
+    Thai {
+        /// ISO-8859-11 rather than TIS-620.
+        iso: bool,
+    },
+    /// UCS-2, big-endian, no byte order mark: UTF-16 without surrogate pairs.
+    Ucs2,
     /// Any other encoding, encoded by `encoding_rs`.
     Other(&'static Encoding),
 }
@@ -105,6 +166,9 @@ impl Charset {
             "utf-16" => return Ok(Self::Utf16Be),
             l if LATIN1_LABELS.contains(&l) => return Ok(Self::Latin1),
             l if ASCII_LABELS.contains(&l) => return Ok(Self::Ascii),
+            l if LATIN5_LABELS.contains(&l) => return Ok(Self::Latin5),
+            l if THAI_LABELS.contains(&l) => return Ok(Self::Thai { iso: l != "tis-620" }),
+            l if UCS2_LABELS.contains(&l) => return Ok(Self::Ucs2),
             _ => {}
         }
         match Encoding::for_label_no_replacement(label.as_bytes()) {
@@ -128,6 +192,13 @@ impl Charset {
             Self::Utf16Le => encode_utf16(&text, u16::to_le_bytes),
             Self::Latin1 => encode_single_byte(text, '\u{FF}'),
             Self::Ascii => encode_single_byte(text, '\u{7F}'),
+            Self::Latin5 => encode_by_char(text, latin5_byte),
+            Self::Thai { iso: false } => encode_by_char(text, |c| thai_byte(c, false)),
+            Self::Thai { iso: true } => encode_by_char(text, |c| thai_byte(c, true)),
+            Self::Ucs2 => {
+                let bmp = text.chars().map(|c| if c > '\u{FFFF}' { '?' } else { c });
+                encode_utf16(&bmp.collect::<String>(), u16::to_be_bytes)
+            }
             Self::Other(enc) => encode_other(enc, text),
         }
     }
@@ -141,6 +212,10 @@ impl Charset {
             Self::Utf16Le => "UTF-16LE",
             Self::Latin1 => "ISO-8859-1",
             Self::Ascii => "US-ASCII",
+            Self::Latin5 => "ISO-8859-9",
+            Self::Thai { iso: false } => "TIS-620",
+            Self::Thai { iso: true } => "ISO-8859-11",
+            Self::Ucs2 => "ISO-10646-UCS-2",
             Self::Other(enc) => enc.name(),
         }
     }
@@ -213,6 +288,37 @@ fn encode_single_byte(text: Text, max: char) -> Bytes {
         .map(|c| if c <= max { u8::try_from(u32::from(c)).unwrap_or(b'?') } else { b'?' })
         .collect::<Vec<u8>>()
         .into()
+}
+
+/// Encodes `text` one byte per character with `byte`, `?` where it gives none.
+fn encode_by_char(text: Text, byte: impl Fn(char) -> Option<u8>) -> Bytes {
+    if text.is_ascii() {
+        return text.into_bytes();
+    }
+    text.chars().map(|c| byte(c).unwrap_or(b'?')).collect::<Vec<u8>>().into()
+}
+
+/// A character's byte in ISO-8859-9.
+fn latin5_byte(c: char) -> Option<u8> {
+    if let Some(&(byte, _)) = LATIN5_TURKISH.iter().find(|&&(_, turkish)| turkish == c) {
+        return Some(byte);
+    }
+    let byte = u8::try_from(u32::from(c)).ok()?;
+    // The Icelandic letters ISO-8859-1 has at those bytes are not in ISO-8859-9.
+    (!LATIN5_TURKISH.iter().any(|&(b, _)| b == byte)).then_some(byte)
+}
+
+/// A character's byte in TIS-620, or with `iso` in ISO-8859-11.
+fn thai_byte(c: char, iso: bool) -> Option<u8> {
+    let code = u32::from(c);
+    match code {
+        0..=0x7F => Some(code as u8),
+        0x80..=0xA0 if iso => Some(code as u8),
+        // Thai letters, vowels and tone marks, U+0E01..=U+0E3A and U+0E3F..=U+0E5B, at
+        // 0xA1..=0xDA and 0xDF..=0xFB (the code point less 0x0D60).
+        0x0E01..=0x0E3A | 0x0E3F..=0x0E5B => Some((code - 0x0D60) as u8),
+        _ => None,
+    }
 }
 
 /// Encodes `text` with an `encoding_rs` encoder, writing `?` for unmappable
@@ -403,6 +509,56 @@ mod tests {
     }
 
     #[test]
+    fn iso_8859_9_is_not_windows_1254() {
+        for label in ["ISO-8859-9", "latin5", "l5", "iso_8859-9:1989", "csISOLatin5"] {
+            assert_eq!(ct(&format!("text/plain; charset={label}")), Ok(Charset::Latin5), "{label}");
+        }
+        // The Turkish letters; no euro or curly quotes (windows-1254's 0x80, 0x91, 0x92); the
+        // C1 control U+0085 as byte 0x85; the Icelandic letters ISO-8859-1 has at 0xD0..0xFE.
+        assert_eq!(
+            enc("text/plain; charset=ISO-8859-9", "ĞİŞğışç€‘\u{85}ÐÝÞðýþÿ"),
+            [
+                0xD0, 0xDD, 0xDE, 0xF0, 0xFD, 0xFE, 0xE7, b'?', b'?', 0x85, b'?', b'?', b'?', b'?',
+                b'?', b'?', 0xFF
+            ]
+        );
+        // windows-1254 stays itself.
+        assert_eq!(enc("text/plain; charset=windows-1254", "€"), [0x80]);
+    }
+
+    #[test]
+    fn tis_620_and_iso_8859_11_are_not_windows_874() {
+        assert_eq!(ct("text/plain; charset=TIS-620"), Ok(Charset::Thai { iso: false }));
+        assert_eq!(ct("text/plain; charset=iso-8859-11"), Ok(Charset::Thai { iso: true }));
+        // ก (U+0E01) is 0xA1, ฿ (U+0E3F) 0xDF, ๛ (U+0E5B) 0xFB; no euro or curly quotes
+        // (windows-874's 0x80, 0x93); U+0E3B..U+0E3E are unassigned.
+        assert_eq!(
+            enc("text/plain; charset=TIS-620", "กฺ฿๛€“\u{E3B}"),
+            [0xA1, 0xDA, 0xDF, 0xFB, b'?', b'?', b'?']
+        );
+        // ISO-8859-11 adds the C1 controls and the no-break space; TIS-620 has neither.
+        assert_eq!(enc("text/plain; charset=ISO-8859-11", "\u{85}\u{A0}ก"), [0x85, 0xA0, 0xA1]);
+        assert_eq!(enc("text/plain; charset=TIS-620", "\u{85}\u{A0}"), b"??");
+        // Decoded back by encoding_rs's windows-874, which agrees on 0xA1..=0xFB.
+        let thai = "สวัสดีครับ ๑๒๓";
+        let bytes = enc("text/plain; charset=TIS-620", thai);
+        let (decoded, had_errors) = encoding_rs::WINDOWS_874.decode_without_bom_handling(&bytes);
+        assert!(!had_errors);
+        assert_eq!(decoded, thai);
+        assert_eq!(enc("text/plain; charset=windows-874", "€"), [0x80]);
+    }
+
+    #[test]
+    fn ucs_2_labels_are_big_endian_and_bmp_only() {
+        for label in ["ISO-10646-UCS-2", "csUnicode", "ucs-2", "unicode"] {
+            assert_eq!(ct(&format!("text/plain; charset={label}")), Ok(Charset::Ucs2), "{label}");
+            assert_eq!(enc(&format!("text/plain; charset={label}"), "a€"), [0, 0x61, 0x20, 0xAC]);
+        }
+        // Beyond U+FFFF: no surrogate pairs in UCS-2.
+        assert_eq!(enc("text/plain; charset=ucs-2", "a😀"), [0, 0x61, 0, b'?']);
+    }
+
+    #[test]
     fn iso_2022_jp() {
         let label = "text/plain; charset=ISO-2022-JP";
         assert_eq!(
@@ -460,6 +616,9 @@ mod tests {
         assert_eq!(Charset::Utf16Le.name(), "UTF-16LE");
         assert_eq!(Charset::Latin1.name(), "ISO-8859-1");
         assert_eq!(Charset::Ascii.name(), "US-ASCII");
+        assert_eq!(Charset::Latin5.name(), "ISO-8859-9");
+        assert_eq!(Charset::Thai { iso: false }.name(), "TIS-620");
+        assert_eq!(Charset::Ucs2.name(), "ISO-10646-UCS-2");
         assert_eq!(ct("text/plain; charset=sjis").unwrap().name(), "Shift_JIS");
         assert_eq!(ct("text/plain; charset=cp1252").unwrap().name(), "windows-1252");
     }

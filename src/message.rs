@@ -30,7 +30,14 @@ pub const CHUNK_SIZE: usize = 16 * 1024;
 /// Text is sent as UTF-8 on a WebSocket, and on an HTTP stream in the charset named by the
 /// response's `Content-Type` (UTF-8 if none): characters that charset cannot hold are sent as
 /// `?`. A `Content-Type` naming an unknown charset makes the send fail with
-/// [`Error::UnknownCharset`].
+/// [`Error::UnknownCharset`]. Labels resolve as the WHATWG Encoding Standard has them, except
+/// where it reads one charset as another: ISO-8859-1, US-ASCII, ISO-8859-9, TIS-620 and
+/// ISO-8859-11 are written exactly (not as windows-1252, -1254 or -874), bare UTF-16 and the
+/// UCS-2 labels big-endian without a byte order mark (RFC 2781 §4.3). The CJK labels get the
+/// superset browsers decode under them (`gb2312` is GBK, `euc-kr` is UHC): a character only
+/// the superset holds goes out in its bytes, which a strict decoder refuses. ISO-2022-JP is
+/// encoded message by message, each ending in ASCII: where two messages meet in JIS X 0208,
+/// a browser's decoder reads one error between them.
 ///
 /// # Examples
 ///

@@ -224,6 +224,34 @@ async fn a_first_response_head_can_choose_the_charset() {
 }
 
 #[tokio::test]
+async fn single_byte_and_ucs_2_labels_are_written_as_named_not_as_their_whatwg_supersets() {
+    // WHATWG (encoding_rs) reads ISO-8859-9 as windows-1254, TIS-620 and ISO-8859-11 as
+    // windows-874 (the euro and curly quotes in 0x80-0x9F) and the UCS-2 labels as UTF-16LE.
+    // Before stop 27 (2026-12-05) those were written: `[DE, 80, 91, 78, 92, 3F]` for the
+    // first case, `[61, 00]` for the last.
+    let cases: [(&str, &str, &[u8]); 4] = [
+        ("ISO-8859-9", "Ş€‘x’\u{85}", &[0xDE, b'?', b'?', b'x', b'?', 0x85]),
+        ("TIS-620", "ก€“", &[0xA1, b'?', b'?']),
+        ("ISO-8859-11", "ก€\u{85}", &[0xA1, b'?', 0x85]),
+        ("ISO-10646-UCS-2", "a😀", &[0x00, 0x61, 0x00, b'?']),
+    ];
+    let addr = serve(Config::default(), move |ch: Channel| async move {
+        let label = ch.originating_request().uri.path().trim_start_matches('/').to_owned();
+        let (_, text, _) = cases.iter().find(|(l, ..)| *l == label).unwrap();
+        let mut headers = http::HeaderMap::new();
+        let content_type = format!("text/plain; charset={label}");
+        headers.insert("content-type", content_type.parse().unwrap());
+        let head = Message::response(http::StatusCode::OK, headers, *text);
+        ch.sender().send_and_close(head).await.unwrap();
+    })
+    .await;
+    for (label, _, bytes) in cases {
+        let response = http1_get(addr, get(addr, &format!("/{label}"))).await;
+        assert_eq!(&response.body()[..], bytes, "{label}: {:02X?}", response.body());
+    }
+}
+
+#[tokio::test]
 async fn without_a_charset_text_is_utf8() {
     let addr = serve(Config::default(), |ch: Channel| async move {
         ch.sender().send_and_close("é€".into()).await.unwrap();
