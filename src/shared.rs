@@ -458,6 +458,16 @@ impl Shared {
                     message,
                 ));
             }
+            if let Message::Response(head) = &message {
+                if head.status.is_some_and(|s| s.is_informational()) {
+                    // hyper sends no 1xx as a final response: over HTTP/1.1 it became a 500,
+                    // over HTTP/2 a malformed response (before stop 27, 2026-12-05).
+                    return Err((
+                        Error::InvalidMessage("a 1xx status is not a final response"),
+                        message,
+                    ));
+                }
+            }
         }
         let size = message.queued_size();
         if strict && s.queued_bytes > 0 && s.queued_bytes + size > self.config.get().queue_limit {

@@ -25,10 +25,11 @@ use crate::shared::Shared;
 ///    stream first gets a `retry:` of a few seconds with jitter, so that clients do not all
 ///    reconnect at once) — after what is already queued,
 /// 3. waits up to the deadline for the peers,
-/// 4. drops what is left (a WebSocket's connection; an HTTP stream's response is aborted, so
-///    its client sees it cut short, and its channel closes at once), and reports how many
-///    channels closed cleanly and how many were
-///    forced.
+/// 4. drops what is left (a WebSocket's connection; an HTTP stream's channel closes at once,
+///    and its response is aborted, so its client sees it cut short, when hyper next polls
+///    it: a client that reads nothing holds its connection, which is hyper's, until it
+///    reads, or until a timeout of yours around `serve_connection`), and reports how many
+///    channels closed cleanly and how many were forced.
 ///
 /// # Examples
 ///

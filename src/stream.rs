@@ -180,7 +180,7 @@ impl StreamHead {
                         *size = m.queued_size();
                     }
                     let closes_after =
-                        is_head || matches!(q.get(1), Some(Queued { item: Item::Close(..), .. }));
+                        matches!(q.get(1), Some(Queued { item: Item::Close(..), .. }));
                     let simple = matches!(
                         q.front(),
                         Some(Queued {
@@ -188,13 +188,19 @@ impl StreamHead {
                             ..
                         })
                     );
-                    if closes_after && simple {
+                    let no_content = has_no_content(status);
+                    if closes_after && simple && !no_content {
                         let first = q.pop_front().expect("front checked above");
                         let close_seq = if is_head { None } else { q.pop_front().map(|c| c.seq) };
                         First::Whole(first, close_seq)
-                    } else if is_head {
+                    } else if is_head || no_content || declares_zero(headers) {
+                        // No body, whatever comes: the first send is the whole response (RFC
+                        // 9110 §9.3.2, §6.4.1). Before stop 27 (2026-12-05) a 204 or 304 sent
+                        // its messages as a body (over HTTP/2: DATA frames, a malformed
+                        // response), and over HTTP/1.1 hyper never polled the body, so an
+                        // empty first send reported `Err(Closed)`.
                         let first = q.pop_front().expect("front checked above");
-                        First::HeadOnly(first)
+                        First::HeadOnly(first, no_content)
                     } else {
                         First::Stream
                     }
@@ -235,18 +241,37 @@ impl StreamHead {
                 };
                 let upto = close_seq.unwrap_or(first.seq);
                 self.shared.finish_items(upto, first.size, &mut failures);
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                // The length is the message's; a `Transfer-Encoding` the handler set would
+                // contradict it (hyper then refused the head: no response at all, the send
+                // `Ok`, before stop 27, 2026-12-05). A HEAD keeps a length the handler
+                // declared: the one its GET would send (RFC 9110 §9.3.2).
+                headers.remove(header::TRANSFER_ENCODING);
+                if !(is_head && headers.contains_key(header::CONTENT_LENGTH)) {
+                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                }
                 (if is_head { Body::empty() } else { Body::full(bytes) }, None)
             }
-            First::HeadOnly(first) => {
-                self.shared.finish_items(first.seq, first.size, &mut Vec::new());
+            First::HeadOnly(first, no_content) => {
+                let mut failures = Vec::new();
+                if no_content {
+                    // A 304 may say its 200's length (RFC 9110 §8.6); a 204 may not.
+                    if status != StatusCode::NOT_MODIFIED {
+                        headers.remove(header::CONTENT_LENGTH);
+                    }
+                    headers.remove(header::TRANSFER_ENCODING);
+                    if first.size > 0 {
+                        failures.push((first.seq, Error::InvalidMessage(BODY_ON_NO_CONTENT)));
+                    }
+                }
+                self.shared.finish_items(first.seq, first.size, &mut failures);
                 (Body::empty(), None)
             }
             First::Stream => {
-                let declared = headers
-                    .get(header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse().ok());
+                let declared = self.declared_length(headers);
+                if declared.is_none() && self.shared.request.version() == http::Version::HTTP_10 {
+                    // Close-delimited: hyper would still echo a 1.0 client's keep-alive.
+                    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
                 let body = self.body(Encoding::Charset(charset), declared);
                 (body, Some(()))
             }
@@ -263,7 +288,42 @@ impl StreamHead {
     }
 }
 
+/// Statuses whose responses have no content (RFC 9110 §6.4.1): 1xx, 204 and 304.
+fn has_no_content(status: StatusCode) -> bool {
+    status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}
+
+/// A `Content-Length` of 0: a response with an empty body, decided at its head.
+fn declares_zero(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes().trim_ascii() == b"0")
+}
+
+const BODY_ON_NO_CONTENT: &str = "a 1xx, 204 or 304 response has no body: the message was not sent";
+
 impl StreamHead {
+    /// The `Content-Length` a streamed response declares. With a `Transfer-Encoding` it is
+    /// dropped (RFC 9112 §6.1: the encoding wins); a value that is not a number is dropped and
+    /// reported, and the stream goes out chunked. Before stop 27 (2026-12-05) either made
+    /// hyper refuse the head: no response at all, and every send `Err(Closed)`.
+    fn declared_length(&self, headers: &mut HeaderMap) -> Option<u64> {
+        let value = headers.get(header::CONTENT_LENGTH)?;
+        if headers.contains_key(header::TRANSFER_ENCODING) {
+            headers.remove(header::CONTENT_LENGTH);
+            return None;
+        }
+        let declared = value.to_str().ok().and_then(|v| v.trim().parse().ok());
+        if declared.is_none() || headers.get_all(header::CONTENT_LENGTH).iter().count() > 1 {
+            headers.remove(header::CONTENT_LENGTH);
+            self.shared.report(Error::InvalidMessage(
+                "the response's Content-Length is not one number: it was dropped",
+            ));
+            return None;
+        }
+        declared
+    }
+
     /// The streamed body that follows the head.
     fn body(&self, encoding: Encoding, declared: Option<u64>) -> Body {
         let sse_keepalive = match encoding {
@@ -336,7 +396,8 @@ enum First {
     TimedOut,
     CloseOnly(u64),
     Whole(Queued, Option<u64>),
-    HeadOnly(Queued),
+    /// A HEAD request, a status without content (`true`), or a declared length of 0.
+    HeadOnly(Queued, bool),
     Stream,
 }
 
