@@ -581,7 +581,7 @@ impl Handle {
     /// message on a WebSocket —, a sequence ([`Message::seq`], [`Message::stream`]) whose
     /// items are sent in turn, in order, and may be any of these; or a response head
     /// ([`Message::response`]: status, headers and a body), valid only as the first send of
-    /// an HTTP stream. Sends go out in the order they were made, a sequence's items included.
+    /// an HTTP stream, or first in a sequence sent first. Sends go out in the order they were made, a sequence's items included.
     ///
     /// Returns `Ok(true)` when the send was started: exactly one of the options'
     /// `on_success` or `on_error` (or the channel's `on_error`) will be called. Returns

@@ -100,6 +100,11 @@ impl Message {
     }
 
     /// A sequence of messages from an iterator, each sent in turn.
+    ///
+    /// Sent first on an HTTP stream, a sequence may begin with a response head
+    /// ([`Message::response`]; also first in a sequence nested first): it is the stream's
+    /// head, as if sent alone. The head waits for the sequence's first item. Anywhere else a
+    /// response head in a sequence fails the send, after the items before it went out.
     pub fn seq<I>(items: I) -> Self
     where
         I: IntoIterator<Item = Self>,

@@ -107,7 +107,12 @@ pub(crate) struct StreamHead {
     deadline: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
     done: bool,
+    /// A sequence sent first, taken from the queue (item `.0`) while its first item is awaited:
+    /// that item may be a response head (see [`peek_sequence`](Self::peek_sequence)).
+    peeking: Option<(u64, Items)>,
 }
+
+type Items = Pin<Box<dyn futures_core::Stream<Item = Message> + Send>>;
 
 impl StreamHead {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
@@ -127,7 +132,93 @@ impl StreamHead {
             });
             shared.set_watchdog(watchdog.abort_handle());
         }
-        Self { timer: deadline_sleep(deadline), deadline, shared, done: false }
+        Self { timer: deadline_sleep(deadline), deadline, shared, done: false, peeking: None }
+    }
+
+    /// A sequence sent first has its first item looked at before the head is decided: the
+    /// spec has each item of a sequence pass through `send!`, so a response head first in one
+    /// is the stream's first message (and in a sequence nested first, the same). Before stop
+    /// 27 (2026-12-05) it failed the whole send (`InvalidMessage`) and the stream went out
+    /// with the handler's head. Pending while the sequence's first item is.
+    fn peek_sequence(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        use futures_util::StreamExt;
+        loop {
+            let (seq, mut items) = match self.peeking.take() {
+                Some(peeking) => peeking,
+                None => {
+                    let taken = self.shared.with_queue(|q| match q.front_mut() {
+                        Some(Queued { seq, item: Item::Send(m @ Message::Seq(_)), .. }) => {
+                            match std::mem::replace(m, Message::Binary(Bytes::new())) {
+                                Message::Seq(items) => Some((*seq, items)),
+                                _ => unreachable!("matched as a sequence just above"),
+                            }
+                        }
+                        _ => None,
+                    });
+                    match taken {
+                        Some(taken) => taken,
+                        None => return Poll::Ready(()),
+                    }
+                }
+            };
+            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                items.as_mut().poll_next(cx)
+            }));
+            let first = match polled {
+                Ok(Poll::Pending) if !self.shared.is_forced() => {
+                    self.peeking = Some((seq, items));
+                    // A forced close (a shutdown's deadline) must reach the head meanwhile.
+                    self.shared.register_transport(cx);
+                    return Poll::Pending;
+                }
+                Ok(Poll::Pending) => {
+                    self.put_back(seq, Message::Seq(items));
+                    return Poll::Ready(());
+                }
+                Ok(Poll::Ready(Some(Message::Seq(inner)))) => {
+                    self.peeking = Some((seq, Box::pin(inner.chain(items))));
+                    continue;
+                }
+                Ok(Poll::Ready(first)) => first,
+                Err(payload) => {
+                    tracing::warn!("a message source panicked; that send fails");
+                    let failed = self.shared.with_queue(|q| {
+                        q.front().is_some_and(|f| f.seq == seq).then(|| q.pop_front()).flatten()
+                    });
+                    if let Some(failed) = failed {
+                        let mut failures = vec![(seq, Error::panicked(&*payload))];
+                        self.shared.finish_items(seq, failed.size, &mut failures);
+                    }
+                    continue;
+                }
+            };
+            let message = match first {
+                None => Message::Seq(items),
+                Some(Message::Response(mut head)) => {
+                    let body = head.body.take().map_or_else(|| Message::seq([]), |b| *b);
+                    let rest = futures_util::stream::once(std::future::ready(body)).chain(items);
+                    head.body = Some(Box::new(Message::stream(rest)));
+                    Message::Response(head)
+                }
+                Some(item) => Message::stream(
+                    futures_util::stream::once(std::future::ready(item)).chain(items),
+                ),
+            };
+            self.put_back(seq, message);
+            return Poll::Ready(());
+        }
+    }
+
+    /// Puts a sequence taken by [`peek_sequence`](Self::peek_sequence) back in its place, if
+    /// the item is still there (a forced close may have failed it meanwhile).
+    fn put_back(&self, seq: u64, message: Message) {
+        self.shared.with_queue(|q| {
+            if let Some(Queued { seq: front, item: Item::Send(m), .. }) = q.front_mut() {
+                if *front == seq {
+                    *m = message;
+                }
+            }
+        });
     }
 
     /// Ready with the response once the head is due.
@@ -142,6 +233,13 @@ impl StreamHead {
         }
         let mut status = status;
         let timed_out = self.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
+        if timed_out {
+            if let Some((seq, items)) = self.peeking.take() {
+                self.put_back(seq, Message::Seq(items));
+            }
+        } else if self.peek_sequence(cx).is_pending() {
+            return Poll::Pending;
+        }
         let is_head = self.shared.request.method() == Method::HEAD;
         let first = self.shared.with_queue(|q| {
             if timed_out {

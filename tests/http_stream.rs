@@ -1116,3 +1116,66 @@ async fn messages_up_to_the_declared_content_length_complete_and_those_after_fai
         assert!(outcomes[2].as_ref().is_err_and(|e| e.is_closed()), "h2 {h2}: {outcomes:?}");
     }
 }
+
+/// The spec: "Each item in an ISeq will pass through send!, and can be any of the valid
+/// message types": a response head first in a sequence sent first is the stream's first
+/// message, also nested first in it, also when the sequence yields it later. Before stop 27
+/// (2026-12-05) the send failed with `InvalidMessage` and the stream went out with the
+/// handler's head (200, no body: even the items after the head were lost).
+#[tokio::test]
+async fn a_response_head_first_in_a_sequence_sent_first_is_the_streams_head() {
+    let addr = serve(Config::default(), |ch: Channel| async move {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-from-head", "yes".parse().unwrap());
+        let head = Message::response(http::StatusCode::CREATED, headers, "a");
+        let path = ch.originating_request().uri.path().to_owned();
+        let first = match path.as_str() {
+            "/flat" => Message::seq([head, "b".into()]),
+            "/nested" => Message::seq([Message::seq([head]), "b".into()]),
+            _ => {
+                // The head comes 100 ms after the sequence was sent.
+                let (tx, rx) = futures::channel::mpsc::unbounded();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tx.unbounded_send(head).unwrap();
+                    tx.unbounded_send("b".into()).unwrap();
+                });
+                Message::stream(rx)
+            }
+        };
+        ch.sender().send_and_close(first).await.unwrap();
+    })
+    .await;
+    for path in ["/flat", "/nested", "/later"] {
+        let response = http1_get(addr, get(addr, path)).await;
+        assert_eq!(response.status(), http::StatusCode::CREATED, "{path}");
+        assert_eq!(response.headers()["x-from-head"], "yes", "{path}");
+        assert_eq!(&response.body()[..], b"ab", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_sequence_sent_first_whose_first_item_panics_fails_that_send_only() {
+    let (tx, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
+    let addr = serve(Config::default(), move |ch: Channel| {
+        let tx = tx.clone();
+        async move {
+            let s = ch.sender();
+            let panics = futures::stream::poll_fn(|_| -> std::task::Poll<Option<Message>> {
+                panic!("a feed that breaks at once")
+            });
+            let first = s.send(Message::stream(panics)).await;
+            let second = s.send_and_close("after".into()).await;
+            let _ = tx.send((first, second));
+        }
+    })
+    .await;
+    let response = http1_get(addr, get(addr, "/")).await;
+    assert_eq!(&response.body()[..], b"after");
+    let (first, second) = outcomes.recv().await.unwrap();
+    assert!(
+        matches!(first, Err(webchan::Error::Panicked(ref m)) if m.contains("breaks")),
+        "{first:?}"
+    );
+    assert!(second.is_ok(), "{second:?}");
+}
