@@ -33,16 +33,19 @@
 //! goes out as the superset's bytes, not as `?`: a browser shows it, a strict
 //! GB2312 or EUC-KR decoder (Java's, Python's) rejects those bytes.
 //!
-//! ISO-2022-JP is stateful: each message is encoded on its own and ends in the
-//! ASCII state (RFC 1468), so where two messages meet in JIS X 0208 the bytes
-//! hold two escape sequences in a row (`ESC ( B ESC $ B`), which the WHATWG
-//! decoder (browsers) reports as one error, a U+FFFD between the two messages.
-//! A stream in that charset reads cleanly when each message ends in ASCII
-//! (a line break, say) or the next one begins with it.
+//! ISO-2022-JP is stateful: a stream keeps one encoder for all its messages
+//! ([`Charset::stateful_encoder`]), and returns to ASCII once, at its end
+//! (RFC 1468). Encoded message by message, each ending in ASCII, two messages
+//! meeting in JIS X 0208 would hold two escape sequences in a row
+//! (`ESC ( B ESC $ B`), which the WHATWG decoder (browsers) reads as an error,
+//! a U+FFFD between them (before stop 27, 2026-12-05). A response sent whole
+//! ends in ASCII.
 
 use crate::Text;
 use bytes::Bytes;
-use encoding_rs::{EncoderResult, Encoding, REPLACEMENT, UTF_16BE, UTF_16LE, UTF_8};
+use encoding_rs::{
+    Encoder, EncoderResult, Encoding, ISO_2022_JP, REPLACEMENT, UTF_16BE, UTF_16LE, UTF_8,
+};
 use http::HeaderValue;
 
 /// Labels (lower case) that mean ISO-8859-1 proper, not windows-1252.
@@ -203,6 +206,12 @@ impl Charset {
         }
     }
 
+    /// An encoder that keeps its state from one message to the next, for a charset that has
+    /// one (ISO-2022-JP): see [`encode_with`].
+    pub(crate) fn stateful_encoder(self) -> Option<Encoder> {
+        matches!(self, Self::Other(enc) if enc == ISO_2022_JP).then(|| ISO_2022_JP.new_encoder())
+    }
+
     /// The canonical name of the charset, e.g. `UTF-8`, `ISO-8859-1`,
     /// `US-ASCII`, `UTF-16BE` or `Shift_JIS`.
     pub(crate) fn name(self) -> &'static str {
@@ -343,10 +352,19 @@ fn encode_other(enc: &'static Encoding, text: Text) -> Bytes {
         return text.into_bytes();
     }
 
-    let mut encoder = enc.new_encoder();
+    // `last`: the input is complete, so once it is consumed the encoder finishes (ISO-2022-JP
+    // returns to ASCII).
+    encode_with(&mut enc.new_encoder(), &text, true)
+}
+
+/// Encodes `text` with `encoder`, writing `?` for unmappable characters. Unless `last`, the
+/// encoder stays in the state the text left it in (ISO-2022-JP: JIS X 0208 after a kanji),
+/// so that the next message goes on without an escape sequence; `last` with empty text
+/// gives what returns it to ASCII.
+pub(crate) fn encode_with(encoder: &mut Encoder, text: &str, last: bool) -> Bytes {
     let mut buf: Vec<u8> = Vec::new();
     let mut written = 0;
-    let mut rest = text.as_str();
+    let mut rest = text;
     let mut slack: usize = 0;
     loop {
         let needed = encoder
@@ -356,10 +374,8 @@ fn encode_other(enc: &'static Encoding, text: Text) -> Bytes {
         if buf.len() - written < needed {
             buf.resize(written.saturating_add(needed), 0);
         }
-        // `last = true` on every call: the input is complete, so once it is
-        // consumed the encoder finishes (ISO-2022-JP returns to ASCII).
         let (result, read, wrote) =
-            encoder.encode_from_utf8_without_replacement(rest, &mut buf[written..], true);
+            encoder.encode_from_utf8_without_replacement(rest, &mut buf[written..], last);
         written += wrote;
         rest = &rest[read..];
         match result {

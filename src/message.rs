@@ -35,9 +35,9 @@ pub const CHUNK_SIZE: usize = 16 * 1024;
 /// ISO-8859-11 are written exactly (not as windows-1252, -1254 or -874), bare UTF-16 and the
 /// UCS-2 labels big-endian without a byte order mark (RFC 2781 §4.3). The CJK labels get the
 /// superset browsers decode under them (`gb2312` is GBK, `euc-kr` is UHC): a character only
-/// the superset holds goes out in its bytes, which a strict decoder refuses. ISO-2022-JP is
-/// encoded message by message, each ending in ASCII: where two messages meet in JIS X 0208,
-/// a browser's decoder reads one error between them.
+/// the superset holds goes out in its bytes, which a strict decoder refuses. ISO-2022-JP,
+/// which has state, is encoded as one text across a stream's messages, back in ASCII at the
+/// stream's end.
 ///
 /// # Examples
 ///

@@ -428,10 +428,16 @@ impl StreamHead {
             Encoding::Sse => self.shared.config.get().sse_keepalive,
             Encoding::Charset(_) => None,
         };
+        let stateful = match &encoding {
+            Encoding::Charset(Ok(charset)) => charset.stateful_encoder(),
+            _ => None,
+        };
         let body = StreamBody {
             shared: Arc::clone(&self.shared),
             encoding,
             sse_keepalive: sse_keepalive.map(|p| (p, Box::pin(tokio::time::sleep(p)))),
+            stateful,
+            ending: false,
             declared,
             written: 0,
             batch: VecDeque::new(),
@@ -521,6 +527,11 @@ struct StreamBody {
     current: Option<(u64, usize, Pump)>,
     /// Every item up to this one was taken: into a frame, or done without one.
     done_upto: u64,
+    /// The encoder of a stateful charset (ISO-2022-JP), kept from one message to the next;
+    /// taken when the body ends, for the bytes that return it to ASCII.
+    stateful: Option<encoding_rs::Encoder>,
+    /// Those bytes were given out: the body ends next, with nothing gathered behind them.
+    ending: bool,
     /// Items up to this one were handed on to complete once written (with a frame's receipt,
     /// or to the channel, for those after the last frame).
     receipted: u64,
@@ -555,8 +566,12 @@ const COALESCE_UP_TO: usize = 16 * 1024;
 const GATHER_BUFFERS: usize = 32;
 
 impl StreamBody {
-    fn encode_piece(&self, piece: Piece) -> Result<Bytes, Error> {
+    fn encode_piece(&mut self, piece: Piece) -> Result<Bytes, Error> {
         match (&self.encoding, piece) {
+            (Encoding::Charset(Ok(_)), Piece::Text(s)) if self.stateful.is_some() => {
+                let encoder = self.stateful.as_mut().expect("checked just above");
+                Ok(crate::charset::encode_with(encoder, &s, false))
+            }
             (Encoding::Sse, Piece::Sse(b)) => Ok(b),
             // Inside a sequence (alone, `enqueue` refuses it): the event's bytes would go out
             // raw, whatever the charset (before 2026-12-05).
@@ -658,6 +673,14 @@ impl StreamBody {
         data.with_receipt(Receipt::new(Arc::clone(&self.shared), upto))
     }
 
+    /// The bytes that end a stateful charset's text in its initial state (ISO-2022-JP: back to
+    /// ASCII), once, when the body is about to end; `None` when there are none.
+    fn trailer(&mut self) -> Option<Bytes> {
+        let bytes = crate::charset::encode_with(&mut self.stateful.take()?, "", true);
+        self.ending = true;
+        (!bytes.is_empty()).then_some(bytes)
+    }
+
     /// The body's end: what is done completes once the last frame is written, and the
     /// channel then closes.
     fn end(&mut self) -> Poll<Option<Bytes>> {
@@ -747,6 +770,7 @@ impl StreamBody {
         let mut data = BodyData::from(first);
         let before = self.done_bytes;
         while !self.one_per_frame
+            && !self.ending
             && self.current.is_none()
             && data.buffers() < GATHER_BUFFERS
             && self.next_simple().is_some()
@@ -774,6 +798,9 @@ impl StreamBody {
             return Poll::Ready(None);
         }
         if self.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready()) {
+            if let Some(trailer) = self.trailer() {
+                return Poll::Ready(Some(trailer));
+            }
             return self.end();
         }
         for _ in 0..YIELD_AFTER {
@@ -785,6 +812,9 @@ impl StreamBody {
                 match self.batch.pop_front() {
                     None => {
                         if self.shared.is_closed() {
+                            if let Some(trailer) = self.trailer() {
+                                return Poll::Ready(Some(trailer));
+                            }
                             self.finished = true;
                             return Poll::Ready(None);
                         }
@@ -795,8 +825,12 @@ impl StreamBody {
                         }
                         return Poll::Pending;
                     }
-                    Some(Queued { seq, item: Item::Close(..), .. }) => {
-                        self.done_upto = seq;
+                    Some(close @ Queued { item: Item::Close(..), .. }) => {
+                        if let Some(trailer) = self.trailer() {
+                            self.batch.push_front(close);
+                            return Poll::Ready(Some(trailer));
+                        }
+                        self.done_upto = close.seq;
                         return self.end();
                     }
                     Some(Queued { seq, size, item: Item::Send(message) }) => {

@@ -1179,3 +1179,46 @@ async fn a_sequence_sent_first_whose_first_item_panics_fails_that_send_only() {
     );
     assert!(second.is_ok(), "{second:?}");
 }
+
+/// ISO-2022-JP is stateful: a stream keeps one encoder across its messages and returns to
+/// ASCII once, at its end (RFC 1468), whether a close or the timeout ends it. Before stop 27
+/// (2026-12-05) each message ended in ASCII on its own, so two meeting in JIS X 0208 gave
+/// `ESC ( B ESC $ B`, which the WHATWG decoder (browsers) reads as an error: "日�本a日x".
+#[tokio::test]
+async fn iso_2022_jp_messages_meet_without_escapes_between_them_and_the_stream_ends_in_ascii() {
+    let config = Config::default().timeout(Duration::from_millis(300));
+    let addr = serve_with(
+        config,
+        |mut reply| {
+            let value = "text/plain; charset=ISO-2022-JP".parse().unwrap();
+            reply.headers_mut().insert("content-type", value);
+            reply
+        },
+        |ch: Channel| async move {
+            let s = ch.sender();
+            for m in [
+                Message::from("日"),
+                "本".into(),
+                Message::seq(["a日".into(), "".into(), "x".into()]),
+            ] {
+                s.send(m).await.unwrap();
+            }
+            s.send("日".into()).await.unwrap();
+            if ch.originating_request().uri.path() == "/close" {
+                s.close().await;
+            } else {
+                // The channel stays open: the timeout ends the stream.
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+        },
+    )
+    .await;
+    for path in ["/close", "/timeout"] {
+        let response = http1_get(addr, get(addr, path)).await;
+        let body = response.body();
+        let (text, had_errors) = encoding_rs::ISO_2022_JP.decode_without_bom_handling(body);
+        assert!(!had_errors, "{path}: {text:?} from {body:?}");
+        assert_eq!(text, "日本a日x日", "{path}");
+        assert!(body.ends_with(b"\x1b(B"), "{path}: not back in ASCII at the end: {body:?}");
+    }
+}
