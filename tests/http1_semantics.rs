@@ -449,131 +449,6 @@ async fn a_slow_request_body_while_the_stream_flows() {
     assert!(text.ends_with("0\r\n\r\n"), "the response was cut (read error {err:?}): {text}");
 }
 
-/// `Message::response(204, ..)` as the first send of a stream: no body may follow.
-#[tokio::test]
-async fn a_204_head_with_an_empty_first_message_completes_the_send() {
-    let (tx, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
-    let addr = serve(Config::default(), move |ch: Channel| {
-        let tx = tx.clone();
-        async move {
-            let s = ch.sender();
-            let a = s
-                .send(Message::response(http::StatusCode::NO_CONTENT, http::HeaderMap::new(), ""))
-                .await;
-            let b = s.send("after".into()).await;
-            s.close().await;
-            let _ = tx.send(vec![a.map_err(|e| e.to_string()), b.map_err(|e| e.to_string())]);
-        }
-    })
-    .await;
-    let mut c = Raw::connect(addr).await;
-    c.write(
-        b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    let r = c.response(false).await;
-    assert_eq!(r.status(), 204, "{r:?}");
-    assert!(r.header("content-length").is_none(), "RFC 9110 §8.6: {r:?}");
-    assert!(r.header("transfer-encoding").is_none(), "RFC 9112 §6.1: {r:?}");
-    let r2 = c.response(false).await;
-    assert_eq!(r2.status(), 204, "{r2:?}");
-    let res = outcomes.recv().await.unwrap();
-    println!("{res:?}");
-    assert!(res[0].is_ok(), "the 204 went out whole, yet its send says {:?}", res[0]);
-}
-
-/// RFC 9110 §8.6: "A server MUST NOT send a Content-Length header field in any response with a
-/// status code of 1xx (Informational) or 204 (No Content)."
-#[tokio::test]
-async fn a_204_sent_whole_has_no_content_length() {
-    let (tx, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
-    let addr = serve(Config::default(), move |ch: Channel| {
-        let tx = tx.clone();
-        async move {
-            let r = ch
-                .sender()
-                .send_and_close(Message::response(
-                    http::StatusCode::NO_CONTENT,
-                    http::HeaderMap::new(),
-                    "oops",
-                ))
-                .await;
-            let _ = tx.send(r.map_err(|e| e.to_string()));
-        }
-    })
-    .await;
-    let mut c = Raw::connect(addr).await;
-    c.write(
-        b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    let r = c.response(false).await;
-    let r2 = c.response(false).await;
-    let res = outcomes.recv().await.unwrap();
-    println!("{r:?}\n{r2:?}\nsend: {res:?}");
-    assert_eq!(r.status(), 204);
-    assert!(r.header("content-length").is_none(), "a 204 with Content-Length: {:?}", r.head);
-}
-
-/// A 304 whose stream continues: what the handler sees.
-#[tokio::test]
-async fn a_304_then_more_messages() {
-    let (tx, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
-    let addr = serve(Config::default(), move |ch: Channel| {
-        let tx = tx.clone();
-        async move {
-            let s = ch.sender();
-            let a = s
-                .send(Message::response(http::StatusCode::NOT_MODIFIED, http::HeaderMap::new(), ""))
-                .await;
-            let b = s.send("after".into()).await;
-            let c = tokio::time::timeout(Duration::from_secs(5), s.close()).await;
-            let _ =
-                tx.send((a.map_err(|e| e.to_string()), b.map_err(|e| e.to_string()), c.is_ok()));
-        }
-    })
-    .await;
-    let mut c = Raw::connect(addr).await;
-    c.write(
-        b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    let r = c.response(false).await;
-    let r2 = c.response(false).await;
-    let res = outcomes.recv().await.unwrap();
-    println!("{r:?}\n{r2:?}\nsends: {res:?}");
-    assert_eq!(r.status(), 304);
-    assert!(res.2, "close hung");
-    assert!(res.0.is_ok(), "the 304 went out whole, yet its send says {:?}", res.0);
-}
-
-/// A user `Transfer-Encoding: chunked` on a response sent whole (send_and_close).
-#[tokio::test]
-async fn a_transfer_encoding_header_on_a_response_sent_whole() {
-    let (tx, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
-    let addr = serve(Config::default(), move |ch: Channel| {
-        let tx = tx.clone();
-        async move {
-            let mut h = http::HeaderMap::new();
-            h.insert("transfer-encoding", "chunked".parse().unwrap());
-            let r = ch
-                .sender()
-                .send_and_close(Message::response(http::StatusCode::OK, h, "whole"))
-                .await;
-            let _ = tx.send(r.map_err(|e| e.to_string()));
-        }
-    })
-    .await;
-    let out = raw_http(addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
-    let res = outcomes.recv().await.unwrap();
-    println!("wire: {:?}\nsend: {res:?}", text_of(&out));
-    assert!(
-        text_of(&out).starts_with("HTTP/1.1 200"),
-        "no response at all on the wire ({:?}), yet the send said {res:?}",
-        text_of(&out)
-    );
-}
-
 /// A user `Transfer-Encoding: chunked` on a streamed response.
 #[tokio::test]
 async fn a_transfer_encoding_header_on_a_stream() {
@@ -594,88 +469,6 @@ async fn a_transfer_encoding_header_on_a_stream() {
     let out = raw_http(addr, b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").await;
     let text = text_of(&out);
     assert!(text.ends_with("\r\n\r\nab"), "{text}");
-}
-
-/// Both Content-Length and Transfer-Encoding set by the handler on a stream.
-#[tokio::test]
-async fn content_length_and_transfer_encoding_both_set() {
-    let (tx, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
-    let addr = serve(Config::default(), move |ch: Channel| {
-        let tx = tx.clone();
-        async move {
-            let mut h = http::HeaderMap::new();
-            h.insert("content-length", "2".parse().unwrap());
-            h.insert("transfer-encoding", "chunked".parse().unwrap());
-            let s = ch.sender();
-            let a = s.send(Message::response(http::StatusCode::OK, h, "a")).await;
-            let b = s.send("b".into()).await;
-            s.close().await;
-            let _ = tx.send((a.map_err(|e| e.to_string()), b.map_err(|e| e.to_string())));
-        }
-    })
-    .await;
-    let out = raw_http(addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
-    let res = outcomes.recv().await.unwrap();
-    println!("wire: {:?}\nsends: {res:?}", text_of(&out));
-    assert!(
-        text_of(&out).starts_with("HTTP/1.1 "),
-        "no response on the wire; the sends said {res:?}"
-    );
-}
-
-/// An unparsable Content-Length set by the handler on a stream.
-#[tokio::test]
-async fn an_invalid_content_length_value() {
-    let (tx, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
-    let addr = serve(Config::default(), move |ch: Channel| {
-        let tx = tx.clone();
-        async move {
-            let mut h = http::HeaderMap::new();
-            h.insert("content-length", "abc".parse().unwrap());
-            let s = ch.sender();
-            let a = s.send(Message::response(http::StatusCode::OK, h, "a")).await;
-            let _ = tx.send(a.map_err(|e| e.to_string()));
-        }
-    })
-    .await;
-    let out = raw_http(addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
-    let res = outcomes.recv().await.unwrap();
-    println!("wire: {:?}\nsend: {res:?}", text_of(&out));
-    assert!(
-        text_of(&out).starts_with("HTTP/1.1 "),
-        "no response on the wire; the send said {res:?}"
-    );
-}
-
-/// `Content-Length: 0` with an empty first message: the response is complete.
-#[tokio::test]
-async fn content_length_zero_and_an_empty_first_send_completes() {
-    let (tx, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
-    let addr = serve(Config::default(), move |ch: Channel| {
-        let tx = tx.clone();
-        async move {
-            let mut h = http::HeaderMap::new();
-            h.insert("content-length", "0".parse().unwrap());
-            let s = ch.sender();
-            let a = s.send(Message::response(http::StatusCode::OK, h, "")).await;
-            let b = s.send("late".into()).await;
-            let c = tokio::time::timeout(Duration::from_secs(5), s.close()).await.is_ok();
-            let _ = tx.send((a.map_err(|e| e.to_string()), b.map_err(|e| e.to_string()), c));
-        }
-    })
-    .await;
-    let mut c = Raw::connect(addr).await;
-    c.write(
-        b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    let r = c.response(false).await;
-    let r2 = c.response(false).await;
-    let res = outcomes.recv().await.unwrap();
-    println!("{r:?}\n{r2:?}\nsends: {res:?}");
-    assert_eq!(r.header("content-length").as_deref(), Some("0"));
-    assert!(res.2, "close hung");
-    assert!(res.0.is_ok(), "the empty first send of a complete 0-length response: {:?}", res.0);
 }
 
 /// The originating request comes back as it was sent.
@@ -813,4 +606,172 @@ async fn a_1xx_response_head_is_refused_and_the_channel_goes_on() {
     let (a, b) = outcomes.recv().await.unwrap();
     assert!(matches!(a, Err(webchan::Error::InvalidMessage(_))), "{a:?}");
     assert!(b.is_ok(), "{b:?}");
+}
+
+/// What a handler of [`serve_head`] saw: each send's outcome (`Ok` or its error's text), and
+/// the channel's events (`Debug`) up to `Closed`.
+#[derive(Debug)]
+struct Seen {
+    sends: Vec<Result<(), String>>,
+    events: Vec<String>,
+}
+
+/// A server whose handler sends `Message::response(status, headers, body)` first, with
+/// `send_and_close` when `whole`, else with `send`, then `"after"`, then closes (5 s at most).
+async fn serve_head(
+    status: u16,
+    headers: &'static [(&'static str, &'static str)],
+    body: &'static str,
+    whole: bool,
+) -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
+    use futures::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let addr = serve(Config::default(), move |mut ch: Channel| {
+        let tx = tx.clone();
+        async move {
+            let mut map = http::HeaderMap::new();
+            for (name, value) in headers {
+                map.append(*name, value.parse().unwrap());
+            }
+            let status = http::StatusCode::from_u16(status).unwrap();
+            let head = Message::response(status, map, body);
+            let s = ch.sender();
+            let mut sends = Vec::new();
+            if whole {
+                sends.push(s.send_and_close(head).await);
+            } else {
+                sends.push(s.send(head).await);
+                sends.push(s.send("after".into()).await);
+                let closed = tokio::time::timeout(Duration::from_secs(5), s.close()).await;
+                assert!(closed.is_ok(), "close hung");
+            }
+            let mut events = Vec::new();
+            while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(5), ch.next()).await {
+                events.push(format!("{e:?}"));
+            }
+            let sends = sends.into_iter().map(|r| r.map_err(|e| e.to_string())).collect();
+            let _ = tx.send(Seen { sends, events });
+        }
+    })
+    .await;
+    (addr, rx)
+}
+
+/// Two GETs on one connection: the responses (the second proves the first was delimited
+/// right) and what the handler of the first saw.
+async fn two_gets(
+    addr: std::net::SocketAddr,
+    seen: &mut tokio::sync::mpsc::UnboundedReceiver<Seen>,
+) -> (Resp, Resp, Seen) {
+    let mut c = Raw::connect(addr).await;
+    c.write(
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let first = c.response(false).await;
+    let second = c.response(false).await;
+    let seen = tokio::time::timeout(Duration::from_secs(10), seen.recv()).await.unwrap().unwrap();
+    (first, second, seen)
+}
+
+const CLOSED: &str = "channel is closed";
+
+/// RFC 9110 §6.4.1, §8.6: a 204 has no content and no `Content-Length`; a 304 has no content.
+/// The first send, empty, is the whole response; the next fails with `Closed`. Before stop 27
+/// (2026-12-05) the empty first send reported `Err(Closed)` (hyper never polled the body).
+#[tokio::test]
+async fn a_204_or_304_with_an_empty_first_message_completes_it_and_refuses_the_rest() {
+    for status in [204, 304] {
+        let (addr, mut seen) = serve_head(status, &[], "", false).await;
+        let (r, r2, seen) = two_gets(addr, &mut seen).await;
+        assert_eq!((r.status(), r2.status()), (status, status), "{r:?}");
+        assert!(r.header("content-length").is_none(), "{r:?}");
+        assert!(r.header("transfer-encoding").is_none(), "{r:?}");
+        assert_eq!(seen.sends, [Ok(()), Err(CLOSED.into())], "{status}: {seen:?}");
+    }
+}
+
+/// A 204 sent whole with content: the head goes out without it and without a
+/// `Content-Length` (RFC 9110 §8.6), and the send says the content was not sent. Before stop
+/// 27 (2026-12-05): `content-length: 4` and `Ok`.
+#[tokio::test]
+async fn a_204_sent_whole_with_content_has_no_content_length_and_fails_the_send() {
+    let (addr, mut seen) = serve_head(204, &[], "oops", true).await;
+    let (r, r2, seen) = two_gets(addr, &mut seen).await;
+    assert_eq!((r.status(), r2.status()), (204, 204));
+    assert!(r.header("content-length").is_none(), "{r:?}");
+    assert!(
+        matches!(&seen.sends[..], [Err(e)] if e.contains("no body")),
+        "the content was not sent: {seen:?}"
+    );
+}
+
+/// A `Transfer-Encoding` the handler set on a response sent whole: the response is ordinary,
+/// with the message's length. Before stop 27 (2026-12-05) hyper refused the head (both
+/// headers): no response at all, and the send said `Ok`.
+#[tokio::test]
+async fn a_transfer_encoding_on_a_response_sent_whole_gives_way_to_its_length() {
+    let (addr, mut seen) =
+        serve_head(200, &[("transfer-encoding", "chunked")], "whole", true).await;
+    let (r, _, seen) = two_gets(addr, &mut seen).await;
+    assert_eq!((r.status(), r.body.as_slice()), (200, &b"whole"[..]), "{r:?}");
+    assert_eq!(r.header("content-length").as_deref(), Some("5"), "{r:?}");
+    assert!(r.header("transfer-encoding").is_none(), "{r:?}");
+    assert_eq!(seen.sends, [Ok(())]);
+}
+
+/// Both `Content-Length` and `Transfer-Encoding` on a stream: the encoding wins (RFC 9112
+/// §6.1) and the stream is chunked. Before stop 27 (2026-12-05) hyper refused the head: no
+/// response, both sends `Err(Closed)`.
+#[tokio::test]
+async fn content_length_and_transfer_encoding_both_set_give_a_chunked_stream() {
+    let headers = &[("content-length", "2"), ("transfer-encoding", "chunked")];
+    let (addr, mut seen) = serve_head(200, headers, "a", false).await;
+    let (r, _, seen) = two_gets(addr, &mut seen).await;
+    assert_eq!((r.status(), r.body.as_slice()), (200, &b"aafter"[..]), "{r:?}");
+    assert!(r.header("content-length").is_none(), "{r:?}");
+    assert_eq!(seen.sends, [Ok(()), Ok(())]);
+}
+
+/// A `Content-Length` that is not a number: dropped, reported, and the stream goes out
+/// chunked. Before stop 27 (2026-12-05) hyper refused the head: no response, and `Closed`.
+#[tokio::test]
+async fn an_invalid_content_length_is_dropped_and_reported() {
+    for value in ["abc", "-1"] {
+        let headers: &'static [(&str, &str)] =
+            Box::leak(vec![("content-length", value)].into_boxed_slice());
+        let (addr, mut seen) = serve_head(200, headers, "a", false).await;
+        let (r, _, seen) = two_gets(addr, &mut seen).await;
+        assert_eq!((r.status(), r.body.as_slice()), (200, &b"aafter"[..]), "{value}: {r:?}");
+        assert!(r.header("content-length").is_none(), "{r:?}");
+        assert_eq!(seen.sends, [Ok(()), Ok(())]);
+        assert!(
+            seen.events
+                .iter()
+                .any(|e| e.contains("InvalidMessage") && e.contains("Content-Length")),
+            "{value}: not reported: {seen:?}"
+        );
+    }
+}
+
+/// Two `Content-Length`s that disagree: the same.
+#[tokio::test]
+async fn two_content_lengths_are_dropped_and_reported() {
+    let headers = &[("content-length", "1"), ("content-length", "6")];
+    let (addr, mut seen) = serve_head(200, headers, "a", false).await;
+    let (r, _, seen) = two_gets(addr, &mut seen).await;
+    assert_eq!((r.status(), r.body.as_slice()), (200, &b"aafter"[..]), "{r:?}");
+    assert!(seen.events.iter().any(|e| e.contains("InvalidMessage")), "{seen:?}");
+}
+
+/// `Content-Length: 0` with an empty first message: a complete empty response; the first send
+/// completes, later ones fail with `Closed`. Before stop 27 (2026-12-05) the first reported
+/// `Err(Closed)`.
+#[tokio::test]
+async fn content_length_zero_and_an_empty_first_send_completes() {
+    let (addr, mut seen) = serve_head(200, &[("content-length", "0")], "", false).await;
+    let (r, r2, seen) = two_gets(addr, &mut seen).await;
+    assert_eq!((r.status(), r2.status()), (200, 200));
+    assert_eq!((r.header("content-length").as_deref(), r.body.len()), (Some("0"), 0), "{r:?}");
+    assert_eq!(seen.sends, [Ok(()), Err(CLOSED.into())], "{seen:?}");
 }
