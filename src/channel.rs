@@ -192,7 +192,9 @@ impl Sink<Message> for Channel {
 /// the `Sink` contract says, a message is sure to go out once it is flushed (`SinkExt::send`
 /// and `send_all` flush; `feed` does not). On a WebSocket the flush writes the queued frames
 /// from the flushing task itself when the connection's task is not busy, which saves two task
-/// switches per burst; messages fed and never flushed still go out when this `Sender` is
+/// switches per burst (from a thread that runs no tokio task, `futures::executor::block_on` on
+/// a `std::thread` say, the connection's task writes them: that work may start timers and open
+/// files, which need the runtime); messages fed and never flushed still go out when this `Sender` is
 /// dropped, or at the connection's next wake-up. [`Sender::send`] and [`Sender::try_send`]
 /// need no flush.
 #[must_use = "sinks do nothing unless polled"]
