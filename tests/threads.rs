@@ -305,7 +305,7 @@ async fn a_file_sent_from_a_plain_thread_is_sent() {
 /// parked receiver goes to it alone; a receiver that then found the connection busy (the task
 /// past its read, or a sender's inline step) left the read to nobody until keepalive's sweeper
 /// woke the task, ~1 s later: before stop 27 (2026-12-05), 1 close in ~280 took over 1 s
-/// (1.01-1.6 s; 3 of 4 runs of 300 rounds had one), none with keepalive off. Now such a
+/// (1.01-1.6 s; 4 of 5 runs of ~300 rounds had one or more), none with keepalive off. Now such a
 /// receiver wakes the task (0 in 3 runs). A bound of 1 s on a shared machine can fail on noise
 /// alone, so this runs only when asked: `cargo test --test threads -- --ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
