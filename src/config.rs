@@ -135,7 +135,10 @@ impl Config {
     /// Dead-peer detection for WebSockets: when nothing has been received for `interval`, send
     /// a ping; if nothing at all arrives within `timeout` after it, drop the connection and
     /// report `Closed` with 1006 and the reason `"keepalive timeout"`. Any frame from the peer
-    /// counts as life. While the server does not read because the application is behind (see
+    /// counts as life, and so does a write that takes bytes after the socket was full (the
+    /// peer's TCP acknowledged data, so the peer reads): a client reading a busy stream slowly,
+    /// whose ping waits behind megabytes in the kernel's buffers, is not taken for dead. A
+    /// zero `interval` turns keepalive off. While the server does not read because the application is behind (see
     /// [`queue_limit`](Self::queue_limit)), the peer is not held silent: what it sent waits
     /// unread, and a dead peer is found once reading resumes. Pings and pongs do not count as
     /// traffic for the idle [`timeout`](Self::timeout). The default is a ping after 25 s of silence and 20 s to
@@ -167,6 +170,9 @@ impl Config {
     /// # let _ = config;
     /// ```
     pub fn keepalive(mut self, keepalive: Option<(Duration, Duration)>) -> Self {
+        // A zero interval would ping a quiet peer at every sweep (99 pings a second, before
+        // stop 27, 2026-12-05): it means none, as for `timeout` and `sse_keepalive`.
+        let keepalive = keepalive.filter(|(every, _)| !every.is_zero());
         self.set().keepalive = keepalive.map(|(every, wait)| (bounded(every), bounded(wait)));
         self
     }

@@ -119,6 +119,9 @@ fn start(shared: Arc<Shared>, upgraded: Upgraded) -> Arc<Core> {
         fatal: None,
         abnormal: false,
         shutting_down: false,
+        shut_down: false,
+        eof: false,
+        write_waited: false,
         close_timer: None,
         idle: (!timeout.is_zero()).then(|| Idle {
             timeout,
@@ -448,6 +451,13 @@ struct Conn {
     abnormal: bool,
     /// Write what is buffered, shut the TCP connection down, and end.
     shutting_down: bool,
+    /// Our side is shut down (TCP FIN, or END_STREAM over HTTP/2): the peer's end is awaited.
+    shut_down: bool,
+    /// The peer's side ended (EOF read).
+    eof: bool,
+    /// The last write found the socket full: the next one that takes bytes shows the peer
+    /// took some (its TCP acknowledged them), which keepalive counts as life.
+    write_waited: bool,
     close_timer: Option<Pin<Box<Sleep>>>,
     idle: Option<Idle>,
     /// Dead-peer detection (see [`keepalive`]): the sweeper asks for pings, this sends them.
@@ -487,8 +497,14 @@ impl Conn {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.shared.is_forced() {
             // A shutdown's deadline passed: drop the connection now.
-            self.finish();
+            if !self.finished {
+                self.finish();
+            }
             return Poll::Ready(());
+        }
+        if self.shut_down {
+            // Closed, waiting for the peer's end (see `linger`).
+            return self.linger(cx);
         }
         loop {
             let mut again = false;
@@ -517,9 +533,11 @@ impl Conn {
             }
             if self.shutting_down && self.pending_out() == 0 {
                 // Server side closes TCP first (RFC 6455 §7.1.1).
-                if Pin::new(&mut self.io).poll_shutdown(cx).is_ready() {
-                    self.finish();
-                    return Poll::Ready(());
+                if !self.shut_down && Pin::new(&mut self.io).poll_shutdown(cx).is_ready() {
+                    self.shut_down = true;
+                }
+                if self.shut_down {
+                    return self.linger(cx);
                 }
             }
             if let Some(timer) = &mut self.close_timer {
@@ -821,6 +839,60 @@ impl Conn {
         }
     }
 
+    /// Our side is shut down: the channel is closed. Over HTTP/2, after an orderly close, the
+    /// stream is kept until the client's END_STREAM (or the close timer): dropped before, hyper
+    /// resets it (RST_STREAM), and the client's own close failed (82 of 300 closes by hyper's
+    /// client, "error writing a body to connection", before stop 27, 2026-12-05). Over TCP the
+    /// connection ends at once, as the server's FIN ends it for the client.
+    fn linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.finished {
+            self.finish();
+        }
+        let orderly = !self.eof && self.fatal.is_none() && !self.abnormal;
+        if !orderly || self.shared.request.version() != http::Version::HTTP_2 {
+            return Poll::Ready(());
+        }
+        self.arm_close_timer();
+        if self.close_timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready()) {
+            return Poll::Ready(());
+        }
+        self.poll_drain(cx)
+    }
+
+    /// Reads and drops what the peer still sends after our side was shut down, until its end
+    /// (EOF, or an error). Pending while it has not ended.
+    #[cold]
+    #[inline(never)]
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut scratch = [0u8; 1024];
+        for _ in 0..16 {
+            let mut buf = tokio::io::ReadBuf::new(&mut scratch);
+            match tokio::io::AsyncRead::poll_read(Pin::new(&mut self.io), cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                    self.eof = true;
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        // A peer that keeps sending: the close timer ends it; meanwhile, others run.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// A write took bytes after one found the socket full: the peer's TCP acknowledged data,
+    /// so the peer reads (see `write_waited`).
+    fn wrote_after_waiting(&mut self) {
+        if self.write_waited {
+            self.write_waited = false;
+            if let Some(watch) = &self.keepalive {
+                watch.heard();
+            }
+        }
+    }
+
     /// A small message ends the expectation of large ones.
     fn note_size(&mut self, len: usize) {
         if len <= self.read_chunk {
@@ -830,6 +902,7 @@ impl Conn {
 
     fn on_eof(&mut self) {
         self.read_closed = true;
+        self.eof = true;
         if self.peer_close.is_none() {
             // The peer went away without a close frame: 1006 (RFC 6455 §7.1.5), also when
             // we had started the closing handshake.
@@ -1001,14 +1074,23 @@ impl Conn {
                     }
                     // Written whole, the common case: `clear` leaves the buffer as the pool
                     // wants it (see `frame.rs`).
-                    Poll::Ready(Ok(n)) if n == self.wbuf.len() => self.wbuf.clear(),
-                    Poll::Ready(Ok(n)) => self.wbuf.advance(n),
+                    Poll::Ready(Ok(n)) if n == self.wbuf.len() => {
+                        self.wbuf.clear();
+                        self.wrote_after_waiting();
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.wbuf.advance(n);
+                        self.wrote_after_waiting();
+                    }
                     Poll::Ready(Err(e)) => {
                         tracing::debug!(error = %e, "websocket write failed");
                         self.abnormal = true;
                         return false;
                     }
-                    Poll::Pending => return false,
+                    Poll::Pending => {
+                        self.write_waited = true;
+                        return false;
+                    }
                 }
                 continue;
             }
@@ -1048,6 +1130,7 @@ impl Conn {
             }
             Poll::Ready(Ok(n)) => {
                 self.consume(n);
+                self.wrote_after_waiting();
                 true
             }
             Poll::Ready(Err(e)) => {
@@ -1055,7 +1138,10 @@ impl Conn {
                 self.abnormal = true;
                 false
             }
-            Poll::Pending => false,
+            Poll::Pending => {
+                self.write_waited = true;
+                false
+            }
         }
     }
 

@@ -255,3 +255,81 @@ async fn a_client_that_pings_and_never_reads_does_not_grow_the_server_without_bo
     );
     drop(ch);
 }
+
+/// The server streams 64 KiB messages without pause to a client that reads ~3 MiB/s and
+/// answers every ping the moment it sees one: alive, though each ping waits behind megabytes in
+/// the kernel's buffers. A write that takes bytes after the socket was full shows the client's
+/// TCP acknowledged data, which counts as life. Before stop 27 (2026-12-05) only frames from
+/// the client counted: dropped with 1006 "keepalive timeout" after 1.6 s (4.8 MB read, one
+/// ping answered).
+#[tokio::test]
+async fn a_live_client_reading_a_busy_stream_slowly_is_not_taken_for_dead() {
+    let (addr, mut channels) = serve_channels(keepalive(200, 800)).await;
+    let raw = RawWs::connect(addr).await;
+    let mut ch = next_channel(&mut channels).await;
+    let sender = ch.sender();
+    let writer = tokio::spawn(async move {
+        let chunk = bytes::Bytes::from(vec![7u8; 64 * 1024]);
+        while sender.send(webchan::Message::Binary(chunk.clone())).await.is_ok() {}
+    });
+    let (r, mut w) = raw.tcp.into_split();
+    let mut reader = RawWs { tcp: r, buf: raw.buf };
+    let start = std::time::Instant::now();
+    let (mut pings, mut data, mut dropped) = (0, 0usize, false);
+    while start.elapsed() < Duration::from_secs(4) {
+        match tokio::time::timeout(Duration::from_secs(10), reader.read_frame()).await {
+            Ok(Some((0x89, p))) => {
+                pings += 1;
+                RawWs { tcp: &mut w, buf: Vec::new() }.frame(0x8a, &p).await;
+            }
+            Ok(Some((_, p))) => {
+                data += p.len();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(None) => {
+                dropped = true;
+                break;
+            }
+            Err(_) => panic!("nothing from the server in 10 s"),
+        }
+    }
+    let events = if dropped { all_events(&mut ch).await } else { Vec::new() };
+    assert!(
+        !dropped,
+        "a client that read {data} bytes and answered {pings} pings was dropped: {events:?}"
+    );
+    writer.abort();
+}
+
+/// The other side of that rule: a client that reads nothing while the server streams is still
+/// found dead (the writes stop taking bytes, so nothing counts as life).
+#[tokio::test]
+async fn a_client_that_reads_nothing_of_a_busy_stream_is_dropped() {
+    let (addr, mut channels) = serve_channels(keepalive(200, 800)).await;
+    let raw = RawWs::connect(addr).await;
+    let mut ch = next_channel(&mut channels).await;
+    let sender = ch.sender();
+    let writer = tokio::spawn(async move {
+        let chunk = bytes::Bytes::from(vec![7u8; 64 * 1024]);
+        while sender.send(webchan::Message::Binary(chunk.clone())).await.is_ok() {}
+    });
+    let events = all_events(&mut ch).await;
+    assert_eq!(closed_of(&events), CloseInfo::websocket(1006, "keepalive timeout"), "{events:?}");
+    writer.abort();
+    drop(raw);
+}
+
+/// `keepalive(Some((0, timeout)))` is off, as a zero `timeout` and a zero `sse_keepalive` are.
+/// Before stop 27 (2026-12-05) it pinged a quiet client at every sweep: 99 pings in 1 s.
+#[tokio::test]
+async fn a_zero_keepalive_interval_means_none() {
+    let addr =
+        serve(Config::default().keepalive(Some((Duration::ZERO, Duration::from_secs(5)))), echo)
+            .await;
+    let mut raw = RawWs::connect(addr).await;
+    // A round trip proves the connection is up; then a second of quiet, no ping.
+    raw.frame(0x82, b"hello").await;
+    assert_eq!(raw.read_frame().await, Some((0x82, b"hello".to_vec())));
+    let quiet = tokio::time::timeout(Duration::from_secs(1), raw.read_frame()).await;
+    assert!(quiet.is_err(), "a frame from a server with keepalive off: {quiet:?}");
+}

@@ -76,7 +76,11 @@ where
                 let mut builder =
                     hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 // WebSockets over HTTP/2 too (RFC 8441), as the README recommends.
-                builder.http2().enable_connect_protocol();
+                builder
+                    .http2()
+                    .enable_connect_protocol()
+                    .initial_stream_window_size(256 * 1024)
+                    .initial_connection_window_size(8 << 20);
                 let _ = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).await;
             });
         }
@@ -107,7 +111,11 @@ where
                 });
                 let mut builder =
                     hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder.http2().enable_connect_protocol();
+                builder
+                    .http2()
+                    .enable_connect_protocol()
+                    .initial_stream_window_size(256 * 1024)
+                    .initial_connection_window_size(8 << 20);
                 let _ = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).await;
             });
         }
