@@ -287,14 +287,7 @@ async fn client_close_over_h2_ends_the_stream_with_end_stream() {
     let data: Vec<u8> =
         frames.iter().filter(|f| f.ty == DATA).flat_map(|f| f.payload.clone()).collect();
     assert_eq!(&data[..4], &[0x88, 0x02, 0x03, 0xe8], "{d:?}");
-    assert!(frames.iter().any(|f| f.ty == DATA && f.flags & END_STREAM != 0), "{d:?}");
-    assert!(
-        !frames
-            .iter()
-            .any(|f| f.ty == RST_STREAM
-                && u32::from_be_bytes(f.payload[..4].try_into().unwrap()) != 0),
-        "an error RST_STREAM after an orderly close: {d:?}"
-    );
+    assert_orderly_end(&frames);
 }
 
 /// The orderly end of an HTTP/2 WebSocket is END_STREAM both ways (RFC 8441 §5: END_STREAM is
@@ -331,6 +324,17 @@ async fn after_an_orderly_close_the_server_does_not_reset_the_stream_before_the_
         !frames.iter().any(|f| f.ty == RST_STREAM),
         "the stream was reset after an orderly close, before the client's END_STREAM: {d:?}"
     );
+}
+
+/// The stream ended with END_STREAM and was never reset with an error (RFC 8441 §5: END_STREAM
+/// is TCP's FIN, RST_STREAM with an error a TCP RST).
+fn assert_orderly_end(frames: &[Frame]) {
+    let d = describe(frames);
+    assert!(frames.iter().any(|f| f.ty == DATA && f.flags & END_STREAM != 0), "{d:?}");
+    let error_reset = |f: &Frame| {
+        f.ty == RST_STREAM && u32::from_be_bytes(f.payload[..4].try_into().unwrap()) != 0
+    };
+    assert!(!frames.iter().any(error_reset), "an error RST_STREAM after an orderly close: {d:?}");
 }
 
 /// With hyper's client and tungstenite: echo one message, then `close()`, 100 times on one
@@ -372,14 +376,7 @@ async fn client_close_with_end_stream_at_once_over_h2() {
     let data: Vec<u8> =
         frames.iter().filter(|f| f.ty == DATA).flat_map(|f| f.payload.clone()).collect();
     assert!(data.starts_with(&[0x88, 0x02, 0x03, 0xe8]), "{d:?}");
-    assert!(frames.iter().any(|f| f.ty == DATA && f.flags & END_STREAM != 0), "{d:?}");
-    assert!(
-        !frames
-            .iter()
-            .any(|f| f.ty == RST_STREAM
-                && u32::from_be_bytes(f.payload[..4].try_into().unwrap()) != 0),
-        "an error RST_STREAM after an orderly close: {d:?}"
-    );
+    assert_orderly_end(&frames);
 }
 
 /// Server-initiated close over h2: close frame; the client answers with its close frame and
@@ -404,14 +401,7 @@ async fn server_close_over_h2() {
     let events = all_events(&mut ch).await;
     assert_eq!(closed_of(&events), CloseInfo::websocket(4000, "done"));
     let _ = closing.await;
-    assert!(frames.iter().any(|f| f.ty == DATA && f.flags & END_STREAM != 0), "{d:?}");
-    assert!(
-        !frames
-            .iter()
-            .any(|f| f.ty == RST_STREAM
-                && u32::from_be_bytes(f.payload[..4].try_into().unwrap()) != 0),
-        "{d:?}"
-    );
+    assert_orderly_end(&frames);
 }
 
 /// RST_STREAM from the client in the middle of a message: the channel closes with 1006; a

@@ -132,6 +132,18 @@ impl Raw {
     }
 }
 
+/// A HEAD and then a GET of `/` on one connection: both responses (the GET's shows the HEAD's
+/// was delimited right).
+async fn head_then_get(addr: std::net::SocketAddr) -> (Resp, Resp) {
+    let mut c = Raw::connect(addr).await;
+    c.write(
+        b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let head = c.response(true).await;
+    (head, c.response(false).await)
+}
+
 /// A handler that streams "twelve bytes" then "more" and closes, reporting the outcome of
 /// each send (and the method) on `tx`.
 async fn serve_twelve_more() -> (
@@ -231,14 +243,8 @@ async fn head_with_send_and_close_completes() {
         }
     })
     .await;
-    let mut c = Raw::connect(addr).await;
-    c.write(
-        b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    let head = c.response(true).await;
+    let (head, get) = head_then_get(addr).await;
     assert_eq!(head.header("content-length").as_deref(), Some("5"), "{head:?}");
-    let get = c.response(false).await;
     assert_eq!(get.body, b"hello");
     for _ in 0..2 {
         let r = rx.recv().await.unwrap();
@@ -263,14 +269,8 @@ async fn head_with_a_declared_length_and_a_reader_keeps_it() {
         }
     })
     .await;
-    let mut c = Raw::connect(addr).await;
-    c.write(
-        b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    let head = c.response(true).await;
+    let (head, get) = head_then_get(addr).await;
     assert_eq!(head.header("content-length").as_deref(), Some("1000"), "{head:?}");
-    let get = c.response(false).await;
     assert_eq!(get.body.len(), 1000);
     for _ in 0..2 {
         let r = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();

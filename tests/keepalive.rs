@@ -256,6 +256,20 @@ async fn a_client_that_pings_and_never_reads_does_not_grow_the_server_without_bo
     drop(ch);
 }
 
+/// A WebSocket (keepalive 200 ms / 800 ms) on which the server sends 64 KiB messages without
+/// pause, from the returned task, until a send fails.
+async fn a_busy_stream() -> (RawWs, Channel, tokio::task::JoinHandle<()>) {
+    let (addr, mut channels) = serve_channels(keepalive(200, 800)).await;
+    let raw = RawWs::connect(addr).await;
+    let ch = next_channel(&mut channels).await;
+    let sender = ch.sender();
+    let writer = tokio::spawn(async move {
+        let chunk = bytes::Bytes::from(vec![7u8; 64 * 1024]);
+        while sender.send(webchan::Message::Binary(chunk.clone())).await.is_ok() {}
+    });
+    (raw, ch, writer)
+}
+
 /// The server streams 64 KiB messages without pause to a client that reads ~3 MiB/s and
 /// answers every ping the moment it sees one: alive, though each ping waits behind megabytes in
 /// the kernel's buffers. A write that takes bytes after the socket was full shows the client's
@@ -264,14 +278,7 @@ async fn a_client_that_pings_and_never_reads_does_not_grow_the_server_without_bo
 /// ping answered).
 #[tokio::test]
 async fn a_live_client_reading_a_busy_stream_slowly_is_not_taken_for_dead() {
-    let (addr, mut channels) = serve_channels(keepalive(200, 800)).await;
-    let raw = RawWs::connect(addr).await;
-    let mut ch = next_channel(&mut channels).await;
-    let sender = ch.sender();
-    let writer = tokio::spawn(async move {
-        let chunk = bytes::Bytes::from(vec![7u8; 64 * 1024]);
-        while sender.send(webchan::Message::Binary(chunk.clone())).await.is_ok() {}
-    });
+    let (raw, mut ch, writer) = a_busy_stream().await;
     let (r, mut w) = raw.tcp.into_split();
     let mut reader = RawWs { tcp: r, buf: raw.buf };
     let start = std::time::Instant::now();
@@ -305,14 +312,7 @@ async fn a_live_client_reading_a_busy_stream_slowly_is_not_taken_for_dead() {
 /// found dead (the writes stop taking bytes, so nothing counts as life).
 #[tokio::test]
 async fn a_client_that_reads_nothing_of_a_busy_stream_is_dropped() {
-    let (addr, mut channels) = serve_channels(keepalive(200, 800)).await;
-    let raw = RawWs::connect(addr).await;
-    let mut ch = next_channel(&mut channels).await;
-    let sender = ch.sender();
-    let writer = tokio::spawn(async move {
-        let chunk = bytes::Bytes::from(vec![7u8; 64 * 1024]);
-        while sender.send(webchan::Message::Binary(chunk.clone())).await.is_ok() {}
-    });
+    let (raw, mut ch, writer) = a_busy_stream().await;
     let events = all_events(&mut ch).await;
     assert_eq!(closed_of(&events), CloseInfo::websocket(1006, "keepalive timeout"), "{events:?}");
     writer.abort();

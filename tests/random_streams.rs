@@ -34,44 +34,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use webchan::{Channel, Config, Event};
 
-/// xorshift64: the plan of a run from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn between(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below(hi - lo + 1)
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-
-    /// UTF-8 of 1- to 4-byte characters, at least `len` bytes.
-    fn text(&mut self, len: usize) -> Vec<u8> {
-        const CHARS: [&str; 6] = ["a", "Z", "é", "ß", "日", "😀"];
-        let mut s = String::new();
-        while s.len() < len {
-            s.push_str(CHARS[self.below(CHARS.len())]);
-        }
-        s.into_bytes()
-    }
-}
-
 /// What the client sends, and what it must get back.
 struct Plan {
     /// The messages' frames, then (`close`) a close frame, sent once every echo is back: a

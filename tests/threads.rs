@@ -18,19 +18,6 @@ use support::*;
 use tokio::io::AsyncWriteExt;
 use webchan::{Config, Event, Message};
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 fn payload(s: u8, n: u32) -> Vec<u8> {
     let mut p = vec![s; 16];
     p[1..5].copy_from_slice(&n.to_be_bytes());
@@ -95,7 +82,7 @@ async fn sends_and_closes_from_plain_threads_race_a_close_from_a_task() {
             }
             (got, clean)
         });
-        let closer_at = rng.below(4000);
+        let closer_at = rng.below(4000) as u64;
         let closing_thread = rng.below(3) as u8;
         let and_close_at = rng.below(60) as u32;
         let per_thread = 20 + rng.below(60) as u32;

@@ -519,3 +519,41 @@ pub async fn send_numbered_until_stalled(sender: &webchan::Sender) -> u32 {
     assert!(completed > 0);
     completed
 }
+
+/// xorshift64: a random test's plan from its seed (`random_streams`, `threads`).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    pub fn between(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.below(hi - lo + 1)
+    }
+
+    pub fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+
+    /// UTF-8 of 1- to 4-byte characters, at least `len` bytes.
+    pub fn text(&mut self, len: usize) -> Vec<u8> {
+        const CHARS: [&str; 6] = ["a", "Z", "é", "ß", "日", "😀"];
+        let mut s = String::new();
+        while s.len() < len {
+            s.push_str(CHARS[self.below(CHARS.len())]);
+        }
+        s.into_bytes()
+    }
+}
