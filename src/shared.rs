@@ -462,10 +462,7 @@ impl Shared {
                 if head.status.is_some_and(|s| s.is_informational()) {
                     // hyper sends no 1xx as a final response: over HTTP/1.1 it became a 500,
                     // over HTTP/2 a malformed response (before stop 27, 2026-12-05).
-                    return Err((
-                        Error::InvalidMessage("a 1xx status is not a final response"),
-                        message,
-                    ));
+                    return Err((Error::InvalidMessage(crate::stream::INFORMATIONAL), message));
                 }
             }
         }

@@ -182,18 +182,19 @@ impl StreamHead {
                 Ok(Poll::Ready(first)) => first,
                 Err(payload) => {
                     tracing::warn!("a message source panicked; that send fails");
-                    let failed = self.shared.with_queue(|q| {
-                        q.front().is_some_and(|f| f.seq == seq).then(|| q.pop_front()).flatten()
-                    });
-                    if let Some(failed) = failed {
-                        let mut failures = vec![(seq, Error::panicked(&*payload))];
-                        self.shared.finish_items(seq, failed.size, &mut failures);
-                    }
+                    self.fail_front(seq, Error::panicked(&*payload));
                     continue;
                 }
             };
             let message = match first {
                 None => Message::Seq(items),
+                Some(Message::Response(head))
+                    if head.status.is_some_and(|s| s.is_informational()) =>
+                {
+                    // As for a head sent alone (see `Shared::enqueue`).
+                    self.fail_front(seq, Error::InvalidMessage(INFORMATIONAL));
+                    continue;
+                }
                 Some(Message::Response(mut head)) => {
                     let body = head.body.take().map_or_else(|| Message::seq([]), |b| *b);
                     let rest = futures_util::stream::once(std::future::ready(body)).chain(items);
@@ -206,6 +207,17 @@ impl StreamHead {
             };
             self.put_back(seq, message);
             return Poll::Ready(());
+        }
+    }
+
+    /// Fails the sequence taken by [`peek_sequence`](Self::peek_sequence), if it is still
+    /// there.
+    fn fail_front(&self, seq: u64, error: Error) {
+        let failed = self.shared.with_queue(|q| {
+            q.front().is_some_and(|f| f.seq == seq).then(|| q.pop_front()).flatten()
+        });
+        if let Some(failed) = failed {
+            self.shared.finish_items(seq, failed.size, &mut vec![(seq, error)]);
         }
     }
 
@@ -310,6 +322,12 @@ impl StreamHead {
             tracing::trace!(charset = c.name(), "http stream head is due");
         }
         let (body, close) = match first {
+            First::Nothing if self.shared.is_forced() => {
+                // Forced off before its head (a shutdown's deadline while the head waited on a
+                // sequence's first item; the queue is gone): the body fails at once, and hyper
+                // aborts the response. Before, the head waited for good, and the client with it.
+                (self.body(Encoding::Charset(charset), None), Some(()))
+            }
             First::Nothing => {
                 self.shared.register_transport(cx);
                 // A send may have come in between the look and the registration.
@@ -357,7 +375,15 @@ impl StreamHead {
                         headers.remove(header::CONTENT_LENGTH);
                     }
                     headers.remove(header::TRANSFER_ENCODING);
-                    if first.size > 0 {
+                    // Content that cannot go out fails its send; a file, reader or sequence
+                    // is not read, as after a HEAD (a sequence that began with this head
+                    // holds the head's body and whatever followed it).
+                    let content = match &first.item {
+                        Item::Send(Message::Text(t)) => !t.is_empty(),
+                        Item::Send(Message::Binary(b)) => !b.is_empty(),
+                        _ => false,
+                    };
+                    if content {
                         failures.push((first.seq, Error::InvalidMessage(BODY_ON_NO_CONTENT)));
                     }
                 }
@@ -393,10 +419,16 @@ fn has_no_content(status: StatusCode) -> bool {
         || status == StatusCode::NOT_MODIFIED
 }
 
-/// A `Content-Length` of 0: a response with an empty body, decided at its head.
+/// A `Content-Length` of 0, alone and not overridden by a `Transfer-Encoding` (see
+/// [`StreamHead::declared_length`]): a response with an empty body, decided at its head.
 fn declares_zero(headers: &HeaderMap) -> bool {
-    headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes().trim_ascii() == b"0")
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    let only = (lengths.next(), lengths.next());
+    !headers.contains_key(header::TRANSFER_ENCODING)
+        && matches!(only, (Some(v), None) if v.as_bytes().trim_ascii() == b"0")
 }
+
+pub(crate) const INFORMATIONAL: &str = "a 1xx status is not a final response";
 
 const BODY_ON_NO_CONTENT: &str = "a 1xx, 204 or 304 response has no body: the message was not sent";
 

@@ -624,23 +624,33 @@ async fn serve_head(
     body: &'static str,
     whole: bool,
 ) -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
+    let head = move || {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in headers {
+            map.append(*name, value.parse().unwrap());
+        }
+        Message::response(http::StatusCode::from_u16(status).unwrap(), map, body)
+    };
+    serve_first(head, whole).await
+}
+
+/// [`serve_head`] with any first message, made by `first`.
+async fn serve_first(
+    first: impl Fn() -> Message + Send + Sync + 'static,
+    whole: bool,
+) -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
     use futures::StreamExt;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let first = std::sync::Arc::new(first);
     let addr = serve(Config::default(), move |mut ch: Channel| {
-        let tx = tx.clone();
+        let (tx, first) = (tx.clone(), first.clone());
         async move {
-            let mut map = http::HeaderMap::new();
-            for (name, value) in headers {
-                map.append(*name, value.parse().unwrap());
-            }
-            let status = http::StatusCode::from_u16(status).unwrap();
-            let head = Message::response(status, map, body);
             let s = ch.sender();
             let mut sends = Vec::new();
             if whole {
-                sends.push(s.send_and_close(head).await);
+                sends.push(s.send_and_close(first()).await);
             } else {
-                sends.push(s.send(head).await);
+                sends.push(s.send(first()).await);
                 sends.push(s.send("after".into()).await);
                 let closed = tokio::time::timeout(Duration::from_secs(5), s.close()).await;
                 assert!(closed.is_ok(), "close hung");
@@ -757,11 +767,52 @@ async fn an_invalid_content_length_is_dropped_and_reported() {
 /// Two `Content-Length`s that disagree: the same.
 #[tokio::test]
 async fn two_content_lengths_are_dropped_and_reported() {
-    let headers = &[("content-length", "1"), ("content-length", "6")];
+    // The first 0: a review of stop 27's own fixes (2026-12-05) found it taken for a declared
+    // empty body, the first send `Ok` though never sent, nothing reported.
+    const ONE_SIX: &[(&str, &str)] = &[("content-length", "1"), ("content-length", "6")];
+    const ZERO_FIVE: &[(&str, &str)] = &[("content-length", "0"), ("content-length", "5")];
+    for headers in [ONE_SIX, ZERO_FIVE] {
+        let (addr, mut seen) = serve_head(200, headers, "a", false).await;
+        let (r, _, seen) = two_gets(addr, &mut seen).await;
+        assert_eq!((r.status(), r.body.as_slice()), (200, &b"aafter"[..]), "{headers:?}: {r:?}");
+        assert!(seen.events.iter().any(|e| e.contains("InvalidMessage")), "{seen:?}");
+    }
+}
+
+/// `Content-Length: 0` with `Transfer-Encoding: chunked`: the encoding wins, as with any
+/// length (RFC 9112 §6.1). The same review found the 0 taken for an empty body: the first
+/// send `Ok`, never sent.
+#[tokio::test]
+async fn content_length_zero_with_transfer_encoding_gives_a_chunked_stream() {
+    let headers = &[("content-length", "0"), ("transfer-encoding", "chunked")];
     let (addr, mut seen) = serve_head(200, headers, "a", false).await;
     let (r, _, seen) = two_gets(addr, &mut seen).await;
     assert_eq!((r.status(), r.body.as_slice()), (200, &b"aafter"[..]), "{r:?}");
-    assert!(seen.events.iter().any(|e| e.contains("InvalidMessage")), "{seen:?}");
+    assert!(r.header("content-length").is_none(), "{r:?}");
+    assert_eq!(seen.sends, [Ok(()), Ok(())]);
+}
+
+/// A response head first in a sequence sent first is checked as one sent alone: a 1xx is
+/// refused and the channel goes on; a 204 with an empty body completes. The same review found
+/// a 1xx there answered with a 500 (the check saw only a head sent alone), and the 204's send
+/// failed (its sequence counted as content).
+#[tokio::test]
+async fn a_head_first_in_a_sequence_is_checked_as_one_sent_alone() {
+    let early = || {
+        let head =
+            Message::response(http::StatusCode::from_u16(103).unwrap(), Default::default(), "x");
+        Message::seq([head])
+    };
+    let (addr, mut seen) = serve_first(early, false).await;
+    let (r, _, seen) = two_gets(addr, &mut seen).await;
+    assert_eq!((r.status(), r.body.as_slice()), (200, &b"after"[..]), "{r:?}");
+    assert!(matches!(&seen.sends[..], [Err(e), Ok(())] if e.contains("1xx")), "{seen:?}");
+    let empty =
+        || Message::seq([Message::response(http::StatusCode::NO_CONTENT, Default::default(), "")]);
+    let (addr, mut seen) = serve_first(empty, false).await;
+    let (r, _, seen) = two_gets(addr, &mut seen).await;
+    assert_eq!(r.status(), 204, "{r:?}");
+    assert_eq!(seen.sends, [Ok(()), Err(CLOSED.into())], "{seen:?}");
 }
 
 /// `Content-Length: 0` with an empty first message: a complete empty response; the first send

@@ -339,3 +339,42 @@ fn a_channel_made_as_shutdown_begins_is_closed_gracefully_and_counted() {
         }
     });
 }
+
+/// The same feed sent first, before any head: the head waits for the sequence's first item
+/// (it may be a response head), and a shutdown's deadline must still end the request, over
+/// HTTP/1.1 and HTTP/2. A review of stop 27's own fixes (2026-12-05) found the head waiting for
+/// good: the channel closed and the feed's send failed, but the client had no response 5 s
+/// later and its connection stayed open.
+#[tokio::test]
+async fn the_deadline_ends_a_request_whose_head_waits_on_a_quiet_sequence() {
+    for h2 in [false, true] {
+        let shutdown = Shutdown::new();
+        let (addr, mut channels) = serve_channels(Config::default().shutdown(&shutdown)).await;
+        let request = get(addr, "/");
+        let answered = tokio::spawn(async move {
+            let response = if h2 {
+                h2_client(addr).await.send_request(request).await
+            } else {
+                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+                tokio::spawn(conn);
+                sender.send_request(request).await
+            };
+            // A response cut short, or none: either way the request ended.
+            if let Ok(response) = response {
+                let _ = response.into_body().collect().await;
+            }
+        });
+        let mut ch = next_channel(&mut channels).await;
+        let feed = ch.sender().try_send(Message::stream(futures::stream::pending())).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let report = shutdown.shutdown(Duration::from_millis(300)).await;
+        assert_eq!((report.clean, report.forced), (0, 1), "h2 {h2}");
+        let fed = tokio::time::timeout(Duration::from_secs(5), feed).await.unwrap();
+        assert!(fed.is_err_and(|e| e.is_closed()), "h2 {h2}");
+        let ended = tokio::time::timeout(Duration::from_secs(5), answered).await;
+        assert!(ended.is_ok(), "h2 {h2}: the request had not ended 5 s after the deadline");
+        assert!(matches!(all_events(&mut ch).await.last(), Some(Event::Closed(_))), "h2 {h2}");
+    }
+}
