@@ -222,6 +222,11 @@ impl std::task::Wake for Dispatch {
 }
 
 impl Core {
+    /// The connection ended: its task's waker is not kept for the handles that outlive it.
+    fn forget_task(&self) {
+        *self.task.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
     fn lock(&self) -> MutexGuard<'_, Option<Conn>> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -241,6 +246,7 @@ impl Core {
         }
         if conn.poll(cx).is_ready() {
             end(slot);
+            self.forget_task();
             return Poll::Ready(());
         }
         Poll::Pending
@@ -273,6 +279,7 @@ impl Inline for Core {
         // task, exactly as if the task had run it.
         if conn.poll_send(&mut Context::from_waker(&waker)).is_ready() {
             end(slot);
+            self.forget_task();
             // Let the task see that it is over.
             waker.wake();
         }
@@ -366,6 +373,7 @@ impl std::ops::Deref for EndOnDrop {
 impl Drop for EndOnDrop {
     fn drop(&mut self) {
         end(self.0.lock());
+        self.0.forget_task();
     }
 }
 
