@@ -80,12 +80,14 @@ impl Config {
     /// unread because the application is behind (see [`queue_limit`](Self::queue_limit)). An HTTP stream ends this long after it opened,
     /// whatever the traffic, with a complete response; if the client has not taken its end
     /// [`close_timeout`](Self::close_timeout) later (it reads nothing), the stream is dropped:
-    /// an [`Event::Error`](crate::Event::Error) (`TimedOut`), then `Closed`, and what was not
-    /// written fails with [`Error::Closed`](crate::Error::Closed). The connection itself is
-    /// hyper's, which does not poll a body while the client takes nothing (its buffer full, or
-    /// an HTTP/2 window of 0): it stays open until the client reads, and then the response is
-    /// aborted, cut short. To bound such connections, put a timeout of your own around
-    /// `serve_connection`. Zero means no timeout. The
+    /// an [`Event::Error`](crate::Event::Error) (`TimedOut`), then `Closed`, and the sends not
+    /// known to be written fail with [`Error::Closed`](crate::Error::Closed) (some of them may
+    /// still sit in hyper's buffer and reach the client later: a conservative failure, never a
+    /// false success). The connection itself is hyper's, which does not poll a body while the
+    /// client takes nothing (its buffer full, or an HTTP/2 window of 0): it stays open until
+    /// the client reads, and the client then gets what hyper holds, the whole response if the
+    /// body had ended, else a response cut short. To bound such connections, put a timeout of
+    /// your own around `serve_connection`. Zero means no timeout. The
     /// default is zero. Durations here and in the other settings are cut to 30 years, so
     /// `Duration::MAX` also means never.
     pub fn timeout(mut self, timeout: Duration) -> Self {

@@ -23,8 +23,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Error {
-    /// The channel is closed (or closing): the message was not sent. Nothing to retry on this
-    /// channel; a client has to connect again.
+    /// The channel is closed (or closing): the message was not sent, or is not known to have
+    /// been written (it was still in hyper's or the kernel's hands when the channel ended:
+    /// conservative, never a false success). Nothing to retry on this channel; a client has to
+    /// connect again.
     Closed,
     /// The request tried to become a WebSocket but the handshake was malformed. The
     /// [`Rejection`](crate::Rejection) holds the 4xx response that says why.

@@ -121,7 +121,10 @@ impl Message {
     /// A response head for the first send of an HTTP stream.
     ///
     /// The headers may declare a `Content-Length` for the stream (a file of known size, say):
-    /// the body is then not chunked, and exactly that many bytes go out. The send whose bytes
+    /// the body is then not chunked, and exactly that many bytes go out (with ISO-2022-JP,
+    /// count the 3 bytes that return it to ASCII at the end). A text or binary message sent
+    /// with `send_and_close` is the exception: it goes out whole, with its own length, whatever
+    /// the headers declared (a HEAD keeps the declared one). The send whose bytes
     /// reach the length completes, even when it held more (a file that grew since its size was
     /// taken): the bytes past the length are not sent. Sends after it fail with
     /// [`Error::Closed`](crate::Error::Closed). A stream that ends before the length (closed,

@@ -28,8 +28,9 @@ use crate::shared::Shared;
 /// 4. drops what is left (a WebSocket's connection; an HTTP stream's channel closes at once,
 ///    and its response is aborted, so its client sees it cut short, when hyper next polls
 ///    it: a client that reads nothing holds its connection, which is hyper's, until it
-///    reads, or until a timeout of yours around `serve_connection`), and reports how many
-///    channels closed cleanly and how many were forced.
+///    reads, or until a timeout of yours around `serve_connection`; sends still in hyper's
+///    buffer then are reported `Closed` though they may reach that client), and reports how
+///    many channels closed cleanly and how many were forced.
 ///
 /// # Examples
 ///

@@ -826,3 +826,17 @@ async fn content_length_zero_and_an_empty_first_send_completes() {
     assert_eq!((r.header("content-length").as_deref(), r.body.len()), (Some("0"), 0), "{r:?}");
     assert_eq!(seen.sends, [Ok(()), Err(CLOSED.into())], "{seen:?}");
 }
+
+/// A text first message sent with `send_and_close` goes out whole with its own length,
+/// whatever the headers declared (Message::response's docs; the review of the docs in stop 27
+/// found them saying "exactly that many bytes go out" with no exception).
+#[tokio::test]
+async fn send_and_close_of_text_goes_out_whole_with_its_own_length() {
+    for declared in [&[("content-length", "5")], &[("content-length", "0")]] {
+        let (addr, mut seen) = serve_head(200, declared, "hello world", true).await;
+        let (r, _, seen) = two_gets(addr, &mut seen).await;
+        assert_eq!(r.header("content-length").as_deref(), Some("11"), "{declared:?}: {r:?}");
+        assert_eq!(r.body, b"hello world");
+        assert_eq!(seen.sends, [Ok(())]);
+    }
+}
