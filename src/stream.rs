@@ -107,12 +107,56 @@ pub(crate) struct StreamHead {
     deadline: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
     done: bool,
-    /// A sequence sent first, taken from the queue (item `.0`) while its first item is awaited:
-    /// that item may be a response head (see [`peek_sequence`](Self::peek_sequence)).
-    peeking: Option<(u64, Items)>,
+    /// A sequence sent first, taken from the queue while its first item is awaited: that item
+    /// may be a response head (see [`peek_sequence`](Self::peek_sequence)).
+    peeking: Option<Peek>,
+    /// A head without content (204, 304) came first in a sequence, with more after it.
+    extra_content: bool,
 }
 
 type Items = Pin<Box<dyn futures_core::Stream<Item = Message> + Send>>;
+
+/// A sequence being peeked by [`StreamHead::peek_sequence`].
+struct Peek {
+    /// The queue item it was taken from.
+    seq: u64,
+    /// The sequence and those nested first in it, innermost last.
+    stack: Vec<Items>,
+    /// A head without content found first: the rest must be empty.
+    head: Option<Box<crate::message::ResponseHead>>,
+}
+
+impl Peek {
+    /// The message to put back as it stands: the head found, or what is left of the sequence.
+    fn take_message(&mut self) -> Message {
+        match self.head.take() {
+            Some(head) => Message::Response(head),
+            None => Message::stream(Self::flat(std::mem::take(&mut self.stack))),
+        }
+    }
+
+    /// `first`, then what is left of the sequence, innermost first.
+    fn rest_after(&mut self, first: Message) -> Message {
+        use futures_util::StreamExt;
+        let rest = Self::flat(std::mem::take(&mut self.stack));
+        Message::stream(futures_util::stream::once(std::future::ready(first)).chain(rest))
+    }
+
+    fn flat(stack: Vec<Items>) -> impl futures_core::Stream<Item = Message> + Send {
+        use futures_util::StreamExt;
+        futures_util::stream::iter(stack.into_iter().rev()).flatten()
+    }
+}
+
+/// What a step of [`StreamHead::poll_peek`] came to.
+enum Peeked {
+    /// The sequence failed; look at the next item.
+    Again,
+    /// The sequence (or what it became) is back in its place: decide the head.
+    Done,
+    /// Its first item is not there yet (or the step budget ran out: woken already).
+    Waiting,
+}
 
 impl StreamHead {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
@@ -132,7 +176,14 @@ impl StreamHead {
             });
             shared.set_watchdog(watchdog.abort_handle());
         }
-        Self { timer: deadline_sleep(deadline), deadline, shared, done: false, peeking: None }
+        Self {
+            timer: deadline_sleep(deadline),
+            deadline,
+            shared,
+            done: false,
+            peeking: None,
+            extra_content: false,
+        }
     }
 
     /// A sequence sent first has its first item looked at before the head is decided: the
@@ -141,10 +192,9 @@ impl StreamHead {
     /// 27 (2026-12-05) it failed the whole send (`InvalidMessage`) and the stream went out
     /// with the handler's head. Pending while the sequence's first item is.
     fn peek_sequence(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        use futures_util::StreamExt;
         loop {
-            let (seq, mut items) = match self.peeking.take() {
-                Some(peeking) => peeking,
+            let mut peek = match self.peeking.take() {
+                Some(peek) => peek,
                 None => {
                     let taken = self.shared.with_queue(|q| match q.front_mut() {
                         Some(Queued { seq, item: Item::Send(m @ Message::Seq(_)), .. }) => {
@@ -156,58 +206,92 @@ impl StreamHead {
                         _ => None,
                     });
                     match taken {
-                        Some(taken) => taken,
+                        Some((seq, items)) => Peek { seq, stack: vec![items], head: None },
                         None => return Poll::Ready(()),
                     }
                 }
             };
-            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                items.as_mut().poll_next(cx)
-            }));
-            let first = match polled {
-                Ok(Poll::Pending) if !self.shared.is_forced() => {
-                    self.peeking = Some((seq, items));
-                    // A forced close (a shutdown's deadline) must reach the head meanwhile.
-                    self.shared.register_transport(cx);
+            match self.poll_peek(&mut peek, cx) {
+                Peeked::Again => continue,
+                Peeked::Done => return Poll::Ready(()),
+                Peeked::Waiting => {
+                    self.peeking = Some(peek);
                     return Poll::Pending;
                 }
-                Ok(Poll::Pending) => {
-                    self.put_back(seq, Message::Seq(items));
-                    return Poll::Ready(());
+            }
+        }
+    }
+
+    /// Polls the sequence being peeked until its first item decides, at most
+    /// [`YIELD_AFTER`] steps at a time (a feed of empty sequences, always ready, must not hold
+    /// the task; and nested sequences are a stack, not a chain of streams, which 5,000 empty
+    /// ones made deep enough to overflow the thread's stack, before stop 27, 2026-12-05).
+    fn poll_peek(&mut self, peek: &mut Peek, cx: &mut Context<'_>) -> Peeked {
+        for _ in 0..YIELD_AFTER {
+            let Some(top) = peek.stack.last_mut() else {
+                // The sequence ended: nothing in it, or a head without content and nothing
+                // after it.
+                let message = peek.head.take().map_or_else(|| Message::seq([]), Message::Response);
+                self.put_back(peek.seq, message);
+                return Peeked::Done;
+            };
+            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                top.as_mut().poll_next(cx)
+            }));
+            let item = match polled {
+                Ok(Poll::Pending) if !self.shared.is_forced() => {
+                    // A forced close (a shutdown's deadline) must reach the head meanwhile.
+                    self.shared.register_transport(cx);
+                    return Peeked::Waiting;
                 }
-                Ok(Poll::Ready(Some(Message::Seq(inner)))) => {
-                    self.peeking = Some((seq, Box::pin(inner.chain(items))));
+                Ok(Poll::Pending) => {
+                    self.put_back(peek.seq, peek.take_message());
+                    return Peeked::Done;
+                }
+                Ok(Poll::Ready(None)) => {
+                    peek.stack.pop();
                     continue;
                 }
-                Ok(Poll::Ready(first)) => first,
+                Ok(Poll::Ready(Some(item))) => item,
                 Err(payload) => {
                     tracing::warn!("a message source panicked; that send fails");
-                    self.fail_front(seq, Error::panicked(&*payload));
-                    continue;
+                    self.fail_front(peek.seq, Error::panicked(&*payload));
+                    return Peeked::Again;
                 }
             };
-            let message = match first {
-                None => Message::Seq(items),
-                Some(Message::Response(head))
-                    if head.status.is_some_and(|s| s.is_informational()) =>
-                {
+            if peek.head.is_some() {
+                // Content after a head whose status has none: the send fails (see
+                // `First::HeadOnly`); the rest of the sequence is not read.
+                self.extra_content = true;
+                self.put_back(peek.seq, peek.take_message());
+                return Peeked::Done;
+            }
+            match item {
+                Message::Seq(inner) => peek.stack.push(inner),
+                Message::Response(head) if head.status.is_some_and(|s| s.is_informational()) => {
                     // As for a head sent alone (see `Shared::enqueue`).
-                    self.fail_front(seq, Error::InvalidMessage(INFORMATIONAL));
-                    continue;
+                    self.fail_front(peek.seq, Error::InvalidMessage(INFORMATIONAL));
+                    return Peeked::Again;
                 }
-                Some(Message::Response(mut head)) => {
+                // A status without content: whether anything follows it decides.
+                Message::Response(head) if head.status.is_some_and(has_no_content) => {
+                    peek.head = Some(head);
+                }
+                Message::Response(mut head) => {
                     let body = head.body.take().map_or_else(|| Message::seq([]), |b| *b);
-                    let rest = futures_util::stream::once(std::future::ready(body)).chain(items);
-                    head.body = Some(Box::new(Message::stream(rest)));
-                    Message::Response(head)
+                    head.body = Some(Box::new(peek.rest_after(body)));
+                    self.put_back(peek.seq, Message::Response(head));
+                    return Peeked::Done;
                 }
-                Some(item) => Message::stream(
-                    futures_util::stream::once(std::future::ready(item)).chain(items),
-                ),
-            };
-            self.put_back(seq, message);
-            return Poll::Ready(());
+                item => {
+                    let message = peek.rest_after(item);
+                    self.put_back(peek.seq, message);
+                    return Peeked::Done;
+                }
+            }
         }
+        cx.waker().wake_by_ref();
+        Peeked::Waiting
     }
 
     /// Fails the sequence taken by [`peek_sequence`](Self::peek_sequence), if it is still
@@ -246,8 +330,8 @@ impl StreamHead {
         let mut status = status;
         let timed_out = self.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
         if timed_out {
-            if let Some((seq, items)) = self.peeking.take() {
-                self.put_back(seq, Message::Seq(items));
+            if let Some(mut peek) = self.peeking.take() {
+                self.put_back(peek.seq, peek.take_message());
             }
         } else if self.peek_sequence(cx).is_pending() {
             return Poll::Pending;
@@ -378,11 +462,12 @@ impl StreamHead {
                     // Content that cannot go out fails its send; a file, reader or sequence
                     // is not read, as after a HEAD (a sequence that began with this head
                     // holds the head's body and whatever followed it).
-                    let content = match &first.item {
-                        Item::Send(Message::Text(t)) => !t.is_empty(),
-                        Item::Send(Message::Binary(b)) => !b.is_empty(),
-                        _ => false,
-                    };
+                    let content = self.extra_content
+                        || match &first.item {
+                            Item::Send(Message::Text(t)) => !t.is_empty(),
+                            Item::Send(Message::Binary(b)) => !b.is_empty(),
+                            _ => false,
+                        };
                     if content {
                         failures.push((first.seq, Error::InvalidMessage(BODY_ON_NO_CONTENT)));
                     }

@@ -1222,3 +1222,60 @@ async fn iso_2022_jp_messages_meet_without_escapes_between_them_and_the_stream_e
         assert!(body.ends_with(b"\x1b(B"), "{path}: not back in ASCII at the end: {body:?}");
     }
 }
+
+/// A sequence sent first whose first items are many empty sequences (or an endless feed of
+/// them): the head looks through them without growing the stack and without holding its
+/// task. A review of stop 27's own fixes (2026-12-05) found each nested sequence chained onto
+/// the rest: 5,000 of them overflowed the worker thread's stack and aborted the process.
+#[tokio::test]
+async fn a_first_sequence_of_many_empty_sequences_is_looked_through_without_a_deep_stack() {
+    let config = Config::default().timeout(Duration::from_millis(500));
+    let addr = serve(config, |ch: Channel| async move {
+        let s = ch.sender();
+        if ch.originating_request().uri.path() == "/endless" {
+            let empties = futures::stream::repeat_with(|| Message::seq([]));
+            let _ = s.send(Message::stream(empties)).await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        } else {
+            let empties = (0..200_000).map(|_| Message::seq([]));
+            let items = empties.chain(std::iter::once(Message::from("end")));
+            s.send_and_close(Message::seq(items)).await.unwrap();
+        }
+    })
+    .await;
+    assert_eq!(&http1_get(addr, get(addr, "/many")).await.body()[..], b"end");
+    // The timeout answers a head still looking: an empty response.
+    assert_eq!(http1_get(addr, get(addr, "/endless")).await.body().len(), 0);
+}
+
+/// A head without content (204) first in a sequence sent first: content with it, or after it
+/// in the sequence, fails the send as it does for a head sent alone; nothing after it is the
+/// empty case, which completes. The same review found both content cases reported `Ok` though
+/// nothing was sent.
+#[tokio::test]
+async fn a_204_first_in_a_sequence_with_content_fails_the_send() {
+    let (tx, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
+    let addr = serve(Config::default(), move |ch: Channel| {
+        let tx = tx.clone();
+        async move {
+            let head = |body: &'static str| {
+                Message::response(http::StatusCode::NO_CONTENT, Default::default(), body)
+            };
+            let first = match ch.originating_request().uri.path() {
+                "/with" => Message::seq([head("x")]),
+                "/after" => Message::seq([head(""), "more".into()]),
+                _ => Message::seq([head("")]),
+            };
+            let _ = tx.send(ch.sender().send_and_close(first).await);
+        }
+    })
+    .await;
+    for (path, fails) in [("/with", true), ("/after", true), ("/empty", false)] {
+        let response = http1_get(addr, get(addr, path)).await;
+        assert_eq!(response.status(), http::StatusCode::NO_CONTENT, "{path}");
+        assert!(response.body().is_empty(), "{path}");
+        let outcome = outcomes.recv().await.unwrap();
+        let failed = matches!(outcome, Err(webchan::Error::InvalidMessage(_)));
+        assert_eq!(failed, fails, "{path}: {outcome:?}");
+    }
+}
