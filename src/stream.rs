@@ -454,7 +454,8 @@ impl StreamHead {
             First::HeadOnly(first, no_content) => {
                 let mut failures = Vec::new();
                 if no_content {
-                    // A 304 may say its 200's length (RFC 9110 §8.6); a 204 may not.
+                    // A 304 may say its 200's length (RFC 9110 §8.6; hyper's HTTP/1.1 encoder
+                    // drops it all the same); a 204 may not.
                     if status != StatusCode::NOT_MODIFIED {
                         headers.remove(header::CONTENT_LENGTH);
                     }
