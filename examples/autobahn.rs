@@ -16,6 +16,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use webchan::{Config, Event};
 
 async fn echo(channel: webchan::Channel) {
+    if channel.kind() == webchan::Kind::HttpStream {
+        // A plain request: no message will come, so say what this server is, and end.
+        let _ = channel.sender().send_and_close(refusal()).await;
+        return;
+    }
     // Forward every incoming message to the sink; the sink batches and flushes once per
     // wake-up.
     let (mut sender, receiver) = channel.split();
@@ -56,4 +61,13 @@ async fn main() -> std::io::Result<()> {
                 .await;
         });
     }
+}
+
+/// The answer to a plain HTTP request: 426, with the headers RFC 9110 §7.8 asks for.
+fn refusal() -> webchan::Message {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
+    headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+    let text = "an echo server for Autobahn: connect with a WebSocket\n";
+    webchan::Message::response(http::StatusCode::UPGRADE_REQUIRED, headers, text)
 }

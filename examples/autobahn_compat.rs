@@ -24,6 +24,18 @@ async fn main() -> std::io::Result<()> {
     let options = Options::new()
         .config(Config::default().max_message_size(64 << 20).max_frame_size(64 << 20))
         .queue_limit(64 << 20)
+        .on_open(|ch| {
+            if ch.kind() == webchan::Kind::HttpStream {
+                // A plain request: no message will come, so say what this server is, and end.
+                let mut headers = http::HeaderMap::new();
+                headers.insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
+                headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+                let text = "an echo server for Autobahn: connect with a WebSocket\n";
+                let refusal =
+                    webchan::Message::response(http::StatusCode::UPGRADE_REQUIRED, headers, text);
+                let _ = ch.send(refusal, SendOptions::new().close(true));
+            }
+        })
         .on_message(|ch, message| {
             let _ = ch.send(message, SendOptions::new());
         });

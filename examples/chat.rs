@@ -8,6 +8,7 @@
 //!
 //! ```text
 //! cargo run --example chat
+//! PORT=3100 cargo run --example chat   # another port (3000 by default)
 //! ```
 //!
 //! Try, from two or more terminals (type a line in one, it shows in the others):
@@ -83,8 +84,8 @@ async fn client(channel: Channel, room: broadcast::Sender<Said>, me: u64) {
 async fn main() -> std::io::Result<()> {
     let (room, _) = broadcast::channel::<Said>(256);
     let next_id = Arc::new(AtomicU64::new(1));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-    println!("chat on ws://127.0.0.1:3000");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port())).await?;
+    println!("chat on ws://127.0.0.1:{}", listener.local_addr()?.port());
     loop {
         let (tcp, _) = listener.accept().await?;
         let (room, next_id) = (room.clone(), Arc::clone(&next_id));
@@ -97,7 +98,9 @@ async fn main() -> std::io::Result<()> {
                 };
                 if channel.kind() == Kind::HttpStream {
                     let mut headers = HeaderMap::new();
+                    // RFC 9110 §7.8: an Upgrade header goes with `Connection: upgrade`.
                     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
                     let refusal = Message::response(
                         StatusCode::UPGRADE_REQUIRED,
                         headers,
@@ -117,4 +120,9 @@ async fn main() -> std::io::Result<()> {
                 .await;
         });
     }
+}
+
+/// The port: `PORT`, else 3000.
+fn port() -> u16 {
+    std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000)
 }

@@ -173,7 +173,7 @@ fn port() -> u16 {
     let mut chosen = std::env::var("PORT").ok();
     while let Some(arg) = args.next() {
         if arg == "--port" {
-            chosen = args.next();
+            chosen = Some(args.next().unwrap_or_default());
         } else if let Some(value) = arg.strip_prefix("--port=") {
             chosen = Some(value.to_owned());
         } else {
@@ -237,7 +237,9 @@ async fn route(
         }
         "/chat" => {
             let mut headers = HeaderMap::new();
+            // RFC 9110 §7.8: an Upgrade header goes with `Connection: upgrade`.
             headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             let refusal =
                 Message::response(StatusCode::UPGRADE_REQUIRED, headers, "/chat is a WebSocket\n");
             tokio::spawn(async move { channel.sender().send_and_close(refusal).await });
@@ -283,7 +285,9 @@ async fn route(
 
 fn page(method: &Method) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+        let mut refusal = plain(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+        refusal.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return refusal;
     }
     let mut response = Response::new(Body::full(Bytes::from_static(INDEX.as_bytes())));
     let headers = response.headers_mut();

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo run --example echo
+//! PORT=3100 cargo run --example echo   # another port (3000 by default)
 //! ```
 //!
 //! Try, from another terminal:
@@ -53,8 +54,9 @@ async fn handle(request: http::Request<Incoming>) -> Result<http::Response<Body>
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-    println!("echo on http://127.0.0.1:3000 (ws://127.0.0.1:3000)");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port())).await?;
+    let port = listener.local_addr()?.port();
+    println!("echo on http://127.0.0.1:{port} (ws://127.0.0.1:{port})");
     loop {
         let (tcp, _) = listener.accept().await?;
         tokio::spawn(async move {
@@ -63,4 +65,9 @@ async fn main() -> std::io::Result<()> {
                 .await;
         });
     }
+}
+
+/// The port: `PORT`, else 3000.
+fn port() -> u16 {
+    std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000)
 }

@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! cargo run --example files
+//! PORT=3100 cargo run --example files   # another port (3000 by default)
 //! ```
 //!
 //! Try:
@@ -91,8 +92,9 @@ async fn handle(request: http::Request<Incoming>) -> Result<http::Response<Body>
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-    println!("files on http://127.0.0.1:3000/file and http://127.0.0.1:3000/reader");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port())).await?;
+    let port = listener.local_addr()?.port();
+    println!("files on http://127.0.0.1:{port}/file and http://127.0.0.1:{port}/reader");
     loop {
         let (tcp, _) = listener.accept().await?;
         tokio::spawn(async move {
@@ -101,4 +103,9 @@ async fn main() -> std::io::Result<()> {
                 .await;
         });
     }
+}
+
+/// The port: `PORT`, else 3000.
+fn port() -> u16 {
+    std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000)
 }

@@ -72,7 +72,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let count: usize = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(1000);
     let message: usize = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(0);
     let authority = url.trim_start_matches("ws://").split('/').next().unwrap_or_default();
-    let target: SocketAddr = authority.parse()?;
+    // A host name too (`localhost:3000`): its first address.
+    let Some(target) = tokio::net::lookup_host(authority).await.ok().and_then(|mut a| a.next())
+    else {
+        eprintln!("usage: idle_clients [ws://HOST:PORT/] [COUNT=1000] [MESSAGE_BYTES=0]");
+        eprintln!("cannot resolve {authority:?} (HOST:PORT)");
+        std::process::exit(2);
+    };
     let mut held = Vec::with_capacity(count);
     let mut pending = tokio::task::JoinSet::new();
     let mut started = 0;

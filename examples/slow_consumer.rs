@@ -211,7 +211,18 @@ async fn run(seconds: u64, clients: usize, queue: usize, rate: usize) -> bool {
 }
 
 fn main() -> ExitCode {
-    let a: Vec<u64> = std::env::args().skip(1).filter_map(|s| s.parse().ok()).collect();
+    // Every argument a whole number, by position: a word is not skipped (the numbers after it
+    // would shift to the wrong settings) but refused.
+    let a: Vec<u64> = match std::env::args().skip(1).map(|s| s.parse()).collect() {
+        Ok(numbers) => numbers,
+        Err(_) => {
+            eprintln!(
+                "usage: slow_consumer [SECONDS=30] [CLIENTS=8] [QUEUE_KIB=1024] \
+                 [READ_BYTES_PER_S=1024] (whole numbers)"
+            );
+            return ExitCode::from(2);
+        }
+    };
     let arg = |i: usize, default: u64| a.get(i).copied().unwrap_or(default);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -418,13 +418,23 @@ struct Args {
 
 fn args() -> Args {
     let a: Vec<String> = std::env::args().skip(1).collect();
-    let num = |i: usize, default: u64| a.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
+    let usage = || -> ! {
+        eprintln!("usage: soak [SECONDS=60] [CONNECTIONS=10000] [WAVE=500] [SEED] (whole numbers)");
+        std::process::exit(2)
+    };
+    if a.len() > 4 {
+        usage();
+    }
+    let num = |i: usize, default: u64| match a.get(i) {
+        None => default,
+        Some(s) => s.parse().unwrap_or_else(|_| usage()),
+    };
     let clock = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64);
     Args {
         seconds: num(0, 60),
-        connections: num(1, 10_000) as usize,
+        connections: num(1, 10_000).max(1) as usize,
         wave: num(2, 500).max(1) as usize,
         seed: num(3, clock),
     }
