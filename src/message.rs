@@ -103,8 +103,10 @@ impl Message {
     ///
     /// Sent first on an HTTP stream, a sequence may begin with a response head
     /// ([`Message::response`]; also first in a sequence nested first): it is the stream's
-    /// head, as if sent alone. The head waits for the sequence's first item. Anywhere else a
-    /// response head in a sequence fails the send, after the items before it went out.
+    /// head, as if sent alone. The head waits for the sequence's first item (after a 204 or
+    /// 304 head, for the sequence's end: anything but empty items after it fails the send,
+    /// and the timeout before the end fails it with `Closed`). Anywhere else a response head
+    /// in a sequence fails the send, after the items before it went out.
     pub fn seq<I>(items: I) -> Self
     where
         I: IntoIterator<Item = Self>,

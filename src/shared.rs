@@ -731,6 +731,13 @@ impl Shared {
         register(&mut self.lock().transport_waker, cx);
     }
 
+    /// An HTTP stream's first send failed before its head was decided (a sequence whose first
+    /// item failed): it no longer counts as a send, so a response head may still come first.
+    pub(crate) fn unsend_first(&self) {
+        let mut s = self.lock();
+        s.sends = s.sends.saturating_sub(1);
+    }
+
     /// Items up to `upto` are finished; `bytes` of them leave the queue's count; `failures`
     /// are the errors of some of them.
     pub(crate) fn finish_items(&self, upto: u64, bytes: usize, failures: &mut Vec<(u64, Error)>) {

@@ -112,6 +112,8 @@ pub(crate) struct StreamHead {
     peeking: Option<Peek>,
     /// A head without content (204, 304) came first in a sequence, with more after it.
     extra_content: bool,
+    /// Such a head came, and the timeout before the end of its sequence.
+    cut_short: bool,
 }
 
 type Items = Pin<Box<dyn futures_core::Stream<Item = Message> + Send>>;
@@ -183,6 +185,7 @@ impl StreamHead {
             done: false,
             peeking: None,
             extra_content: false,
+            cut_short: false,
         }
     }
 
@@ -260,11 +263,22 @@ impl StreamHead {
                 }
             };
             if peek.head.is_some() {
-                // Content after a head whose status has none: the send fails (see
-                // `First::HeadOnly`); the rest of the sequence is not read.
-                self.extra_content = true;
-                self.put_back(peek.seq, peek.take_message());
-                return Peeked::Done;
+                match item {
+                    // Nothing that would be content: look on.
+                    Message::Text(t) if t.is_empty() => continue,
+                    Message::Binary(b) if b.is_empty() => continue,
+                    Message::Seq(inner) => {
+                        peek.stack.push(inner);
+                        continue;
+                    }
+                    // Content after a head whose status has none: the send fails (see
+                    // `First::HeadOnly`); the rest of the sequence is not read.
+                    _ => {
+                        self.extra_content = true;
+                        self.put_back(peek.seq, peek.take_message());
+                        return Peeked::Done;
+                    }
+                }
             }
             match item {
                 Message::Seq(inner) => peek.stack.push(inner),
@@ -301,6 +315,9 @@ impl StreamHead {
             q.front().is_some_and(|f| f.seq == seq).then(|| q.pop_front()).flatten()
         });
         if let Some(failed) = failed {
+            // A head sent after it may still be the stream's (before stop 27's last fix, one
+            // sent alone was refused, one in a sequence taken).
+            self.shared.unsend_first();
             self.shared.finish_items(seq, failed.size, &mut vec![(seq, error)]);
         }
     }
@@ -329,8 +346,15 @@ impl StreamHead {
         }
         let mut status = status;
         let timed_out = self.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
+        let mut timed_out = timed_out;
         if timed_out {
             if let Some(mut peek) = self.peeking.take() {
+                if peek.head.is_some() {
+                    // A head without content found, the rest of its sequence still to come:
+                    // that head is the answer, and the send did not finish (`Closed`).
+                    timed_out = false;
+                    self.cut_short = true;
+                }
                 self.put_back(peek.seq, peek.take_message());
             }
         } else if self.peek_sequence(cx).is_pending() {
@@ -471,6 +495,8 @@ impl StreamHead {
                         };
                     if content {
                         failures.push((first.seq, Error::InvalidMessage(BODY_ON_NO_CONTENT)));
+                    } else if self.cut_short {
+                        failures.push((first.seq, Error::Closed));
                     }
                 }
                 self.shared.finish_items(first.seq, first.size, &mut failures);

@@ -1279,3 +1279,56 @@ async fn a_204_first_in_a_sequence_with_content_fails_the_send() {
         assert_eq!(failed, fails, "{path}: {outcome:?}");
     }
 }
+
+/// The last review of the head's look into a first sequence (stop 27, 2026-12-05) found three
+/// edges, each failing on the code before its fix: empty items after a 204 head counted as
+/// content (the send failed); a 204 head still waiting for the end of its sequence at the
+/// timeout went out as the handler's 200; and after a first sequence failed (a 1xx in it), a
+/// head sent alone was refused as "not the first send" while one in a sequence was taken.
+#[tokio::test]
+async fn the_edges_of_a_head_found_first_in_a_sequence() {
+    let (tx, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
+    let config = Config::default().timeout(Duration::from_millis(300));
+    let addr = serve(config, move |ch: Channel| {
+        let tx = tx.clone();
+        async move {
+            let head = |status: u16, body: &'static str| {
+                let status = http::StatusCode::from_u16(status).unwrap();
+                Message::response(status, Default::default(), body)
+            };
+            let s = ch.sender();
+            let outcome = match ch.originating_request().uri.path() {
+                "/empties" => {
+                    let empties = [Message::from(""), Message::from(Vec::new()), Message::seq([])];
+                    let items = std::iter::once(head(204, "")).chain(empties);
+                    s.send_and_close(Message::seq(items)).await
+                }
+                "/pending" => {
+                    let rest = futures::stream::pending();
+                    let items = futures::stream::iter([head(204, "")]).chain(rest);
+                    s.send(Message::stream(items)).await
+                }
+                _ => {
+                    let refused = s.send(Message::seq([head(103, "")])).await;
+                    assert!(matches!(refused, Err(webchan::Error::InvalidMessage(_))));
+                    s.send_and_close(head(201, "b")).await
+                }
+            };
+            let _ = tx.send(outcome);
+        }
+    })
+    .await;
+    let cases = [("/empties", 204, ""), ("/pending", 204, ""), ("/after-a-1xx", 201, "b")];
+    for (path, status, body) in cases {
+        let response = http1_get(addr, get(addr, path)).await;
+        assert_eq!(response.status().as_u16(), status, "{path}");
+        assert_eq!(&response.body()[..], body.as_bytes(), "{path}");
+        let outcome = tokio::time::timeout(Duration::from_secs(10), outcomes.recv()).await;
+        let outcome = outcome.unwrap().unwrap();
+        match path {
+            // The timeout came before the sequence ended: not sent whole.
+            "/pending" => assert!(outcome.is_err_and(|e| e.is_closed()), "{path}"),
+            _ => assert!(outcome.is_ok(), "{path}: {outcome:?}"),
+        }
+    }
+}
