@@ -347,15 +347,24 @@ async fn a_clients_close_over_h2_never_fails() {
     let mut failed = Vec::new();
     for i in 0..100 {
         let io = h2_websocket(&mut sender, addr, "/").await;
-        let mut ws = WebSocketStream::from_raw_socket(io, Role::Client, None).await;
-        ws.send(WsMessage::binary(vec![2u8; 20_000])).await.unwrap();
-        assert!(matches!(next_msg(&mut ws).await, Some(WsMessage::Binary(_))));
-        if let Err(e) = ws.close(None).await {
+        let ws = WebSocketStream::from_raw_socket(io, Role::Client, None).await;
+        if let Err(e) = echo_then_close(ws).await {
             failed.push(format!("round {i}: {e}"));
         }
-        while next_msg(&mut ws).await.is_some() {}
     }
     assert!(failed.is_empty(), "{} of 100 closes failed: {failed:?}", failed.len());
+}
+
+/// One 20 KB echo, then the client's `close()` (its outcome), then the rest of the stream.
+async fn echo_then_close<S>(mut ws: WebSocketStream<S>) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    ws.send(WsMessage::binary(vec![2u8; 20_000])).await.unwrap();
+    assert!(matches!(next_msg(&mut ws).await, Some(WsMessage::Binary(_))));
+    let closed = ws.close(None).await.map_err(|e| e.to_string());
+    while next_msg(&mut ws).await.is_some() {}
+    closed
 }
 
 /// Same, the client sends its close frame with END_STREAM on the same DATA frame (it has
@@ -656,13 +665,9 @@ async fn a_clients_close_over_http1_never_fails() {
     let addr = serve(Config::default().keepalive(None), echo_or_ok).await;
     let mut failed = Vec::new();
     for i in 0..100 {
-        let mut ws = ws_connect(addr, "/").await;
-        ws.send(WsMessage::binary(vec![2u8; 20_000])).await.unwrap();
-        assert!(matches!(next_msg(&mut ws).await, Some(WsMessage::Binary(_))));
-        if let Err(e) = ws.close(None).await {
+        if let Err(e) = echo_then_close(ws_connect(addr, "/").await).await {
             failed.push(format!("round {i}: {e}"));
         }
-        while next_msg(&mut ws).await.is_some() {}
     }
     assert!(failed.is_empty(), "{} of 100 closes failed: {failed:?}", failed.len());
 }
