@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -192,6 +193,34 @@ fn describe(frames: &[Frame]) -> Vec<String> {
         .collect()
 }
 
+/// A WebSocket on stream 1 of a raw HTTP/2 connection to a server whose channels record their
+/// events (`support::recorder`); the 200 checked.
+async fn a_recorded_websocket() -> (H2Raw, tokio::sync::mpsc::UnboundedReceiver<Event>) {
+    let (rec, rx) = recorder();
+    let addr = serve(Config::default(), rec).await;
+    let mut h2 = H2Raw::connect(addr).await;
+    let resp = h2.connect_ws(addr, 1, &[]).await;
+    assert_eq!(resp.payload.first(), Some(&0x88), "200: {resp:?}");
+    (h2, rx)
+}
+
+/// An extended CONNECT for a WebSocket on `/` (RFC 8441 §4) with these headers.
+fn extended_connect(
+    addr: SocketAddr,
+    headers: &[(&'static str, &'static str)],
+) -> http::Request<http_body_util::Empty<bytes::Bytes>> {
+    let mut req = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("http://{addr}/"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    for (name, value) in headers {
+        req.headers_mut().append(*name, http::HeaderValue::from_static(value));
+    }
+    req.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
+    req
+}
+
 #[tokio::test]
 async fn the_server_advertises_settings_enable_connect_protocol() {
     let addr = serve(Config::default(), echo_or_ok).await;
@@ -203,24 +232,11 @@ async fn the_server_advertises_settings_enable_connect_protocol() {
 async fn extended_connect_without_sec_websocket_version_is_426_and_two_versions_400() {
     let addr = serve(Config::default(), echo_or_ok).await;
     let mut sender = h2_client(addr).await;
-    let mut req = http::Request::builder()
-        .method(http::Method::CONNECT)
-        .uri(format!("http://{addr}/"))
-        .body(http_body_util::Empty::new())
-        .unwrap();
-    req.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
-    let resp = sender.send_request(req).await.unwrap();
+    let resp = sender.send_request(extended_connect(addr, &[])).await.unwrap();
     assert_eq!(resp.status(), 426);
     assert_eq!(resp.headers()["sec-websocket-version"], "13");
-    let mut req = http::Request::builder()
-        .method(http::Method::CONNECT)
-        .uri(format!("http://{addr}/"))
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-version", "13")
-        .body(http_body_util::Empty::new())
-        .unwrap();
-    req.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
-    let resp = sender.send_request(req).await.unwrap();
+    let two = [("sec-websocket-version", "13"), ("sec-websocket-version", "13")];
+    let resp = sender.send_request(extended_connect(addr, &two)).await.unwrap();
     assert_eq!(resp.status(), 400);
 }
 
@@ -238,16 +254,12 @@ async fn a_subprotocol_chosen_on_the_reply_goes_out_over_h2_and_no_extension_is_
     )
     .await;
     let mut sender = h2_client(addr).await;
-    let mut req = http::Request::builder()
-        .method(http::Method::CONNECT)
-        .uri(format!("http://{addr}/"))
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-protocol", "chat.v1, chat.v2")
-        .header("sec-websocket-extensions", "permessage-deflate; client_max_window_bits")
-        .body(http_body_util::Empty::new())
-        .unwrap();
-    req.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
-    let resp = sender.send_request(req).await.unwrap();
+    let headers = [
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-protocol", "chat.v1, chat.v2"),
+        ("sec-websocket-extensions", "permessage-deflate; client_max_window_bits"),
+    ];
+    let resp = sender.send_request(extended_connect(addr, &headers)).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["sec-websocket-protocol"], "chat.v2");
     assert!(resp.headers().get("sec-websocket-extensions").is_none());
@@ -256,18 +268,13 @@ async fn a_subprotocol_chosen_on_the_reply_goes_out_over_h2_and_no_extension_is_
     ws.send(WsMessage::text("hi")).await.unwrap();
     assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text("hi")));
 }
-use hyper_util::rt::TokioIo;
 
 /// Client-initiated close over h2: the client's close frame, then (after the server's answer)
 /// its END_STREAM. Expected (RFC 8441 §5, orderly closure = END_STREAM): the server's close
 /// frame, END_STREAM, and no RST_STREAM with an error code.
 #[tokio::test]
 async fn client_close_over_h2_ends_the_stream_with_end_stream() {
-    let (rec, mut rx) = recorder();
-    let addr = serve(Config::default(), rec).await;
-    let mut h2 = H2Raw::connect(addr).await;
-    let resp = h2.connect_ws(addr, 1, &[]).await;
-    assert_eq!(resp.payload.first(), Some(&0x88), "200: {resp:?}");
+    let (mut h2, mut rx) = a_recorded_websocket().await;
     h2.ws_frame(1, 0x88, &[0x03, 0xe8, b'b', b'y', b'e'], 0).await;
     let mut frames = Vec::new();
     // Until the server's END_STREAM (or RST), then answer with ours.
@@ -298,11 +305,7 @@ async fn client_close_over_h2_ends_the_stream_with_end_stream() {
 #[tokio::test]
 async fn after_an_orderly_close_the_server_does_not_reset_the_stream_before_the_clients_end_stream()
 {
-    let (rec, mut rx) = recorder();
-    let addr = serve(Config::default(), rec).await;
-    let mut h2 = H2Raw::connect(addr).await;
-    let resp = h2.connect_ws(addr, 1, &[]).await;
-    assert_eq!(resp.payload.first(), Some(&0x88), "200: {resp:?}");
+    let (mut h2, mut rx) = a_recorded_websocket().await;
     h2.ws_frame(1, 0x88, &[0x03, 0xe8], 0).await;
     let mut frames = Vec::new();
     loop {
@@ -371,11 +374,7 @@ where
 /// nothing more to say).
 #[tokio::test]
 async fn client_close_with_end_stream_at_once_over_h2() {
-    let (rec, mut rx) = recorder();
-    let addr = serve(Config::default(), rec).await;
-    let mut h2 = H2Raw::connect(addr).await;
-    let resp = h2.connect_ws(addr, 1, &[]).await;
-    assert_eq!(resp.payload.first(), Some(&0x88), "200: {resp:?}");
+    let (mut h2, mut rx) = a_recorded_websocket().await;
     h2.ws_frame(1, 0x88, &[0x03, 0xe8], END_STREAM).await;
     let frames = h2.collect(Duration::from_millis(1500)).await;
     let d = describe(&frames);
@@ -514,52 +513,22 @@ async fn a_12_mib_message_echoed_over_h2() {
     let _ = send.await;
 }
 
-/// A server like `support::serve` (RFC 8441 on), with HTTP/2 windows of our choosing when
-/// `windows` is set; "/slow" channels go to the test unread, others echo.
-async fn slow_fast_server(
-    windows: Option<(u32, u32)>,
-) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<webchan::Channel>) {
-    use hyper_util::rt::TokioExecutor;
+/// A server with the README's HTTP/2 windows (those of `support::serve`): "/slow" channels
+/// go to the test unread, others echo.
+async fn slow_fast_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<webchan::Channel>)
+{
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let tx = tx.clone();
-                        async move {
-                            Ok::<_, std::convert::Infallible>(
-                                match webchan::as_channel(req, Config::default()) {
-                                    Ok((reply, ch)) => {
-                                        if ch.originating_request().uri.path() == "/slow" {
-                                            let _ = tx.send(ch);
-                                        } else {
-                                            tokio::spawn(echo(ch));
-                                        }
-                                        reply.await
-                                    }
-                                    Err(r) => r.into_response(),
-                                },
-                            )
-                        }
-                    });
-                let mut builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder.http2().enable_connect_protocol();
-                if let Some((stream, conn)) = windows {
-                    builder
-                        .http2()
-                        .initial_stream_window_size(stream)
-                        .initial_connection_window_size(conn);
-                }
-                let _ = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).await;
-            });
+    let addr = serve(Config::default(), move |ch: webchan::Channel| {
+        let tx = tx.clone();
+        async move {
+            if ch.originating_request().uri.path() == "/slow" {
+                let _ = tx.send(ch);
+            } else {
+                echo(ch).await;
+            }
         }
-    });
+    })
+    .await;
     (addr, rx)
 }
 
@@ -614,7 +583,7 @@ async fn fast_round_trips_beside_a_stalled_websocket(
 /// the README now says so).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_websocket_whose_application_reads_nothing_does_not_stall_the_others() {
-    let (addr, mut slow) = slow_fast_server(Some((256 * 1024, 8 << 20))).await;
+    let (addr, mut slow) = slow_fast_server().await;
     let n = fast_round_trips_beside_a_stalled_websocket(addr, &mut slow).await;
     eprintln!("stream window 256 KiB, connection window 8 MiB: {n} of 10 round trips in 10 s");
     assert_eq!(n, 10);
