@@ -321,8 +321,10 @@ impl Sender {
     /// Starts a graceful close after everything queued: a close frame with code 1000 on a
     /// WebSocket, the end of the body on an HTTP stream; then waits until the channel is
     /// closed (a WebSocket waits for the client's close frame at most
-    /// [`Config::close_timeout`](crate::Config::close_timeout); an HTTP stream, until hyper has
-    /// written the body's last bytes, or dropped the connection).
+    /// [`Config::close_timeout`](crate::Config::close_timeout) once that frame goes out, after
+    /// what was queued before it, which a client that reads nothing holds back until keepalive
+    /// finds it dead; an HTTP stream, until hyper has written the body's last bytes, or
+    /// dropped the connection).
     pub async fn close(&self) {
         self.close_with(1000, "").await;
     }

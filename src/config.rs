@@ -77,7 +77,12 @@ impl Config {
     /// A WebSocket closes (with 1000, reason `"idle timeout"`) after this long without a
     /// message (text or binary) in either direction: pings and pongs do not count, so that
     /// keepalive does not hold an idle connection open; nor is it idle while messages wait
-    /// unread because the application is behind (see [`queue_limit`](Self::queue_limit)). An HTTP stream ends this long after it opened,
+    /// unread because the application is behind (see [`queue_limit`](Self::queue_limit)), while
+    /// a message comes in pieces (fragments, or a large frame read a slice at a time), or
+    /// while a message is being written and the client takes its bytes. The server sees the
+    /// client take bytes only as its socket's send buffer drains (writable again once about a
+    /// third of it is free): with a timeout of a few seconds, a client that reads slowly can
+    /// still be taken for idle. An HTTP stream ends this long after it opened,
     /// whatever the traffic, with a complete response; if the client has not taken its end
     /// [`close_timeout`](Self::close_timeout) later (it reads nothing), the stream is dropped:
     /// an [`Event::Error`](crate::Event::Error) (`TimedOut`), then `Closed`, and the sends not
@@ -107,6 +112,16 @@ impl Config {
     /// take what is still to be written (what was queued before the close, then the close
     /// frame). Then the connection is dropped, and sends still queued fail with
     /// [`Error::Closed`](crate::Error::Closed). The default is 5 seconds.
+    ///
+    /// A close the application asks for is graceful: it goes out after what was queued before
+    /// it, and this timer starts when the close frame joins the output (with at most ~64 KiB
+    /// still ahead of it). Sends queued ahead of it that the client does not take wait as any
+    /// send does: a client that reads slowly gets them all, and one that reads nothing at all
+    /// is found dead by [`keepalive`](Self::keepalive) (by default ~45 s after it last sent
+    /// anything), which ends the channel with 1006; with keepalive off, such a close waits
+    /// until the client reads or its connection ends. (A timer from the close request would
+    /// cut off slow readers: the server sees a client's reading only as its send buffer
+    /// drains, in steps of a third of it.)
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.set().close_timeout = bounded(timeout);
         self

@@ -49,7 +49,9 @@ pub enum Error {
     /// The peer sent a message or frame over the configured size limit; the WebSocket was
     /// closed with 1009.
     TooLarge(String),
-    /// The peer broke the WebSocket protocol (RFC 6455); the connection was closed with 1002.
+    /// The peer broke the WebSocket protocol (RFC 6455); the connection was closed with 1002
+    /// (or, when the violation was the peer's answer to our close frame, with that frame's
+    /// code: no second close frame is sent).
     Protocol(String),
     /// The peer sent a text message or close reason that is not valid UTF-8; the WebSocket was
     /// closed with 1007.

@@ -147,7 +147,9 @@ impl PartialEq<&str> for Text {
 ///   close frame had no code);
 /// - the connection dropped without a close frame: 1006 and an empty reason;
 /// - the server closed: 1000 (or the code given to [`close_with`](crate::Sender::close_with));
-/// - a protocol violation: 1002, invalid UTF-8: 1007, a message over the limit: 1009;
+/// - a protocol violation: 1002, invalid UTF-8: 1007, a message over the limit: 1009 (unless
+///   our close frame was out already: then our code, and the violation as an
+///   [`Event::Error`](crate::Event::Error) before `Closed`);
 /// - the idle timeout: 1000 with the reason `"idle timeout"`;
 /// - HTTP streams: both `None`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -181,6 +181,16 @@ impl Decoder {
 
     /// Drops what was decoded from the front of `buf`. `decode` does it before it asks for
     /// more bytes; the caller does it when it stops calling `decode` before that.
+    /// Is a data message under way: fragments of one kept, or the start of a data frame at
+    /// the front of `buf` (after [`Decoder::settle`])? A peer sending a message in pieces is
+    /// not idle (see `Config::timeout`).
+    pub(crate) fn in_message(&self, buf: &[u8]) -> bool {
+        self.partial.is_some()
+            || buf
+                .get(self.consumed)
+                .is_some_and(|b0| matches!(b0 & 0x0F, OP_CONTINUATION | OP_TEXT | OP_BINARY))
+    }
+
     pub(crate) fn settle(&mut self, buf: &mut BytesMut) {
         if self.consumed > 0 {
             buf.advance(self.consumed);

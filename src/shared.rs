@@ -505,6 +505,21 @@ impl Shared {
         seq
     }
 
+    /// The transport began a closing handshake of its own (the idle timeout, the peer's close
+    /// frame, a protocol violation): no more sends are accepted, as after a close asked for
+    /// by the application. Before stop 28 (2026-12-05) the handles said "open" until the end:
+    /// `is_open` true, `try_send` and compat's `send` accepted messages that could only fail,
+    /// and `start_close` returned true for a close that never went out.
+    pub(crate) fn stop_accepting(&self) {
+        let mut s = self.lock();
+        if s.accepting {
+            s.accepting = false;
+            self.room.store(false, Relaxed);
+            // Senders waiting for room will never get it.
+            wake_all(&mut s.capacity_wakers);
+        }
+    }
+
     /// Asks for a close after everything queued. Returns false if the channel was already
     /// closing or closed.
     pub(crate) fn request_close(&self, code: u16, reason: String) -> bool {

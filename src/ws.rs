@@ -783,7 +783,10 @@ impl Conn {
         }
         // Stopped between frames (budget, close, violation): drop the decoded ones.
         self.decoder.settle(&mut self.rbuf);
-        if data {
+        // A message being received in pieces (fragments, or one large frame read a slice at a
+        // time) is not idle either: before stop 28 (2026-12-05) only whole messages counted,
+        // and the idle timeout closed a connection in the middle of a slow upload.
+        if data || (heard && self.idle.is_some() && self.decoder.in_message(&self.rbuf)) {
             self.touch();
         }
         if heard {
@@ -830,6 +833,8 @@ impl Conn {
             Decoded::Pong => {}
             Decoded::Close(code, reason) => {
                 self.read_closed = true;
+                // The peer closes: what is sent from now on could not go out.
+                self.shared.stop_accepting();
                 // A ping that came before the close is answered before our close frame.
                 self.encode_pong();
                 if self.close_sent.is_none() {
@@ -898,6 +903,10 @@ impl Conn {
             if let Some(watch) = &self.keepalive {
                 watch.heard();
             }
+            // A message still being written to a slow reader is not idle; before stop 28
+            // (2026-12-05) only its encoding counted, and the idle timeout cut an 8 MiB
+            // message that a client read at 640 KB/s.
+            self.touch();
         }
     }
 
@@ -925,6 +934,7 @@ impl Conn {
         tracing::debug!(error = %violation.error, code = violation.code, "failing websocket connection");
         self.read_closed = true;
         self.shutting_down = true;
+        self.shared.stop_accepting();
         if self.close_sent.is_none() && self.peer_close.is_none() {
             self.encode_pong();
             frame::encode_close(self.wbuf(), violation.code, violation.reason);
@@ -938,6 +948,8 @@ impl Conn {
         if self.close_sent.is_some() || self.peer_close.is_some() {
             return;
         }
+        // Our close (the application's, or the idle timeout's): no more sends.
+        self.shared.stop_accepting();
         self.encode_pong();
         if code == 1005 {
             // "No status": on the wire, a close frame without a code (see `Sender::start_close`).

@@ -1985,3 +1985,42 @@ async fn handles_of_the_same_channel_are_equal() {
     let set: std::collections::HashSet<_> = [a.clone(), a, b].into_iter().collect();
     assert_eq!(set.len(), 2);
 }
+
+/// `Handle::send` returns `Ok(false)` (the spec's nil, "if the channel is closed when the
+/// send is initiated") and calls nothing once a close started, `is_open` is false and `close`
+/// refused: also when the close is the idle timeout's, whose close frame the client does not
+/// answer. Before stop 28 (2026-12-05) the handle said open, the send `Ok(true)`, then its
+/// `on_error` got `Closed`.
+#[tokio::test]
+async fn after_the_idle_timeouts_close_frame_send_returns_false_and_calls_nothing() {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Handle>();
+    let (etx, mut erx) = mpsc::unbounded_channel::<String>();
+    let options = Options::new()
+        .timeout(Duration::from_millis(300))
+        .config(Config::default().close_timeout(Duration::from_secs(2)))
+        .on_open(move |h| {
+            let _ = tx.send(h.clone());
+        });
+    let addr = support::serve_compat(options).await;
+    let mut raw = support::RawWs::connect(addr).await;
+    let h = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+    assert_eq!(raw.read_close().await, Some((1000, "idle timeout".to_owned())));
+    let open = h.is_open();
+    let e = etx.clone();
+    let s = etx.clone();
+    let options = SendOptions::new()
+        .on_success(move || {
+            let _ = s.send("on_success".into());
+        })
+        .on_error(move |error| {
+            let _ = e.send(format!("on_error: {error}"));
+        });
+    let sent = h.send(Message::from("while closing"), options);
+    let closed_again = h.close();
+    // The client never answers: the close timer ends the channel; a callback shows by then.
+    let called = tokio::time::timeout(Duration::from_secs(5), erx.recv()).await.ok().flatten();
+    assert!(
+        !open && matches!(sent, Ok(false)) && !closed_again && called.is_none(),
+        "while closing: is_open {open}, send {sent:?}, close {closed_again}, callback {called:?}"
+    );
+}

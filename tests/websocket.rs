@@ -1241,3 +1241,244 @@ async fn each_awaited_send_gets_its_own_outcome_when_several_are_in_flight() {
         "errors of awaited sends go to their senders only: {events:?}"
     );
 }
+
+// ---- how a closing channel behaves (stop 28's review, 2026-12-05) ----
+
+const MASK: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
+
+/// A close asked for behind sends that a client never takes waits with them, as any send
+/// does, until keepalive finds the client dead (`Config::close_timeout` times the closing
+/// handshake from the close frame on, see its docs): `close()` then returns, the channel says
+/// 1006 "keepalive timeout", and the queued sends fail. Found by stop 28's review
+/// (2026-12-05), which read the docs as "`close()` returns within the close timeout"; the
+/// docs now say when that timer starts (a timer from the close request would cut off clients
+/// that read slowly: see the next test).
+#[tokio::test]
+async fn a_close_behind_sends_the_client_never_takes_ends_when_keepalive_finds_it_dead() {
+    let config = Config::default()
+        .keepalive(Some((Duration::from_millis(300), Duration::from_millis(300))))
+        .close_timeout(Duration::from_millis(300));
+    let (addr, mut channels) = serve_channels(config).await;
+    let raw = RawWs::connect(addr).await;
+    let mut ch = next_channel(&mut channels).await;
+    let sender = ch.sender();
+    send_numbered_until_stalled(&sender).await;
+    let stuck: Vec<_> = (0..200u32)
+        .map(|i| sender.try_send(Message::Binary(numbered(i, 1024).into())).unwrap())
+        .collect();
+    let closing = tokio::spawn(async move { sender.close().await });
+    tokio::time::timeout(Duration::from_secs(10), closing).await.expect("close() hung").unwrap();
+    for t in stuck {
+        assert!(matches!(t.await, Err(webchan::Error::Closed)));
+    }
+    let events = all_events(&mut ch).await;
+    assert_eq!(closed_of(&events), CloseInfo::websocket(1006, "keepalive timeout"));
+    drop(raw);
+}
+
+/// A close asked for is graceful: a client that reads slowly but steadily gets every message
+/// queued before it and the close frame, however long that takes past the close timeout.
+/// (A close timer from the close request, tried at stop 28, cut this client off: the socket
+/// shows the server a write's progress only once a third of its send buffer has drained,
+/// which at this pace took longer than the timeout.)
+#[tokio::test]
+async fn a_close_behind_sends_a_slow_client_takes_waits_for_them() {
+    let config = Config::default().keepalive(None).close_timeout(Duration::from_millis(500));
+    let (addr, mut channels) = serve_channels(config).await;
+    let mut raw = RawWs::connect(addr).await;
+    let mut ch = next_channel(&mut channels).await;
+    let sender = ch.sender();
+    let sent = send_numbered_until_stalled(&sender).await;
+    let mut tracked = Vec::new();
+    for i in 0..1000u32 {
+        tracked.push(sender.try_send(Message::Binary(numbered(sent + i, 1024).into())).unwrap());
+    }
+    let closing = tokio::spawn(async move { sender.close().await });
+    // ~1.5 MB at ~400 KB/s: ~4 s, eight close timeouts.
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut bytes = Vec::new();
+    loop {
+        let n = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read(&mut raw.tcp, &mut buf),
+        )
+        .await
+        .expect("silence from the server")
+        .unwrap();
+        if n == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&buf[..n]);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        if bytes.len() > 1_000_000 && closing.is_finished() {
+            // The close frame came and our answer is owed: stop the slow pace.
+            let mut rest = Vec::new();
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::io::AsyncReadExt::read_to_end(&mut raw.tcp, &mut rest),
+            )
+            .await;
+            bytes.extend_from_slice(&rest);
+            break;
+        }
+        if ends_with_close_frame(&bytes) {
+            raw.raw(&encode_frame(0x88, Some(MASK), &1000u16.to_be_bytes(), None)).await;
+        }
+    }
+    for (i, t) in tracked.into_iter().enumerate() {
+        assert!(t.await.is_ok(), "send {i} failed");
+    }
+    tokio::time::timeout(Duration::from_secs(10), closing).await.unwrap().unwrap();
+    let events = all_events(&mut ch).await;
+    assert_eq!(closed_of(&events), CloseInfo::websocket(1000, ""), "{events:?}");
+}
+
+/// Whether `bytes`, a stream of unmasked server frames, ends with a close frame.
+fn ends_with_close_frame(bytes: &[u8]) -> bool {
+    let mut at = 0;
+    let mut last = None;
+    while at + 2 <= bytes.len() {
+        let (op, len7) = (bytes[at] & 0x0F, usize::from(bytes[at + 1] & 0x7F));
+        let (len, header) = match len7 {
+            126 if at + 4 <= bytes.len() => {
+                (usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]])), 4)
+            }
+            127 | 126 => return false,
+            n => (n, 2),
+        };
+        if at + header + len > bytes.len() {
+            return false;
+        }
+        last = Some(op);
+        at += header + len;
+    }
+    at == bytes.len() && last == Some(0x8)
+}
+
+/// `Config::timeout` closes "after this long without a message (text or binary) in either
+/// direction": a client in the middle of sending one, a fragment or a slice of one large
+/// frame every 100 ms, is not idle. Before stop 28 (2026-12-05) only whole messages counted:
+/// with a 500 ms timeout both closed with "idle timeout" after the fifth piece, the message
+/// lost.
+#[tokio::test]
+async fn a_message_being_received_in_pieces_is_not_idle() {
+    let config = Config::default().timeout(Duration::from_millis(500));
+    let (addr, mut channels) = serve_channels(config).await;
+    for fragmented in [true, false] {
+        let mut raw = RawWs::connect(addr).await;
+        let mut ch = next_channel(&mut channels).await;
+        let whole = encode_frame(0x82, Some(MASK), &[1u8; 20 * 64], None);
+        for i in 0..20usize {
+            if fragmented {
+                let first = match i {
+                    0 => 0x02,
+                    19 => 0x80,
+                    _ => 0x00,
+                };
+                raw.raw(&encode_frame(first, Some(MASK), &[1u8; 64], None)).await;
+            } else {
+                let end = if i == 19 { whole.len() } else { (i + 1) * 64 };
+                raw.raw(&whole[i * 64..end]).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Nothing from the server meanwhile (its idle close would be here).
+        let early = tokio::time::timeout(Duration::from_millis(50), raw.read_frame()).await;
+        assert!(early.is_err(), "fragmented {fragmented}: {early:?}");
+        assert!(matches!(next_of(&mut ch).await, Some(Event::Open)));
+        match next_of(&mut ch).await {
+            Some(Event::Message(Incoming::Binary(b))) => assert_eq!(b.len(), 20 * 64),
+            other => panic!("fragmented {fragmented}: {other:?}"),
+        }
+    }
+}
+
+/// The same the other way: one 8 MiB message that the client takes steadily (64 KiB every
+/// 50 ms, ~6 s in all) with a 4 s idle timeout. Before stop 28 (2026-12-05) only its encoding
+/// counted: the idle timeout's close cut it off, the send failed `Closed`. Now each write that
+/// takes bytes after the socket was full counts; the server sees the client's reading only
+/// as its send buffer drains (the socket is writable again once a third of it is free, about
+/// a second here), so an idle timeout shorter than that can still fire: the docs say so.
+#[tokio::test]
+async fn a_large_message_being_written_to_a_slow_reader_is_not_idle() {
+    let config =
+        Config::default().timeout(Duration::from_secs(4)).close_timeout(Duration::from_secs(1));
+    let (addr, mut channels) = serve_channels(config).await;
+    let mut raw = RawWs::connect(addr).await;
+    let ch = next_channel(&mut channels).await;
+    let sender = ch.sender();
+    let size = 8 << 20;
+    let sending =
+        tokio::spawn(async move { sender.send(Message::Binary(vec![9u8; size].into())).await });
+    let mut got = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    while got < size + 10 {
+        let n = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read(&mut raw.tcp, &mut buf),
+        )
+        .await
+        .expect("silence from the server")
+        .unwrap();
+        assert!(n > 0, "the server ended the connection after {got} of {} bytes", size + 10);
+        got += n;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent = tokio::time::timeout(Duration::from_secs(10), sending).await.unwrap().unwrap();
+    assert!(sent.is_ok(), "{sent:?}");
+}
+
+/// What the handles say while a closing handshake the transport began is under way: closing,
+/// as after the application's own close (`is_open` false, `try_send` and `start_close`
+/// refused). For the idle timeout's close, the client's close frame and a protocol violation;
+/// the client does not answer or read, so the closing lasts. Before stop 28 (2026-12-05) the
+/// handles said "open" and accepted sends that could only fail, and `start_close` returned
+/// true for a close that never went out.
+#[tokio::test]
+async fn a_close_the_transport_began_is_seen_by_the_handles() {
+    #[derive(Debug, PartialEq)]
+    struct Said {
+        open: bool,
+        try_send_refused: bool,
+        start_close_refused: bool,
+    }
+    fn ask(sender: &webchan::Sender) -> Said {
+        Said {
+            open: sender.is_open(),
+            try_send_refused: matches!(
+                sender.try_send("while closing".into()),
+                Err((webchan::Error::Closed, _))
+            ),
+            start_close_refused: !sender.start_close(4000, "again"),
+        }
+    }
+    const CLOSING: Said = Said { open: false, try_send_refused: true, start_close_refused: true };
+    let config =
+        Config::default().timeout(Duration::from_millis(300)).close_timeout(Duration::from_secs(5));
+    let (addr, mut channels) = serve_channels(config).await;
+
+    // The reference: the application's own close.
+    let mut raw = RawWs::connect(addr).await;
+    let ch = next_channel(&mut channels).await;
+    assert!(ch.sender().start_close(1000, "bye"));
+    assert_eq!(raw.read_close().await, Some((1000, "bye".to_owned())));
+    assert_eq!(ask(&ch.sender()), CLOSING, "after our own close");
+
+    let mut idle = RawWs::connect(addr).await;
+    let ch = next_channel(&mut channels).await;
+    assert_eq!(idle.read_close().await, Some((1000, "idle timeout".to_owned())));
+    assert_eq!(ask(&ch.sender()), CLOSING, "after the idle timeout's close frame");
+
+    for violation in [false, true] {
+        let mut raw = RawWs::connect(addr).await;
+        let ch = next_channel(&mut channels).await;
+        send_numbered_until_stalled(&ch.sender()).await;
+        if violation {
+            raw.raw(&[0x82, 0x01, 0x00]).await; // unmasked
+        } else {
+            raw.raw(&encode_frame(0x88, Some(MASK), &1000u16.to_be_bytes(), None)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(ask(&ch.sender()), CLOSING, "violation {violation}");
+    }
+}
