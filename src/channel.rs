@@ -31,8 +31,8 @@ pub enum Kind {
 /// [`Event::Open`], first; then messages and errors; then exactly one [`Event::Closed`]; then
 /// the stream ends. Messages sent before `Open` are queued and go out in order after it.
 ///
-/// The sink side waits (`poll_ready`) while the outgoing queue holds more than
-/// [`Config::queue_limit`](crate::Config::queue_limit) bytes; `poll_flush` is ready when
+/// The sink side waits (`poll_ready`) while the outgoing queue holds
+/// [`Config::queue_limit`](crate::Config::queue_limit) bytes or more; `poll_flush` is ready when
 /// everything sent through this handle was written to the connection (see [`Sender::send`]),
 /// and fails with [`Error::Closed`] if the channel closed before that; `poll_close`
 /// closes gracefully (close frame 1000, or the end of the body) and waits until closed.
@@ -285,8 +285,10 @@ impl Sender {
     ///
     /// # Errors
     ///
-    /// The message comes back with [`Error::QueueFull`] if the queue is over its limit (a
-    /// message is always accepted by an empty queue), [`Error::Closed`] if the channel is
+    /// The message comes back with [`Error::QueueFull`] if it would take the queue over its
+    /// limit (a message is always accepted by an empty queue; the `Sink` and
+    /// [`send`](Self::send) instead wait while the queue is at its limit or over, then queue
+    /// the message whatever its size), [`Error::Closed`] if the channel is
     /// closed or closing, [`Error::InvalidMessage`] if this channel cannot carry it.
     pub fn try_send(&self, message: Message) -> Result<Completion, (Error, Message)> {
         self.try_send_inner(message, false)

@@ -283,7 +283,8 @@ impl Options {
     }
 
     /// Set the spec's `:timeout`. A WebSocket is closed (code 1000, reason `"idle timeout"`)
-    /// once idle for this long — no frame either way, so sends keep it open too; an HTTP
+    /// once idle for this long — no message either way, so sends keep it open too (pings and
+    /// pongs do not count: see [`Config::timeout`](crate::Config::timeout)); an HTTP
     /// stream is closed this long after it opened, whatever the traffic, with a complete
     /// response. Zero means no timeout. The default is zero.
     ///
@@ -677,9 +678,10 @@ impl Handle {
         self.inner.sender.start_close(code, reason)
     }
 
-    /// The spec's `open?`: is the channel open — opened, and not closing or closed? False
-    /// before `on_open` (a WebSocket whose upgrade is not complete), and from the moment a
-    /// close started; always false in `on_close`.
+    /// The spec's `open?`: is the channel open — opened, and not closing or closed? For a
+    /// WebSocket, false before `on_open` (its upgrade is not complete); an HTTP stream is open
+    /// from the start, also before `on_open` has run (sends made then go out after it). False
+    /// from the moment a close started, whoever began it; always false in `on_close`.
     ///
     /// # Examples
     ///
@@ -765,8 +767,9 @@ impl Pending {
 /// `Set-Cookie` headers this allows).
 ///
 /// A request that asks for a WebSocket but gets the handshake wrong makes no channel and calls
-/// no callback: the future resolves to a 4xx response that says why (400, 405, or 426 with
-/// `Sec-WebSocket-Version: 13`).
+/// no callback: the future resolves to a response that says why (see
+/// [`as_channel`](crate::as_channel)'s errors: 400, 403, 405, 426 with
+/// `Sec-WebSocket-Version: 13`, 501; and 503 once a shutdown began).
 ///
 /// The callbacks run on a task spawned for the channel (see the [module docs](self) for their
 /// order); it ends after `on_close`. A callback should not block: it holds up the channel's
@@ -878,7 +881,8 @@ impl ResponseFuture {
         self.handle.as_ref()
     }
 
-    /// Was the request refused (a malformed WebSocket handshake)? The response is then a 4xx.
+    /// Was the request refused (a malformed WebSocket handshake, an `Origin` not allowed, a
+    /// shutdown under way)? The response then says why (see [`as_channel`]).
     #[must_use]
     pub fn is_rejected(&self) -> bool {
         matches!(self.state, State::Rejected(_))

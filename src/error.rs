@@ -38,7 +38,7 @@ pub enum Error {
     /// The message cannot be sent on this channel, as it is (e.g. a response head after the
     /// first send of an HTTP stream, or on a WebSocket). The channel stays usable.
     InvalidMessage(&'static str),
-    /// The send queue holds more than its byte limit
+    /// The message would take the send queue over its byte limit
     /// ([`Config::queue_limit`](crate::Config::queue_limit)); the message was not queued and
     /// nothing queued before it is lost. Wait (the [`Sink`](futures_sink::Sink) does) or send
     /// less.

@@ -21,7 +21,7 @@
 //! - `Closed` carries the cause: the peer's code and reason; 1006 for a dropped connection;
 //!   1000 when the server closes; 1002/1007/1009 for protocol errors, invalid UTF-8 and
 //!   oversized messages; no code for HTTP streams.
-//! - Backpressure: the sink waits while the outgoing queue is over
+//! - Backpressure: the sink waits while the outgoing queue is at or over
 //!   [`Config::queue_limit`]; a slow client never makes the server buffer without bound.
 //!
 //! ## A WebSocket: echo, with a greeting

@@ -33,10 +33,12 @@ use crate::{Channel, CloseInfo, Config, Error, Kind};
 /// # Errors
 ///
 /// A request that asks for a WebSocket but gets the handshake wrong gets no channel: the
-/// [`Rejection`] holds a 4xx response whose body says why — 400 for a missing or malformed
-/// header, 405 for a method other than GET, 426 with `Sec-WebSocket-Version: 13` for another
-/// version, 403 for an `Origin` that [`Config::allowed_origins`] does not list; and 503 for
-/// any request once the [`Shutdown`](crate::Shutdown) of its `Config` has begun.
+/// [`Rejection`] holds a response whose body says why — 400 for a missing or malformed
+/// header, 405 for a method other than GET (or a plain HTTP/2 CONNECT), 426 with
+/// `Sec-WebSocket-Version: 13` for another version, 403 for an `Origin` that
+/// [`Config::allowed_origins`] does not list, 501 for an HTTP/2 extended CONNECT of another
+/// `:protocol`; and 503 for any request once the [`Shutdown`](crate::Shutdown) of its `Config`
+/// has begun.
 ///
 /// # Panics
 ///
@@ -194,17 +196,21 @@ fn classify_connect(parts: &http::request::Parts, config: &Config) -> Class {
     }
 }
 
-/// Does the `Accept` header name `text/event-stream` (parameters such as `q` aside)?
+/// Does the `Accept` header name `text/event-stream`, with a `q` other than 0? `q=0` means
+/// "not acceptable" (RFC 9110 §12.4.2): before stop 28 (2026-12-05) such a request got an
+/// event stream all the same. Wildcards (`*/*`, `text/*`) do not ask for one.
 fn accepts_event_stream(headers: &HeaderMap) -> bool {
-    headers.get_all(header::ACCEPT).iter().any(|v| {
-        v.to_str().is_ok_and(|s| {
-            s.split(',').any(|t| {
-                t.split(';')
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .eq_ignore_ascii_case("text/event-stream")
-            })
+    let refused = |param: &str| {
+        param.split_once('=').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("q")
+                && value.trim().parse::<f32>().is_ok_and(|q| q == 0.0)
+        })
+    };
+    headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|s| {
+        s.split(',').any(|range| {
+            let mut parts = range.split(';');
+            parts.next().unwrap_or_default().trim().eq_ignore_ascii_case("text/event-stream")
+                && !parts.any(refused)
         })
     })
 }
@@ -331,7 +337,8 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    /// The response status: 400, 403, 405, 426, or 503 during a shutdown.
+    /// The response status: 400, 403, 405, 426, 501 (an HTTP/2 extended CONNECT of a protocol
+    /// other than `websocket`), or 503 during a shutdown.
     #[must_use]
     pub fn status(&self) -> StatusCode {
         self.status

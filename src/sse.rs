@@ -47,7 +47,8 @@ use crate::Error;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Mode {
-    /// When the request's `Accept` header names `text/event-stream`. The default.
+    /// When the request's `Accept` header names `text/event-stream`, with a `q` other than 0
+    /// (wildcards such as `*/*` do not count). The default.
     #[default]
     Auto,
     /// Always.

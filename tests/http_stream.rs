@@ -1332,3 +1332,43 @@ async fn the_edges_of_a_head_found_first_in_a_sequence() {
         }
     }
 }
+
+/// The outgoing queue's limit, at its edges (the docs were loose until stop 28, 2026-12-05:
+/// "over its limit" for both): `try_send` refuses a message that would take the queue over
+/// the limit (an empty queue takes any), the `Sink` waits while the queue is at the limit or
+/// over. Checked on streams whose body nobody polls yet, so that nothing leaves the queue.
+#[tokio::test]
+async fn try_send_refuses_what_would_pass_the_limit_and_the_sink_waits_at_it() {
+    use futures::{FutureExt, Sink};
+    use webchan::Error;
+    let fresh = || {
+        let request = http::Request::get("http://x/").body(()).unwrap();
+        webchan::as_channel(request, Config::default().queue_limit(100)).unwrap()
+    };
+    let bytes = |n| Message::from(vec![b'a'; n]);
+    let ready = |sender: &mut webchan::Sender| {
+        futures::future::poll_fn(|cx| std::pin::Pin::new(&mut *sender).poll_ready(cx))
+            .now_or_never()
+    };
+    // An empty queue takes anything, even over the limit.
+    let (_reply, channel) = fresh();
+    assert!(channel.sender().try_send(bytes(150)).is_ok());
+
+    let (_reply, channel) = fresh();
+    let mut sender = channel.sender();
+    let _a = sender.try_send(bytes(10)).unwrap();
+    // 10 + 91 would pass 100: refused; 10 + 90 reaches it: taken.
+    assert!(matches!(sender.try_send(bytes(91)), Err((Error::QueueFull { limit: 100 }, _))));
+    let _b = sender.try_send(bytes(90)).unwrap();
+    // At the limit: the Sink waits, and try_send refuses even one byte.
+    assert!(ready(&mut sender).is_none(), "the Sink is ready at the limit");
+    assert!(matches!(sender.try_send(bytes(1)), Err((Error::QueueFull { .. }, _))));
+
+    // Under it: the Sink takes a message of any size.
+    let (_reply, channel) = fresh();
+    let mut sender = channel.sender();
+    let _c = sender.try_send(bytes(99)).unwrap();
+    assert!(matches!(ready(&mut sender), Some(Ok(()))));
+    std::pin::Pin::new(&mut sender).start_send(bytes(500)).unwrap();
+    assert!(ready(&mut sender).is_none());
+}

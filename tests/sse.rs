@@ -356,3 +356,30 @@ async fn files_and_readers_are_refused_on_an_sse_stream_even_when_empty() {
         .collect();
     assert!(wrong.is_empty(), "not refused with InvalidMessage on an SSE stream: {wrong:?}");
 }
+
+/// Auto mode makes a stream SSE "when the request accepts `text/event-stream`": a `q` of 0
+/// says it does not (RFC 9110 §12.4.2), any other `q` that it does. Before stop 28
+/// (2026-12-05) `text/event-stream;q=0` got an event stream (`data: plain` for "plain").
+#[tokio::test]
+async fn an_accept_with_q_0_for_event_streams_refuses_them() {
+    let addr = serve(Config::default(), |ch: Channel| async move {
+        let _ = ch.sender().send_and_close("plain".into()).await;
+    })
+    .await;
+    for (accept, sse) in [
+        ("text/event-stream", true),
+        ("text/html, text/event-stream; q=0.5", true),
+        ("Text/Event-Stream;Q=1.0", true),
+        ("text/event-stream;q=0, text/plain", false),
+        ("text/plain, text/event-stream ; q = 0.000", false),
+        ("*/*", false),
+    ] {
+        let mut req = get(addr, "/");
+        req.headers_mut().insert("accept", accept.parse().unwrap());
+        let response = http1_get(addr, req).await;
+        let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap());
+        assert_eq!(content_type == Some("text/event-stream"), sse, "{accept}: {content_type:?}");
+        let body: &[u8] = if sse { b"data: plain\n\n" } else { b"plain" };
+        assert_eq!(&response.body()[..], body, "{accept}");
+    }
+}
