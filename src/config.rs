@@ -83,8 +83,9 @@ impl Config {
     /// client take bytes only as its socket's send buffer drains (writable again once about a
     /// third of it is free): with a timeout of a few seconds, a client that reads slowly can
     /// still be taken for idle. An HTTP stream ends this long after it opened,
-    /// whatever the traffic, with a complete response; if the client has not taken its end
-    /// [`close_timeout`](Self::close_timeout) later (it reads nothing), the stream is dropped:
+    /// whatever the traffic, with a complete response (sends are refused from then on); once
+    /// the client has then taken nothing for [`close_timeout`](Self::close_timeout) (a client
+    /// that reads, however slowly, is left to finish), the stream is dropped:
     /// an [`Event::Error`](crate::Event::Error) (`TimedOut`), then `Closed`, and the sends not
     /// known to be written fail with [`Error::Closed`](crate::Error::Closed) (some of them may
     /// still sit in hyper's buffer and reach the client later: a conservative failure, never a

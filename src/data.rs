@@ -251,6 +251,9 @@ impl Buf for BodyData {
 
     fn advance(&mut self, mut cnt: usize) {
         assert!(cnt <= self.remaining(), "advance past the end of the body data");
+        if let Some(receipt) = &self.receipt {
+            receipt.shared.note_progress();
+        }
         while cnt > 0 {
             if cnt < self.first.len() {
                 self.first.advance(cnt);
@@ -275,6 +278,9 @@ impl Buf for BodyData {
 
     fn copy_to_bytes(&mut self, len: usize) -> Bytes {
         if len <= self.first.len() {
+            if let Some(receipt) = &self.receipt {
+                receipt.shared.note_progress();
+            }
             // Within the first buffer: a slice of it, no copy.
             let out = self.first.split_to(len);
             if self.first.is_empty() {

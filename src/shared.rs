@@ -94,6 +94,9 @@ pub(crate) struct Shared {
     /// The transport asks the receiver to read on its own task when it finds no event (see
     /// [`Inline::read`]): set while the connection receives large messages.
     read_inline: std::sync::atomic::AtomicBool,
+    /// Moves whenever hyper takes bytes of an HTTP stream's frames: the client reads (see
+    /// [`Shared::progress`]).
+    progress: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -299,7 +302,19 @@ impl Shared {
             done: std::sync::atomic::AtomicU64::new(0),
             settled: std::sync::atomic::AtomicBool::new(false),
             read_inline: std::sync::atomic::AtomicBool::new(false),
+            progress: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Hyper took bytes of an HTTP stream's frame.
+    pub(crate) fn note_progress(&self) {
+        self.progress.fetch_add(1, Relaxed);
+    }
+
+    /// A count that moves whenever hyper takes bytes of this HTTP stream's frames: what an
+    /// HTTP stream's timeout watches once it passed (see `stream.rs`, `StreamHead::new`).
+    pub(crate) fn progress(&self) -> u64 {
+        self.progress.load(Relaxed)
     }
 
     /// Whether a receiver that finds no event reads the socket itself (see [`Inline::read`]).
@@ -511,7 +526,10 @@ impl Shared {
     /// `is_open` true, `try_send` and compat's `send` accepted messages that could only fail,
     /// and `start_close` returned true for a close that never went out.
     pub(crate) fn stop_accepting(&self) {
-        let mut s = self.lock();
+        self.refuse_sends(&mut self.lock());
+    }
+
+    fn refuse_sends(&self, s: &mut State) {
         if s.accepting {
             s.accepting = false;
             self.room.store(false, Relaxed);
@@ -832,6 +850,10 @@ impl Shared {
         let mut s = self.lock();
         self.after_frames(&mut s, upto);
         s.body_ended = true;
+        // Nothing sent from now on could go out: the handles say "closing" while hyper writes
+        // what it holds (before stop 28, 2026-12-05, they said "open" and took sends that could
+        // only fail, or wait for good behind a declared length).
+        self.refuse_sends(&mut s);
         self.end_if_written(s);
     }
 

@@ -33,7 +33,8 @@ pub struct Body {
 }
 
 enum Inner {
-    Full(Option<Bytes>),
+    /// A whole body, in one frame (with a receipt when it is a channel's response sent whole).
+    Full(Option<BodyData>),
     Stream(Box<StreamBody>),
 }
 
@@ -41,7 +42,7 @@ impl fmt::Debug for Body {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.inner {
             Inner::Full(b) => {
-                f.debug_tuple("Body::Full").field(&b.as_ref().map(Bytes::len)).finish()
+                f.debug_tuple("Body::Full").field(&b.as_ref().map(Buf::remaining)).finish()
             }
             Inner::Stream(_) => f.write_str("Body::Stream"),
         }
@@ -58,7 +59,7 @@ impl Body {
     /// A body of these bytes.
     #[must_use]
     pub fn full(bytes: Bytes) -> Self {
-        Self { inner: Inner::Full(if bytes.is_empty() { None } else { Some(bytes) }) }
+        Self { inner: Inner::Full(if bytes.is_empty() { None } else { Some(bytes.into()) }) }
     }
 }
 
@@ -77,7 +78,7 @@ impl http_body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<BodyData>, Error>>> {
         match &mut self.inner {
-            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b.into())))),
+            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Inner::Stream(s) => s.poll_frame(cx),
         }
     }
@@ -91,7 +92,7 @@ impl http_body::Body for Body {
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.remaining() as u64)),
             Inner::Stream(_) => SizeHint::default(),
         }
     }
@@ -165,15 +166,30 @@ impl StreamHead {
         let timeout = shared.config.get().timeout;
         let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
         if let Some(deadline) = deadline {
-            // The body ends itself at the deadline, when hyper polls it; hyper does not while
-            // its buffer is full (a client that reads nothing). This drops such a stream a
-            // close timeout later, unless it closed before (the channel aborts the task).
-            let at = deadline + shared.config.get().close_timeout;
+            let close_timeout = shared.config.get().close_timeout;
             let weak = Arc::downgrade(&shared);
             let watchdog = tokio::spawn(async move {
-                tokio::time::sleep_until(at).await;
-                if let Some(shared) = weak.upgrade() {
-                    shared.time_out();
+                tokio::time::sleep_until(deadline).await;
+                // The stream's time is up: nothing sent from now on could go out. (The body
+                // ends itself at the deadline when hyper next polls it.)
+                let Some(mut shared) = weak.upgrade() else { return };
+                shared.stop_accepting();
+                // hyper does not poll the body while its buffer is full (a client that reads
+                // nothing): such a stream is dropped once the client has taken nothing for a
+                // close timeout, unless it closed before (the channel aborts this task). Before
+                // stop 28 (2026-12-05) it was dropped a close timeout after the deadline
+                // whatever the client did: one reading steadily, whose response was whole,
+                // got `TimedOut` and its sends `Closed`.
+                loop {
+                    let seen = shared.progress();
+                    drop(shared);
+                    tokio::time::sleep(close_timeout).await;
+                    let Some(now) = weak.upgrade() else { return };
+                    if now.progress() == seen {
+                        now.time_out();
+                        return;
+                    }
+                    shared = now;
                 }
             });
             shared.set_watchdog(watchdog.abort_handle());
@@ -464,7 +480,6 @@ impl StreamHead {
                     _ => Bytes::new(),
                 };
                 let upto = close_seq.unwrap_or(first.seq);
-                self.shared.finish_items(upto, first.size, &mut failures);
                 // The length is the message's; a `Transfer-Encoding` the handler set would
                 // contradict it (hyper then refused the head: no response at all, the send
                 // `Ok`, before stop 27, 2026-12-05). A HEAD keeps a length the handler
@@ -473,7 +488,20 @@ impl StreamHead {
                 if !(is_head && headers.contains_key(header::CONTENT_LENGTH)) {
                     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
                 }
-                (if is_head { Body::empty() } else { Body::full(bytes) }, None)
+                if is_head || bytes.is_empty() {
+                    self.shared.finish_items(upto, first.size, &mut failures);
+                    (Body::empty(), None)
+                } else {
+                    // One frame with a receipt, as a stream's: the send completes, and the
+                    // channel closes, once hyper has written the response (or fail `Closed`
+                    // if it drops it unwritten). Before stop 28 (2026-12-05) both came at the
+                    // head: `Closed` while a client that read nothing had 40 KB of 2 MiB.
+                    self.shared.frame_out(first.size, &mut failures);
+                    let receipt = Receipt::new(Arc::clone(&self.shared), upto);
+                    let data = BodyData::from(bytes).with_receipt(receipt);
+                    self.shared.body_end(upto);
+                    (Body { inner: Inner::Full(Some(data)) }, Some(()))
+                }
             }
             First::HeadOnly(first, no_content) => {
                 let mut failures = Vec::new();
@@ -829,8 +857,9 @@ impl StreamBody {
     /// channel then closes.
     fn end(&mut self) -> Poll<Option<Bytes>> {
         if self.declared.is_some_and(|declared| self.written < declared) {
-            // Ended (timeout, shutdown, close) before its declared length: hyper drops the
-            // connection, and the client gets a truncated response. Said, not hidden.
+            // Ended (timeout, shutdown, close) before its declared length: hyper aborts the
+            // response (see `poll_frame`), and the client gets a truncated one (HTTP/1.1) or a
+            // reset stream (HTTP/2). Said, not hidden.
             self.shared.report(Error::io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "the stream ended before the Content-Length its response head declared",
@@ -869,8 +898,19 @@ impl StreamBody {
             return self.end().map(|_| None);
         }
         let polled = self.poll_data(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            self.written += frame.data_ref().map_or(0, |d| d.remaining() as u64);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.written += frame.data_ref().map_or(0, |d| d.remaining() as u64);
+            }
+            Poll::Ready(None) if self.declared.is_some_and(|declared| self.written < declared) => {
+                // Ended short of its declared length (see `end`): an error, so that hyper
+                // aborts the response. A clean end gave an HTTP/2 client END_STREAM on a body
+                // shorter than its Content-Length (malformed, RFC 9113 §8.1.1), which a client
+                // could take for whole (before stop 28, 2026-12-05); over HTTP/1.1 hyper
+                // dropped the connection, as it still does.
+                return Poll::Ready(Some(Err(Error::Closed)));
+            }
+            _ => {}
         }
         if let Some((period, sleep)) = &mut self.sse_keepalive {
             match &polled {

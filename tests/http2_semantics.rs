@@ -311,3 +311,31 @@ async fn originating_request() {
     let xa: Vec<_> = h.get_all("x-a").iter().collect();
     assert_eq!(xa, ["1", "2"]);
 }
+
+/// A stream with a declared `Content-Length` that ends short of it (here a close after 10 of
+/// 1,000 bytes) is reset, not ended: END_STREAM would make a body shorter than its length,
+/// malformed (RFC 9113 §8.1.1), which a client could take for whole. Before stop 28
+/// (2026-12-05) the client got the 10 bytes and END_STREAM; the application's side was
+/// right (`Error(UnexpectedEof)`, `Closed`) and still is. Over HTTP/1.1 hyper drops the
+/// connection, as before (`http1_semantics`).
+#[tokio::test]
+async fn a_declared_length_cut_short_resets_the_stream() {
+    use support::h2raw::*;
+    let addr = serve(Config::default(), |ch: Channel| async move {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from_static("1000"));
+        let head = Message::response(http::StatusCode::OK, headers, vec![b'x'; 10]);
+        let _ = ch.sender().send(head).await;
+        ch.close().await;
+    })
+    .await;
+    let mut h2 = H2Raw::connect(addr).await;
+    let response = h2.get(addr, 1, "/").await;
+    assert_eq!(response.flags & END_STREAM, 0, "{response:?}");
+    let frames = h2.collect(Duration::from_secs(2)).await;
+    let seen = describe(&frames);
+    let data: usize = frames.iter().filter(|f| f.ty == DATA).map(|f| f.payload.len()).sum();
+    assert_eq!(data, 10, "{seen:?}");
+    assert!(!frames.iter().any(|f| f.flags & END_STREAM != 0), "ended, not reset: {seen:?}");
+    assert!(frames.iter().any(|f| f.ty == RST_STREAM && f.stream == 1), "{seen:?}");
+}
