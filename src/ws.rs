@@ -46,6 +46,14 @@ const READ_BUDGET: usize = 64;
 const WRITE_HIGH: usize = 64 * 1024;
 /// Payloads at least this large are written from their own buffer (vectored), not copied.
 const LARGE_PAYLOAD: usize = 16 * 1024;
+/// The most one write hands hyper over HTTP/2 (an HTTP/2 DATA frame's default size). hyper's
+/// upgraded HTTP/2 stream takes any write whole, copied into a queue of two that ignores the
+/// stream's flow control: one write of a large frame "completed" at once, whatever the client
+/// took. In pieces of this size hyper holds at most ~4 of them (its queue, the piece waiting
+/// for window, the one in h2), and a write waits as a socket's would. Before stop 28
+/// (2026-12-05) three 8 MiB sends completed to a client that had taken 64 KiB, and keepalive
+/// and the idle timeout, which look at writes that wait, dropped a client reading slowly.
+const H2_WRITE_MAX: usize = 16 * 1024;
 /// The largest frame a read is sized for in advance (see `Conn::expect`).
 const EXPECT_MAX: usize = 64 * 1024;
 /// Buffers given to one vectored write at most.
@@ -95,6 +103,11 @@ fn start(shared: Arc<Shared>, upgraded: Upgraded) -> Arc<Core> {
     let io = TokioIo::new(upgraded);
     let conn = Conn {
         vectored: io.is_write_vectored(),
+        write_max: if shared.request.version() == http::Version::HTTP_2 {
+            H2_WRITE_MAX
+        } else {
+            usize::MAX
+        },
         io,
         rbuf: BytesMut::new(),
         need: 0,
@@ -426,6 +439,8 @@ struct Conn {
     out_len: usize,
     /// The IO writes several buffers at once: large payloads need no copy.
     vectored: bool,
+    /// The most one write hands the IO (see [`H2_WRITE_MAX`]).
+    write_max: usize,
     decoder: Decoder,
     /// Items taken from the shared queue, not yet started.
     batch: VecDeque<Queued>,
@@ -1087,7 +1102,8 @@ impl Conn {
         while self.pending_out() > 0 {
             if self.out.is_empty() {
                 // The common case: small frames only, written straight from `wbuf`.
-                match Pin::new(&mut self.io).poll_write(cx, &self.wbuf) {
+                let piece = &self.wbuf[..self.wbuf.len().min(self.write_max)];
+                match Pin::new(&mut self.io).poll_write(cx, piece) {
                     Poll::Ready(Ok(0)) => {
                         self.abnormal = true;
                         return false;

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::*;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
@@ -464,4 +464,164 @@ async fn a_clients_close_over_http1_never_fails() {
         }
     }
     assert!(failed.is_empty(), "{} of 100 closes failed: {failed:?}", failed.len());
+}
+
+// ---- writes over HTTP/2 wait for the client (stop 28's review, 2026-12-05) ----
+
+/// A client that gives the stream no window beyond the first 64 KiB and takes nothing: no
+/// 8 MiB send may complete. hyper's upgraded HTTP/2 stream takes any write whole, whatever
+/// the stream's window; before stop 28 (2026-12-05) each 8 MiB frame went to it in one write
+/// and completed at once: 3 sends (24 MiB held by hyper) for a client that had 64 KiB.
+#[tokio::test]
+async fn no_large_send_completes_to_a_client_that_gives_no_window() {
+    let (addr, mut channels) =
+        serve_channels(Config::default().keepalive(None).queue_limit(64 * 1024)).await;
+    let mut h2 = H2Raw::connect(addr).await;
+    let resp = h2.connect_ws(addr, 1, &[]).await;
+    assert_eq!(resp.payload.first(), Some(&0x88), "200: {resp:?}");
+    let ch = next_channel(&mut channels).await;
+    let sender = ch.sender();
+    let sending = tokio::spawn(async move {
+        let mut done = 0;
+        for _ in 0..3 {
+            let send = sender.send(webchan::Message::Binary(vec![1u8; 8 << 20].into()));
+            match tokio::time::timeout(Duration::from_secs(1), send).await {
+                Ok(result) => {
+                    result.unwrap();
+                    done += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        done
+    });
+    // The client reads what comes (never a WINDOW_UPDATE: the window stays spent).
+    let frames = h2.collect(Duration::from_millis(1500)).await;
+    let got: usize = frames.iter().filter(|f| f.ty == DATA).map(|f| f.payload.len()).sum();
+    let done = sending.await.unwrap();
+    assert_eq!(done, 0, "{done} sends of 8 MiB completed; the client got {got} bytes");
+    assert!(got <= 65_535, "{got} bytes past a 64 KiB window");
+}
+
+/// A client that reads one large message steadily (16 KiB every 10 ms, its stream window 64
+/// KiB as a slow client's would be) and answers pings is neither dead to keepalive nor idle:
+/// the writes that wait for its window and then go on show it takes the bytes, as on TCP.
+/// Before stop 28 (2026-12-05) the 4 MiB went to hyper in one write: keepalive (200 ms /
+/// 800 ms) dropped the client with 1006 and a 800 ms idle timeout closed it, each while it was
+/// still reading.
+#[tokio::test]
+async fn a_client_reading_a_large_message_slowly_over_h2_is_alive_and_not_idle() {
+    const SIZE: usize = 4 << 20;
+    for idle in [false, true] {
+        let config = if idle {
+            Config::default().keepalive(None).timeout(Duration::from_millis(800))
+        } else {
+            Config::default()
+                .keepalive(Some((Duration::from_millis(200), Duration::from_millis(800))))
+        };
+        let (addr, mut channels) = serve_channels(config).await;
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut client, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .initial_stream_window_size(64 * 1024)
+            .adaptive_window(false)
+            .handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut io = h2_websocket(&mut client, addr, "/").await;
+        let mut ch = next_channel(&mut channels).await;
+        assert!(matches!(next_of(&mut ch).await, Some(Event::Open)));
+        let sender = ch.sender();
+        let sending = tokio::spawn(async move {
+            sender.send(webchan::Message::Binary(vec![9u8; SIZE].into())).await
+        });
+        let seen = slow_read(&mut io, SIZE).await;
+        assert_eq!(seen.data, SIZE, "idle {idle}: cut off: {seen:?}");
+        assert!(sending.await.unwrap().is_ok());
+        let early = tokio::time::timeout(Duration::from_millis(100), ch.next()).await;
+        assert!(!matches!(early, Ok(Some(Event::Closed(_)))), "idle {idle}: {early:?}");
+    }
+}
+
+/// What [`slow_read`] saw.
+#[derive(Debug, Default)]
+struct SlowRead {
+    data: usize,
+    pings: usize,
+    close: Option<u16>,
+    elapsed: Duration,
+}
+
+/// Reads 16 KiB every 10 ms (~1.6 MB/s) of a WebSocket's server frames, answering pings, until
+/// `want` bytes of data frames, a close frame, the end, or 20 s.
+async fn slow_read<S>(io: &mut S, want: usize) -> SlowRead
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut out = SlowRead::default();
+    let started = Instant::now();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    // Payload bytes of the data frame under way still to come.
+    let mut rest = 0;
+    while out.data < want && out.close.is_none() && started.elapsed() < Duration::from_secs(20) {
+        let n = match tokio::time::timeout(Duration::from_secs(10), io.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => break,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        loop {
+            if rest > 0 {
+                let take = rest.min(buf.len());
+                out.data += take;
+                rest -= take;
+                buf.drain(..take);
+                if rest > 0 {
+                    break;
+                }
+            }
+            if buf.len() < 2 {
+                break;
+            }
+            let (len, start) = match buf[1] & 0x7F {
+                126 if buf.len() >= 4 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+                127 if buf.len() >= 10 => (
+                    usize::try_from(u64::from_be_bytes(buf[2..10].try_into().unwrap())).unwrap(),
+                    10,
+                ),
+                n if n < 126 => (usize::from(n), 2),
+                _ => break,
+            };
+            let opcode = buf[0] & 0x0F;
+            if opcode <= 0x2 {
+                // Data: counted as it comes.
+                buf.drain(..start);
+                rest = len;
+                continue;
+            }
+            if buf.len() < start + len {
+                break;
+            }
+            let payload: Vec<u8> = buf.drain(..start + len).skip(start).collect();
+            match opcode {
+                0x9 => {
+                    out.pings += 1;
+                    let pong = encode_frame(0x8A, Some([1, 2, 3, 4]), &payload, None);
+                    let _ = io.write_all(&pong).await;
+                }
+                0x8 => {
+                    out.close = Some(if payload.len() >= 2 {
+                        u16::from_be_bytes([payload[0], payload[1]])
+                    } else {
+                        1005
+                    });
+                }
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    out.elapsed = started.elapsed();
+    out
 }
