@@ -247,10 +247,11 @@ impl Sender {
     /// HTTP stream's bytes by hyper (to the socket over HTTP/1 with an IO that writes vectored,
     /// as a `TcpStream` does; into hyper's or h2's own buffer where they copy: an IO without
     /// vectored writes, HTTP/2's small frames). A connection dropped right after loses no send
-    /// that completed, also a response sent whole by [`send_and_close`](Self::send_and_close)
-    /// as the first send (whose channel then closes once hyper has written it: before stop 28,
-    /// 2026-12-05, at once). (Through [`Body::into_bytes_body`](crate::Body::into_bytes_body),
-    /// whose `Bytes` frames cannot be followed, once hyper takes the bytes.)
+    /// that completed. (Through [`Body::into_bytes_body`](crate::Body::into_bytes_body), whose
+    /// `Bytes` frames cannot be followed, once hyper takes the bytes. A response sent whole by
+    /// [`send_and_close`](Self::send_and_close) as the first send completes, and its channel
+    /// closes, when the response is decided, before hyper writes it: a handler may wait for
+    /// that send before it returns the response, and hyper writes nothing before that.)
     ///
     /// # Errors
     ///

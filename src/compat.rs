@@ -297,7 +297,8 @@ impl Options {
     /// assert_eq!(options.timeout_duration(), Duration::from_millis(1500));
     /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        // As `Config` takes it (cut to 30 years), so that the getter says what channels get.
+        self.timeout = Some(crate::config::bounded(timeout));
         self
     }
 
@@ -325,7 +326,9 @@ impl Options {
     /// assert_eq!(options.queue_limit_bytes(), 256 * 1024);
     /// ```
     pub fn queue_limit(mut self, bytes: usize) -> Self {
-        self.queue_limit = Some(bytes);
+        // As `Config` takes it (0 counts as 1): before stop 28 (2026-12-05) the getter and
+        // `Debug` said 0 where channels had 1.
+        self.queue_limit = Some(bytes.max(1));
         self
     }
 

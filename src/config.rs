@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+/// The largest [`Config::read_buffer_size`].
+const READ_BUFFER_MAX: usize = 16 << 20;
+
 /// Settings of a channel: timeouts, limits and queue sizes. One value can serve every request.
 ///
 /// Setters take and return the value, so settings chain:
@@ -60,7 +63,7 @@ impl Default for Settings {
 /// `Instant + Duration` before 2026-12-05).
 const LONGEST: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
-fn bounded(duration: Duration) -> Duration {
+pub(crate) fn bounded(duration: Duration) -> Duration {
     duration.min(LONGEST)
 }
 
@@ -226,23 +229,29 @@ impl Config {
     }
 
     /// The largest WebSocket message accepted from a client; a larger one closes the
-    /// connection with 1009. The default is 64 MiB.
+    /// connection with 1009, as soon as a frame's header shows it would pass the limit (before
+    /// its payload is read). The default is 64 MiB.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.set().max_message_size = bytes;
         self
     }
 
-    /// The largest WebSocket frame accepted from a client; a larger one closes the connection
-    /// with 1009. The default is 16 MiB.
+    /// The largest WebSocket data frame accepted from a client; a larger one closes the
+    /// connection with 1009, as soon as its header is read. Control frames (pings, pongs,
+    /// closes: 125 bytes at most by RFC 6455) are not held to it. The server reads a frame
+    /// into room it makes as the bytes come, at most 16 MiB ahead of them: a client announcing
+    /// a frame of any size costs no more until it sends it. The default is 16 MiB.
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
         self.set().max_frame_size = bytes;
         self
     }
 
     /// The WebSocket read buffer. Small keeps idle connections cheap; larger can speed up
-    /// big messages a little. The default is 4 KiB.
+    /// big messages a little. At least 256 bytes and at most 16 MiB (values outside are taken
+    /// as those: before stop 28, 2026-12-05, `usize::MAX` made every connection's task panic
+    /// and 1 TiB aborted the process). The default is 4 KiB.
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
-        self.set().read_buffer_size = bytes.max(256);
+        self.set().read_buffer_size = bytes.clamp(256, READ_BUFFER_MAX);
         self
     }
 
@@ -251,7 +260,12 @@ impl Config {
     /// header); others get `403 Forbidden`. This guards against cross-site WebSocket
     /// hijacking: browsers send cookies with a cross-site upgrade request and the same-origin
     /// policy does not apply to WebSockets. Requests without an `Origin` header (non-browser
-    /// clients) are accepted. HTTP streams are not affected (browsers enforce CORS on them).
+    /// clients) are accepted; two `Origin` headers, or one that is not visible ASCII, are not.
+    /// An entry is compared as a browser writes the header, `scheme://host`, with `:port` only
+    /// when it is not the scheme's default (so `https://example.com:443` never matches: write
+    /// `https://example.com`); whitespace around an entry and a trailing `/` are dropped. There
+    /// are no wildcards: `"*"` matches nothing (leave the list unset to accept every origin).
+    /// HTTP streams are not affected (browsers enforce CORS on them).
     /// The default is to accept every origin.
     ///
     /// # Examples
@@ -265,7 +279,10 @@ impl Config {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.set().allowed_origins = Some(origins.into_iter().map(Into::into).collect());
+        // Written as an `Origin` header is: no whitespace around it, no path (so no trailing
+        // `/`). Before stop 28 (2026-12-05) such entries never matched.
+        let normal = |origin: String| origin.trim().trim_end_matches('/').to_owned();
+        self.set().allowed_origins = Some(origins.into_iter().map(|o| normal(o.into())).collect());
         self
     }
 }

@@ -179,18 +179,18 @@ impl Decoder {
         Self { max_message, max_frame, partial: None, consumed: 0 }
     }
 
-    /// Drops what was decoded from the front of `buf`. `decode` does it before it asks for
-    /// more bytes; the caller does it when it stops calling `decode` before that.
-    /// Is a data message under way: fragments of one kept, or the start of a data frame at
-    /// the front of `buf` (after [`Decoder::settle`])? A peer sending a message in pieces is
-    /// not idle (see `Config::timeout`).
-    pub(crate) fn in_message(&self, buf: &[u8]) -> bool {
-        self.partial.is_some()
-            || buf
-                .get(self.consumed)
-                .is_some_and(|b0| matches!(b0 & 0x0F, OP_CONTINUATION | OP_TEXT | OP_BINARY))
+    /// Bytes of the data message under way: its fragments kept, and what `buf` holds of a
+    /// data frame begun at its front (after [`Decoder::settle`]). It grows while a peer sends a
+    /// message in pieces, which is not idle (see `Config::timeout`); pings and pongs meanwhile
+    /// do not make it grow.
+    pub(crate) fn message_progress(&self, buf: &[u8]) -> usize {
+        let kept = self.partial.as_ref().map_or(0, |p| p.data.len());
+        let front = buf.get(self.consumed).filter(|b0| *b0 & 0x08 == 0);
+        kept + front.map_or(0, |_| buf.len() - self.consumed)
     }
 
+    /// Drops what was decoded from the front of `buf`. `decode` does it before it asks for
+    /// more bytes; the caller does it when it stops calling `decode` before that.
     pub(crate) fn settle(&mut self, buf: &mut BytesMut) {
         if self.consumed > 0 {
             buf.advance(self.consumed);
@@ -275,10 +275,25 @@ impl Decoder {
             }
             n => (u64::from(n), 2),
         };
-        if len > self.max_frame as u64 {
-            return Err(frame_too_large(len, self.max_frame));
+        if opcode & 0x8 == 0 {
+            // A data frame: refused at its header when it is over the frame limit, or would
+            // take its message over the message limit, before its payload is read. Before stop
+            // 28 (2026-12-05) the message limit was checked only once the frame had come
+            // whole: with `max_message_size` under `max_frame_size`, 16 clients held 128 MiB
+            // of frames that could only be refused. Control frames (125 bytes at most, checked
+            // above) are not data: a small frame limit refused the client's pongs and closes.
+            if len > self.max_frame as u64 {
+                return Err(frame_too_large(len, self.max_frame));
+            }
+            let before = match (&self.partial, opcode) {
+                (Some(partial), OP_CONTINUATION) => partial.data.len() as u64,
+                _ => 0,
+            };
+            if before + len > self.max_message as u64 {
+                return Err(message_too_large(self.max_message));
+            }
         }
-        let len = len as usize; // at most max_frame, a usize
+        let len = len as usize; // at most max_frame or 125, a usize
         let total = header + 4 + len;
         if rest.len() < total {
             *need = total;
@@ -883,7 +898,8 @@ mod tests {
     ) -> (Vec<Out>, Option<u16>) {
         let (mut outs, mut message) = (0, 0);
         for (fin, opcode, payload) in frames {
-            if payload.len() > max_frame {
+            // The frame limit is for data frames (control frames hold 125 bytes at most).
+            if *opcode & 0x8 == 0 && payload.len() > max_frame {
                 return (want[..outs].to_vec(), Some(1009));
             }
             if *opcode & 0x8 == 0 {

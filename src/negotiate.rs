@@ -152,11 +152,18 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
     })
 }
 
-/// An `Origin` outside [`Config::allowed_origins`] gets 403.
+/// An `Origin` outside [`Config::allowed_origins`] gets 403; so do two `Origin` headers (a
+/// browser sends one, RFC 6454 §7.3) and one that is not visible ASCII. Before stop 28
+/// (2026-12-05) only the first of two was checked (an allowed one let a second through), and
+/// an unreadable one was taken for `""`.
 fn check_origin(headers: &HeaderMap, config: &Config) -> Option<Class> {
     let allowed = config.get().allowed_origins.as_ref()?;
-    let origin = headers.get(header::ORIGIN)?.to_str().unwrap_or_default().trim();
-    if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+    let origin = match single(headers, header::ORIGIN) {
+        Ok(None) => return None,
+        Ok(Some(origin)) => origin.to_str().ok().map(str::trim),
+        Err(()) => None,
+    };
+    if origin.is_some_and(|origin| allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))) {
         return None;
     }
     Some(Class::Reject(

@@ -33,8 +33,7 @@ pub struct Body {
 }
 
 enum Inner {
-    /// A whole body, in one frame (with a receipt when it is a channel's response sent whole).
-    Full(Option<BodyData>),
+    Full(Option<Bytes>),
     Stream(Box<StreamBody>),
 }
 
@@ -42,7 +41,7 @@ impl fmt::Debug for Body {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.inner {
             Inner::Full(b) => {
-                f.debug_tuple("Body::Full").field(&b.as_ref().map(Buf::remaining)).finish()
+                f.debug_tuple("Body::Full").field(&b.as_ref().map(Bytes::len)).finish()
             }
             Inner::Stream(_) => f.write_str("Body::Stream"),
         }
@@ -59,7 +58,7 @@ impl Body {
     /// A body of these bytes.
     #[must_use]
     pub fn full(bytes: Bytes) -> Self {
-        Self { inner: Inner::Full(if bytes.is_empty() { None } else { Some(bytes.into()) }) }
+        Self { inner: Inner::Full(if bytes.is_empty() { None } else { Some(bytes) }) }
     }
 }
 
@@ -78,7 +77,7 @@ impl http_body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<BodyData>, Error>>> {
         match &mut self.inner {
-            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b.into())))),
             Inner::Stream(s) => s.poll_frame(cx),
         }
     }
@@ -92,7 +91,7 @@ impl http_body::Body for Body {
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.remaining() as u64)),
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::Stream(_) => SizeHint::default(),
         }
     }
@@ -480,6 +479,12 @@ impl StreamHead {
                     _ => Bytes::new(),
                 };
                 let upto = close_seq.unwrap_or(first.seq);
+                // The send completes, and the channel closes, here, when the response is
+                // decided: a handler may wait for this send before it returns the response
+                // (`join!(reply, sender.send_and_close(..))`), and hyper writes nothing before
+                // that. Waiting for hyper's write (tried at stop 28, 2026-12-05) deadlocked such
+                // a handler. A connection dropped before hyper writes loses the response.
+                self.shared.finish_items(upto, first.size, &mut failures);
                 // The length is the message's; a `Transfer-Encoding` the handler set would
                 // contradict it (hyper then refused the head: no response at all, the send
                 // `Ok`, before stop 27, 2026-12-05). A HEAD keeps a length the handler
@@ -488,20 +493,7 @@ impl StreamHead {
                 if !(is_head && headers.contains_key(header::CONTENT_LENGTH)) {
                     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
                 }
-                if is_head || bytes.is_empty() {
-                    self.shared.finish_items(upto, first.size, &mut failures);
-                    (Body::empty(), None)
-                } else {
-                    // One frame with a receipt, as a stream's: the send completes, and the
-                    // channel closes, once hyper has written the response (or fail `Closed`
-                    // if it drops it unwritten). Before stop 28 (2026-12-05) both came at the
-                    // head: `Closed` while a client that read nothing had 40 KB of 2 MiB.
-                    self.shared.frame_out(first.size, &mut failures);
-                    let receipt = Receipt::new(Arc::clone(&self.shared), upto);
-                    let data = BodyData::from(bytes).with_receipt(receipt);
-                    self.shared.body_end(upto);
-                    (Body { inner: Inner::Full(Some(data)) }, Some(()))
-                }
+                (if is_head { Body::empty() } else { Body::full(bytes) }, None)
             }
             First::HeadOnly(first, no_content) => {
                 let mut failures = Vec::new();

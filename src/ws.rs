@@ -42,6 +42,9 @@ use crate::{CloseInfo, Error, Event, Incoming, Message};
 
 /// Frames decoded per wake-up before the task lets others run.
 const READ_BUDGET: usize = 64;
+/// The most the read buffer grows ahead of the bytes that came: a frame of the default
+/// largest size, whole (see `Conn::poll_read`).
+const RESERVE_MAX: usize = (16 << 20) + 64;
 /// Encoded bytes gathered before they are written out.
 const WRITE_HIGH: usize = 64 * 1024;
 /// Payloads at least this large are written from their own buffer (vectored), not copied.
@@ -710,6 +713,12 @@ impl Conn {
         // limit, with 1 MiB messages from a client on its own thread, before 2026-12-05).
         let mut bytes = 0;
         let limit = self.shared.config.get().queue_limit;
+        // How far a message in pieces got, to tell whether its bytes came (idle timeout only).
+        let progress = if self.idle.is_some() {
+            self.decoder.message_progress(&self.rbuf)
+        } else {
+            usize::MAX
+        };
         let mut heard = false;
         let mut budget_spent = false;
         loop {
@@ -774,7 +783,11 @@ impl Conn {
             let missing = self.need.saturating_sub(self.rbuf.len());
             let fits = missing > 0 && self.rbuf.capacity() - self.rbuf.len() >= missing;
             if !(fits && self.need <= bufpool::LARGE_MAX) {
-                self.rbuf.reserve(want);
+                // Room for the frame being read, but not for more than can come soon: a
+                // header may announce far more than the client ever sends (with a frame limit
+                // raised to "none", 1 TiB: the allocation failed and aborted the process,
+                // before stop 28, 2026-12-05).
+                self.rbuf.reserve(want.min(RESERVE_MAX));
             }
             // Else the rest of a frame of a pooled size fits in the room left: read into that,
             // not into a reallocated buffer (its tail often arrives alone, a few KiB or less),
@@ -800,8 +813,9 @@ impl Conn {
         self.decoder.settle(&mut self.rbuf);
         // A message being received in pieces (fragments, or one large frame read a slice at a
         // time) is not idle either: before stop 28 (2026-12-05) only whole messages counted,
-        // and the idle timeout closed a connection in the middle of a slow upload.
-        if data || (heard && self.idle.is_some() && self.decoder.in_message(&self.rbuf)) {
+        // and the idle timeout closed a connection in the middle of a slow upload. (Its bytes,
+        // not the pings or pongs that come meanwhile.)
+        if data || (heard && self.decoder.message_progress(&self.rbuf) > progress) {
             self.touch();
         }
         if heard {

@@ -96,16 +96,28 @@ fn has_token(headers: &http::HeaderMap, name: &HeaderName, token: &str) -> bool 
     tokens(headers, name).iter().any(|t| t.eq_ignore_ascii_case(token))
 }
 
+/// Whether the allow-list (if any) refuses the request's `Origin`: a single one, visible ASCII,
+/// among the entries (case aside). Two `Origin` headers, or one that is not visible ASCII, are
+/// refused (since stop 28, 2026-12-05; RFC 6454 §7.3: a user agent sends one).
+fn origin_refused(headers: &http::HeaderMap, allowed: Option<&[&str]>) -> bool {
+    let Some(allowed) = allowed else { return false };
+    let origins: Vec<_> = headers.get_all(header::ORIGIN).iter().collect();
+    match origins[..] {
+        [] => false,
+        [origin] => !origin
+            .to_str()
+            .is_ok_and(|origin| allowed.iter().any(|a| a.eq_ignore_ascii_case(origin.trim()))),
+        _ => true,
+    }
+}
+
 /// What RFC 6455 §4.2.1 (and the allow-list) say of a request with an upgrade token: the
 /// statuses of the conditions it breaks (empty: it must be accepted).
 fn violations(request: &Request<()>, allowed: Option<&[&str]>) -> Vec<StatusCode> {
     let headers = request.headers();
     let mut out = Vec::new();
-    if let (Some(allowed), Some(origin)) = (allowed, headers.get(header::ORIGIN)) {
-        let origin = origin.to_str().unwrap_or("").trim();
-        if !allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
-            out.push(StatusCode::FORBIDDEN);
-        }
+    if origin_refused(headers, allowed) {
+        out.push(StatusCode::FORBIDDEN);
     }
     if request.method() != Method::GET {
         out.push(StatusCode::METHOD_NOT_ALLOWED);
@@ -150,11 +162,8 @@ fn connect_violations(request: &Request<()>, allowed: Option<&[&str]>) -> Vec<St
         }
         Some(_) => {}
     }
-    if let (Some(allowed), Some(origin)) = (allowed, headers.get(header::ORIGIN)) {
-        let origin = origin.to_str().unwrap_or("").trim();
-        if !allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
-            out.push(StatusCode::FORBIDDEN);
-        }
+    if origin_refused(headers, allowed) {
+        out.push(StatusCode::FORBIDDEN);
     }
     let versions: Vec<_> = headers.get_all(header::SEC_WEBSOCKET_VERSION).iter().collect();
     match versions[..] {

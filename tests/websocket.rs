@@ -1482,3 +1482,41 @@ async fn a_close_the_transport_began_is_seen_by_the_handles() {
         assert_eq!(ask(&ch.sender()), CLOSING, "violation {violation}");
     }
 }
+
+/// Pings from the client, or its pongs to keepalive, while a fragmented message it began is
+/// never finished, do not hold an idle connection open: the message's bytes count as
+/// traffic, pings and pongs still do not (`Config::timeout`). Stop 28's first version of the
+/// rule (any bytes while a message was under way) let them: no close in 8 s; found by its own
+/// review before it landed.
+#[tokio::test]
+async fn pings_or_pongs_during_an_unfinished_message_do_not_keep_it_open() {
+    for keepalive in [false, true] {
+        let config = Config::default()
+            .timeout(Duration::from_secs(1))
+            .keepalive(keepalive.then_some((Duration::from_millis(200), Duration::from_secs(5))));
+        let (addr, mut channels) = serve_channels(config).await;
+        let mut raw = RawWs::connect(addr).await;
+        let _ch = next_channel(&mut channels).await;
+        // A text message begun (FIN clear), never finished.
+        raw.frame(0x01, b"hel").await;
+        let started = std::time::Instant::now();
+        let mut next_ping = started;
+        let close = loop {
+            assert!(started.elapsed() < Duration::from_secs(8), "keepalive {keepalive}: no close");
+            if !keepalive && std::time::Instant::now() >= next_ping {
+                raw.frame(0x89, b"c").await;
+                next_ping += Duration::from_millis(250);
+            }
+            match tokio::time::timeout(Duration::from_millis(50), raw.read_frame()).await {
+                Ok(Some((first, payload))) if first & 0x0F == 0x8 => break payload,
+                Ok(Some((first, payload))) if first & 0x0F == 0x9 => {
+                    raw.frame(0x8A, &payload).await
+                }
+                Ok(Some(_)) | Err(_) => {}
+                Ok(None) => panic!("keepalive {keepalive}: the end without a close frame"),
+            }
+        };
+        assert_eq!(&close[..2], &1000u16.to_be_bytes(), "keepalive {keepalive}");
+        assert_eq!(&close[2..], b"idle timeout", "keepalive {keepalive}");
+    }
+}
