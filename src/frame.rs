@@ -75,6 +75,8 @@ struct Partial {
 pub(crate) struct Decoder {
     max_message: usize,
     max_frame: usize,
+    /// The smaller of the two: a frame this long or shorter that starts a message meets both.
+    data_limit: u64,
     partial: Option<Partial>,
     /// Bytes at the front of the read buffer already decoded (small frames, copied out): the
     /// buffer is advanced past them once, by [`Decoder::settle`], not frame by frame (~55
@@ -176,7 +178,8 @@ const COPY_MAX: usize = bufpool::SMALL_MAX;
 
 impl Decoder {
     pub(crate) fn new(max_message: usize, max_frame: usize) -> Self {
-        Self { max_message, max_frame, partial: None, consumed: 0 }
+        let data_limit = max_message.min(max_frame) as u64;
+        Self { max_message, max_frame, data_limit, partial: None, consumed: 0 }
     }
 
     /// Bytes of the data message under way: its fragments kept, and what `buf` holds of a
@@ -275,23 +278,15 @@ impl Decoder {
             }
             n => (u64::from(n), 2),
         };
-        if opcode & 0x8 == 0 {
-            // A data frame: refused at its header when it is over the frame limit, or would
-            // take its message over the message limit, before its payload is read. Before stop
-            // 28 (2026-12-05) the message limit was checked only once the frame had come
-            // whole: with `max_message_size` under `max_frame_size`, 16 clients held 128 MiB
-            // of frames that could only be refused. Control frames (125 bytes at most, checked
-            // above) are not data: a small frame limit refused the client's pongs and closes.
-            if len > self.max_frame as u64 {
-                return Err(frame_too_large(len, self.max_frame));
-            }
-            let before = match (&self.partial, opcode) {
-                (Some(partial), OP_CONTINUATION) => partial.data.len() as u64,
-                _ => 0,
-            };
-            if before + len > self.max_message as u64 {
-                return Err(message_too_large(self.max_message));
-            }
+        // A data frame is refused at its header when it is over the frame limit, or would take
+        // its message over the message limit, before its payload is read. Before stop 28
+        // (2026-12-05) the message limit was checked only once the frame had come whole: with
+        // `max_message_size` under `max_frame_size`, 16 clients held 128 MiB of frames that
+        // could only be refused. Control frames (125 bytes at most, checked above) are not
+        // data: a small frame limit refused the client's pongs and closes. (One compare in the
+        // common case: a whole message in one frame under both limits.)
+        if opcode & 0x8 == 0 && (len > self.data_limit || self.partial.is_some()) {
+            self.check_data_header(opcode, len)?;
         }
         let len = len as usize; // at most max_frame or 125, a usize
         let total = header + 4 + len;
@@ -424,6 +419,23 @@ impl Decoder {
             },
             _ => Err(Violation::protocol("reserved opcode")),
         }
+    }
+
+    /// The limits a data frame's header must meet (see [`Decoder::frame`]).
+    #[cold]
+    #[inline(never)]
+    fn check_data_header(&self, opcode: u8, len: u64) -> Result<(), Violation> {
+        if len > self.max_frame as u64 {
+            return Err(frame_too_large(len, self.max_frame));
+        }
+        let before = match (&self.partial, opcode) {
+            (Some(partial), OP_CONTINUATION) => partial.data.len() as u64,
+            _ => 0,
+        };
+        if before + len > self.max_message as u64 {
+            return Err(message_too_large(self.max_message));
+        }
+        Ok(())
     }
 
     fn check_size(&self, size: usize) -> Result<(), Violation> {
