@@ -281,8 +281,10 @@ impl Config {
     {
         // Written as an `Origin` header is: no whitespace around it, no path (so no trailing
         // `/`). Before stop 28 (2026-12-05) such entries never matched.
-        let normal = |origin: String| origin.trim().trim_end_matches('/').to_owned();
-        self.set().allowed_origins = Some(origins.into_iter().map(|o| normal(o.into())).collect());
+        // An entry left empty is dropped: it would match an empty `Origin`, which is none.
+        let normal = |origin: String| origin.trim().trim_end_matches('/').trim().to_owned();
+        self.set().allowed_origins =
+            Some(origins.into_iter().map(|o| normal(o.into())).filter(|o| !o.is_empty()).collect());
         self
     }
 }

@@ -77,6 +77,9 @@ pub(crate) struct Decoder {
     max_frame: usize,
     /// The smaller of the two: a frame this long or shorter that starts a message meets both.
     data_limit: u64,
+    /// Bytes of the data frames taken so far, headers included (see
+    /// [`Decoder::message_progress`]).
+    data_bytes: u64,
     partial: Option<Partial>,
     /// Bytes at the front of the read buffer already decoded (small frames, copied out): the
     /// buffer is advanced past them once, by [`Decoder::settle`], not frame by frame (~55
@@ -179,17 +182,18 @@ const COPY_MAX: usize = bufpool::SMALL_MAX;
 impl Decoder {
     pub(crate) fn new(max_message: usize, max_frame: usize) -> Self {
         let data_limit = max_message.min(max_frame) as u64;
-        Self { max_message, max_frame, data_limit, partial: None, consumed: 0 }
+        Self { max_message, max_frame, data_limit, data_bytes: 0, partial: None, consumed: 0 }
     }
 
-    /// Bytes of the data message under way: its fragments kept, and what `buf` holds of a
-    /// data frame begun at its front (after [`Decoder::settle`]). It grows while a peer sends a
-    /// message in pieces, which is not idle (see `Config::timeout`); pings and pongs meanwhile
-    /// do not make it grow.
-    pub(crate) fn message_progress(&self, buf: &[u8]) -> usize {
-        let kept = self.partial.as_ref().map_or(0, |p| p.data.len());
+    /// Bytes of data frames received: those taken whole, headers included, and what `buf`
+    /// holds of one begun at its front (after [`Decoder::settle`]). It grows with every byte of
+    /// a message a peer sends in pieces, which is not idle (see `Config::timeout`), and never
+    /// with pings or pongs. (Counting the fragments kept instead, a read that ended a fragment
+    /// with its last few bytes made the count shrink by the header: the idle timeout closed
+    /// a slow upload, in stop 28's first version.)
+    pub(crate) fn message_progress(&self, buf: &[u8]) -> u64 {
         let front = buf.get(self.consumed).filter(|b0| *b0 & 0x08 == 0);
-        kept + front.map_or(0, |_| buf.len() - self.consumed)
+        self.data_bytes + front.map_or(0, |_| (buf.len() - self.consumed) as u64)
     }
 
     /// Drops what was decoded from the front of `buf`. `decode` does it before it asks for
@@ -296,6 +300,9 @@ impl Decoder {
         }
         let key = [rest[header], rest[header + 1], rest[header + 2], rest[header + 3]];
         *need = 0;
+        if opcode & 0x8 == 0 {
+            self.data_bytes += total as u64;
+        }
         let (start, end) = (at + header + 4, at + total);
         if len <= COPY_MAX {
             // A small payload is unmasked where it is and copied out (to the thread's arena),
@@ -425,6 +432,17 @@ impl Decoder {
     #[cold]
     #[inline(never)]
     fn check_data_header(&self, opcode: u8, len: u64) -> Result<(), Violation> {
+        // A protocol error first, as when the frame is read whole (RFC 6455 §5.4): found by
+        // stop 28's review of this check, which gave 1009 for these when they were large.
+        match (&self.partial, opcode) {
+            (Some(_), OP_TEXT | OP_BINARY) => {
+                return Err(Violation::protocol("new message before the last one ended"));
+            }
+            (None, OP_CONTINUATION) => {
+                return Err(Violation::protocol("continuation frame with nothing to continue"));
+            }
+            _ => {}
+        }
         if len > self.max_frame as u64 {
             return Err(frame_too_large(len, self.max_frame));
         }

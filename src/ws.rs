@@ -714,11 +714,8 @@ impl Conn {
         let mut bytes = 0;
         let limit = self.shared.config.get().queue_limit;
         // How far a message in pieces got, to tell whether its bytes came (idle timeout only).
-        let progress = if self.idle.is_some() {
-            self.decoder.message_progress(&self.rbuf)
-        } else {
-            usize::MAX
-        };
+        let progress =
+            if self.idle.is_some() { self.decoder.message_progress(&self.rbuf) } else { u64::MAX };
         let mut heard = false;
         let mut budget_spent = false;
         loop {

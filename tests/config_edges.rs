@@ -695,3 +695,496 @@ mod compat {
         }
     }
 }
+
+/// Data frames' header checks (a protocol error before a size), control frames with tiny
+/// limits, and the idle timeout while a message comes in pieces: stop 28's review of its own
+/// header check and idle rule.
+mod frames {
+
+    use std::time::Duration;
+
+    use super::support::*;
+    use tokio::io::{AsyncRead, AsyncWrite};
+    use webchan::{Channel, Config, Event, Incoming};
+
+    trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+    impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+    const MASK: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
+
+    struct Case {
+        raw: RawWs<Box<dyn Io>>,
+        ch: Channel,
+        _h2: Option<H2Sender>,
+    }
+
+    async fn open(
+        addr: std::net::SocketAddr,
+        channels: &mut tokio::sync::mpsc::UnboundedReceiver<Channel>,
+        h2: bool,
+    ) -> Case {
+        let (raw, h2s) = if h2 {
+            let mut sender = h2_client(addr).await;
+            let io = h2_websocket(&mut sender, addr, "/").await;
+            (RawWs { tcp: Box::new(io) as Box<dyn Io>, buf: Vec::new() }, Some(sender))
+        } else {
+            let raw = RawWs::connect(addr).await;
+            (RawWs { tcp: Box::new(raw.tcp) as Box<dyn Io>, buf: raw.buf }, None)
+        };
+        let mut ch = next_channel(channels).await;
+        assert!(matches!(next_of(&mut ch).await, Some(Event::Open)));
+        Case { raw, ch, _h2: h2s }
+    }
+
+    /// The close code the server sends, and the one its channel reports.
+    async fn close_codes(case: &mut Case) -> (Option<u16>, Option<u16>) {
+        let close = case.raw.read_close().await;
+        let events = all_events(&mut case.ch).await;
+        (close.map(|c| c.0), closed_of(&events).code)
+    }
+
+    /// RFC 6455 §5.4: a new data frame while a fragmented message is open is a protocol error
+    /// (Autobahn 5.x: 1002). Before fd6a7ce a data frame under max_frame_size was read whole and
+    /// failed with 1002 whatever its size; now a frame over max_message_size is refused at its
+    /// header with 1009, the protocol error unreported.
+    #[tokio::test]
+    async fn a_new_data_frame_over_the_message_limit_while_a_message_is_open_is_1002() {
+        let config = Config::default().max_message_size(100);
+        let (addr, mut channels) = serve_channels(config).await;
+        let mut failed = Vec::new();
+        for h2 in [false, true] {
+            for opcode in [0x81u8, 0x82, 0x01, 0x02] {
+                let mut case = open(addr, &mut channels, h2).await;
+                // A binary message begun, FIN clear.
+                case.raw.frame(0x02, b"abc").await;
+                // Then a new data frame (not a continuation) of 200 bytes.
+                case.raw.frame(opcode, &[b'a'; 200]).await;
+                let got = close_codes(&mut case).await;
+                if got != (Some(1002), Some(1002)) {
+                    failed.push(format!("h2={h2} opcode={opcode:#x}: (sent, reported) {got:?}"));
+                }
+            }
+        }
+        assert!(failed.is_empty(), "expected 1002 (protocol error):\n{}", failed.join("\n"));
+    }
+
+    /// RFC 6455 §5.4: a continuation frame with no message to continue is a protocol error
+    /// (Autobahn 5.x: 1002); before fd6a7ce it was 1002 whatever its size under max_frame_size.
+    #[tokio::test]
+    async fn a_continuation_over_the_message_limit_with_nothing_to_continue_is_1002() {
+        let config = Config::default().max_message_size(100);
+        let (addr, mut channels) = serve_channels(config).await;
+        let mut failed = Vec::new();
+        for h2 in [false, true] {
+            for first in [0x80u8, 0x00] {
+                let mut case = open(addr, &mut channels, h2).await;
+                case.raw.frame(first, &[b'a'; 200]).await;
+                let got = close_codes(&mut case).await;
+                if got != (Some(1002), Some(1002)) {
+                    failed.push(format!("h2={h2} first={first:#x}: (sent, reported) {got:?}"));
+                }
+            }
+        }
+        assert!(failed.is_empty(), "expected 1002 (protocol error):\n{}", failed.join("\n"));
+    }
+
+    /// Control frames over 125 bytes stay 1002 whatever the limits, even with max_frame_size and
+    /// max_message_size at 0; small ones pass.
+    #[tokio::test]
+    async fn control_frames_with_tiny_limits() {
+        let config = Config::default().max_message_size(0).max_frame_size(0);
+        let (addr, mut channels) = serve_channels(config).await;
+        for h2 in [false, true] {
+            // A ping of 125 bytes is answered, an empty message passes, then a 126-byte ping: 1002.
+            let mut case = open(addr, &mut channels, h2).await;
+            case.raw.frame(0x89, &[7u8; 125]).await;
+            let pong = case.raw.read_frame().await.unwrap();
+            assert_eq!((pong.0, pong.1.len()), (0x8A, 125), "h2={h2}");
+            case.raw.frame(0x82, b"").await;
+            case.raw.frame(0x02, b"").await;
+            case.raw.frame(0x80, b"").await;
+            for _ in 0..2 {
+                match next_of(&mut case.ch).await {
+                    Some(Event::Message(Incoming::Binary(b))) => assert!(b.is_empty()),
+                    other => panic!("h2={h2}: {other:?}"),
+                }
+            }
+            case.raw.frame(0x89, &[7u8; 126]).await;
+            assert_eq!(close_codes(&mut case).await, (Some(1002), Some(1002)), "h2={h2}");
+            // A text message over the limit with invalid UTF-8: 1009 (size first), as before.
+            let mut case = open(addr, &mut channels, h2).await;
+            case.raw.frame(0x81, &[0xFF]).await;
+            let got = close_codes(&mut case).await;
+            assert!(matches!(got, (Some(1009), Some(1009))), "h2={h2}: {got:?}");
+        }
+    }
+
+    /// Exactness at n and n + 1 with the message limit under the frame limit and the message in
+    /// fragments of varying sizes, text and binary, HTTP/1.1 and HTTP/2.
+    #[tokio::test]
+    async fn message_limit_exact_with_uneven_fragments() {
+        let n = 1000usize;
+        let config = Config::default().max_message_size(n).max_frame_size(600);
+        let (addr, mut channels) = serve_channels(config).await;
+        for h2 in [false, true] {
+            for text in [false, true] {
+                for total in [n, n + 1] {
+                    let mut case = open(addr, &mut channels, h2).await;
+                    let sizes = [0usize, 599, 1, 0, total - 600];
+                    let mut first = true;
+                    for (i, size) in sizes.iter().enumerate() {
+                        let op = if first {
+                            if text {
+                                0x01
+                            } else {
+                                0x02
+                            }
+                        } else {
+                            0x00
+                        };
+                        first = false;
+                        let fin = if i + 1 == sizes.len() { 0x80 } else { 0 };
+                        case.raw.frame(fin | op, &vec![b'x'; *size]).await;
+                    }
+                    let what = format!("h2={h2} text={text} total={total}");
+                    if total == n {
+                        match next_of(&mut case.ch).await {
+                            Some(Event::Message(Incoming::Binary(b))) if !text => {
+                                assert_eq!(b.len(), n, "{what}")
+                            }
+                            Some(Event::Message(Incoming::Text(t))) if text => {
+                                assert_eq!(t.len(), n, "{what}")
+                            }
+                            other => panic!("{what}: {other:?}"),
+                        }
+                    } else {
+                        assert_eq!(
+                            close_codes(&mut case).await,
+                            (Some(1009), Some(1009)),
+                            "{what}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// `Config::timeout`: "a client in the middle of sending [a message], a fragment or a slice of
+    /// one large frame [...] is not idle". A client trickling a fragmented message, a slice every
+    /// 1.2 s with a 2 s timeout, where a slice happens to be the end of a fragment (its last byte,
+    /// or its payload after its header came alone), is not idle either: the message must arrive
+    /// with no idle close. fd6a7ce counts a read as traffic only when `message_progress` grew, and
+    /// completing a fragment drops its header's bytes from the count.
+    #[tokio::test]
+    async fn a_slow_fragmented_upload_whose_fragment_ends_in_its_own_read_is_not_idle() {
+        let config = Config::default().timeout(Duration::from_secs(2));
+        let (addr, mut channels) = serve_channels(config).await;
+        let mut failed = Vec::new();
+        for h2 in [false, true] {
+            for variant in ["last byte alone", "payload after its header"] {
+                let mut case = open(addr, &mut channels, h2).await;
+                let fragment = encode_frame(0x02, Some(MASK), &[b'a'; 5], None);
+                let split = if variant == "last byte alone" { fragment.len() - 1 } else { 6 };
+                case.raw.raw(&fragment[..split]).await;
+                tokio::time::sleep(Duration::from_millis(1200)).await;
+                case.raw.raw(&fragment[split..]).await;
+                tokio::time::sleep(Duration::from_millis(1200)).await;
+                let what = format!("h2={h2} {variant}");
+                // Nothing from the server so far (its idle close would be here).
+                let early =
+                    tokio::time::timeout(Duration::from_millis(100), case.raw.read_frame()).await;
+                if let Ok(frame) = early {
+                    failed.push(format!("{what}: the server sent {frame:?} after 2.4 s of slices"));
+                    continue;
+                }
+                case.raw.raw(&encode_frame(0x80, Some(MASK), &[b'b'; 5], None)).await;
+                match next_of(&mut case.ch).await {
+                    Some(Event::Message(Incoming::Binary(b))) if b.len() == 10 => {}
+                    other => {
+                        let close =
+                            tokio::time::timeout(Duration::from_secs(1), case.raw.read_close())
+                                .await;
+                        failed.push(format!("{what}: event {other:?}, close frame {close:?}"));
+                    }
+                }
+            }
+        }
+        assert!(
+            failed.is_empty(),
+            "a client sending every 1.2 s got idle-closed:\n{}",
+            failed.join("\n")
+        );
+    }
+
+    /// The same as a steady trickle: a 25-byte fragment then its continuation, each frame written
+    /// in 10-byte slices, one every 1.2 s, with a 2 s timeout.
+    #[tokio::test]
+    async fn a_steady_trickle_of_a_fragmented_message_is_not_idle() {
+        let config = Config::default().timeout(Duration::from_secs(2));
+        let (addr, mut channels) = serve_channels(config).await;
+        let mut case = open(addr, &mut channels, false).await;
+        // Each frame (6 header bytes + 25) written in slices of 10 bytes: 10, 10, 10, 1.
+        let first = encode_frame(0x02, Some(MASK), &[b'a'; 25], None);
+        let last = encode_frame(0x80, Some(MASK), &[b'b'; 25], None);
+        let mut sent_at = Vec::new();
+        let start = std::time::Instant::now();
+        for chunk in first.chunks(10).chain(last.chunks(10)) {
+            case.raw.raw(chunk).await;
+            sent_at.push(start.elapsed());
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            // Nothing from the server meanwhile (its idle close would be here).
+            let early =
+                tokio::time::timeout(Duration::from_millis(50), case.raw.read_frame()).await;
+            assert!(early.is_err(), "slices sent at {sent_at:?}; the server sent {early:?}");
+        }
+        match next_of(&mut case.ch).await {
+            Some(Event::Message(Incoming::Binary(b))) if b.len() == 50 => {}
+            other => panic!("slices sent at {sent_at:?}: {other:?}"),
+        }
+    }
+
+    /// The intended part of the rule holds: pings alone do not keep a connection open (no
+    /// message under way), over HTTP/2 too; a single large frame trickled keeps it open.
+    #[tokio::test]
+    async fn pings_alone_do_not_keep_it_open_a_trickled_frame_does() {
+        let config = Config::default().timeout(Duration::from_secs(1));
+        let (addr, mut channels) = serve_channels(config).await;
+        for h2 in [false, true] {
+            let mut case = open(addr, &mut channels, h2).await;
+            let start = std::time::Instant::now();
+            let close = loop {
+                assert!(start.elapsed() < Duration::from_secs(8), "h2={h2}: no idle close");
+                case.raw.frame(0x89, b"p").await;
+                match tokio::time::timeout(Duration::from_millis(300), case.raw.read_frame()).await
+                {
+                    Ok(Some((first, payload))) if first & 0x0F == 0x8 => break payload,
+                    Ok(Some(_)) | Err(_) => {}
+                    Ok(None) => panic!("h2={h2}: EOF without close"),
+                }
+            };
+            assert_eq!(&close[2..], b"idle timeout", "h2={h2}");
+
+            let mut case = open(addr, &mut channels, h2).await;
+            let whole = encode_frame(0x82, Some(MASK), &[3u8; 3000], None);
+            for chunk in whole.chunks(300) {
+                case.raw.raw(chunk).await;
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+            let early =
+                tokio::time::timeout(Duration::from_millis(50), case.raw.read_frame()).await;
+            assert!(early.is_err(), "h2={h2}: the server sent {early:?}");
+            match next_of(&mut case.ch).await {
+                Some(Event::Message(Incoming::Binary(b))) => assert_eq!(b.len(), 3000, "h2={h2}"),
+                other => panic!("h2={h2}: {other:?}"),
+            }
+        }
+    }
+}
+
+/// Origins once more (entries that trim to nothing, two headers over HTTP/2), compat's
+/// getters, and whole responses joined with the reply.
+mod http_edges {
+
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    use super::support::*;
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use webchan::{Config, Event, Message};
+
+    async fn h1_status(addr: std::net::SocketAddr, origins: &[&[u8]]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut req = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            .to_vec();
+        for o in origins {
+            req.extend_from_slice(b"Origin: ");
+            req.extend_from_slice(o);
+            req.extend_from_slice(b"\r\n");
+        }
+        req.extend_from_slice(b"\r\n");
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(&req).await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_string()
+    }
+
+    /// Extended CONNECT (RFC 8441) by hyper's client with these Origin headers; the status.
+    async fn h2_status(addr: std::net::SocketAddr, origins: &[&str]) -> u16 {
+        let mut sender = h2_client(addr).await;
+        let mut builder = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("http://{addr}/"))
+            .header("sec-websocket-version", "13");
+        for o in origins {
+            builder = builder.header("origin", *o);
+        }
+        let mut request = builder.body(http_body_util::Empty::new()).unwrap();
+        request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
+        let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+            .await
+            .unwrap()
+            .unwrap();
+        response.status().as_u16()
+    }
+
+    const GOOD: &str = "https://good.example";
+
+    /// Entries of only whitespace or "/" (e.g. a config string "https://good.example, /" split
+    /// on commas) become "" after fd6a7ce's trimming, and "" then admits an empty `Origin`
+    /// header, which is no origin at all (RFC 6454 §7: a serialized origin or "null"). Before
+    /// fd6a7ce such entries matched nothing.
+    #[tokio::test]
+    async fn an_entry_of_a_slash_or_whitespace_does_not_admit_an_empty_origin() {
+        let mut seen = Vec::new();
+        for entry in ["/", "  ", " / "] {
+            let config = Config::default().allowed_origins([GOOD, entry]);
+            let addr = serve(config, echo).await;
+            let line = h1_status(addr, &[b""]).await;
+            let h2 = h2_status(addr, &[""]).await;
+            if !line.starts_with("HTTP/1.1 403") || h2 != 403 {
+                seen.push(format!("entry {entry:?}: h1 {line:?}, h2 {h2}"));
+            }
+        }
+        assert!(seen.is_empty(), "an empty Origin admitted:\n{}", seen.join("\n"));
+    }
+
+    /// A single allowed origin passes over both versions; two Origin headers are refused only with
+    /// an allow-list (without one, anything passes, two headers too), over HTTP/2 as over HTTP/1.1.
+    #[tokio::test]
+    async fn origins_single_double_and_no_list_over_h1_and_h2() {
+        let addr = serve(Config::default().allowed_origins([format!("{GOOD}/ ")]), echo).await;
+        assert!(h1_status(addr, &[GOOD.as_bytes()]).await.starts_with("HTTP/1.1 101"));
+        assert_eq!(h2_status(addr, &[GOOD]).await, 200);
+        assert_eq!(h2_status(addr, &[GOOD, GOOD]).await, 403);
+        assert_eq!(h2_status(addr, &[GOOD, "https://evil.example"]).await, 403);
+        assert!(h1_status(addr, &[GOOD.as_bytes(), GOOD.as_bytes()])
+            .await
+            .starts_with("HTTP/1.1 403"));
+        assert!(h1_status(addr, &[]).await.starts_with("HTTP/1.1 101"));
+        let open = serve(Config::default(), echo).await;
+        assert!(h1_status(open, &[GOOD.as_bytes(), b"https://x"])
+            .await
+            .starts_with("HTTP/1.1 101"));
+        assert!(h1_status(open, &[b"https://\xe9.example"]).await.starts_with("HTTP/1.1 101"));
+        assert_eq!(h2_status(open, &[GOOD, "https://x"]).await, 200);
+    }
+
+    /// A handler that joins its reply and a first `send_and_close`: GET (small, 2 MiB, empty) and
+    /// HEAD, over HTTP/1.1 and HTTP/2; the body and Content-Length right, the send `Ok`, the
+    /// channel `Closed`, and the HTTP/1.1 connection still usable for a second request.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn whole_responses_joined_with_the_reply_over_h1_h2_and_head() {
+        let (tx, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: http::Request<_>| {
+                        let tx = tx.clone();
+                        async move {
+                            let size: usize = request.uri().path()[1..].parse().unwrap_or(5);
+                            let (reply, mut channel) =
+                                webchan::as_channel(request, Config::default()).unwrap();
+                            let sender = channel.sender();
+                            let body = Message::from(vec![b'q'; size]);
+                            let (response, sent) = tokio::join!(reply, sender.send_and_close(body));
+                            let after = sender.send(Message::from("late")).await;
+                            let events =
+                                tokio::spawn(async move { all_events(&mut channel).await });
+                            let _ = tx.send((sent, after, events));
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+                });
+            }
+        });
+        for size in [5usize, 0, 2 << 20] {
+            // HTTP/1.1: GET then HEAD then GET on one connection.
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut h1, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+            tokio::spawn(conn);
+            let mut h2 = h2_client(addr).await;
+            for (proto, method) in
+                [("h1", "GET"), ("h1", "HEAD"), ("h1", "GET"), ("h2", "GET"), ("h2", "HEAD")]
+            {
+                let what = format!("{proto} {method} size {size}");
+                let request = http::Request::builder()
+                    .method(method)
+                    .uri(format!("http://{addr}/{size}"))
+                    .header("host", addr.to_string())
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap();
+                let response = if proto == "h1" {
+                    tokio::time::timeout(Duration::from_secs(10), h1.ready())
+                        .await
+                        .unwrap_or_else(|_| panic!("{what}: connection not ready"))
+                        .unwrap_or_else(|e| panic!("{what}: connection gone: {e}"));
+                    tokio::time::timeout(Duration::from_secs(10), h1.send_request(request)).await
+                } else {
+                    tokio::time::timeout(Duration::from_secs(10), h2.send_request(request)).await
+                }
+                .unwrap_or_else(|_| panic!("{what}: no response head"))
+                .unwrap();
+                let length = response.headers().get("content-length").cloned();
+                let body =
+                    tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
+                        .await
+                        .unwrap_or_else(|_| panic!("{what}: no body"))
+                        .unwrap()
+                        .to_bytes();
+                assert_eq!(
+                    length.as_ref().and_then(|l| l.to_str().ok()),
+                    Some(size.to_string().as_str()),
+                    "{what}"
+                );
+                let want = if method == "HEAD" { 0 } else { size };
+                assert_eq!(body.len(), want, "{what}");
+                let (sent, after, events) =
+                    tokio::time::timeout(Duration::from_secs(10), outcomes.recv())
+                        .await
+                        .unwrap()
+                        .unwrap();
+                assert!(sent.is_ok(), "{what}: {sent:?}");
+                assert!(after.is_err(), "{what}: a send after the close: {after:?}");
+                let events = events.await.unwrap();
+                assert!(matches!(events.last(), Some(Event::Closed(_))), "{what}: {events:?}");
+                assert!(!events.iter().any(|e| matches!(e, Event::Error(_))), "{what}: {events:?}");
+            }
+        }
+    }
+
+    /// compat getters give the clamped values, and a compat channel with them works.
+    #[tokio::test]
+    async fn compat_getters_clamped_and_channels_work() {
+        use webchan::compat::Options;
+        let thirty_years = Duration::from_secs(30 * 365 * 24 * 3600);
+        let options = Options::new().timeout(Duration::MAX).queue_limit(0);
+        assert_eq!(options.timeout_duration(), thirty_years);
+        assert_eq!(options.queue_limit_bytes(), 1);
+        let options = Options::new().queue_limit(usize::MAX);
+        assert_eq!(options.queue_limit_bytes(), usize::MAX);
+        let options = Options::new().timeout(Duration::MAX).queue_limit(0).on_message(|h, m| {
+            let _ = h.send(m, webchan::compat::SendOptions::new());
+        });
+        let addr = serve_compat(options).await;
+        let mut ws = ws_connect(addr, "/").await;
+        use futures::SinkExt;
+        for i in 0..20 {
+            ws.send(WsMessage::text(format!("m{i}"))).await.unwrap();
+            assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text(format!("m{i}"))));
+        }
+    }
+}
