@@ -193,16 +193,16 @@ mod limits {
     use tokio::io::{AsyncRead, AsyncWrite};
     use webchan::{Channel, Config, Event, Incoming};
 
-    trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+    pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
     impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-    struct Case {
-        raw: RawWs<Box<dyn Io>>,
-        ch: Channel,
+    pub(super) struct Case {
+        pub(super) raw: RawWs<Box<dyn Io>>,
+        pub(super) ch: Channel,
         _h2: Option<H2Sender>,
     }
 
-    async fn open(
+    pub(super) async fn open(
         addr: std::net::SocketAddr,
         channels: &mut tokio::sync::mpsc::UnboundedReceiver<Channel>,
         h2: bool,
@@ -386,7 +386,7 @@ mod origins {
     use super::support::*;
     use webchan::Config;
 
-    async fn h1_status(addr: std::net::SocketAddr, origins: &[&[u8]]) -> String {
+    pub(super) async fn h1_status(addr: std::net::SocketAddr, origins: &[&[u8]]) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut req = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
@@ -408,15 +408,16 @@ mod origins {
     }
 
     /// HTTP/2: the status of an extended CONNECT (RFC 8441) with this Origin, by hyper's client.
-    async fn h2_status(addr: std::net::SocketAddr, origin: &str) -> u16 {
+    pub(super) async fn h2_status(addr: std::net::SocketAddr, origins: &[&str]) -> u16 {
         let mut sender = h2_client(addr).await;
-        let mut request = http::Request::builder()
+        let mut builder = http::Request::builder()
             .method(http::Method::CONNECT)
             .uri(format!("http://{addr}/"))
-            .header("sec-websocket-version", "13")
-            .header("origin", origin)
-            .body(http_body_util::Empty::new())
-            .unwrap();
+            .header("sec-websocket-version", "13");
+        for o in origins {
+            builder = builder.header("origin", *o);
+        }
+        let mut request = builder.body(http_body_util::Empty::new()).unwrap();
         request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
         let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
             .await
@@ -425,7 +426,7 @@ mod origins {
         response.status().as_u16()
     }
 
-    const GOOD: &str = "https://good.example";
+    pub(super) const GOOD: &str = "https://good.example";
 
     async fn server(entries: &[&str]) -> std::net::SocketAddr {
         let config = Config::default().allowed_origins(entries.iter().map(|s| s.to_string()));
@@ -438,8 +439,8 @@ mod origins {
         let addr = server(&[GOOD]).await;
         assert!(h1_status(addr, &[GOOD.as_bytes()]).await.starts_with("HTTP/1.1 101"));
         assert!(h1_status(addr, &[b"https://evil.example"]).await.starts_with("HTTP/1.1 403"));
-        assert_eq!(h2_status(addr, "HTTPS://GOOD.EXAMPLE").await, 200);
-        assert_eq!(h2_status(addr, "https://evil.example").await, 403);
+        assert_eq!(h2_status(addr, &["HTTPS://GOOD.EXAMPLE"]).await, 200);
+        assert_eq!(h2_status(addr, &["https://evil.example"]).await, 403);
     }
 
     /// An entry written as a URL with a trailing slash ("https://good.example/"), as copied
@@ -505,11 +506,11 @@ mod origins {
         let addr = server(&["null", "http://[::1]:8080", "HTTPS://UPPER.EXAMPLE"]).await;
         for o in ["null", "http://[::1]:8080", "https://upper.example"] {
             assert!(h1_status(addr, &[o.as_bytes()]).await.starts_with("HTTP/1.1 101"), "{o}");
-            assert_eq!(h2_status(addr, o).await, 200, "{o}");
+            assert_eq!(h2_status(addr, &[o]).await, 200, "{o}");
         }
         for o in ["http://[::1]", "http://[::1]:8081", "https://upper.example.evil"] {
             assert!(h1_status(addr, &[o.as_bytes()]).await.starts_with("HTTP/1.1 403"), "{o}");
-            assert_eq!(h2_status(addr, o).await, 403, "{o}");
+            assert_eq!(h2_status(addr, &[o]).await, 403, "{o}");
         }
         // An empty list: every browser origin refused, non-browser clients pass.
         let empty = serve(Config::default().allowed_origins(Vec::<String>::new()), echo).await;
@@ -703,38 +704,11 @@ mod frames {
 
     use std::time::Duration;
 
+    use super::limits::{open, Case};
     use super::support::*;
-    use tokio::io::{AsyncRead, AsyncWrite};
-    use webchan::{Channel, Config, Event, Incoming};
-
-    trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-    impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+    use webchan::{Config, Event, Incoming};
 
     const MASK: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
-
-    struct Case {
-        raw: RawWs<Box<dyn Io>>,
-        ch: Channel,
-        _h2: Option<H2Sender>,
-    }
-
-    async fn open(
-        addr: std::net::SocketAddr,
-        channels: &mut tokio::sync::mpsc::UnboundedReceiver<Channel>,
-        h2: bool,
-    ) -> Case {
-        let (raw, h2s) = if h2 {
-            let mut sender = h2_client(addr).await;
-            let io = h2_websocket(&mut sender, addr, "/").await;
-            (RawWs { tcp: Box::new(io) as Box<dyn Io>, buf: Vec::new() }, Some(sender))
-        } else {
-            let raw = RawWs::connect(addr).await;
-            (RawWs { tcp: Box::new(raw.tcp) as Box<dyn Io>, buf: raw.buf }, None)
-        };
-        let mut ch = next_channel(channels).await;
-        assert!(matches!(next_of(&mut ch).await, Some(Event::Open)));
-        Case { raw, ch, _h2: h2s }
-    }
 
     /// The close code the server sends, and the one its channel reports.
     async fn close_codes(case: &mut Case) -> (Option<u16>, Option<u16>) {
@@ -981,59 +955,15 @@ mod frames {
     }
 }
 
-/// Origins once more (entries that trim to nothing, two headers over HTTP/2), compat's
-/// getters, and whole responses joined with the reply.
+/// Origins once more (entries that trim to nothing, two headers over HTTP/2), and compat's
+/// getters.
 mod http_edges {
 
-    use std::convert::Infallible;
     use std::time::Duration;
 
+    use super::origins::{h1_status, h2_status, GOOD};
     use super::support::*;
-    use http_body_util::BodyExt;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use webchan::{Config, Event, Message};
-
-    async fn h1_status(addr: std::net::SocketAddr, origins: &[&[u8]]) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut req = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-            .to_vec();
-        for o in origins {
-            req.extend_from_slice(b"Origin: ");
-            req.extend_from_slice(o);
-            req.extend_from_slice(b"\r\n");
-        }
-        req.extend_from_slice(b"\r\n");
-        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        tcp.write_all(&req).await.unwrap();
-        let mut buf = vec![0u8; 1024];
-        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_string()
-    }
-
-    /// Extended CONNECT (RFC 8441) by hyper's client with these Origin headers; the status.
-    async fn h2_status(addr: std::net::SocketAddr, origins: &[&str]) -> u16 {
-        let mut sender = h2_client(addr).await;
-        let mut builder = http::Request::builder()
-            .method(http::Method::CONNECT)
-            .uri(format!("http://{addr}/"))
-            .header("sec-websocket-version", "13");
-        for o in origins {
-            builder = builder.header("origin", *o);
-        }
-        let mut request = builder.body(http_body_util::Empty::new()).unwrap();
-        request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
-        let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
-            .await
-            .unwrap()
-            .unwrap();
-        response.status().as_u16()
-    }
-
-    const GOOD: &str = "https://good.example";
+    use webchan::Config;
 
     /// Entries of only whitespace or "/" (e.g. a config string "https://good.example, /" split
     /// on commas) become "" after fd6a7ce's trimming, and "" then admits an empty `Origin`
@@ -1073,97 +1003,6 @@ mod http_edges {
             .starts_with("HTTP/1.1 101"));
         assert!(h1_status(open, &[b"https://\xe9.example"]).await.starts_with("HTTP/1.1 101"));
         assert_eq!(h2_status(open, &[GOOD, "https://x"]).await, 200);
-    }
-
-    /// A handler that joins its reply and a first `send_and_close`: GET (small, 2 MiB, empty) and
-    /// HEAD, over HTTP/1.1 and HTTP/2; the body and Content-Length right, the send `Ok`, the
-    /// channel `Closed`, and the HTTP/1.1 connection still usable for a second request.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn whole_responses_joined_with_the_reply_over_h1_h2_and_head() {
-        let (tx, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request: http::Request<_>| {
-                        let tx = tx.clone();
-                        async move {
-                            let size: usize = request.uri().path()[1..].parse().unwrap_or(5);
-                            let (reply, mut channel) =
-                                webchan::as_channel(request, Config::default()).unwrap();
-                            let sender = channel.sender();
-                            let body = Message::from(vec![b'q'; size]);
-                            let (response, sent) = tokio::join!(reply, sender.send_and_close(body));
-                            let after = sender.send(Message::from("late")).await;
-                            let events =
-                                tokio::spawn(async move { all_events(&mut channel).await });
-                            let _ = tx.send((sent, after, events));
-                            Ok::<_, Infallible>(response)
-                        }
-                    });
-                    let builder =
-                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
-                });
-            }
-        });
-        for size in [5usize, 0, 2 << 20] {
-            // HTTP/1.1: GET then HEAD then GET on one connection.
-            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let (mut h1, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
-            tokio::spawn(conn);
-            let mut h2 = h2_client(addr).await;
-            for (proto, method) in
-                [("h1", "GET"), ("h1", "HEAD"), ("h1", "GET"), ("h2", "GET"), ("h2", "HEAD")]
-            {
-                let what = format!("{proto} {method} size {size}");
-                let request = http::Request::builder()
-                    .method(method)
-                    .uri(format!("http://{addr}/{size}"))
-                    .header("host", addr.to_string())
-                    .body(http_body_util::Empty::<bytes::Bytes>::new())
-                    .unwrap();
-                let response = if proto == "h1" {
-                    tokio::time::timeout(Duration::from_secs(10), h1.ready())
-                        .await
-                        .unwrap_or_else(|_| panic!("{what}: connection not ready"))
-                        .unwrap_or_else(|e| panic!("{what}: connection gone: {e}"));
-                    tokio::time::timeout(Duration::from_secs(10), h1.send_request(request)).await
-                } else {
-                    tokio::time::timeout(Duration::from_secs(10), h2.send_request(request)).await
-                }
-                .unwrap_or_else(|_| panic!("{what}: no response head"))
-                .unwrap();
-                let length = response.headers().get("content-length").cloned();
-                let body =
-                    tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
-                        .await
-                        .unwrap_or_else(|_| panic!("{what}: no body"))
-                        .unwrap()
-                        .to_bytes();
-                assert_eq!(
-                    length.as_ref().and_then(|l| l.to_str().ok()),
-                    Some(size.to_string().as_str()),
-                    "{what}"
-                );
-                let want = if method == "HEAD" { 0 } else { size };
-                assert_eq!(body.len(), want, "{what}");
-                let (sent, after, events) =
-                    tokio::time::timeout(Duration::from_secs(10), outcomes.recv())
-                        .await
-                        .unwrap()
-                        .unwrap();
-                assert!(sent.is_ok(), "{what}: {sent:?}");
-                assert!(after.is_err(), "{what}: a send after the close: {after:?}");
-                let events = events.await.unwrap();
-                assert!(matches!(events.last(), Some(Event::Closed(_))), "{what}: {events:?}");
-                assert!(!events.iter().any(|e| matches!(e, Event::Error(_))), "{what}: {events:?}");
-            }
-        }
     }
 
     /// compat getters give the clamped values, and a compat channel with them works.

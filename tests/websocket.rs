@@ -1298,13 +1298,7 @@ async fn a_close_behind_sends_a_slow_client_takes_waits_for_them() {
     let mut buf = vec![0u8; 16 * 1024];
     let mut bytes = Vec::new();
     loop {
-        let n = tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio::io::AsyncReadExt::read(&mut raw.tcp, &mut buf),
-        )
-        .await
-        .expect("silence from the server")
-        .unwrap();
+        let n = read_some(&mut raw.tcp, &mut buf).await;
         if n == 0 {
             break;
         }
@@ -1331,6 +1325,15 @@ async fn a_close_behind_sends_a_slow_client_takes_waits_for_them() {
     tokio::time::timeout(Duration::from_secs(10), closing).await.unwrap().unwrap();
     let events = all_events(&mut ch).await;
     assert_eq!(closed_of(&events), CloseInfo::websocket(1000, ""), "{events:?}");
+}
+
+/// One read of what the server sent; fails after 10 s of silence.
+async fn read_some(tcp: &mut tokio::net::TcpStream, buf: &mut [u8]) -> usize {
+    let read = tokio::io::AsyncReadExt::read(tcp, buf);
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("silence from the server")
+        .unwrap()
 }
 
 /// Whether `bytes`, a stream of unmasked server frames, ends with a close frame.
@@ -1413,13 +1416,7 @@ async fn a_large_message_being_written_to_a_slow_reader_is_not_idle() {
     let mut got = 0;
     let mut buf = vec![0u8; 64 * 1024];
     while got < size + 10 {
-        let n = tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio::io::AsyncReadExt::read(&mut raw.tcp, &mut buf),
-        )
-        .await
-        .expect("silence from the server")
-        .unwrap();
+        let n = read_some(&mut raw.tcp, &mut buf).await;
         assert!(n > 0, "the server ended the connection after {got} of {} bytes", size + 10);
         got += n;
         tokio::time::sleep(Duration::from_millis(50)).await;
