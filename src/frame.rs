@@ -176,6 +176,26 @@ fn message_too_large(max: usize) -> Violation {
     Violation::too_large(format!("message of more than {max} bytes"))
 }
 
+/// How many bytes at the front of `buf` belong to a data frame: none when it starts with a
+/// control frame, else the frame's bytes there, not what follows it (a pong behind a message
+/// that waits unread: counted, it hid the message bytes read next from the idle timer, until
+/// stop 28's last review).
+fn data_frame_begun(buf: &[u8]) -> u64 {
+    let Some(b0) = buf.first() else { return 0 };
+    if b0 & 0x08 != 0 {
+        return 0;
+    }
+    let Some(b1) = buf.get(1) else { return 1 };
+    let (len, header) = match b1 & 0x7F {
+        126 if buf.len() >= 4 => (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+        127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")), 10),
+        126 | 127 => return buf.len() as u64,
+        n => (u64::from(n), 2),
+    };
+    let mask = if b1 & 0x80 != 0 { 4 } else { 0 };
+    (buf.len() as u64).min(len.saturating_add(header + mask))
+}
+
 /// Payloads up to this size are copied out of the read buffer rather than split off.
 const COPY_MAX: usize = bufpool::SMALL_MAX;
 
@@ -192,8 +212,7 @@ impl Decoder {
     /// with its last few bytes made the count shrink by the header: the idle timeout closed
     /// a slow upload, in stop 28's first version.)
     pub(crate) fn message_progress(&self, buf: &[u8]) -> u64 {
-        let front = buf.get(self.consumed).filter(|b0| *b0 & 0x08 == 0);
-        self.data_bytes + front.map_or(0, |_| (buf.len() - self.consumed) as u64)
+        self.data_bytes + data_frame_begun(&buf[self.consumed.min(buf.len())..])
     }
 
     /// Drops what was decoded from the front of `buf`. `decode` does it before it asks for

@@ -953,6 +953,44 @@ mod frames {
             }
         }
     }
+
+    /// The server stops reading (the application is behind: queue limit 100, a 200-byte
+    /// message unread) with a first fragment and a 125-byte pong left in its read buffer; the
+    /// client sends a slice of the next fragment at 1.0 s, the application takes the message at
+    /// 2.4 s and the server reads the slice then. With a 3 s timeout the client is not idle at
+    /// 3.0 s: message bytes were just read. Until stop 28's last review the pong's bytes,
+    /// counted with the fragment's, hid them: "idle timeout" at 3.0 s.
+    #[tokio::test]
+    async fn a_pong_buffered_behind_a_fragment_does_not_hide_message_bytes_from_the_idle_timer() {
+        use std::time::Instant;
+        let config = Config::default().timeout(Duration::from_secs(3)).queue_limit(100);
+        let (addr, mut channels) = serve_channels(config).await;
+        for h2 in [false, true] {
+            let mut case = open(addr, &mut channels, h2).await;
+            let mut first = encode_frame(0x82, Some(MASK), &[1u8; 200], None);
+            first.extend(encode_frame(0x02, Some(MASK), b"a", None));
+            first.extend(encode_frame(0x8A, Some(MASK), &[5u8; 125], None));
+            let t0 = Instant::now();
+            case.raw.raw(&first).await;
+            let next = encode_frame(0x80, Some(MASK), &[2u8; 40], None);
+            tokio::time::sleep_until((t0 + Duration::from_millis(1000)).into()).await;
+            case.raw.raw(&next[..26]).await; // the header, the mask and 20 bytes
+            tokio::time::sleep_until((t0 + Duration::from_millis(2400)).into()).await;
+            match next_of(&mut case.ch).await {
+                Some(Event::Message(Incoming::Binary(b))) => assert_eq!(b.len(), 200, "h2={h2}"),
+                other => panic!("h2={h2}: first message: {other:?}"),
+            }
+            // Nothing from the server until 4.5 s (an idle close is due 3 s after the read).
+            let until = t0 + Duration::from_millis(4500);
+            let early = tokio::time::timeout_at(until.into(), case.raw.read_frame()).await;
+            assert!(early.is_err(), "h2={h2}: the server sent {early:?} at {:?}", t0.elapsed());
+            case.raw.raw(&next[26..]).await;
+            match next_of(&mut case.ch).await {
+                Some(Event::Message(Incoming::Binary(b))) => assert_eq!(b.len(), 41, "h2={h2}"),
+                other => panic!("h2={h2}: second message: {other:?}"),
+            }
+        }
+    }
 }
 
 /// Origins once more (entries that trim to nothing, two headers over HTTP/2), and compat's
