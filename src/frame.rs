@@ -211,6 +211,7 @@ impl Decoder {
     /// with pings or pongs. (Counting the fragments kept instead, a read that ended a fragment
     /// with its last few bytes made the count shrink by the header: the idle timeout closed
     /// a slow upload, in stop 28's first version.)
+    #[inline(never)]
     pub(crate) fn message_progress(&self, buf: &[u8]) -> u64 {
         self.data_bytes + data_frame_begun(&buf[self.consumed.min(buf.len())..])
     }

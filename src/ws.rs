@@ -812,7 +812,11 @@ impl Conn {
         // time) is not idle either: before stop 28 (2026-12-05) only whole messages counted,
         // and the idle timeout closed a connection in the middle of a slow upload. (Its bytes,
         // not the pings or pongs that come meanwhile.)
-        if data || (heard && self.decoder.message_progress(&self.rbuf) > progress) {
+        if data
+            || (heard
+                && progress != u64::MAX
+                && self.decoder.message_progress(&self.rbuf) > progress)
+        {
             self.touch();
         }
         if heard {
