@@ -521,25 +521,25 @@ fn check_race(outcomes: &[(u32, Result<(), webchan::Error>)], body: &[u8], label
     println!("{label}: {} accepted, {oks} Ok, {} in the body", outcomes.len(), got.len());
 }
 
+/// GET / over HTTP/1.1 or HTTP/2 with hyper's client; the whole body, or hyper's error.
+async fn get_body(addr: std::net::SocketAddr, h2: bool) -> Result<bytes::Bytes, hyper::Error> {
+    let response = if h2 {
+        h2_client(addr).await.send_request(get(addr, "/")).await.unwrap()
+    } else {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut c, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(conn);
+        c.send_request(get(addr, "/")).await.unwrap()
+    };
+    response.into_body().collect().await.map(|b| b.to_bytes())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_racing_the_timeout_h1_and_h2() {
     for h2 in [false, true] {
         let (addr, mut channels) =
             serve_channels(Config::default().timeout(Duration::from_millis(300))).await;
-        let getting = tokio::spawn(async move {
-            if h2 {
-                let mut c = h2_client(addr).await;
-                let r = c.send_request(get(addr, "/")).await.unwrap();
-                r.into_body().collect().await.map(|b| b.to_bytes())
-            } else {
-                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-                let (mut c, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
-                tokio::spawn(conn);
-                let r = c.send_request(get(addr, "/")).await.unwrap();
-                r.into_body().collect().await.map(|b| b.to_bytes())
-            }
-        });
+        let getting = tokio::spawn(get_body(addr, h2));
         let mut ch = next_channel(&mut channels).await;
         let outcomes = race(ch.sender()).await;
         let body = tokio::time::timeout(Duration::from_secs(10), getting)
@@ -557,20 +557,7 @@ async fn sends_racing_the_timeout_h1_and_h2() {
 async fn sends_racing_a_close_from_another_task_h1_and_h2() {
     for h2 in [false, true] {
         let (addr, mut channels) = serve_channels(Config::default()).await;
-        let getting = tokio::spawn(async move {
-            if h2 {
-                let mut c = h2_client(addr).await;
-                let r = c.send_request(get(addr, "/")).await.unwrap();
-                r.into_body().collect().await.map(|b| b.to_bytes())
-            } else {
-                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-                let (mut c, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
-                tokio::spawn(conn);
-                let r = c.send_request(get(addr, "/")).await.unwrap();
-                r.into_body().collect().await.map(|b| b.to_bytes())
-            }
-        });
+        let getting = tokio::spawn(get_body(addr, h2));
         let mut ch = next_channel(&mut channels).await;
         let closer = ch.sender();
         tokio::spawn(async move {
