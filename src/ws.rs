@@ -45,6 +45,8 @@ const READ_BUDGET: usize = 64;
 /// The most the read buffer grows ahead of the bytes that came: a frame of the default
 /// largest size, whole (see `Conn::poll_read`).
 const RESERVE_MAX: usize = (16 << 20) + 64;
+/// The most read and dropped after we failed a connection (see `Conn::linger`).
+const DRAIN_MAX: usize = 16 << 20;
 /// Encoded bytes gathered before they are written out.
 const WRITE_HIGH: usize = 64 * 1024;
 /// Payloads at least this large are written from their own buffer (vectored), not copied.
@@ -137,6 +139,7 @@ fn start(shared: Arc<Shared>, upgraded: Upgraded) -> Arc<Core> {
         shutting_down: false,
         shut_down: false,
         eof: false,
+        drain_left: usize::MAX,
         write_waited: false,
         close_timer: None,
         idle: (!timeout.is_zero()).then(|| Idle {
@@ -481,6 +484,10 @@ struct Conn {
     shut_down: bool,
     /// The peer's side ended (EOF read).
     eof: bool,
+    /// Bytes of what the peer still sends that may yet be read and dropped once our side is
+    /// shut down (see [`Conn::linger`]): `DRAIN_MAX` after we failed the connection, else no
+    /// bound (`usize::MAX`).
+    drain_left: usize,
     /// The last write found the socket full: the next one that takes bytes shows the peer
     /// took some (its TCP acknowledged them), which keepalive counts as life.
     write_waited: bool,
@@ -889,7 +896,23 @@ impl Conn {
     /// connection ends at once, as the server's FIN ends it for the client.
     fn linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if !self.finished {
+            let failed = self.fatal.is_some() && !self.eof && !self.abnormal;
+            self.drain_left = if failed { DRAIN_MAX } else { usize::MAX };
             self.finish();
+        }
+        if self.drain_left < usize::MAX {
+            // We failed the connection (a protocol violation, a message over the limit, often
+            // refused at its header): the peer may still be sending what we refused. Read and
+            // drop it until its end (or the close timer): dropped with bytes unread, the socket
+            // resets the connection, and a client that has not yet read our close frame loses
+            // it (Chromium reported 1006, not 1009, for a message over the limit, now and then,
+            // once such a message was refused at its header: stop 28). `Closed` went out above.
+            // At most `DRAIN_MAX` bytes: a peer that sends on and on is dropped then.
+            self.arm_close_timer();
+            if self.close_timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready()) {
+                return Poll::Ready(());
+            }
+            return self.poll_drain(cx);
         }
         let orderly = !self.eof && self.fatal.is_none() && !self.abnormal;
         if !orderly || self.shared.request.version() != http::Version::HTTP_2 {
@@ -914,6 +937,13 @@ impl Conn {
                 Poll::Ready(Ok(())) if buf.filled().is_empty() => {
                     self.eof = true;
                     return Poll::Ready(());
+                }
+                Poll::Ready(Ok(())) if self.drain_left < usize::MAX => {
+                    self.drain_left = self.drain_left.saturating_sub(buf.filled().len());
+                    if self.drain_left == 0 {
+                        // As much as the peer may have had in flight, and more: it floods.
+                        return Poll::Ready(());
+                    }
                 }
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(_)) => return Poll::Ready(()),
