@@ -158,18 +158,18 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
 /// an unreadable one was taken for `""`.
 fn check_origin(headers: &HeaderMap, config: &Config) -> Option<Class> {
     let allowed = config.get().allowed_origins.as_ref()?;
-    let origin = match single(headers, header::ORIGIN) {
+    let reason = match single(headers, header::ORIGIN) {
         Ok(None) => return None,
-        Ok(Some(origin)) => origin.to_str().ok().map(str::trim),
-        Err(()) => None,
+        Ok(Some(origin)) => match origin.to_str() {
+            Ok(origin) if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin.trim())) => {
+                return None
+            }
+            Ok(_) => "the Origin of this WebSocket upgrade is not allowed",
+            Err(_) => "the Origin header of this WebSocket upgrade is not visible ASCII",
+        },
+        Err(()) => "a WebSocket upgrade may carry one Origin header, not more",
     };
-    if origin.is_some_and(|origin| allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))) {
-        return None;
-    }
-    Some(Class::Reject(
-        StatusCode::FORBIDDEN,
-        "the Origin of this WebSocket upgrade is not allowed",
-    ))
+    Some(Class::Reject(StatusCode::FORBIDDEN, reason))
 }
 
 /// CONNECT: a WebSocket over HTTP/2 (RFC 8441: `:protocol = websocket`), nothing else; it is

@@ -41,6 +41,19 @@ async fn quiet_client(addr: std::net::SocketAddr, request: &[u8]) -> tokio::net:
     tcp
 }
 
+/// An HTTP/1.1 stream with a 500 ms timeout (close timeout 4 s) to a client that reads
+/// nothing yet, small socket buffers on both sides, and a 200 KiB send queued: the timeout
+/// ends the body while hyper still holds most of it.
+async fn big_send_under_a_timeout() -> (tokio::net::TcpStream, Channel, webchan::Completion) {
+    let config =
+        Config::default().timeout(Duration::from_millis(500)).close_timeout(Duration::from_secs(4));
+    let (addr, mut channels) = small_buffer_server(config);
+    let tcp = quiet_client(addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let ch = next_channel(&mut channels).await;
+    let big = ch.sender().try_send(Message::from(vec![b'a'; BIG])).unwrap();
+    (tcp, ch, big)
+}
+
 /// Reads 4 KiB every 50 ms until the server closes (no read waits over 10 s); gives what came
 /// and the longest gap between two reads.
 async fn read_steadily(mut tcp: tokio::net::TcpStream) -> (Vec<u8>, Duration) {
@@ -115,13 +128,7 @@ async fn h1_after_the_timeout_ended_the_body_the_handles_say_closing_while_hyper
     // The timeout (500 ms) ends the body while hyper still holds most of a 200 KiB message
     // (the client reads nothing yet): the stream is ending, `Closed` waits for hyper's last
     // bytes. Meanwhile the handles should say "closing".
-    let config =
-        Config::default().timeout(Duration::from_millis(500)).close_timeout(Duration::from_secs(4));
-    let (addr, mut channels) = small_buffer_server(config);
-    let mut tcp =
-        quiet_client(addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
-    let mut ch = next_channel(&mut channels).await;
-    let big = ch.sender().try_send(Message::from(vec![b'a'; BIG])).unwrap();
+    let (mut tcp, mut ch, big) = big_send_under_a_timeout().await;
     // Past the timeout, well before the watchdog (timeout + close timeout = 4.5 s).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (during, late) = probe(&ch);
@@ -279,13 +286,7 @@ async fn compat_after_the_timeout_ended_the_body_send_returns_false_and_calls_no
 #[tokio::test]
 async fn h1_the_events_of_a_timeout_end_with_a_slow_client_open_then_closed_only() {
     // Control: after the probe-less end of the first test, the events are Open then Closed.
-    let config =
-        Config::default().timeout(Duration::from_millis(500)).close_timeout(Duration::from_secs(4));
-    let (addr, mut channels) = small_buffer_server(config);
-    let mut tcp =
-        quiet_client(addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
-    let mut ch = next_channel(&mut channels).await;
-    let big = ch.sender().try_send(Message::from(vec![b'a'; BIG])).unwrap();
+    let (mut tcp, mut ch, big) = big_send_under_a_timeout().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let _ = read_all(&mut tcp).await;
     let big = tokio::time::timeout(Duration::from_secs(10), big).await.expect("hung");
