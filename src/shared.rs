@@ -64,6 +64,10 @@ pub(crate) trait Inline: Send + Sync + std::fmt::Debug {
     /// keepalive's sweeper as the safety net of a receiver woken and not polled: `ws.rs`,
     /// `Dispatch`).
     fn read(&self);
+
+    /// Wakes the transport's task, whatever it waits for (a forced close must reach a task
+    /// that waits only for its socket: see [`Shared::force_close`]).
+    fn wake(&self);
 }
 
 #[derive(Debug)]
@@ -1031,6 +1035,13 @@ impl Shared {
         let waker = self.take_transport(&mut self.lock());
         if let Some(w) = waker {
             w.wake();
+        }
+        // A WebSocket's task registers with the queue only while it takes from it: one that
+        // waits for a client to read (output over its high-water mark) is woken by the socket
+        // alone. Before stop 29 (2026-12-05) such a connection outlived the deadline until the
+        // client read or keepalive's next ping, its pending send and `Closed` with it.
+        if let Some(transport) = self.inline.get() {
+            transport.wake();
         }
         if self.kind == Kind::HttpStream {
             self.finish(CloseInfo::http(), error);

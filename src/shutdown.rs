@@ -29,8 +29,17 @@ use crate::shared::Shared;
 ///    and its response is aborted, so its client sees it cut short, when hyper next polls
 ///    it: a client that reads nothing holds its connection, which is hyper's, until it
 ///    reads, or until a timeout of yours around `serve_connection`; sends still in hyper's
-///    buffer then are reported `Closed` though they may reach that client), and reports how
-///    many channels closed cleanly and how many were forced.
+///    buffer then are reported `Closed` though they may reach that client), waits (up to a
+///    second) for the forced WebSockets to report `Closed` on their tasks, and reports how
+///    many channels ended before the deadline and how many were forced.
+///
+/// "Before the deadline" is however the channel ended: a client that answers the 1001 with
+/// a TCP reset (`Closed` with 1006) or a close handshake cut by
+/// [`Config::close_timeout`](crate::Config::close_timeout) counts there too; each channel's
+/// own `Closed` event says how it ended. A channel forced by a concurrent call (with a shorter
+/// deadline) counts as forced in every call's report. Dropping the `shutdown` future before it
+/// returns (a `timeout` around it, say) leaves the channels asked to close and the refusal in
+/// place, but forces nothing.
 ///
 /// # Examples
 ///
@@ -43,7 +52,7 @@ use crate::shared::Shared;
 /// // ... serve requests with `config` ...
 /// # let _ = config;
 /// let report = shutdown.shutdown(Duration::from_secs(10)).await;
-/// println!("{} closed cleanly, {} forced", report.clean, report.forced);
+/// println!("{} ended before the deadline, {} forced", report.clean, report.forced);
 /// # }
 /// ```
 #[derive(Clone, Default)]
@@ -74,9 +83,9 @@ pub(crate) struct Registry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct ShutdownReport {
-    /// Channels that closed before the deadline.
+    /// Channels that ended before the deadline, however they ended (see [`Shutdown`]).
     pub clean: usize,
-    /// Channels still open at the deadline, dropped.
+    /// Channels still open at the deadline (this call's or a concurrent call's), dropped.
     pub forced: usize,
 }
 
@@ -101,7 +110,9 @@ impl Shutdown {
     }
 
     /// Closes every registered channel gracefully, waits up to `deadline` for them, then drops
-    /// the rest. New channels are refused from the first moment.
+    /// the rest. New channels are refused from the first moment. When it returns, every channel
+    /// it saw has reported `Closed` (unless its runtime no longer runs its task: it waits a
+    /// second for those).
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
         // Channels being made now (past the check, see `Entering`) register first: then the
@@ -117,33 +128,43 @@ impl Shutdown {
             notified.await;
         }
         let channels: Vec<Arc<Shared>> = self.snapshot();
-        let total = channels.len();
         for (i, shared) in channels.iter().enumerate() {
             shared.shutdown_close(i);
         }
-        drop(channels);
         // `Duration::MAX` ("wait for them all") must not overflow.
         let now = tokio::time::Instant::now();
         let deadline =
             now.checked_add(deadline).unwrap_or(now + Duration::from_secs(86_400 * 365 * 30));
+        self.wait_for_none_live(deadline).await;
+        for shared in self.snapshot() {
+            shared.force_close();
+        }
+        // A forced WebSocket ends on its own task, woken just now: wait for it, so that when
+        // this returns every channel has reported `Closed` (a server that exits next would
+        // lose those events). Its task runs at once unless the runtime is busy; the bound only
+        // keeps a runtime that no longer runs it from holding this call.
+        self.wait_for_none_live(tokio::time::Instant::now() + FORCED_GRACE).await;
+        // Forced by this call or by a concurrent one (whose shorter deadline came first):
+        // before stop 29 (2026-12-05) the channels a concurrent call forced counted as clean.
+        let forced = channels.iter().filter(|shared| shared.is_forced()).count();
+        let clean = channels.len() - forced;
+        tracing::info!(clean, forced, "channels shut down");
+        ShutdownReport { clean, forced }
+    }
+
+    /// Waits until no registered channel is live, or `until`.
+    async fn wait_for_none_live(&self, until: tokio::time::Instant) {
         loop {
             // Registered before the count is read, so a close in between is not missed.
             let mut notified = std::pin::pin!(self.inner.changed.notified());
             notified.as_mut().enable();
             if self.live() == 0 {
-                break;
+                return;
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                break;
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return;
             }
         }
-        let left = self.snapshot();
-        let forced = left.len();
-        for shared in left {
-            shared.force_close();
-        }
-        tracing::info!(clean = total - forced.min(total), forced, "channels shut down");
-        ShutdownReport { clean: total.saturating_sub(forced), forced }
     }
 
     fn snapshot(&self) -> Vec<Arc<Shared>> {
@@ -197,6 +218,10 @@ impl Registry {
         self.changed.notify_waiters();
     }
 }
+
+/// How long [`Shutdown::shutdown`] waits, after its deadline, for the WebSockets it forced to
+/// report `Closed` (each on its own task, which normally runs within microseconds).
+const FORCED_GRACE: Duration = Duration::from_secs(1);
 
 /// A reconnect delay of 2 to 5 seconds, different for each channel.
 pub(crate) fn jittered_retry(index: usize) -> Duration {

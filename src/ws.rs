@@ -282,6 +282,13 @@ fn on_a_task() -> bool {
 }
 
 impl Inline for Core {
+    fn wake(&self) {
+        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if let Some(task) = task {
+            task.wake();
+        }
+    }
+
     fn step(&self) -> bool {
         if !on_a_task() {
             return false;
@@ -317,10 +324,7 @@ impl Inline for Core {
                 // readiness that woke this receiver went to it alone, so the task must read.
                 // Before stop 27 (2026-12-05) nobody did until keepalive's sweeper woke the
                 // task, ~1 s later (1 close in ~280 under load took 1.01 s).
-                let task = self.task.lock().unwrap_or_else(PoisonError::into_inner).clone();
-                if let Some(task) = task {
-                    task.wake();
-                }
+                self.wake();
                 return;
             }
         };
