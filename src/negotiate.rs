@@ -18,8 +18,9 @@ use crate::{Channel, CloseInfo, Config, Error, Kind};
 ///
 /// A valid WebSocket upgrade request (RFC 6455 §4.2.1: `GET`, HTTP/1.1, one `Host`, `Upgrade:
 /// websocket`, `Connection: upgrade`, a `Sec-WebSocket-Key` of 16 base64 bytes,
-/// `Sec-WebSocket-Version: 13`) becomes a WebSocket channel; any request that does not ask for an upgrade becomes an
-/// HTTP stream channel. Works with any request body type: the body is not read.
+/// `Sec-WebSocket-Version: 13`, no body and no `Expect`) becomes a WebSocket channel; any
+/// request that does not ask for an upgrade becomes an HTTP stream channel. Works with any
+/// request body type: the body is not read.
 ///
 /// The [`Reply`] is the response: add headers to it (`Set-Cookie`, a chosen
 /// `Sec-WebSocket-Protocol`, CORS...) or set an HTTP stream's status, then return its output
@@ -85,6 +86,7 @@ pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Chan
             return Err(Rejection {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 reason: "the server is shutting down",
+                http1: false,
             })
         }
         entering => entering.flatten(),
@@ -130,7 +132,9 @@ pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Chan
                 Reply { status, headers, state: ReplyState::Ready(Arc::clone(&shared), status) };
             Ok((reply, channel))
         }
-        Class::Reject(status, reason) => Err(Rejection { status, reason }),
+        Class::Reject(status, reason) => {
+            Err(Rejection { status, reason, http1: parts.version < Version::HTTP_2 })
+        }
     }
 }
 
@@ -313,6 +317,25 @@ fn classify(parts: &http::request::Parts, config: &Config) -> Class {
     if !matches!(single(headers, header::HOST), Ok(Some(_))) {
         return Class::Reject(StatusCode::BAD_REQUEST, "a WebSocket upgrade needs one Host header");
     }
+    // The WebSocket's bytes follow the request head at once: a body (RFC 9112 §6.3) would be
+    // read as frames once hyper hands over the socket at the 101, and `Expect: 100-continue`
+    // asks for a 100 before the 101 (RFC 9110 §7.8), which hyper sends only when the body is
+    // read. Before stop 29 (2026-12-05) an upgrade whose body came after its head got a 101,
+    // then a close with 1002 for the body read as a frame.
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes().trim_ascii() != b"0");
+    if has_body {
+        return Class::Reject(StatusCode::BAD_REQUEST, "a WebSocket upgrade request has no body");
+    }
+    if headers.contains_key(header::EXPECT) {
+        return Class::Reject(
+            StatusCode::BAD_REQUEST,
+            "a WebSocket upgrade request has no body to expect a 100 (Continue) for",
+        );
+    }
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key);
     match HeaderValue::from_str(&accept) {
         Ok(accept) => Class::WebSocket { accept: Some(accept) },
@@ -341,6 +364,9 @@ fn classify(parts: &http::request::Parts, config: &Config) -> Class {
 pub struct Rejection {
     status: StatusCode,
     reason: &'static str,
+    /// An HTTP/1.1 request: a 426 names the protocol to upgrade to (`Upgrade`, `Connection`),
+    /// which HTTP/2 forbids (RFC 9113 §8.2.2).
+    http1: bool,
 }
 
 impl Rejection {
@@ -358,7 +384,8 @@ impl Rejection {
     }
 
     /// The response to send: the status, a plain-text body with the reason, and
-    /// `Sec-WebSocket-Version: 13` (426) or `Allow: GET` (405).
+    /// `Sec-WebSocket-Version: 13` (426; over HTTP/1.1 with `Upgrade: websocket` and
+    /// `Connection: Upgrade`, as RFC 9110 §15.5.22 asks) or `Allow: GET` (405).
     #[must_use]
     pub fn into_response(self) -> Response<Body> {
         let mut response = Response::new(Body::full(format!("{}\n", self.reason).into()));
@@ -367,6 +394,11 @@ impl Rejection {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         if self.status == StatusCode::UPGRADE_REQUIRED {
             headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            // Before stop 29 (2026-12-05) the 426 named no protocol.
+            if self.http1 {
+                headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            }
         }
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             headers.insert(header::ALLOW, HeaderValue::from_static("GET"));

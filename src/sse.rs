@@ -77,7 +77,10 @@ pub struct Event {
 }
 
 impl Event {
-    /// An empty event (with no field it is only a blank line, which browsers ignore).
+    /// An empty event (with no field it is only a blank line, which browsers ignore). Browsers
+    /// dispatch an event only if it has [`data`](Self::data) (WHATWG HTML §9.2.6, an empty data
+    /// buffer dispatches nothing): without it, an `event` type reaches no listener, and only
+    /// an `id` or `retry` takes effect.
     pub fn new() -> Self {
         Self::default()
     }
@@ -96,8 +99,10 @@ impl Event {
     }
 
     /// The event id (`id:`), which a reconnecting browser sends back as `Last-Event-ID`. It
-    /// may hold neither a line break nor NUL: sending such an event fails with
-    /// [`Error::InvalidMessage`].
+    /// must be something an HTTP header can carry back: no control character other than tab
+    /// (no line break, no NUL): sending such an event fails with [`Error::InvalidMessage`].
+    /// Whitespace at either end does not come back (HTTP trims a field's value): `" 9 "`
+    /// reconnects as `"9"`.
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.id = Some(id.into());
         self
@@ -119,7 +124,8 @@ impl Event {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidMessage`] when the `event` or `id` holds a line break, or the `id` NUL.
+    /// [`Error::InvalidMessage`] when the `event` holds a line break, or the `id` a control
+    /// character other than tab.
     pub fn to_bytes(&self) -> Result<Bytes, Error> {
         self.validate()?;
         let mut out = String::new();
@@ -156,8 +162,14 @@ impl Event {
         if self.event.as_deref().is_some_and(breaks) {
             return Err(Error::InvalidMessage("an SSE event type may not hold a line break"));
         }
-        if self.id.as_deref().is_some_and(|id| breaks(id) || id.contains('\0')) {
-            return Err(Error::InvalidMessage("an SSE id may hold neither a line break nor NUL"));
+        // An id comes back as a `Last-Event-ID` header: before stop 29 (2026-12-05) one with a
+        // control character was sent, and a browser could then never reconnect (Node's
+        // `EventSource` refused to send the header; a client that sent it got hyper's 400).
+        let control = |c: char| c.is_ascii_control() && c != '\t';
+        if self.id.as_deref().is_some_and(|id| id.contains(control)) {
+            return Err(Error::InvalidMessage(
+                "an SSE id may hold no control character other than tab (no line break, no NUL)",
+            ));
         }
         Ok(())
     }

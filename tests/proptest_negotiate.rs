@@ -144,6 +144,15 @@ fn violations(request: &Request<()>, allowed: Option<&[&str]>) -> Vec<StatusCode
     if headers.get_all(header::HOST).iter().count() != 1 {
         out.push(StatusCode::BAD_REQUEST);
     }
+    // No body (RFC 9112 §6.3: a length other than 0, or a transfer coding) and no `Expect`
+    // (RFC 9110 §7.8 would want a 100 before the 101): the WebSocket's bytes follow the head.
+    let length = |v: &http::HeaderValue| v.as_bytes().trim_ascii() != b"0";
+    if headers.contains_key(header::TRANSFER_ENCODING)
+        || headers.get_all(header::CONTENT_LENGTH).iter().any(length)
+        || headers.contains_key(header::EXPECT)
+    {
+        out.push(StatusCode::BAD_REQUEST);
+    }
     out
 }
 
@@ -333,9 +342,11 @@ fn case() -> impl Strategy<Value = Case> {
         "x-forwarded-for",
         "content-length",
         "transfer-encoding",
+        "expect",
         "sec-websocket-accept",
     ]);
-    let noise = prop::collection::vec((noise_name, any_value()), 0..4);
+    let noise_value = prop_oneof![4 => any_value(), 1 => pick(&["0", " 0 ", "5", "100-continue"])];
+    let noise = prop::collection::vec((noise_name, noise_value), 0..4);
     let headers = (
         some_of(upgrade_value(), (2, 12, 1)),
         some_of(connection_value(), (1, 24, 1)),
@@ -382,6 +393,7 @@ async fn check(case: Case) -> Result<(), TestCaseError> {
     let expected =
         if connect { connect_violations(&request, allowed) } else { violations(&request, allowed) };
     let key = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
+    let http1 = request.version() < Version::HTTP_2;
     match webchan::as_channel(request, case.config()) {
         Ok((reply, channel)) if !upgrade && !connect => {
             prop_assert_eq!(channel.kind(), Kind::HttpStream);
@@ -437,6 +449,14 @@ async fn check(case: Case) -> Result<(), TestCaseError> {
             prop_assert_eq!(response.status(), status);
             if status == StatusCode::UPGRADE_REQUIRED {
                 prop_assert_eq!(&response.headers()[header::SEC_WEBSOCKET_VERSION], "13");
+                // RFC 9110 §15.5.22 over HTTP/1.1; HTTP/2 has no Upgrade (RFC 9113 §8.2.2).
+                let upgrade = response.headers().get(header::UPGRADE);
+                if http1 {
+                    prop_assert_eq!(upgrade.map(|v| v.as_bytes()), Some(&b"websocket"[..]));
+                    prop_assert_eq!(&response.headers()[header::CONNECTION], "Upgrade");
+                } else {
+                    prop_assert!(upgrade.is_none());
+                }
             }
             if status == StatusCode::METHOD_NOT_ALLOWED {
                 prop_assert!(response.headers().contains_key(header::ALLOW));
