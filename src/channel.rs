@@ -343,7 +343,10 @@ impl Sender {
     }
 
     /// Asks for a graceful close after everything queued, without waiting. Returns false when
-    /// the channel was already closing or closed.
+    /// the channel was already closing or closed. Everything queued includes a sequence or
+    /// stream message still being sent: behind one that never ends, the close never goes out
+    /// (end its stream first, or let a [`Shutdown`](crate::Shutdown)'s deadline drop the
+    /// connection).
     ///
     /// A WebSocket's close code must be one RFC 6455 lets an endpoint send: 1000-1003,
     /// 1007-1013 or 3000-4999. 1005 ("no status") sends a close frame without a code (and

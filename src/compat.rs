@@ -2,7 +2,8 @@
 //!
 //! [`as_channel`] turns a request into a channel, as [`crate::as_channel`] does, but instead of
 //! a [`Channel`](crate::Channel) to poll, it takes callbacks ([`Options`]) and calls them from
-//! a task of its own, one channel at a time and in order. Callbacks get a [`Handle`]: cheap to
+//! a task of its own for each channel: one callback at a time and in order for a channel
+//! (different channels' callbacks run at the same time). Callbacks get a [`Handle`]: cheap to
 //! clone, `Send + Sync`, usable from any thread or task, also after the handler returned.
 //!
 //! This module uses only the crate's public API: everything here can be written with the
@@ -35,8 +36,10 @@
 //! All callbacks of one channel run on one task, one at a time:
 //!
 //! - `on_open` first, once (for a WebSocket after the `101` went out and before any
-//!   `on_message`; for an HTTP stream before any byte of the response is written, so a first
-//!   [`Message::Response`] sent from it still sets the status and headers);
+//!   `on_message`; for an HTTP stream once its [`ResponseFuture`] is awaited, before any byte
+//!   of the response is written unless a send made on [`ResponseFuture::handle`] came first,
+//!   so a first [`Message::Response`] sent from it still sets the status and headers; never for
+//!   a channel whose response was dropped unawaited);
 //! - then `on_message`, `on_error`, and the sends' `on_success`/`on_error`, the latter in the
 //!   order the sends were made (across threads: the order in which [`Handle::send`] calls
 //!   took the handle's lock);
@@ -106,6 +109,7 @@ use std::future::{poll_fn, Future};
 use std::hash::{Hash, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -199,9 +203,12 @@ impl Options {
     /// Set the spec's `:on-open`: called once, when the channel is available for sending.
     ///
     /// For a WebSocket that is after the `101` went out, and before any `on_message`; for an
-    /// HTTP stream, before any byte of the response was written (a [`Message::Response`] sent
-    /// from here still sets the status and headers). A WebSocket whose upgrade does not
-    /// complete never opens: it gets `on_error` and `on_close` only. The default is none.
+    /// HTTP stream, once its [`ResponseFuture`] is awaited, and before any byte of the
+    /// response was written (a [`Message::Response`] sent from here still sets the status and
+    /// headers) unless a send made on [`ResponseFuture::handle`] came first. A WebSocket whose
+    /// upgrade does not complete never opens: it gets `on_error` and `on_close` only; nor does
+    /// an HTTP stream whose `ResponseFuture` is dropped unawaited (a handler that answers with
+    /// a response of its own): it gets `on_close` only. The default is none.
     ///
     /// # Examples
     ///
@@ -646,7 +653,9 @@ impl Handle {
 
     /// The spec's `close`: starts a graceful close after everything already sent — a close
     /// frame with code 1000 on a WebSocket, the end of the body on an HTTP stream — and
-    /// returns at once. `on_close` is called once the channel is closed. Returns false if the
+    /// returns at once. `on_close` is called once the channel is closed. "After everything
+    /// already sent" includes a sequence or stream still being sent: behind one that never
+    /// ends, the close never goes out (`is_open` is false from now on all the same). Returns false if the
     /// channel was already closing or closed (then `on_close` was or will be called anyway,
     /// once).
     ///
@@ -683,8 +692,9 @@ impl Handle {
 
     /// The spec's `open?`: is the channel open — opened, and not closing or closed? For a
     /// WebSocket, false before `on_open` (its upgrade is not complete); an HTTP stream is open
-    /// from the start, also before `on_open` has run (sends made then go out after it). False
-    /// from the moment a close started, whoever began it; always false in `on_close`.
+    /// from the start, also before `on_open` has run (sends made then are accepted, and may be
+    /// written before `on_open` runs; their `on_success` comes after it). False from the
+    /// moment a close started, whoever began it; always false in `on_close`.
     ///
     /// # Examples
     ///
@@ -814,6 +824,7 @@ pub fn as_channel<B>(request: Request<B>, options: Options) -> ResponseFuture {
                 on_error: options.on_error,
                 on_close: options.on_close,
             };
+            let gate = Arc::new(Gate::default());
             let runner = Runner {
                 handle: handle.clone(),
                 callbacks,
@@ -821,21 +832,24 @@ pub fn as_channel<B>(request: Request<B>, options: Options) -> ResponseFuture {
                 pending: rx,
                 front: None,
                 opened: false,
+                gate: Arc::clone(&gate),
             };
             tokio::spawn(runner.run());
-            ResponseFuture { state: State::Channel(reply), handle: Some(handle) }
+            ResponseFuture { state: State::Channel(reply), handle: Some(handle), gate: Some(gate) }
         }
-        Err(rejection) => {
-            ResponseFuture { state: State::Rejected(Some(rejection.into_response())), handle: None }
-        }
+        Err(rejection) => ResponseFuture {
+            state: State::Rejected(Some(rejection.into_response())),
+            handle: None,
+            gate: None,
+        },
     }
 }
 
 /// The response of [`as_channel`]: a future of the `Response<Body>` the hyper service must
 /// return. Change its status or add headers before awaiting it.
 ///
-/// A WebSocket's resolves at once to the `101`; a status other than 101 set here refuses the
-/// upgrade (the channel gets `on_error` and `on_close`, never `on_open`), and so does dropping
+/// A WebSocket's resolves at once to the `101` (over HTTP/2, RFC 8441, a `200`); any other
+/// status set here refuses the upgrade (the channel gets `on_error` and `on_close`, never `on_open`), and so does dropping
 /// it unawaited, as a handler that answers with a response of its own (a 403) does: the
 /// channel then gets `on_error` and `on_close` at once. An HTTP stream's
 /// resolves when its head is due: at the first send or close, or at the timeout; dropping it
@@ -858,6 +872,58 @@ pub fn as_channel<B>(request: Request<B>, options: Options) -> ResponseFuture {
 pub struct ResponseFuture {
     state: State,
     handle: Option<Handle>,
+    /// Tells the channel's task whether the response is returned (see [`Gate`]).
+    gate: Option<Arc<Gate>>,
+}
+
+/// Whether a [`ResponseFuture`] was awaited, or dropped first. An HTTP stream opens as soon as
+/// it is made, but it is available for sending (the spec's condition for `on-open`) only once
+/// its response is on its way: its `on_open` waits for this. Before stop 29 (2026-12-05) a
+/// handler that made the channel and then answered with a response of its own (a 403 after an
+/// auth check) had `on_open` called on a stream that would never send.
+#[derive(Debug, Default)]
+struct Gate {
+    /// `UNDECIDED`, `AWAITED` or `DROPPED`.
+    state: std::sync::atomic::AtomicU8,
+    waker: futures_util::task::AtomicWaker,
+}
+
+const UNDECIDED: u8 = 0;
+const AWAITED: u8 = 1;
+const DROPPED: u8 = 2;
+
+impl Gate {
+    /// Decides, if not yet decided, and wakes the channel's task.
+    fn decide(&self, state: u8) {
+        let decided = self.state.compare_exchange(UNDECIDED, state, AcqRel, Relaxed).is_ok();
+        if decided {
+            self.waker.wake();
+        }
+    }
+
+    /// Waits for the decision: true if the response was awaited.
+    async fn awaited(&self) -> bool {
+        poll_fn(|cx| {
+            let state = self.state.load(Acquire);
+            if state != UNDECIDED {
+                return Poll::Ready(state == AWAITED);
+            }
+            self.waker.register(cx.waker());
+            match self.state.load(Acquire) {
+                UNDECIDED => Poll::Pending,
+                state => Poll::Ready(state == AWAITED),
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for ResponseFuture {
+    fn drop(&mut self) {
+        if let Some(gate) = &self.gate {
+            gate.decide(DROPPED);
+        }
+    }
 }
 
 enum State {
@@ -927,6 +993,9 @@ impl Future for ResponseFuture {
     type Output = Response<Body>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
+        if let Some(gate) = &self.gate {
+            gate.decide(AWAITED);
+        }
         match &mut self.state {
             State::Channel(reply) => Pin::new(reply).poll(cx),
             State::Rejected(response) => {
@@ -955,6 +1024,7 @@ struct Runner {
     /// the channel opened (on [`ResponseFuture::handle`]) has its `on_success` after
     /// `on_open`, not before (on a WebSocket its frame can go out in the poll that opens it).
     opened: bool,
+    gate: Arc<Gate>,
 }
 
 enum Step {
@@ -969,6 +1039,12 @@ impl Runner {
                 Step::Sent(pending, result) => self.sent(pending, result),
                 Step::Event(Some(Event::Open)) => {
                     self.opened = true;
+                    // A WebSocket opens only once its `101` went out, so its response was
+                    // awaited; an HTTP stream opens when it is made (see `Gate`).
+                    let stream = self.handle.kind() == Kind::HttpStream;
+                    if stream && !self.gate.awaited().await {
+                        continue;
+                    }
                     if let Some(f) = self.callbacks.on_open.clone() {
                         self.guard("on_open", || f(&self.handle));
                     }
