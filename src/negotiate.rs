@@ -486,6 +486,12 @@ impl Reply {
     }
 
     /// The headers, to add to them.
+    ///
+    /// A WebSocket's `Sec-WebSocket-Protocol` must name one of the protocols the client
+    /// offered in its own (RFC 6455 §4.2.2: a client fails the connection otherwise); webchan
+    /// sends what is set here as it is. Set no `Sec-WebSocket-Extensions`: webchan implements
+    /// no extension (permessage-deflate among them), and a client would take the frames for
+    /// compressed ones.
     pub fn headers_mut(&mut self) -> &mut HeaderMap {
         &mut self.headers
     }
