@@ -120,7 +120,9 @@
 //! - A protocol violation closes the WebSocket with the RFC 6455 code (1002, 1007 for invalid
 //!   UTF-8, 1009 for a message over [`Config::max_message_size`]) after an [`Event::Error`].
 //! - A panic in a message source (a reader or a stream being sent) fails that send with
-//!   [`Error::Panicked`]; the connection goes on.
+//!   [`Error::Panicked`]; the connection goes on. A panic in a source's `Drop` (once it
+//!   ended, or when a failed send or a closing channel discards it) is caught and logged
+//!   (`tracing::error!`): it fails nothing that was sent whole.
 //! - Every accepted send completes or reports its error: to the caller that waits for it, or
 //!   else as an [`Event::Error`]; sends still queued when a channel closes fail with
 //!   [`Error::Closed`].

@@ -235,6 +235,65 @@ pub(crate) const YIELD_AFTER: usize = 64;
 
 type Opening = Pin<Box<dyn Future<Output = io::Result<tokio::fs::File>> + Send>>;
 
+impl Message {
+    /// The message with its readers and streams (user code) wrapped in [`Quiet`], whose drop
+    /// catches a panic: webchan drops sources in many places (a failed send, a channel that
+    /// closes with sends queued, the end of a connection), and a panic there escaped before
+    /// stop 29 (2026-12-05): a source that panicked in `poll_read` and again when dropped
+    /// killed the task that polled it (the connection, hyper's, or the application's own
+    /// through an inline send), and one dropped with the queue at a close left the channel
+    /// without `Closed` and its sends waiting for good.
+    pub(crate) fn quiet(self) -> Self {
+        match self {
+            Self::Reader(reader) => Self::Reader(Box::pin(Quiet(Some(reader)))),
+            Self::Seq(items) => Self::Seq(Box::pin(Quiet(Some(items)))),
+            Self::Response(mut head) => {
+                head.body = head.body.map(|body| Box::new(body.quiet()));
+                Self::Response(head)
+            }
+            other => other,
+        }
+    }
+}
+
+/// A reader or stream of the application's, dropped under `catch_unwind` (see
+/// [`Message::quiet`]). Its polls are already guarded by [`Pump::poll_next`].
+struct Quiet<T: ?Sized>(Option<Pin<Box<T>>>);
+
+impl<T: ?Sized> Drop for Quiet<T> {
+    fn drop(&mut self) {
+        let inner = self.0.take();
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(inner))).is_err() {
+            tracing::error!("a message source panicked when dropped");
+        }
+    }
+}
+
+impl AsyncRead for Quiet<dyn AsyncRead + Send> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut().0.as_mut() {
+            Some(reader) => reader.as_mut().poll_read(cx, buf),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl Stream for Quiet<dyn Stream<Item = Message> + Send> {
+    type Item = Message;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        match self.get_mut().0.as_mut() {
+            // What a sequence yields is the application's too.
+            Some(items) => items.as_mut().poll_next(cx).map(|item| item.map(Message::quiet)),
+            None => Poll::Ready(None),
+        }
+    }
+}
+
 enum Source {
     One(Option<Piece>),
     Opening(Opening),

@@ -500,7 +500,7 @@ impl Shared {
             s.tracking_mut().track(seq);
         }
         self.settled.store(false, Relaxed);
-        s.queue.push_back(Queued { seq, size, item: Item::Send(message) });
+        s.queue.push_back(Queued { seq, size, item: Item::Send(message.quiet()) });
         if close_after {
             self.push_close(&mut s, 1000, String::new());
         }
