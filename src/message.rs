@@ -243,6 +243,7 @@ impl Message {
     /// killed the task that polled it (the connection, hyper's, or the application's own
     /// through an inline send), and one dropped with the queue at a close left the channel
     /// without `Closed` and its sends waiting for good.
+    #[inline(never)]
     pub(crate) fn quiet(self) -> Self {
         match self {
             Self::Reader(reader) => Self::Reader(Box::pin(Quiet(Some(reader)))),

@@ -500,7 +500,12 @@ impl Shared {
             s.tracking_mut().track(seq);
         }
         self.settled.store(false, Relaxed);
-        s.queue.push_back(Queued { seq, size, item: Item::Send(message.quiet()) });
+        // Text and binary, the common case, hold no code of the application's.
+        let message = match message {
+            Message::Reader(_) | Message::Seq(_) | Message::Response(_) => message.quiet(),
+            message => message,
+        };
+        s.queue.push_back(Queued { seq, size, item: Item::Send(message) });
         if close_after {
             self.push_close(&mut s, 1000, String::new());
         }
