@@ -196,7 +196,10 @@ impl Sink<Message> for Channel {
 /// a `std::thread` say, the connection's task writes them: that work may start timers and open
 /// files, which need the runtime); messages fed and never flushed still go out when this `Sender` is
 /// dropped, or at the connection's next wake-up. [`Sender::send`] and [`Sender::try_send`]
-/// need no flush.
+/// need no flush. `poll_ready` waits while the queue is at or over
+/// [`Config::queue_limit`](crate::Config::queue_limit); `start_send` itself takes the message
+/// whatever the queue holds (the `Sink` contract asks for `poll_ready` first, and every
+/// `SinkExt` method does it).
 #[must_use = "sinks do nothing unless polled"]
 pub struct Sender {
     shared: Arc<Shared>,
@@ -413,7 +416,9 @@ impl Sink<Message> for Sender {
 }
 
 /// The outcome of one queued send: resolves to `Ok(())` once the message was written to the
-/// connection (see [`Sender::send`]), or to the error that stopped it.
+/// connection (see [`Sender::send`]), or to the error that stopped it. Once it has resolved,
+/// do not poll it again: what a second poll gives is unspecified (it may differ from the
+/// first answer).
 #[must_use = "dropping a completion does not cancel the send; its error goes to the event stream"]
 pub struct Completion {
     shared: Arc<Shared>,

@@ -431,7 +431,7 @@ impl From<Rejection> for Error {
 /// 403 after an auth check) leaves the connection un-upgraded, and the channel yields
 /// [`Error::Upgrade`] then `Closed` (1006), never `Open`. An HTTP stream's reply resolves when
 /// the head is due (the first send or close, or the timeout); dropping it before then closes
-/// the channel.
+/// the channel. Polled again once it has resolved, it panics.
 ///
 /// # Examples
 ///

@@ -697,12 +697,25 @@ impl Shared {
         // Taken by the application: no longer counts against the read pause.
         s.event_bytes = 0;
         if s.read_paused {
-            s.read_paused = false;
-            if let Some(w) = self.take_transport(&mut s) {
-                w.wake();
-            }
+            self.unpause(&mut s);
         }
         Poll::Ready(Taken::Events)
+    }
+
+    /// Ends the read pause and wakes the transport to read again: through its waker with the
+    /// queue if it left one, else through its task's own (a WebSocket's task registers with the
+    /// queue only while it takes from it). Before stop 29 (2026-12-05) only the first: a task
+    /// that had seen the pause, and not yet registered, was woken by nobody, and with large
+    /// messages (read by the receiver, which then also stops at the pause) the connection read
+    /// nothing more until keepalive's next ping, or ever without keepalive (a multi-thread
+    /// runtime, a client uploading 70 KB messages past a 256 KiB limit).
+    fn unpause(&self, s: &mut State) {
+        s.read_paused = false;
+        if let Some(w) = self.take_transport(s) {
+            w.wake();
+        } else if let Some(transport) = self.inline.get() {
+            transport.wake();
+        }
     }
 
     pub(crate) fn add_handle(&self) {
@@ -727,10 +740,7 @@ impl Shared {
             s.events.clear();
             s.event_bytes = 0;
             if s.read_paused {
-                s.read_paused = false;
-                if let Some(w) = self.take_transport(&mut s) {
-                    w.wake();
-                }
+                self.unpause(&mut s);
             }
         }
         if s.handles == 0 && s.accepting {
