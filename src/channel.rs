@@ -269,7 +269,7 @@ impl Sender {
     /// any, then goes to the event stream as [`Event::Error`].
     pub async fn send(&self, message: Message) -> Result<(), Error> {
         poll_fn(|cx| self.shared.poll_capacity(cx)).await?;
-        self.send_now(message, false).map_err(|(e, _)| e)?.await
+        self.send_now(message, false).map_err(refused)?.await
     }
 
     /// Sends a message and then closes the channel. On the first send of an HTTP stream this
@@ -281,7 +281,7 @@ impl Sender {
     /// As [`send`](Self::send).
     pub async fn send_and_close(&self, message: Message) -> Result<(), Error> {
         poll_fn(|cx| self.shared.poll_capacity(cx)).await?;
-        self.send_now(message, true).map_err(|(e, _)| e)?.await
+        self.send_now(message, true).map_err(refused)?.await
     }
 
     /// Queues a message now, without waiting, and gives a [`Completion`] that resolves when
@@ -383,6 +383,12 @@ fn truncate_reason(reason: &str) -> String {
     reason[..end].to_owned()
 }
 
+/// The error of a send the channel refused; its message is dropped (see `Message::discard`).
+fn refused((error, message): (Error, Message)) -> Error {
+    message.discard();
+    error
+}
+
 impl Sink<Message> for Sender {
     type Error = Error;
 
@@ -391,7 +397,7 @@ impl Sink<Message> for Sender {
     }
 
     fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
-        let seq = self.shared.enqueue(item, false, false, false, true).map_err(|(e, _)| e)?;
+        let seq = self.shared.enqueue(item, false, false, false, true).map_err(refused)?;
         self.last_seq = seq;
         Ok(())
     }

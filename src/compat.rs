@@ -641,9 +641,14 @@ impl Handle {
         };
         let outcome = match attempt {
             Ok(completion) => Outcome::Waiting(completion),
-            Err((Error::Closed, _)) => return Ok(false),
-            Err((error @ Error::InvalidMessage(_), _)) => return Err(error),
-            Err((error, _)) => Outcome::Failed(error),
+            Err((error, refused)) => {
+                discard(refused);
+                match error {
+                    Error::Closed => return Ok(false),
+                    Error::InvalidMessage(_) => return Err(error),
+                    error => Outcome::Failed(error),
+                }
+            }
         };
         let SendOptions { on_success, on_error, .. } = options;
         // The task only stops receiving after the channel closed, and then no send gets here.
@@ -1127,7 +1132,7 @@ impl Runner {
     /// Runs a callback; a panic goes to `on_error`.
     fn guard(&self, name: &'static str, f: impl FnOnce()) {
         if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
-            self.report(Error::Panicked(format!("{name} panicked: {}", panic_text(&*payload))));
+            self.report(Error::Panicked(format!("{name} panicked: {}", panic_text(payload))));
         }
     }
 
@@ -1139,7 +1144,7 @@ impl Runner {
                 self.report(Error::Callback { callback: name, error: error.into() });
             }
             Err(payload) => {
-                self.report(Error::Panicked(format!("{name} panicked: {}", panic_text(&*payload))));
+                self.report(Error::Panicked(format!("{name} panicked: {}", panic_text(payload))));
             }
         }
     }
@@ -1158,20 +1163,37 @@ impl Runner {
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(&self.handle, error.clone()))) {
             tracing::error!(
                 %error,
-                panic = panic_text(&*payload),
+                panic = panic_text(payload),
                 "on_error panicked while handling an error"
             );
         }
     }
 }
 
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
+/// What a caught panic says. Its payload is dropped here; one whose own `Drop` panics too is
+/// leaked, so that the second panic does not escape the callback's guard (stop 29).
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    let text = if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {
         s.clone()
     } else {
         "a panic with a non-string payload".to_owned()
+    };
+    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
+    }
+    text
+}
+
+/// Drops a message the channel refused: a panic of its source's `Drop` is caught and logged,
+/// not passed to the caller of [`Handle::send`] (stop 29).
+fn discard(message: Message) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(message))) {
+        tracing::error!(
+            panic = panic_text(payload),
+            "a refused message's source panicked when dropped"
+        );
     }
 }
 

@@ -96,6 +96,13 @@ impl Error {
         Self::Io(Arc::new(error))
     }
 
+    /// The error for a caught panic; its payload is dropped here (see [`drop_payload`]).
+    pub(crate) fn from_panic(payload: Box<dyn std::any::Any + Send>) -> Self {
+        let error = Self::panicked(&*payload);
+        drop_payload(payload);
+        error
+    }
+
     pub(crate) fn panicked(payload: &(dyn std::any::Any + Send)) -> Self {
         let text = if let Some(s) = payload.downcast_ref::<&str>() {
             (*s).to_owned()
@@ -147,5 +154,25 @@ impl std::error::Error for Error {
 impl From<io::Error> for Error {
     fn from(error: io::Error) -> Self {
         Self::io(error)
+    }
+}
+
+/// Drops a caught panic's payload; one whose own `Drop` panics too is leaked instead, so that
+/// the second panic does not escape where the first was caught.
+pub(crate) fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(payload)));
+    if let Err(again) = dropped {
+        std::mem::forget(again);
+    }
+}
+
+/// Drops something that holds the application's code (a reader, a stream), catching a panic
+/// of its `Drop`: logged, never passed on (see `Message::quiet`).
+pub(crate) fn drop_quietly<T>(value: T) {
+    if let Err(payload) =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(value)))
+    {
+        tracing::error!("a message source panicked when dropped");
+        drop_payload(payload);
     }
 }

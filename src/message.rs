@@ -243,6 +243,16 @@ impl Message {
     /// killed the task that polled it (the connection, hyper's, or the application's own
     /// through an inline send), and one dropped with the queue at a close left the channel
     /// without `Closed` and its sends waiting for good.
+    /// Drops a message the channel refused (and so never queued), as [`Message::quiet`] would
+    /// have: a panic of its source's `Drop` is caught and logged. Before stop 29 (2026-12-05)
+    /// it reached the caller of `Sender::send` (a reader refused on an SSE stream, say).
+    pub(crate) fn discard(self) {
+        match self {
+            Self::Text(_) | Self::Binary(_) => {}
+            other => crate::error::drop_quietly(other),
+        }
+    }
+
     #[inline(never)]
     pub(crate) fn quiet(self) -> Self {
         match self {
@@ -263,10 +273,7 @@ struct Quiet<T: ?Sized>(Option<Pin<Box<T>>>);
 
 impl<T: ?Sized> Drop for Quiet<T> {
     fn drop(&mut self) {
-        let inner = self.0.take();
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(inner))).is_err() {
-            tracing::error!("a message source panicked when dropped");
-        }
+        crate::error::drop_quietly(self.0.take());
     }
 }
 
@@ -380,7 +387,7 @@ impl Pump {
             Ok(poll) => poll,
             Err(payload) => {
                 tracing::warn!("a message source panicked; that send fails");
-                self.fail(Error::panicked(&*payload))
+                self.fail(Error::from_panic(payload))
             }
         }
     }

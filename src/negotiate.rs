@@ -322,11 +322,16 @@ fn classify(parts: &http::request::Parts, config: &Config) -> Class {
     // asks for a 100 before the 101 (RFC 9110 §7.8), which hyper sends only when the body is
     // read. Before stop 29 (2026-12-05) an upgrade whose body came after its head got a 101,
     // then a close with 1002 for the body read as a frame.
+    // A length is digits (RFC 9110 §8.6: `00` is 0 too), or a list of the same (hyper checks
+    // they agree); anything else is taken for a body.
+    let zero = |v: &HeaderValue| {
+        v.as_bytes().split(|b| *b == b',').all(|n| {
+            let n = n.trim_ascii();
+            !n.is_empty() && n.iter().all(|b| *b == b'0')
+        })
+    };
     let has_body = headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get_all(header::CONTENT_LENGTH)
-            .iter()
-            .any(|v| v.as_bytes().trim_ascii() != b"0");
+        || !headers.get_all(header::CONTENT_LENGTH).iter().all(zero);
     if has_body {
         return Class::Reject(StatusCode::BAD_REQUEST, "a WebSocket upgrade request has no body");
     }
@@ -518,6 +523,17 @@ impl Future for Reply {
         let this = &mut *self;
         match &mut this.state {
             ReplyState::Ready(shared, expected) => {
+                if shared.is_forced() {
+                    // A shutdown's deadline dropped the channel before its reply was returned
+                    // (see `Shared::drop_connection`): no upgrade, as for a new request.
+                    this.state = ReplyState::Done;
+                    let rejection = Rejection {
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        reason: "the server is shutting down",
+                        http1: false,
+                    };
+                    return Poll::Ready(rejection.into_response());
+                }
                 if this.status != *expected {
                     // The handler chose another answer: no upgrade.
                     for name in [header::UPGRADE, header::CONNECTION, header::SEC_WEBSOCKET_ACCEPT]

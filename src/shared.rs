@@ -82,6 +82,9 @@ pub(crate) struct Shared {
     registered: std::sync::OnceLock<(Arc<crate::shutdown::Registry>, u64)>,
     /// Drop the connection now (a shutdown's deadline passed).
     forced: std::sync::atomic::AtomicBool,
+    /// Dropped by a shutdown's deadline (not by an HTTP stream's own timeout), for the
+    /// shutdown's report.
+    shut_off: std::sync::atomic::AtomicBool,
     /// The transport, when handles can run it (WebSockets).
     inline: std::sync::OnceLock<Arc<dyn Inline>>,
     /// Sends are accepted and the queue is under its limit, as of the last change under the
@@ -301,6 +304,7 @@ impl Shared {
             state: Mutex::new(state),
             registered: std::sync::OnceLock::new(),
             forced: std::sync::atomic::AtomicBool::new(false),
+            shut_off: std::sync::atomic::AtomicBool::new(false),
             inline: std::sync::OnceLock::new(),
             room: std::sync::atomic::AtomicBool::new(true),
             done: std::sync::atomic::AtomicU64::new(0),
@@ -1028,7 +1032,15 @@ impl Shared {
     /// stream's channel closes now: hyper may not poll its body again soon (a client that
     /// reads nothing, a source with nothing ready), and then the body aborts the response.
     pub(crate) fn force_close(&self) {
+        self.shut_off.store(true, std::sync::atomic::Ordering::Release);
         self.drop_connection(None);
+    }
+
+    /// Dropped by a shutdown's deadline (see [`Shared::force_close`]). Before stop 29
+    /// (2026-12-05) the report counted `is_forced`, which an HTTP stream's own timeout sets
+    /// too: a stream its timeout dropped before the deadline was reported forced.
+    pub(crate) fn was_shut_off(&self) -> bool {
+        self.shut_off.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// An HTTP stream's timeout passed `close_timeout` ago and its body has not ended: hyper
@@ -1057,6 +1069,13 @@ impl Shared {
         // client read or keepalive's next ping, its pending send and `Closed` with it.
         if let Some(transport) = self.inline.get() {
             transport.wake();
+        } else if self.kind == Kind::WebSocket {
+            // Not upgraded yet (its reply not yet returned, or hyper not done): nothing runs
+            // that could see the flag, so the channel ends here, never opened; `ws::drive`
+            // then does not start it, and the reply answers 503. Before stop 29 (2026-12-05)
+            // it opened after the shutdown had returned.
+            self.finish(CloseInfo::websocket(1006, ""), None);
+            return;
         }
         if self.kind == Kind::HttpStream {
             self.finish(CloseInfo::http(), error);

@@ -146,7 +146,7 @@ impl Shutdown {
         self.wait_for_none_live(tokio::time::Instant::now() + FORCED_GRACE).await;
         // Forced by this call or by a concurrent one (whose shorter deadline came first):
         // before stop 29 (2026-12-05) the channels a concurrent call forced counted as clean.
-        let forced = channels.iter().filter(|shared| shared.is_forced()).count();
+        let forced = channels.iter().filter(|shared| shared.was_shut_off()).count();
         let clean = channels.len() - forced;
         tracing::info!(clean, forced, "channels shut down");
         ShutdownReport { clean, forced }

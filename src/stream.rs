@@ -273,7 +273,7 @@ impl StreamHead {
                 Ok(Poll::Ready(Some(item))) => item,
                 Err(payload) => {
                     tracing::warn!("a message source panicked; that send fails");
-                    self.fail_front(peek.seq, Error::panicked(&*payload));
+                    self.fail_front(peek.seq, Error::from_panic(payload));
                     return Peeked::Again;
                 }
             };

@@ -146,7 +146,12 @@ fn violations(request: &Request<()>, allowed: Option<&[&str]>) -> Vec<StatusCode
     }
     // No body (RFC 9112 §6.3: a length other than 0, or a transfer coding) and no `Expect`
     // (RFC 9110 §7.8 would want a 100 before the 101): the WebSocket's bytes follow the head.
-    let length = |v: &http::HeaderValue| v.as_bytes().trim_ascii() != b"0";
+    let length = |v: &http::HeaderValue| {
+        !v.as_bytes().split(|b| *b == b',').all(|n| {
+            let n = n.trim_ascii();
+            !n.is_empty() && n.iter().all(|b| *b == b'0')
+        })
+    };
     if headers.contains_key(header::TRANSFER_ENCODING)
         || headers.get_all(header::CONTENT_LENGTH).iter().any(length)
         || headers.contains_key(header::EXPECT)
@@ -345,7 +350,8 @@ fn case() -> impl Strategy<Value = Case> {
         "expect",
         "sec-websocket-accept",
     ]);
-    let noise_value = prop_oneof![4 => any_value(), 1 => pick(&["0", " 0 ", "5", "100-continue"])];
+    let noise_value =
+        prop_oneof![4 => any_value(), 1 => pick(&["0", " 0 ", "00", "0, 0", "5", "100-continue"])];
     let noise = prop::collection::vec((noise_name, noise_value), 0..4);
     let headers = (
         some_of(upgrade_value(), (2, 12, 1)),
