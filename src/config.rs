@@ -139,7 +139,10 @@ impl Config {
     /// yet taken from the stream, each counted with its slot in the queue (48 bytes), so empty
     /// ones count too (TCP then slows the client down); once the server sent its close frame,
     /// twice this (what the client sent before it saw the close, then its answer, still come
-    /// in). A read holds at most this more and one message. Files, readers and
+    /// in). A read holds at most this more and one message. Past a read's burst of unread
+    /// messages, each further small one (up to 1 KiB) is copied into storage of its own size,
+    /// so that what unread messages hold stays within about twice what they count (a small
+    /// received message otherwise shares a 4 KiB block: see [`Incoming`](crate::Incoming)). Files, readers and
     /// sequences count as one 16 KiB chunk. The default is 1 MiB.
     ///
     /// It is also how far a sender may run ahead of the socket, so it trades memory for
@@ -239,8 +242,9 @@ impl Config {
     /// The largest WebSocket data frame accepted from a client; a larger one closes the
     /// connection with 1009, as soon as its header is read. Control frames (pings, pongs,
     /// closes: 125 bytes at most by RFC 6455) are not held to it. The server reads a frame
-    /// into room it makes as the bytes come, at most 16 MiB ahead of them: a client announcing
-    /// a frame of any size costs no more until it sends it. The default is 16 MiB.
+    /// into room it reserves when the header announces it, at most 16 MiB ahead of the bytes
+    /// that came (address space: pages are touched only as the bytes arrive), so a client
+    /// announcing a huge frame gets no more. The default is 16 MiB.
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
         self.set().max_frame_size = bytes;
         self

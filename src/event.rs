@@ -46,8 +46,10 @@ pub enum Event {
 ///
 /// Memory: a message of up to 1 KiB is copied out of the connection's read buffer into a
 /// 4 KiB block that the small messages received on the same thread share (no allocation per
-/// message); a larger one is a view of the buffer it was read into (or of its own, when it
-/// came in fragments). Either way the message is a refcounted view, so one that the
+/// message; when the application is behind, into storage of its own: see
+/// [`Config::queue_limit`](crate::Config::queue_limit)); a larger one is a view of the buffer
+/// it was read into when it fills at least half of it (else a copy of its own size), or of its
+/// own buffer when it came in fragments. Either way the message is a refcounted view, so one that the
 /// application keeps holds its whole block or buffer alive.
 /// To keep a few small messages out of many for a long time, copy them
 /// (`Bytes::copy_from_slice`, `String::from`).
