@@ -12,6 +12,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming as HyperIncoming;
 use hyper_util::rt::TokioIo;
+use support::callbacks::{ev, evs, expect_cb, expect_close, note, quiet, recording, tracked, Ev};
 use support::{get, http1_get, next_msg, raw_http, send_text, ws_connect, WsClient, WsMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,110 +22,11 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use webchan::compat::{self, Handle, Options, ResponseFuture, SendOptions};
 use webchan::{CloseInfo, Config, Error, Incoming, Kind, Message};
 
-// ---- harness ----
-
-/// What the callbacks saw, in the order they were called.
-#[derive(Debug)]
-enum Ev {
-    Open(Kind),
-    Msg(Incoming),
-    Err(Error),
-    /// on_close, with `is_open()` and the result of a send made inside it.
-    Close {
-        info: CloseInfo,
-        open: bool,
-        send: Option<bool>,
-    },
-    /// A send's on_success, by tag.
-    Ok(String),
-    /// A send's on_error, by tag.
-    SendErr(String, Error),
-    Note(String),
-    Handle(Handle),
-}
-
-type Tx = mpsc::UnboundedSender<Ev>;
-type Rx = mpsc::UnboundedReceiver<Ev>;
-
-fn evs() -> (Tx, Rx) {
-    mpsc::unbounded_channel()
-}
-
-/// The next callback; panics after 10 s.
-async fn ev(rx: &mut Rx) -> Ev {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("no callback within 10 s")
-        .expect("callback channel ended")
-}
-
-/// No callback within `ms` milliseconds.
-async fn quiet(rx: &mut Rx, ms: u64) {
-    if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(ms), rx.recv()).await {
-        panic!("unexpected callback: {e:?}");
-    }
-}
-
-macro_rules! expect {
-    ($rx:expr, $pat:pat $(if $guard:expr)? => $out:expr) => {
-        match ev($rx).await {
-            $pat $(if $guard)? => $out,
-            other => panic!("expected {}, got {other:?}", stringify!($pat)),
-        }
-    };
-    ($rx:expr, $pat:pat $(if $guard:expr)?) => {
-        expect!($rx, $pat $(if $guard)? => ())
-    };
-}
-
-/// Waits for on_close; checks the channel was closed when it ran.
-async fn expect_close(rx: &mut Rx) -> CloseInfo {
-    expect!(rx, Ev::Close { info, open, send } => {
-        assert!(!open, "is_open() must be false in on_close");
-        assert_eq!(send, Some(false), "a send in on_close must return Ok(false)");
-        info
-    })
-}
-
-/// Options whose callbacks record what they see.
-fn recording(tx: &Tx) -> Options {
-    let (t1, t2, t3, t4) = (tx.clone(), tx.clone(), tx.clone(), tx.clone());
-    Options::new()
-        .on_open(move |h| {
-            let _ = t1.send(Ev::Open(h.kind()));
-        })
-        .on_message(move |_, m| {
-            let _ = t2.send(Ev::Msg(m));
-        })
-        .on_error(move |_, e| {
-            let _ = t3.send(Ev::Err(e));
-        })
-        .on_close(move |h, info| {
-            let send = h.send("too late", SendOptions::new()).ok();
-            let _ = t4.send(Ev::Close { info, open: h.is_open(), send });
-        })
-}
-
-/// Send options that record the outcome under `tag`.
-fn tracked(tx: &Tx, tag: impl Into<String>) -> SendOptions {
-    let tag = tag.into();
-    let (a, b, tag2) = (tx.clone(), tx.clone(), tag.clone());
-    SendOptions::new()
-        .on_success(move || {
-            let _ = a.send(Ev::Ok(tag));
-        })
-        .on_error(move |e| {
-            let _ = b.send(Ev::SendErr(tag2, e));
-        })
-}
+// ---- harness: tests/support/callbacks.rs ----
 
 /// Panics (a callback that returns `()` and fails).
 fn fail(message: &str) {
     panic!("{message}")
-}
-
-fn note(tx: &Tx, s: impl Into<String>) {
-    let _ = tx.send(Ev::Note(s.into()));
 }
 
 /// A server on 127.0.0.1:0 (HTTP/1.1 and HTTP/2, with upgrades) whose handler is
@@ -294,15 +196,15 @@ async fn as_channel_converts_the_request_into_an_asynchronous_channel() {
     let addr = serve(options).await;
 
     let mut ws = ws_connect(addr, "/ws-path").await;
-    expect!(&mut rx, Ev::Open(Kind::WebSocket));
-    expect!(&mut rx, Ev::Note(p) if p == "/ws-path");
+    expect_cb!(&mut rx, Ev::Open(Kind::WebSocket));
+    expect_cb!(&mut rx, Ev::Note(p) if p == "/ws-path");
     assert_eq!(next_msg(&mut ws).await, Some(text("from the channel")));
     assert_eq!(ws_close_frame(&mut ws).await.0, 1000);
     expect_close(&mut rx).await;
 
     let response = http1_get(addr, get(addr, "/http-path")).await;
-    expect!(&mut rx, Ev::Open(Kind::HttpStream));
-    expect!(&mut rx, Ev::Note(p) if p == "/http-path");
+    expect_cb!(&mut rx, Ev::Open(Kind::HttpStream));
+    expect_cb!(&mut rx, Ev::Note(p) if p == "/http-path");
     assert_eq!(&response.body()[..], b"from the channel");
     expect_close(&mut rx).await;
 }
@@ -325,19 +227,19 @@ async fn websocket_upgrade_request_creates_websocket_channel_otherwise_http_stre
     let addr = serve(options).await;
 
     let mut ws = ws_connect(addr, "/").await;
-    expect!(&mut rx, Ev::Open(Kind::WebSocket));
+    expect_cb!(&mut rx, Ev::Open(Kind::WebSocket));
     ws.close(None).await.unwrap();
     expect_close(&mut rx).await;
 
     assert_eq!(&http1_get(addr, get(addr, "/")).await.body()[..], b"stream");
-    expect!(&mut rx, Ev::Open(Kind::HttpStream));
+    expect_cb!(&mut rx, Ev::Open(Kind::HttpStream));
     expect_close(&mut rx).await;
 
     // An upgrade to something else is not a WebSocket upgrade.
     let (head, body) = raw_get(addr, "GET", "Upgrade: h2c\r\n").await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(body.concat(), b"stream");
-    expect!(&mut rx, Ev::Open(Kind::HttpStream));
+    expect_cb!(&mut rx, Ev::Open(Kind::HttpStream));
     expect_close(&mut rx).await;
 }
 
@@ -374,16 +276,16 @@ async fn both_channel_types_use_the_same_functions_and_callbacks() {
     let addr = serve(options).await;
 
     let mut ws = ws_connect(addr, "/").await;
-    expect!(&mut rx, Ev::Open(Kind::WebSocket));
+    expect_cb!(&mut rx, Ev::Open(Kind::WebSocket));
     assert_eq!(next_msg(&mut ws).await, Some(text("one,")));
     assert_eq!(next_msg(&mut ws).await, Some(text("two")));
     assert_eq!(ws_close_frame(&mut ws).await.0, 1000);
-    expect!(&mut rx, Ev::Ok(t) if t == "two");
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "two");
     expect_close(&mut rx).await;
 
     assert_eq!(&http1_get(addr, get(addr, "/")).await.body()[..], b"one,two");
-    expect!(&mut rx, Ev::Open(Kind::HttpStream));
-    expect!(&mut rx, Ev::Ok(t) if t == "two");
+    expect_cb!(&mut rx, Ev::Open(Kind::HttpStream));
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "two");
     expect_close(&mut rx).await;
 }
 
@@ -410,18 +312,18 @@ async fn on_open_called_once_when_the_channel_is_available_for_sending() {
     let mut ws = ws_connect(addr, "/").await;
     send_text(&mut ws, "right away").await;
     // No message before on_open.
-    expect!(&mut rx, Ev::Open(Kind::WebSocket));
-    expect!(&mut rx, Ev::Msg(Incoming::Text(t)) if t == "right away");
+    expect_cb!(&mut rx, Ev::Open(Kind::WebSocket));
+    expect_cb!(&mut rx, Ev::Msg(Incoming::Text(t)) if t == "right away");
     assert_eq!(next_msg(&mut ws).await, Some(text("welcome")));
     send_text(&mut ws, "again").await;
-    expect!(&mut rx, Ev::Msg(Incoming::Text(t)) if t == "again");
+    expect_cb!(&mut rx, Ev::Msg(Incoming::Text(t)) if t == "again");
     ws.close(None).await.unwrap();
     expect_close(&mut rx).await;
 
     let response = http1_get(addr, get(addr, "/")).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     assert_eq!(&response.body()[..], b"opened");
-    expect!(&mut rx, Ev::Open(Kind::HttpStream));
+    expect_cb!(&mut rx, Ev::Open(Kind::HttpStream));
     expect_close(&mut rx).await;
     // Once per channel: nothing more.
     quiet(&mut rx, 200).await;
@@ -444,15 +346,15 @@ async fn early_send_round(rounds: usize) {
     for _ in 0..rounds {
         let mut ws = ws_connect(addr, "/").await;
         assert_eq!(next_msg(&mut ws).await, Some(text("early")));
-        expect!(&mut rx, Ev::Open(Kind::WebSocket));
-        expect!(&mut rx, Ev::Ok(tag) if tag == "early");
+        expect_cb!(&mut rx, Ev::Open(Kind::WebSocket));
+        expect_cb!(&mut rx, Ev::Ok(tag) if tag == "early");
         ws.close(None).await.unwrap();
         expect_close(&mut rx).await;
 
         let response = http1_get(addr, get(addr, "/")).await;
         assert_eq!(&response.body()[..], b"early");
-        expect!(&mut rx, Ev::Open(Kind::HttpStream));
-        expect!(&mut rx, Ev::Ok(tag) if tag == "early");
+        expect_cb!(&mut rx, Ev::Open(Kind::HttpStream));
+        expect_cb!(&mut rx, Ev::Ok(tag) if tag == "early");
         expect_close(&mut rx).await;
     }
 }
@@ -487,16 +389,16 @@ async fn on_error_called_for_any_error_in_relation_to_the_channel() {
 
     // WebSocket: the peer breaks the protocol (RSV1 set, no extension).
     let mut tcp = raw_ws(addr).await;
-    expect!(&mut rx, Ev::Open(Kind::WebSocket));
+    expect_cb!(&mut rx, Ev::Open(Kind::WebSocket));
     raw_frame(&mut tcp, 0x80 | 0x40 | 0x1, b"x").await;
-    expect!(&mut rx, Ev::Err(Error::Protocol(_)));
+    expect_cb!(&mut rx, Ev::Err(Error::Protocol(_)));
     assert_eq!(expect_close(&mut rx).await.code, Some(1002));
 
     // HTTP stream: a send that fails.
     let response = http1_get(addr, get(addr, "/")).await;
     assert_eq!(&response.body()[..], b"still usable");
-    expect!(&mut rx, Ev::Open(Kind::HttpStream));
-    expect!(&mut rx, Ev::Err(Error::Io(_)));
+    expect_cb!(&mut rx, Ev::Open(Kind::HttpStream));
+    expect_cb!(&mut rx, Ev::Err(Error::Io(_)));
     expect_close(&mut rx).await;
 }
 
@@ -510,7 +412,7 @@ async fn on_error_called_when_the_upgrade_is_refused() {
     .await;
     let err = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await.unwrap_err();
     assert!(err.to_string().contains("403"), "{err}");
-    expect!(&mut rx, Ev::Err(Error::Upgrade(_)));
+    expect_cb!(&mut rx, Ev::Err(Error::Upgrade(_)));
     assert_eq!(expect_close(&mut rx).await.code, Some(1006));
     quiet(&mut rx, 100).await;
 }
@@ -523,17 +425,17 @@ async fn on_close_also_invoked_when_the_error_requires_the_channel_to_be_closed(
     let addr = serve(options).await;
 
     let mut ws = ws_connect(addr, "/").await;
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     send_text(&mut ws, &"x".repeat(1000)).await;
-    expect!(&mut rx, Ev::Err(Error::TooLarge(_)));
+    expect_cb!(&mut rx, Ev::Err(Error::TooLarge(_)));
     assert_eq!(expect_close(&mut rx).await.code, Some(1009));
     assert_eq!(ws_close_frame(&mut ws).await.0, 1009);
 
     // An error that does not require a close does not close.
     let mut tcp = raw_ws(addr).await;
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     raw_frame(&mut tcp, 0x80 | 0x1, &[0xff, 0xfe]).await; // invalid UTF-8: closes (1007)
-    expect!(&mut rx, Ev::Err(Error::InvalidUtf8));
+    expect_cb!(&mut rx, Ev::Err(Error::InvalidUtf8));
     assert_eq!(expect_close(&mut rx).await.code, Some(1007));
 }
 
@@ -550,15 +452,15 @@ async fn send_errors_handled_separately_with_a_completion_callback() {
     let addr = serve(options).await;
 
     let mut ws = ws_connect(addr, "/").await;
-    expect!(&mut rx, Ev::Open(_));
-    expect!(&mut rx, Ev::SendErr(t, Error::Io(_)) if t == "file");
+    expect_cb!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::SendErr(t, Error::Io(_)) if t == "file");
     assert_eq!(ws_until_close(&mut ws).await, (vec![text("after")], (1000, String::new())));
     // Not also the channel's on_error.
     expect_close(&mut rx).await;
 
     assert_eq!(&http1_get(addr, get(addr, "/")).await.body()[..], b"after");
-    expect!(&mut rx, Ev::Open(_));
-    expect!(&mut rx, Ev::SendErr(t, Error::Io(_)) if t == "file");
+    expect_cb!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::SendErr(t, Error::Io(_)) if t == "file");
     expect_close(&mut rx).await;
 }
 
@@ -577,7 +479,7 @@ async fn on_close_called_for_any_close_but_only_once() {
 
     // A call to close (three times, and a closing send after).
     let mut ws = ws_connect(addr, "/").await;
-    let h = expect!(&mut rx, Ev::Handle(h) => h);
+    let h = expect_cb!(&mut rx, Ev::Handle(h) => h);
     assert!(h.close());
     assert!(!h.close());
     assert!(!h.close_with(4000, "again"));
@@ -587,20 +489,20 @@ async fn on_close_called_for_any_close_but_only_once() {
 
     // The peer closes.
     let mut ws = ws_connect(addr, "/").await;
-    let _h = expect!(&mut rx, Ev::Handle(h) => h);
+    let _h = expect_cb!(&mut rx, Ev::Handle(h) => h);
     ws.close(None).await.unwrap();
     assert_eq!(expect_close(&mut rx).await.code, Some(1005));
 
     // The connection drops.
     let ws = ws_connect(addr, "/").await;
-    let h = expect!(&mut rx, Ev::Handle(h) => h);
+    let h = expect_cb!(&mut rx, Ev::Handle(h) => h);
     drop(ws);
     assert_eq!(expect_close(&mut rx).await.code, Some(1006));
     assert!(!h.close(), "closing a closed channel");
 
     // HTTP stream: close (the head waits for it).
     let response = tokio::spawn(http1_get(addr, get(addr, "/")));
-    let h = expect!(&mut rx, Ev::Handle(h) => h);
+    let h = expect_cb!(&mut rx, Ev::Handle(h) => h);
     assert!(h.close());
     assert!(!h.close());
     assert!(expect_close(&mut rx).await.code.is_none());
@@ -608,7 +510,7 @@ async fn on_close_called_for_any_close_but_only_once() {
 
     // HTTP stream: the client goes away mid-stream.
     let pending = tokio::spawn(http_stream(addr, "/"));
-    let h = expect!(&mut rx, Ev::Handle(h) => h);
+    let h = expect_cb!(&mut rx, Ev::Handle(h) => h);
     assert!(h.send("first", SendOptions::new()).unwrap());
     let mut response = pending.await.unwrap();
     assert_eq!(next_data(response.body_mut()).await.unwrap(), b"first");
@@ -632,14 +534,14 @@ async fn channel_already_closed_when_on_close_is_invoked() {
     let addr = serve(options).await;
 
     let mut ws = ws_connect(addr, "/").await;
-    let h = expect!(&mut rx, Ev::Handle(h) => h);
+    let h = expect_cb!(&mut rx, Ev::Handle(h) => h);
     assert_eq!(ws_until_close(&mut ws).await.0, [text("bye")]);
     // `expect_close` checks is_open() and a send inside on_close.
     expect_close(&mut rx).await;
     assert!(!h.is_open());
 
     let _ = http1_get(addr, get(addr, "/")).await;
-    let h = expect!(&mut rx, Ev::Handle(h) => h);
+    let h = expect_cb!(&mut rx, Ev::Handle(h) => h);
     expect_close(&mut rx).await;
     assert!(!h.is_open());
 }
@@ -656,13 +558,13 @@ async fn on_close_gets_the_websocket_code_and_reason() {
     let addr = serve(options).await;
 
     let mut ws = ws_connect(addr, "/").await;
-    let _h = expect!(&mut rx, Ev::Handle(h) => h);
+    let _h = expect_cb!(&mut rx, Ev::Handle(h) => h);
     ws.close(Some(CloseFrame { code: 4000u16.into(), reason: "bye now".into() })).await.unwrap();
     let info = expect_close(&mut rx).await;
     assert_eq!((info.code, info.reason.as_deref()), (Some(4000), Some("bye now")));
 
     let mut ws = ws_connect(addr, "/").await;
-    let h = expect!(&mut rx, Ev::Handle(h) => h);
+    let h = expect_cb!(&mut rx, Ev::Handle(h) => h);
     assert!(h.close_with(4001, "kicked"));
     assert_eq!(ws_close_frame(&mut ws).await, (4001, "kicked".to_owned()));
     let info = expect_close(&mut rx).await;
@@ -680,7 +582,7 @@ async fn on_close_code_and_reason_are_none_for_http_streams() {
     });
     let addr = serve(options).await;
     let _ = http1_get(addr, get(addr, "/")).await;
-    expect!(&mut rx, Ev::Open(Kind::HttpStream));
+    expect_cb!(&mut rx, Ev::Open(Kind::HttpStream));
     let info = expect_close(&mut rx).await;
     assert_eq!(info, CloseInfo::http());
     assert!(info.code.is_none() && info.reason.is_none());
@@ -696,13 +598,13 @@ async fn on_message_called_for_each_websocket_message_as_string_or_bytes() {
     let (tx, mut rx) = evs();
     let addr = serve(recording(&tx)).await;
     let mut ws = ws_connect(addr, "/").await;
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     ws.send(text("héllo")).await.unwrap();
     ws.send(binary(&[0, 1, 2, 255])).await.unwrap();
     ws.send(text("")).await.unwrap();
-    expect!(&mut rx, Ev::Msg(Incoming::Text(t)) if t == "héllo");
-    expect!(&mut rx, Ev::Msg(Incoming::Binary(b)) if b[..] == [0, 1, 2, 255]);
-    expect!(&mut rx, Ev::Msg(Incoming::Text(t)) if t.is_empty());
+    expect_cb!(&mut rx, Ev::Msg(Incoming::Text(t)) if t == "héllo");
+    expect_cb!(&mut rx, Ev::Msg(Incoming::Binary(b)) if b[..] == [0, 1, 2, 255]);
+    expect_cb!(&mut rx, Ev::Msg(Incoming::Text(t)) if t.is_empty());
     ws.close(None).await.unwrap();
     expect_close(&mut rx).await;
 }
@@ -722,7 +624,7 @@ async fn on_message_not_used_for_http_streams() {
     );
     let out = raw_http(addr, request.as_bytes()).await;
     assert!(out.ends_with(b"\r\n\r\nok"), "{}", String::from_utf8_lossy(&out));
-    expect!(&mut rx, Ev::Open(Kind::HttpStream));
+    expect_cb!(&mut rx, Ev::Open(Kind::HttpStream));
     expect_close(&mut rx).await;
 }
 
@@ -735,11 +637,11 @@ async fn timeout_closes_a_websocket_idle_more_than_the_timeout() {
     let (tx, mut rx) = evs();
     let addr = serve(recording(&tx).timeout(Duration::from_millis(400))).await;
     let mut ws = ws_connect(addr, "/").await;
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     // Activity keeps it open past the timeout.
     for i in 0..8 {
         send_text(&mut ws, &i.to_string()).await;
-        expect!(&mut rx, Ev::Msg(_));
+        expect_cb!(&mut rx, Ev::Msg(_));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let idle_since = Instant::now();
@@ -774,7 +676,7 @@ async fn timeout_closes_an_http_stream_open_more_than_the_timeout_regardless_of_
     // A complete response (collected without error), with the ticks sent until then.
     let body = String::from_utf8(response.body().to_vec()).unwrap();
     assert!(body.matches("tick\n").count() >= 3, "{body:?}");
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     expect_close(&mut rx).await;
 }
 
@@ -800,7 +702,7 @@ async fn timeout_closes_an_http_stream_even_when_the_client_stops_reading() {
     // Read a little (the head is out: the stream is open), then stop reading.
     let mut first = [0u8; 1024];
     let _ = tcp.read(&mut first).await.unwrap();
-    expect!(&mut rx, Ev::Open(Kind::HttpStream));
+    expect_cb!(&mut rx, Ev::Open(Kind::HttpStream));
     let mut seen = Vec::new();
     let collect = async {
         loop {
@@ -847,12 +749,12 @@ async fn timeout_defaults_to_zero_meaning_no_timeout() {
     });
     let addr = serve(options).await;
     let mut ws = ws_connect(addr, "/").await;
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     tokio::time::sleep(Duration::from_millis(1200)).await;
     quiet(&mut rx, 0).await;
     send_text(&mut ws, "still here").await;
     assert_eq!(next_msg(&mut ws).await, Some(text("still here")));
-    expect!(&mut rx, Ev::Ok(_));
+    expect_cb!(&mut rx, Ev::Ok(_));
 }
 
 /// "When the ring handler is called during a WebSocket upgrade request, any changes to the
@@ -872,7 +774,7 @@ async fn headers_from_the_handler_are_included_in_the_upgrade_response() {
     assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
     assert_eq!(response.headers()["set-cookie"], "session=abc; HttpOnly");
     assert_eq!(response.headers()["x-handler"], "yes");
-    expect!(&mut rx, Ev::Open(Kind::WebSocket));
+    expect_cb!(&mut rx, Ev::Open(Kind::WebSocket));
     ws.close(None).await.unwrap();
     expect_close(&mut rx).await;
 }
@@ -902,8 +804,8 @@ async fn as_channel_returns_the_response_the_handler_must_return() {
     let (mut ws, response) =
         tokio_tungstenite::connect_async(format!("ws://{addr}/")).await.unwrap();
     assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
-    expect!(&mut rx, Ev::Note(n) if n == "handle WebSocket");
-    expect!(&mut rx, Ev::Open(Kind::WebSocket));
+    expect_cb!(&mut rx, Ev::Note(n) if n == "handle WebSocket");
+    expect_cb!(&mut rx, Ev::Open(Kind::WebSocket));
     ws.close(None).await.unwrap();
     expect_close(&mut rx).await;
 
@@ -911,8 +813,8 @@ async fn as_channel_returns_the_response_the_handler_must_return() {
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains("transfer-encoding: chunked"), "{head}");
     assert_eq!(chunks.concat(), b"streamed");
-    expect!(&mut rx, Ev::Note(n) if n == "handle HttpStream");
-    expect!(&mut rx, Ev::Open(Kind::HttpStream));
+    expect_cb!(&mut rx, Ev::Note(n) if n == "handle HttpStream");
+    expect_cb!(&mut rx, Ev::Open(Kind::HttpStream));
     expect_close(&mut rx).await;
 }
 
@@ -937,14 +839,14 @@ async fn close_gracefully_closes_the_channel() {
         assert_eq!(next_msg(&mut ws).await, Some(text(s)));
     }
     assert_eq!(ws_close_frame(&mut ws).await, (1000, String::new()));
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     expect_close(&mut rx).await;
 
     // Everything sent before goes out, then the end of the body (`raw_get` checks it).
     let (head, chunks) = raw_get(addr, "GET", "").await;
     assert!(head.contains("transfer-encoding: chunked"), "{head}");
     assert_eq!(chunks.concat(), b"abc");
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     expect_close(&mut rx).await;
 }
 
@@ -959,14 +861,14 @@ async fn close_triggers_the_on_close_callback() {
     let addr = serve(options).await;
 
     let mut ws = ws_connect(addr, "/").await;
-    let h = expect!(&mut rx, Ev::Handle(h) => h);
+    let h = expect_cb!(&mut rx, Ev::Handle(h) => h);
     quiet(&mut rx, 100).await;
     h.close();
     assert_eq!(ws_close_frame(&mut ws).await.0, 1000);
     assert_eq!(expect_close(&mut rx).await.code, Some(1000));
 
     let response = tokio::spawn(http1_get(addr, get(addr, "/")));
-    let h = expect!(&mut rx, Ev::Handle(h) => h);
+    let h = expect_cb!(&mut rx, Ev::Handle(h) => h);
     quiet(&mut rx, 100).await;
     h.close();
     let response = response.await.unwrap();
@@ -1006,15 +908,15 @@ async fn is_open_tells_whether_the_channel_is_open() {
     .await;
 
     let mut ws = ws_connect(addr, "/").await;
-    expect!(&mut rx, Ev::Note(n) if n == "open before upgrade: false");
-    expect!(&mut rx, Ev::Note(n) if n == "open before close: true");
-    expect!(&mut rx, Ev::Note(n) if n == "open after close: false");
+    expect_cb!(&mut rx, Ev::Note(n) if n == "open before upgrade: false");
+    expect_cb!(&mut rx, Ev::Note(n) if n == "open before close: true");
+    expect_cb!(&mut rx, Ev::Note(n) if n == "open after close: false");
     assert_eq!(ws_close_frame(&mut ws).await.0, 1000);
     expect_close(&mut rx).await; // checks is_open() is false in on_close
 
     let _ = http1_get(addr, get(addr, "/")).await;
-    expect!(&mut rx, Ev::Note(n) if n == "open before close: true");
-    expect!(&mut rx, Ev::Note(n) if n == "open after close: false");
+    expect_cb!(&mut rx, Ev::Note(n) if n == "open before close: true");
+    expect_cb!(&mut rx, Ev::Note(n) if n == "open after close: false");
     expect_close(&mut rx).await;
 }
 
@@ -1036,7 +938,7 @@ async fn originating_request_returns_the_request_that_initiated_the_channel() {
     let mut request = format!("ws://{addr}/chat?room=7").into_client_request().unwrap();
     request.headers_mut().insert("x-user", HeaderValue::from_static("ann"));
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    expect!(&mut rx, Ev::Note(n) if n == "GET /chat?room=7 ann");
+    expect_cb!(&mut rx, Ev::Note(n) if n == "GET /chat?room=7 ann");
     assert_eq!(ws_close_frame(&mut ws).await.0, 1000);
     expect_close(&mut rx).await;
 
@@ -1044,7 +946,7 @@ async fn originating_request_returns_the_request_that_initiated_the_channel() {
         "DELETE /items/3?soft=1 HTTP/1.1\r\nHost: {addr}\r\nX-User: bob\r\nConnection: close\r\n\r\n"
     );
     let _ = raw_http(addr, request.as_bytes()).await;
-    expect!(&mut rx, Ev::Note(n) if n == "DELETE /items/3?soft=1 bob");
+    expect_cb!(&mut rx, Ev::Note(n) if n == "DELETE /items/3?soft=1 bob");
     expect_close(&mut rx).await;
 }
 
@@ -1070,7 +972,7 @@ async fn send_sends_a_message_asynchronously() {
     let addr = serve(options).await;
 
     let mut ws = ws_connect(addr, "/").await;
-    expect!(&mut rx, Ev::Note(n) if n.starts_with("returned in"));
+    expect_cb!(&mut rx, Ev::Note(n) if n.starts_with("returned in"));
     quiet(&mut rx, 200).await;
     let feed = feeds.lock().unwrap().pop().unwrap();
     feed.unbounded_send("fed".into()).unwrap();
@@ -1078,13 +980,13 @@ async fn send_sends_a_message_asynchronously() {
     quiet(&mut rx, 100).await; // the send is not complete until its stream ends
     drop(feed);
     assert_eq!(next_msg(&mut ws).await, Some(text("after")));
-    expect!(&mut rx, Ev::Ok(t) if t == "later");
-    expect!(&mut rx, Ev::Ok(t) if t == "after");
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "later");
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "after");
     ws.close(None).await.unwrap();
     expect_close(&mut rx).await;
 
     let mut response = tokio::spawn(http_stream(addr, "/"));
-    expect!(&mut rx, Ev::Note(n) if n.starts_with("returned in"));
+    expect_cb!(&mut rx, Ev::Note(n) if n.starts_with("returned in"));
     let feed = loop {
         if let Some(feed) = feeds.lock().unwrap().pop() {
             break feed;
@@ -1097,8 +999,8 @@ async fn send_sends_a_message_asynchronously() {
     assert_eq!(next_data(response.body_mut()).await.unwrap(), b"fed");
     drop(feed);
     assert_eq!(next_data(response.body_mut()).await.unwrap(), b"after");
-    expect!(&mut rx, Ev::Ok(t) if t == "later");
-    expect!(&mut rx, Ev::Ok(t) if t == "after");
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "later");
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "after");
 }
 
 /// "message can either be a String, File, InputStream, ISeq, byte[], or map."
@@ -1145,17 +1047,17 @@ async fn send_accepts_string_file_input_stream_seq_bytes_or_map() {
         assert_eq!(next_msg(&mut ws).await, Some(m));
     }
     assert_eq!(ws_close_frame(&mut ws).await.0, 1000);
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     for tag in ["str", "string", "bytes", "path", "file", "reader", "seq"] {
-        expect!(&mut rx, Ev::Ok(t) if t == tag);
+        expect_cb!(&mut rx, Ev::Ok(t) if t == tag);
     }
     expect_close(&mut rx).await;
 
     let response = http1_get(addr, get(addr, "/")).await;
     assert_eq!(&response.body()[..], b"map,str,string,b,FILEFILEreader,s1,s2");
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     for tag in ["map", "str", "string", "bytes", "path", "file", "reader", "seq"] {
-        expect!(&mut rx, Ev::Ok(t) if t == tag);
+        expect_cb!(&mut rx, Ev::Ok(t) if t == tag);
     }
     expect_close(&mut rx).await;
 }
@@ -1181,19 +1083,19 @@ async fn string_encoded_in_the_response_charset_for_http_and_as_utf8_for_websock
 
     let (_, body) = raw_get(addr, "GET", "").await;
     assert_eq!(body.concat(), "é€".as_bytes(), "UTF-8 without a charset");
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     expect_close(&mut rx).await;
 
     let request = format!("GET /latin1 HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     let out = raw_http(addr, request.as_bytes()).await;
     // é is 0xE9 in ISO-8859-1; € is not in it.
     assert!(out.ends_with(&[0xE9, b'?']), "{out:?}");
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     expect_close(&mut rx).await;
 
     let mut ws = ws_connect(addr, "/latin1").await;
     assert_eq!(ws_until_close(&mut ws).await.0, [text("é€")]);
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     expect_close(&mut rx).await;
 }
 
@@ -1229,14 +1131,14 @@ async fn files_and_input_streams_sent_as_up_to_16k_chunks() {
     }
     assert_eq!(sizes, [16384, 16384, 7232, 16384, 3616]);
     assert_eq!(all, [file_data.clone(), reader_data.clone()].concat());
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     expect_close(&mut rx).await;
 
     let (_, chunks) = raw_get(addr, "GET", "").await;
     assert!(chunks.iter().all(|c| c.len() <= 16384), "{:?}", chunks.iter().map(Vec::len));
     assert!(chunks.len() >= 5);
     assert_eq!(chunks.concat(), [file_data, reader_data].concat());
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     expect_close(&mut rx).await;
 }
 
@@ -1276,17 +1178,17 @@ async fn each_seq_item_passes_through_send_and_can_be_any_valid_type() {
     for m in expected {
         assert_eq!(next_msg(&mut ws).await, Some(m));
     }
-    expect!(&mut rx, Ev::Open(_));
-    expect!(&mut rx, Ev::Ok(t) if t == "seq");
-    expect!(&mut rx, Ev::Ok(t) if t == "after");
+    expect_cb!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "seq");
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "after");
     expect_close(&mut rx).await;
 
     let response = http1_get(addr, get(addr, "/")).await;
     let expected = [&b"tb"[..], &big, b"n1n2Fafter"].concat();
     assert_eq!(&response.body()[..], &expected[..]);
-    expect!(&mut rx, Ev::Open(_));
-    expect!(&mut rx, Ev::Ok(t) if t == "seq");
-    expect!(&mut rx, Ev::Ok(t) if t == "after");
+    expect_cb!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "seq");
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "after");
     expect_close(&mut rx).await;
 }
 
@@ -1318,8 +1220,8 @@ async fn map_message_overrides_the_handlers_status_and_headers_for_http_streams(
     assert_eq!(response.headers().get_all("x-a").iter().count(), 1);
     assert_eq!(response.headers()["x-b"], "kept");
     assert_eq!(&response.body()[..], b"body from a reader,more");
-    expect!(&mut rx, Ev::Open(_));
-    expect!(&mut rx, Ev::Ok(t) if t == "map");
+    expect_cb!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "map");
     expect_close(&mut rx).await;
 }
 
@@ -1343,7 +1245,7 @@ async fn map_message_on_a_subsequent_send_is_an_error() {
     let response = http1_get(addr, get(addr, "/")).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(&response.body()[..], b"first,still usable");
-    expect!(&mut rx, Ev::Note(n) if n.starts_with("error: invalid message"));
+    expect_cb!(&mut rx, Ev::Note(n) if n.starts_with("error: invalid message"));
     // No callback for the refused send.
     expect_close(&mut rx).await;
 }
@@ -1363,7 +1265,7 @@ async fn map_message_on_a_websocket_is_an_error() {
     });
     let addr = serve(options).await;
     let mut ws = ws_connect(addr, "/").await;
-    expect!(&mut rx, Ev::Note(n) if n == "refused");
+    expect_cb!(&mut rx, Ev::Note(n) if n == "refused");
     assert_eq!(next_msg(&mut ws).await, Some(text("still usable")));
     ws.close(None).await.unwrap();
     expect_close(&mut rx).await;
@@ -1388,13 +1290,13 @@ async fn close_option_closes_the_channel_when_the_send_completes() {
     assert_eq!(next_msg(&mut ws).await, Some(text("a")));
     assert_eq!(next_msg(&mut ws).await, Some(text("b")));
     assert_eq!(ws_close_frame(&mut ws).await.0, 1000);
-    expect!(&mut rx, Ev::Ok(t) if t == "b");
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "b");
     expect_close(&mut rx).await;
 
     let (head, chunks) = raw_get(addr, "GET", "").await;
     assert!(head.contains("transfer-encoding: chunked"), "{head}");
     assert_eq!(chunks.concat(), b"ab");
-    expect!(&mut rx, Ev::Ok(t) if t == "b");
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "b");
     expect_close(&mut rx).await;
 }
 
@@ -1443,7 +1345,7 @@ async fn on_success_called_when_the_send_completed_successfully() {
     let addr = serve(options).await;
 
     let mut ws = ws_connect(addr, "/").await;
-    let h = expect!(&mut rx, Ev::Handle(h) => h);
+    let h = expect_cb!(&mut rx, Ev::Handle(h) => h);
     for i in 0..3 {
         assert!(h.send(format!("m{i}"), tracked(&tx, format!("m{i}"))).unwrap());
     }
@@ -1451,7 +1353,7 @@ async fn on_success_called_when_the_send_completed_successfully() {
         assert_eq!(next_msg(&mut ws).await, Some(text(&format!("m{i}"))));
     }
     for i in 0..3 {
-        expect!(&mut rx, Ev::Ok(t) if t == format!("m{i}"));
+        expect_cb!(&mut rx, Ev::Ok(t) if t == format!("m{i}"));
     }
     // Once each.
     quiet(&mut rx, 100).await;
@@ -1459,14 +1361,14 @@ async fn on_success_called_when_the_send_completed_successfully() {
     expect_close(&mut rx).await;
 
     let mut response = tokio::spawn(http_stream(addr, "/"));
-    let h = expect!(&mut rx, Ev::Handle(h) => h);
+    let h = expect_cb!(&mut rx, Ev::Handle(h) => h);
     assert!(h.send("x".repeat(100_000), tracked(&tx, "big")).unwrap());
     let mut response = (&mut response).await.unwrap();
     let mut got = 0;
     while got < 100_000 {
         got += next_data(response.body_mut()).await.unwrap().len();
     }
-    expect!(&mut rx, Ev::Ok(t) if t == "big");
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "big");
     h.close();
     expect_close(&mut rx).await;
 }
@@ -1490,13 +1392,13 @@ async fn on_success_failure_is_reported_to_the_channels_on_error() {
 
     let mut ws = ws_connect(addr, "/").await;
     assert_eq!(ws_until_close(&mut ws).await.0, [text("a"), text("b"), text("c")]);
-    expect!(&mut rx, Ev::Err(Error::Callback { callback: "on_success", error }) if error.to_string().contains("bookkeeping"));
-    expect!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("on_success boom"));
+    expect_cb!(&mut rx, Ev::Err(Error::Callback { callback: "on_success", error }) if error.to_string().contains("bookkeeping"));
+    expect_cb!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("on_success boom"));
     expect_close(&mut rx).await;
 
     assert_eq!(&http1_get(addr, get(addr, "/")).await.body()[..], b"abc");
-    expect!(&mut rx, Ev::Err(Error::Callback { callback: "on_success", error }) if error.to_string().contains("bookkeeping"));
-    expect!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("on_success boom"));
+    expect_cb!(&mut rx, Ev::Err(Error::Callback { callback: "on_success", error }) if error.to_string().contains("bookkeeping"));
+    expect_cb!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("on_success boom"));
     expect_close(&mut rx).await;
 }
 
@@ -1514,13 +1416,13 @@ async fn send_on_error_called_when_an_error_occurs_on_the_send() {
 
     let mut ws = ws_connect(addr, "/").await;
     assert_eq!(ws_until_close(&mut ws).await.0, [binary(b"part"), text("next")]);
-    expect!(&mut rx, Ev::SendErr(t, Error::Io(e)) if t == "reader" && e.to_string() == "disk on fire");
-    expect!(&mut rx, Ev::Ok(t) if t == "next");
+    expect_cb!(&mut rx, Ev::SendErr(t, Error::Io(e)) if t == "reader" && e.to_string() == "disk on fire");
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "next");
     expect_close(&mut rx).await;
 
     assert_eq!(&http1_get(addr, get(addr, "/")).await.body()[..], b"partnext");
-    expect!(&mut rx, Ev::SendErr(t, Error::Io(_)) if t == "reader");
-    expect!(&mut rx, Ev::Ok(t) if t == "next");
+    expect_cb!(&mut rx, Ev::SendErr(t, Error::Io(_)) if t == "reader");
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "next");
     expect_close(&mut rx).await;
 }
 
@@ -1558,18 +1460,18 @@ async fn send_error_that_closes_the_channel_also_invokes_on_close() {
 
     let mut ws = ws_connect(addr, "/").await;
     assert_eq!(next_msg(&mut ws).await, Some(text("started")));
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     drop(ws);
-    expect!(&mut rx, Ev::SendErr(t, Error::Closed) if t == "stream");
-    expect!(&mut rx, Ev::SendErr(t, Error::Closed) if t == "behind");
+    expect_cb!(&mut rx, Ev::SendErr(t, Error::Closed) if t == "stream");
+    expect_cb!(&mut rx, Ev::SendErr(t, Error::Closed) if t == "behind");
     assert_eq!(expect_close(&mut rx).await.code, Some(1006));
 
     let mut response = http_stream(addr, "/").await;
     assert_eq!(next_data(response.body_mut()).await.unwrap(), b"started");
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     drop(response);
-    expect!(&mut rx, Ev::SendErr(t, Error::Closed) if t == "stream");
-    expect!(&mut rx, Ev::SendErr(t, Error::Closed) if t == "behind");
+    expect_cb!(&mut rx, Ev::SendErr(t, Error::Closed) if t == "stream");
+    expect_cb!(&mut rx, Ev::SendErr(t, Error::Closed) if t == "behind");
     assert!(expect_close(&mut rx).await.code.is_none());
     drop(feeds);
 }
@@ -1591,13 +1493,13 @@ async fn send_on_error_failure_is_reported_to_the_channels_on_error() {
 
     let mut ws = ws_connect(addr, "/").await;
     assert_eq!(ws_until_close(&mut ws).await.0, [text("done")]);
-    expect!(&mut rx, Ev::Err(Error::Callback { callback: "a send's on_error", error }) if error.to_string().contains("could not handle: i/o error"));
-    expect!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("send on_error boom"));
+    expect_cb!(&mut rx, Ev::Err(Error::Callback { callback: "a send's on_error", error }) if error.to_string().contains("could not handle: i/o error"));
+    expect_cb!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("send on_error boom"));
     expect_close(&mut rx).await;
 
     assert_eq!(&http1_get(addr, get(addr, "/")).await.body()[..], b"done");
-    expect!(&mut rx, Ev::Err(Error::Callback { error, .. }) if error.to_string().contains("could not handle"));
-    expect!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("send on_error boom"));
+    expect_cb!(&mut rx, Ev::Err(Error::Callback { error, .. }) if error.to_string().contains("could not handle"));
+    expect_cb!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("send on_error boom"));
     expect_close(&mut rx).await;
 }
 
@@ -1615,13 +1517,13 @@ async fn send_error_goes_to_the_channels_on_error_by_default() {
 
     let mut ws = ws_connect(addr, "/").await;
     assert_eq!(ws_until_close(&mut ws).await.0, [text("done")]);
-    expect!(&mut rx, Ev::Err(Error::Io(_)));
-    expect!(&mut rx, Ev::Err(Error::Io(_)));
+    expect_cb!(&mut rx, Ev::Err(Error::Io(_)));
+    expect_cb!(&mut rx, Ev::Err(Error::Io(_)));
     expect_close(&mut rx).await;
 
     assert_eq!(&http1_get(addr, get(addr, "/")).await.body()[..], b"done");
-    expect!(&mut rx, Ev::Err(Error::Io(_)));
-    expect!(&mut rx, Ev::Err(Error::Io(_)));
+    expect_cb!(&mut rx, Ev::Err(Error::Io(_)));
+    expect_cb!(&mut rx, Ev::Err(Error::Io(_)));
     expect_close(&mut rx).await;
 }
 
@@ -1647,16 +1549,16 @@ async fn send_returns_false_if_the_channel_is_closed_true_otherwise() {
     let falses = "Ok(true) [Ok(false), Ok(false), Ok(false), Ok(false)]";
 
     let mut ws = ws_connect(addr, "/").await;
-    expect!(&mut rx, Ev::Note(n) if n == falses);
-    let h = expect!(&mut rx, Ev::Handle(h) => h);
+    expect_cb!(&mut rx, Ev::Note(n) if n == falses);
+    let h = expect_cb!(&mut rx, Ev::Handle(h) => h);
     assert_eq!(next_msg(&mut ws).await, Some(text("open")));
     assert_eq!(ws_close_frame(&mut ws).await.0, 1000);
     expect_close(&mut rx).await;
     assert!(matches!(h.send("closed", SendOptions::new()), Ok(false)));
 
     assert_eq!(&http1_get(addr, get(addr, "/")).await.body()[..], b"open");
-    expect!(&mut rx, Ev::Note(n) if n == falses);
-    let h = expect!(&mut rx, Ev::Handle(h) => h);
+    expect_cb!(&mut rx, Ev::Note(n) if n == falses);
+    let h = expect_cb!(&mut rx, Ev::Handle(h) => h);
     expect_close(&mut rx).await;
     assert!(matches!(h.send("closed", SendOptions::new()), Ok(false)));
 }
@@ -1672,13 +1574,13 @@ async fn on_success_not_invoked_if_the_channel_is_already_closed() {
     let addr = serve(options).await;
 
     let mut ws = ws_connect(addr, "/").await;
-    let h = expect!(&mut rx, Ev::Handle(h) => h);
+    let h = expect_cb!(&mut rx, Ev::Handle(h) => h);
     ws.close(None).await.unwrap();
     expect_close(&mut rx).await;
     assert!(matches!(h.send("late", tracked(&tx, "late")), Ok(false)));
 
     let response = tokio::spawn(http1_get(addr, get(addr, "/")));
-    let h = expect!(&mut rx, Ev::Handle(h) => h);
+    let h = expect_cb!(&mut rx, Ev::Handle(h) => h);
     h.close();
     expect_close(&mut rx).await;
     assert!(matches!(h.send("late", tracked(&tx, "late")), Ok(false)));
@@ -1707,9 +1609,9 @@ async fn panicking_callback_is_reported_to_on_error_and_the_channel_survives() {
 
     let mut ws = ws_connect(addr, "/").await;
     assert_eq!(next_msg(&mut ws).await, Some(text("opened")));
-    expect!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("on_open boom"));
+    expect_cb!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("on_open boom"));
     send_text(&mut ws, "boom").await;
-    expect!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("on_message boom"));
+    expect_cb!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("on_message boom"));
     send_text(&mut ws, "echo").await;
     assert_eq!(next_msg(&mut ws).await, Some(text("echo")));
     ws.close(None).await.unwrap();
@@ -1718,10 +1620,10 @@ async fn panicking_callback_is_reported_to_on_error_and_the_channel_survives() {
     // The server still serves.
     let mut ws = ws_connect(addr, "/").await;
     assert_eq!(next_msg(&mut ws).await, Some(text("opened")));
-    expect!(&mut rx, Ev::Err(Error::Panicked(_)));
+    expect_cb!(&mut rx, Ev::Err(Error::Panicked(_)));
 
     let response = tokio::spawn(http_stream(addr, "/"));
-    expect!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("on_open boom"));
+    expect_cb!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("on_open boom"));
     let mut response = response.await.unwrap();
     assert_eq!(next_data(response.body_mut()).await.unwrap(), b"opened");
 
@@ -1730,9 +1632,9 @@ async fn panicking_callback_is_reported_to_on_error_and_the_channel_survives() {
     let options = recording(&tx).on_close(|_, _| panic!("on_close boom"));
     let addr = serve(options).await;
     let mut ws = ws_connect(addr, "/").await;
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     ws.close(None).await.unwrap();
-    expect!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("on_close boom"));
+    expect_cb!(&mut rx, Ev::Err(Error::Panicked(s)) if s.contains("on_close boom"));
 }
 
 /// An on_error that panics is logged; the channel goes on and on_close still comes.
@@ -1753,9 +1655,9 @@ async fn panicking_on_error_is_logged_and_the_channel_survives() {
         });
     let addr = serve(options).await;
     let mut ws = ws_connect(addr, "/").await;
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     send_text(&mut ws, "boom").await;
-    expect!(&mut rx, Ev::Err(Error::Panicked(_)));
+    expect_cb!(&mut rx, Ev::Err(Error::Panicked(_)));
     send_text(&mut ws, "still echoing").await;
     assert_eq!(next_msg(&mut ws).await, Some(text("still echoing")));
     ws.close(None).await.unwrap();
@@ -1783,7 +1685,7 @@ async fn hundred_threads_send_concurrently_to_one_channel_in_order() {
         } else {
             response = Some(tokio::spawn(http1_get(addr, get(addr, "/"))));
         }
-        let h = expect!(&mut rx, Ev::Handle(h) => h);
+        let h = expect_cb!(&mut rx, Ev::Handle(h) => h);
         let threads: Vec<_> = (0..THREADS)
             .map(|i| {
                 let h = h.clone();
@@ -1826,7 +1728,7 @@ async fn hundred_threads_send_concurrently_to_one_channel_in_order() {
         }
         let mut successes = Vec::new();
         for _ in 0..THREADS * EACH {
-            successes.push(expect!(&mut rx, Ev::Ok(t) => t));
+            successes.push(expect_cb!(&mut rx, Ev::Ok(t) => t));
         }
         assert_eq!(successes, wire, "on_success order is the wire order ({kind:?})");
         expect_close(&mut rx).await;
@@ -1844,7 +1746,7 @@ async fn send_after_close_from_another_thread_returns_false() {
     let addr = serve(options).await;
 
     let mut ws = ws_connect(addr, "/").await;
-    let h = expect!(&mut rx, Ev::Handle(h) => h);
+    let h = expect_cb!(&mut rx, Ev::Handle(h) => h);
     let (h2, tx2) = (h.clone(), tx.clone());
     let closer = std::thread::spawn(move || h2.close());
     assert!(closer.join().unwrap());
@@ -1854,7 +1756,7 @@ async fn send_after_close_from_another_thread_returns_false() {
     assert!(matches!(sender.join().unwrap(), Ok(false)));
 
     let response = tokio::spawn(http1_get(addr, get(addr, "/")));
-    let h = expect!(&mut rx, Ev::Handle(h) => h);
+    let h = expect_cb!(&mut rx, Ev::Handle(h) => h);
     let (h2, tx2) = (h.clone(), tx.clone());
     std::thread::spawn(move || {
         assert!(h2.send("before", tracked(&tx2, "before")).unwrap());
@@ -1864,7 +1766,7 @@ async fn send_after_close_from_another_thread_returns_false() {
     .join()
     .unwrap();
     assert_eq!(&response.await.unwrap().body()[..], b"before");
-    expect!(&mut rx, Ev::Ok(t) if t == "before");
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "before");
     expect_close(&mut rx).await;
     let tx2 = tx.clone();
     let sender = std::thread::spawn(move || h.send("late", tracked(&tx2, "late")));
@@ -1892,24 +1794,24 @@ async fn send_past_the_queue_limit_fails_through_on_error_and_loses_nothing() {
     let addr = serve(options).await;
 
     let mut ws = ws_connect(addr, "/").await;
-    expect!(&mut rx, Ev::Open(_));
-    expect!(&mut rx, Ev::Ok(t) if t == "A");
-    expect!(&mut rx, Ev::SendErr(t, Error::QueueFull { limit: 1000 }) if t == "B");
-    expect!(&mut rx, Ev::Ok(t) if t == "C");
-    expect!(&mut rx, Ev::Err(Error::QueueFull { limit: 1000 }));
+    expect_cb!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "A");
+    expect_cb!(&mut rx, Ev::SendErr(t, Error::QueueFull { limit: 1000 }) if t == "B");
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "C");
+    expect_cb!(&mut rx, Ev::Err(Error::QueueFull { limit: 1000 }));
     assert_eq!(next_msg(&mut ws).await, Some(text(&"A".repeat(800))));
     assert_eq!(next_msg(&mut ws).await, Some(text(&"C".repeat(100))));
     send_text(&mut ws, "x").await;
-    expect!(&mut rx, Ev::Msg(_));
+    expect_cb!(&mut rx, Ev::Msg(_));
     ws.close(None).await.unwrap();
     expect_close(&mut rx).await;
 
     let mut response = http_stream(addr, "/").await;
-    expect!(&mut rx, Ev::Open(_));
-    expect!(&mut rx, Ev::Ok(t) if t == "A");
-    expect!(&mut rx, Ev::SendErr(t, Error::QueueFull { .. }) if t == "B");
-    expect!(&mut rx, Ev::Ok(t) if t == "C");
-    expect!(&mut rx, Ev::Err(Error::QueueFull { .. }));
+    expect_cb!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "A");
+    expect_cb!(&mut rx, Ev::SendErr(t, Error::QueueFull { .. }) if t == "B");
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "C");
+    expect_cb!(&mut rx, Ev::Err(Error::QueueFull { .. }));
     let mut body = Vec::new();
     while body.len() < 900 {
         body.extend(next_data(response.body_mut()).await.unwrap());
@@ -1938,11 +1840,11 @@ async fn on_close_is_the_last_callback_when_a_send_closes_whatever_the_message()
     for path in ["/text", "/file", "/seq", "/reader"] {
         let mut ws = ws_connect(addr, path).await;
         assert!(!ws_until_close(&mut ws).await.0.is_empty());
-        expect!(&mut rx, Ev::Ok(t) if t == "last");
+        expect_cb!(&mut rx, Ev::Ok(t) if t == "last");
         expect_close(&mut rx).await;
 
         let _ = http1_get(addr, get(addr, path)).await;
-        expect!(&mut rx, Ev::Ok(t) if t == "last");
+        expect_cb!(&mut rx, Ev::Ok(t) if t == "last");
         expect_close(&mut rx).await;
     }
 }
@@ -1962,7 +1864,7 @@ async fn head_request_closes_after_the_first_send() {
     let out = String::from_utf8(raw_http(addr, request.as_bytes()).await).unwrap();
     assert!(out.starts_with("HTTP/1.1 203"), "{out}");
     assert!(out.ends_with("\r\n\r\n"), "no body for HEAD: {out}");
-    expect!(&mut rx, Ev::Ok(t) if t == "head");
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "head");
     expect_close(&mut rx).await;
 }
 
@@ -1978,8 +1880,8 @@ async fn handles_of_the_same_channel_are_equal() {
     let addr = serve(options).await;
     let _a = ws_connect(addr, "/").await;
     let _b = ws_connect(addr, "/").await;
-    let a = expect!(&mut rx, Ev::Handle(h) => h);
-    let b = expect!(&mut rx, Ev::Handle(h) => h);
+    let a = expect_cb!(&mut rx, Ev::Handle(h) => h);
+    let b = expect_cb!(&mut rx, Ev::Handle(h) => h);
     assert_eq!(a, a.clone());
     assert_ne!(a, b);
     let set: std::collections::HashSet<_> = [a.clone(), a, b].into_iter().collect();

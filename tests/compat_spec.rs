@@ -12,6 +12,7 @@ use futures::{SinkExt, StreamExt};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
+use support::callbacks::{ev, evs, expect_cb, expect_close, note, quiet, recording, tracked, Ev};
 use support::{get, h2_client, http1_get, next_msg, raw_http, ws_connect, WsClient, WsMessage};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -19,94 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use webchan::compat::{Handle, Options, SendOptions};
 use webchan::{CloseInfo, Error, Incoming, Kind, Message};
 
-// ---- harness (as in tests/compat.rs) ----
-
-#[derive(Debug)]
-#[allow(dead_code)]
-enum Ev {
-    Open(Kind),
-    Msg(Incoming),
-    Err(Error),
-    Close { info: CloseInfo, open: bool, send: Option<bool> },
-    Ok(String),
-    SendErr(String, Error),
-    Note(String),
-    Handle(Handle),
-}
-
-type Tx = mpsc::UnboundedSender<Ev>;
-type Rx = mpsc::UnboundedReceiver<Ev>;
-
-fn evs() -> (Tx, Rx) {
-    mpsc::unbounded_channel()
-}
-
-async fn ev(rx: &mut Rx) -> Ev {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("no callback within 10 s")
-        .expect("callback channel ended")
-}
-
-async fn quiet(rx: &mut Rx, ms: u64) {
-    if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(ms), rx.recv()).await {
-        panic!("unexpected callback: {e:?}");
-    }
-}
-
-macro_rules! expect {
-    ($rx:expr, $pat:pat $(if $guard:expr)? => $out:expr) => {
-        match ev($rx).await {
-            $pat $(if $guard)? => $out,
-            other => panic!("expected {}, got {other:?}", stringify!($pat)),
-        }
-    };
-    ($rx:expr, $pat:pat $(if $guard:expr)?) => {
-        expect!($rx, $pat $(if $guard)? => ())
-    };
-}
-
-async fn expect_close(rx: &mut Rx) -> CloseInfo {
-    expect!(rx, Ev::Close { info, open, send } => {
-        assert!(!open, "is_open() must be false in on_close");
-        assert_eq!(send, Some(false), "a send in on_close must return Ok(false)");
-        info
-    })
-}
-
-fn recording(tx: &Tx) -> Options {
-    let (t1, t2, t3, t4) = (tx.clone(), tx.clone(), tx.clone(), tx.clone());
-    Options::new()
-        .on_open(move |h| {
-            let _ = t1.send(Ev::Open(h.kind()));
-        })
-        .on_message(move |_, m| {
-            let _ = t2.send(Ev::Msg(m));
-        })
-        .on_error(move |_, e| {
-            let _ = t3.send(Ev::Err(e));
-        })
-        .on_close(move |h, info| {
-            let send = h.send("too late", SendOptions::new()).ok();
-            let _ = t4.send(Ev::Close { info, open: h.is_open(), send });
-        })
-}
-
-fn tracked(tx: &Tx, tag: impl Into<String>) -> SendOptions {
-    let tag = tag.into();
-    let (a, b, tag2) = (tx.clone(), tx.clone(), tag.clone());
-    SendOptions::new()
-        .on_success(move || {
-            let _ = a.send(Ev::Ok(tag));
-        })
-        .on_error(move |e| {
-            let _ = b.send(Ev::SendErr(tag2, e));
-        })
-}
-
-fn note(tx: &Tx, s: impl Into<String>) {
-    let _ = tx.send(Ev::Note(s.into()));
-}
+// ---- harness: tests/support/callbacks.rs, and helpers of this file's own ----
 
 /// A GET (or other method) over raw TCP with `Connection: close`: the head (lower case) and
 /// the body's chunks (decoded when chunked, else one piece).
@@ -241,8 +155,8 @@ async fn a_file_reader_or_sequence_sent_first_with_close_goes_out_chunked_then_c
         assert!(head.contains("transfer-encoding: chunked"), "{path}: {head}");
         assert!(!head.contains("content-length"), "{path}: {head}");
         assert_eq!(chunks.concat(), expected, "{path}");
-        expect!(&mut rx, Ev::Open(Kind::HttpStream));
-        expect!(&mut rx, Ev::Ok(t) if t == "first");
+        expect_cb!(&mut rx, Ev::Open(Kind::HttpStream));
+        expect_cb!(&mut rx, Ev::Ok(t) if t == "first");
         expect_close(&mut rx).await;
     }
 }
@@ -268,8 +182,8 @@ async fn a_map_sent_first_with_close_is_a_standard_response_h1_and_h2() {
     assert!(!head.contains("transfer-encoding"), "{head}");
     assert!(head.contains("x-map: yes"), "{head}");
     assert_eq!(body.concat(), b"twelve bytes");
-    expect!(&mut rx, Ev::Open(_));
-    expect!(&mut rx, Ev::Ok(t) if t == "map");
+    expect_cb!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "map");
     expect_close(&mut rx).await;
 
     let mut sender = h2_client(addr).await;
@@ -278,8 +192,8 @@ async fn a_map_sent_first_with_close_is_a_standard_response_h1_and_h2() {
     assert_eq!(parts.headers["x-map"], "yes");
     assert_eq!(parts.headers.get("content-length").map(|v| v.to_str().unwrap()), Some("12"));
     assert_eq!(&body.unwrap()[..], b"twelve bytes");
-    expect!(&mut rx, Ev::Open(_));
-    expect!(&mut rx, Ev::Ok(t) if t == "map");
+    expect_cb!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "map");
     expect_close(&mut rx).await;
 }
 
@@ -363,17 +277,17 @@ async fn a_map_first_in_a_sequence_sent_first_is_the_head_elsewhere_it_fails_the
     let (head, chunks) = raw_get(addr, "GET", "/first").await;
     assert!(head.starts_with("http/1.1 201"), "{head}");
     assert_eq!(chunks.concat(), b"h,b,after");
-    expect!(&mut rx, Ev::Open(_));
-    expect!(&mut rx, Ev::Ok(t) if t == "seq");
-    expect!(&mut rx, Ev::Ok(t) if t == "after");
+    expect_cb!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "seq");
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "after");
     expect_close(&mut rx).await;
 
     let (head, chunks) = raw_get(addr, "GET", "/later").await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(chunks.concat(), b"a,,after");
-    expect!(&mut rx, Ev::Open(_));
-    expect!(&mut rx, Ev::SendErr(t, Error::InvalidMessage(_)) if t == "seq");
-    expect!(&mut rx, Ev::Ok(t) if t == "after");
+    expect_cb!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::SendErr(t, Error::InvalidMessage(_)) if t == "seq");
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "after");
     expect_close(&mut rx).await;
 
     // On a WebSocket: the send fails, the channel stays usable.
@@ -381,9 +295,9 @@ async fn a_map_first_in_a_sequence_sent_first_is_the_head_elsewhere_it_fails_the
     let (data, close) = ws_until_close(&mut ws).await;
     assert_eq!(data, [WsMessage::text("a,"), WsMessage::text(",after")]);
     assert_eq!(close.0, 1000);
-    expect!(&mut rx, Ev::Open(_));
-    expect!(&mut rx, Ev::SendErr(t, Error::InvalidMessage(_)) if t == "seq");
-    expect!(&mut rx, Ev::Ok(t) if t == "after");
+    expect_cb!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::SendErr(t, Error::InvalidMessage(_)) if t == "seq");
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "after");
     expect_close(&mut rx).await;
 }
 
@@ -403,7 +317,7 @@ async fn a_map_after_an_empty_first_send_is_refused_at_once() {
     });
     let addr = support::serve_compat(options).await;
     let (head, chunks) = raw_get(addr, "GET", "/").await;
-    expect!(&mut rx, Ev::Note(n) if n == "true");
+    expect_cb!(&mut rx, Ev::Note(n) if n == "true");
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(chunks.concat(), b"x");
     expect_close(&mut rx).await;
@@ -422,7 +336,7 @@ async fn a_map_whose_body_is_a_map_is_not_sent_as_a_body() {
     });
     let addr = support::serve_compat(options).await;
     let (head, chunks) = raw_get(addr, "GET", "/").await;
-    let r = expect!(&mut rx, Ev::Note(n) => n);
+    let r = expect_cb!(&mut rx, Ev::Note(n) => n);
     let mut seen = Vec::new();
     loop {
         let e = ev(&mut rx).await;
@@ -467,7 +381,7 @@ async fn outgoing_sends_keep_an_idle_websocket_open() {
     assert_eq!(data.len(), 10, "{data:?} after {:?}", start.elapsed());
     assert_eq!((code, reason.as_str()), (1000, "idle timeout"));
     assert!(start.elapsed() >= Duration::from_millis(1400), "{:?}", start.elapsed());
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     let info = expect_close(&mut rx).await;
     assert_eq!((info.code, info.reason.as_deref()), (Some(1000), Some("idle timeout")));
 }
@@ -480,13 +394,13 @@ async fn a_dropped_connection_is_1006_and_a_codeless_close_1005_both_with_an_emp
     let addr = support::serve_compat(recording(&tx)).await;
 
     let ws = ws_connect(addr, "/").await;
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     drop(ws);
     let info = expect_close(&mut rx).await;
     assert_eq!((info.code, info.reason.as_deref()), (Some(1006), Some("")));
 
     let mut raw = support::RawWs::connect(addr).await;
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     raw.frame(0x88, &[]).await;
     assert_eq!(raw.read_close().await, Some((1005, String::new())));
     let info = expect_close(&mut rx).await;
@@ -505,7 +419,7 @@ async fn close_with_a_code_not_allowed_on_the_wire_reports_what_was_sent() {
     let addr = support::serve_compat(options).await;
 
     let mut raw = support::RawWs::connect(addr).await;
-    let h = expect!(&mut rx, Ev::Handle(h) => h);
+    let h = expect_cb!(&mut rx, Ev::Handle(h) => h);
     assert!(h.close_with(1006, "abnormal?"));
     let wire = raw.read_close().await.unwrap();
     raw.frame(0x88, &1000u16.to_be_bytes()).await;
@@ -515,7 +429,7 @@ async fn close_with_a_code_not_allowed_on_the_wire_reports_what_was_sent() {
 
     let long = "é".repeat(100); // 200 bytes
     let mut raw = support::RawWs::connect(addr).await;
-    let h = expect!(&mut rx, Ev::Handle(h) => h);
+    let h = expect_cb!(&mut rx, Ev::Handle(h) => h);
     assert!(h.close_with(4001, &long));
     let wire = raw.read_close().await.unwrap();
     raw.frame(0x88, &4001u16.to_be_bytes()).await;
@@ -540,7 +454,7 @@ async fn a_subprotocol_set_by_the_handler_goes_onto_the_101() {
         .insert("sec-websocket-protocol", HeaderValue::from_static("chat.v1, chat.v2"));
     let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
     assert_eq!(response.headers()["sec-websocket-protocol"], "chat.v2");
-    expect!(&mut rx, Ev::Open(Kind::WebSocket));
+    expect_cb!(&mut rx, Ev::Open(Kind::WebSocket));
     ws.close(None).await.unwrap();
     expect_close(&mut rx).await;
 }
@@ -640,9 +554,9 @@ async fn sends_and_closes_from_within_every_callback() {
         });
     let addr = support::serve_compat(options).await;
     let mut ws = ws_connect(addr, "/").await;
-    expect!(&mut rx, Ev::Open(_));
-    expect!(&mut rx, Ev::Note(n) if n == "in on_error: Ok(true)");
-    expect!(&mut rx, Ev::Note(n) if n == "in on_success: Ok(true)");
+    expect_cb!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Note(n) if n == "in on_error: Ok(true)");
+    expect_cb!(&mut rx, Ev::Note(n) if n == "in on_success: Ok(true)");
     assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text("first")));
     assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text("recovered")));
     assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text("chained")));
@@ -650,8 +564,8 @@ async fn sends_and_closes_from_within_every_callback() {
     let (data, close) = ws_until_close(&mut ws).await;
     assert_eq!(data, [WsMessage::text("bye")]);
     assert_eq!(close.0, 1000);
-    expect!(&mut rx, Ev::Msg(Incoming::Text(t)) if t == "hi");
-    expect!(&mut rx, Ev::Ok(t) if t == "bye");
+    expect_cb!(&mut rx, Ev::Msg(Incoming::Text(t)) if t == "hi");
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "bye");
     expect_close(&mut rx).await;
     quiet(&mut rx, 200).await;
 }
@@ -664,14 +578,14 @@ async fn a_fragmented_client_message_is_one_on_message() {
     let (tx, mut rx) = evs();
     let addr = support::serve_compat(recording(&tx)).await;
     let mut raw = support::RawWs::connect(addr).await;
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     raw.frame(0x01, b"ab").await; // text, not FIN
     raw.frame(0x89, b"p").await; // a ping between fragments
     raw.frame(0x80, "cé".as_bytes()).await; // continuation, FIN
     raw.frame(0x02, &[1]).await; // binary, not FIN
     raw.frame(0x80, &[2]).await;
-    expect!(&mut rx, Ev::Msg(Incoming::Text(t)) if t == "abcé");
-    expect!(&mut rx, Ev::Msg(Incoming::Binary(b)) if b[..] == [1, 2]);
+    expect_cb!(&mut rx, Ev::Msg(Incoming::Text(t)) if t == "abcé");
+    expect_cb!(&mut rx, Ev::Msg(Incoming::Binary(b)) if b[..] == [1, 2]);
     raw.frame(0x88, &1000u16.to_be_bytes()).await;
     expect_close(&mut rx).await;
 }
@@ -712,7 +626,7 @@ async fn h2_http_stream_chunks_timeout_ends_complete_and_head_map_sets_status() 
     let body = body.expect("the timeout ends an h2 stream normally (END_STREAM, no reset)");
     assert!(start.elapsed() >= Duration::from_millis(550), "{:?}", start.elapsed());
     assert!(String::from_utf8_lossy(&body).matches("tick;").count() >= 3, "{body:?}");
-    expect!(&mut rx, Ev::Open(Kind::HttpStream));
+    expect_cb!(&mut rx, Ev::Open(Kind::HttpStream));
     assert_eq!(expect_close(&mut rx).await, CloseInfo::http());
 
     let request = Request::head(format!("http://{addr}/head"))
@@ -721,8 +635,8 @@ async fn h2_http_stream_chunks_timeout_ends_complete_and_head_map_sets_status() 
     let (parts, body) = h2_get(&mut sender, request).await;
     assert_eq!(parts.status, StatusCode::NON_AUTHORITATIVE_INFORMATION);
     assert!(body.unwrap().is_empty());
-    expect!(&mut rx, Ev::Open(Kind::HttpStream));
-    expect!(&mut rx, Ev::Ok(t) if t == "head");
+    expect_cb!(&mut rx, Ev::Open(Kind::HttpStream));
+    expect_cb!(&mut rx, Ev::Ok(t) if t == "head");
     expect_close(&mut rx).await;
 }
 
@@ -759,8 +673,8 @@ async fn h2_websocket_callbacks_codes_and_originating_request() {
     assert_eq!(response.headers()["x-handler"], "h2");
     let io = TokioIo::new(hyper::upgrade::on(response).await.unwrap());
     let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Client, None).await;
-    expect!(&mut rx, Ev::Open(Kind::WebSocket));
-    expect!(&mut rx, Ev::Note(n) if n == "CONNECT /room HTTP/2.0");
+    expect_cb!(&mut rx, Ev::Open(Kind::WebSocket));
+    expect_cb!(&mut rx, Ev::Note(n) if n == "CONNECT /room HTTP/2.0");
     assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text("welcome")));
     ws.send(WsMessage::binary(vec![9u8, 8])).await.unwrap();
     assert_eq!(next_msg(&mut ws).await, Some(WsMessage::binary(vec![9u8, 8])));
@@ -779,8 +693,8 @@ async fn h2_websocket_callbacks_codes_and_originating_request() {
     let response = sender.send_request(request).await.unwrap();
     let io = TokioIo::new(hyper::upgrade::on(response).await.unwrap());
     let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Client, None).await;
-    expect!(&mut rx, Ev::Open(Kind::WebSocket));
-    expect!(&mut rx, Ev::Note(_));
+    expect_cb!(&mut rx, Ev::Open(Kind::WebSocket));
+    expect_cb!(&mut rx, Ev::Note(_));
     assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text("welcome")));
     drop(ws);
     drop(sender);
@@ -868,7 +782,7 @@ async fn an_http_stream_timing_out_before_any_send_answers_with_the_handlers_hea
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     assert_eq!(response.headers()["x-handler"], "kept");
     assert!(response.body().is_empty());
-    expect!(&mut rx, Ev::Open(Kind::HttpStream));
+    expect_cb!(&mut rx, Ev::Open(Kind::HttpStream));
     assert_eq!(expect_close(&mut rx).await, CloseInfo::http());
     quiet(&mut rx, 200).await;
 }
@@ -901,7 +815,7 @@ async fn an_http_stream_timeout_counts_from_open_not_from_the_first_send() {
         elapsed >= Duration::from_millis(750) && elapsed < Duration::from_millis(1100),
         "{elapsed:?}"
     );
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     expect_close(&mut rx).await;
 }
 
@@ -971,7 +885,7 @@ async fn close_with_1005_sends_no_code_and_on_close_reports_1005() {
     });
     let addr = support::serve_compat(options).await;
     let mut raw = support::RawWs::connect(addr).await;
-    let h = expect!(&mut rx, Ev::Handle(h) => h);
+    let h = expect_cb!(&mut rx, Ev::Handle(h) => h);
     assert!(h.close_with(1005, "dropped reason"));
     let wire = raw.read_close().await.unwrap();
     raw.frame(0x88, &[]).await;
@@ -993,15 +907,15 @@ async fn a_websocket_over_h2_answers_200_not_101() {
     })
     .await;
     let mut ws = ws_connect(addr, "/").await;
-    expect!(&mut rx, Ev::Note(n) if n == "HTTP/1.1 101");
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Note(n) if n == "HTTP/1.1 101");
+    expect_cb!(&mut rx, Ev::Open(_));
     ws.close(None).await.unwrap();
     expect_close(&mut rx).await;
 
     let mut sender = h2_client(addr).await;
     let _io = support::h2_websocket(&mut sender, addr, "/").await; // asserts the 200
-    expect!(&mut rx, Ev::Note(n) if n == "HTTP/2.0 200");
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Note(n) if n == "HTTP/2.0 200");
+    expect_cb!(&mut rx, Ev::Open(_));
 }
 
 // ---- Handle::close: "starts a graceful close after everything already sent" — a sequence
@@ -1023,8 +937,8 @@ async fn close_waits_behind_an_unfinished_sequence() {
     });
     let addr = support::serve_compat(options).await;
     let mut ws = ws_connect(addr, "/").await;
-    expect!(&mut rx, Ev::Note(n) if n == "close true");
-    expect!(&mut rx, Ev::Note(n) if n == "open false");
+    expect_cb!(&mut rx, Ev::Note(n) if n == "close true");
+    expect_cb!(&mut rx, Ev::Note(n) if n == "open false");
     assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text("tick")));
     // No close frame and no on_close for 1 s: the feed is still open.
     let r = tokio::time::timeout(Duration::from_secs(1), next_msg(&mut ws)).await;
@@ -1050,7 +964,7 @@ async fn every_set_cookie_from_the_handler_reaches_the_101() {
         tokio_tungstenite::connect_async(format!("ws://{addr}/")).await.unwrap();
     let cookies: Vec<_> = response.headers().get_all("set-cookie").iter().collect();
     assert_eq!(cookies, ["a=1", "b=2"]);
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     ws.close(None).await.unwrap();
     expect_close(&mut rx).await;
 }
@@ -1085,7 +999,7 @@ async fn a_send_made_before_on_open_is_on_the_wire_before_on_open_runs() {
     use std::io::Write;
     tcp.write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).unwrap();
     *client.lock().unwrap() = Some(tcp);
-    expect!(&mut rx, Ev::Note(n) if n == "HttpStream at on_open: true");
+    expect_cb!(&mut rx, Ev::Note(n) if n == "HttpStream at on_open: true");
 }
 
 // ---- notes: idle timeout: "start the closing handshake with one documented code, and report
@@ -1108,13 +1022,13 @@ async fn a_close_the_client_never_answers_reports_the_code_that_was_sent() {
     let addr = support::serve_compat(options).await;
 
     let mut raw = support::RawWs::connect_path(addr, "/idle").await;
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     assert_eq!(raw.read_close().await, Some((1000, "idle timeout".to_owned())));
     let info = expect_close(&mut rx).await;
     assert_eq!((info.code, info.reason.as_deref()), (Some(1000), Some("idle timeout")));
 
     let mut raw = support::RawWs::connect_path(addr, "/close").await;
-    expect!(&mut rx, Ev::Open(_));
+    expect_cb!(&mut rx, Ev::Open(_));
     assert_eq!(raw.read_close().await, Some((4005, "server says bye".to_owned())));
     let info = expect_close(&mut rx).await;
     assert_eq!((info.code, info.reason.as_deref()), (Some(4005), Some("server says bye")));

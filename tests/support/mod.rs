@@ -1,6 +1,7 @@
 //! Shared test helpers: a server built on webchan on 127.0.0.1:0, and clients.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod callbacks;
 pub mod h2raw;
 
 use std::convert::Infallible;
