@@ -1,11 +1,14 @@
-#![allow(unsafe_code)]
 //! What a hostile or broken peer can make the server hold, against the docs (from stop 29's
 //! review, 2026-12-05). Memory is counted by a global allocator (this file is a test binary of
 //! its own; its tests run one at a time, see `SERIAL`); `--nocapture` shows the figures.
 mod support;
+// The process's allocator, counting live bytes (`live()`); for the test binaries that
+// include it.
+#[path = "support/counting.rs"]
+mod counting;
+use counting::live;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,35 +16,6 @@ use futures::StreamExt;
 use support::*;
 use tokio::sync::mpsc;
 use webchan::{Channel, Config, Event};
-
-struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::SeqCst);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::SeqCst);
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        LIVE.fetch_add(n as isize - l.size() as isize, Ordering::SeqCst);
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-#[global_allocator]
-static A: Counting = Counting;
-
-fn live() -> isize {
-    LIVE.load(Ordering::SeqCst)
-}
-
-fn rss_kib() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
 
 /// The tests of this file count the same allocator: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -74,36 +48,11 @@ async fn raw_pair(config: Config) -> (RawWs, Channel) {
     (raw, ch)
 }
 
-/// Writes `batch` again and again from a thread of its own (blocking writes) until `cap`
-/// bytes went out or a write fails; the client reads nothing. Returns the count of bytes
-/// written, and waits until the client is stopped by TCP (or reached its cap), 8 s at most.
+/// [`flood_from_thread`], holding the connection 12 s, checked every 200 ms; then lets the
+/// server settle on what it has.
 async fn flood(raw: RawWs, batch: Vec<u8>, cap: usize) -> Arc<AtomicUsize> {
-    let written = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&written);
-    let tcp = raw.tcp.into_std().unwrap();
-    tcp.set_nonblocking(false).unwrap();
-    std::thread::spawn(move || {
-        use std::io::Write;
-        let mut tcp = tcp;
-        while counter.load(Ordering::SeqCst) < cap {
-            if tcp.write_all(&batch).is_err() {
-                break;
-            }
-            counter.fetch_add(batch.len(), Ordering::SeqCst);
-        }
-        std::thread::sleep(Duration::from_secs(12));
-        drop(tcp);
-    });
-    let mut last = usize::MAX;
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = written.load(Ordering::SeqCst);
-        if now == last || now >= cap {
-            break;
-        }
-        last = now;
-    }
-    // Let the server settle on what it has.
+    let hold = Duration::from_secs(12);
+    let written = flood_from_thread(raw, batch, cap, hold, Duration::from_millis(200)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     written
 }

@@ -1,41 +1,20 @@
-#![allow(unsafe_code)]
 //! What an idle WebSocket channel holds after bursts of small messages, counted by a global
 //! allocator (this file is a test binary of its own, and its tests run one at a time).
 //! Before 2026-12-05 the queues kept the room of their largest burst: 1.5 MiB after 20,000
 //! messages in and 1.9 MiB after 20,000 out, against ~3.5 KiB for a fresh channel. Now a
 //! drained queue keeps room for at most `KEPT_SLOTS` (8) entries.
 mod support;
+// The process's allocator, counting live bytes (`live()`); for the test binaries that
+// include it.
+#[path = "support/counting.rs"]
+mod counting;
+use counting::live;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
 use support::*;
 use webchan::{Config, Event};
-
-struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::SeqCst);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::SeqCst);
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        LIVE.fetch_add(n as isize - l.size() as isize, Ordering::SeqCst);
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-#[global_allocator]
-static A: Counting = Counting;
-
-fn live() -> isize {
-    LIVE.load(Ordering::SeqCst)
-}
 
 const N: usize = 20_000;
 

@@ -2,8 +2,7 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -178,12 +177,6 @@ async fn a_stopped_client_process_is_detected() {
     );
 }
 
-fn rss_kib() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_pings_and_never_reads_does_not_grow_the_server_without_bound() {
     // Each ping's pong was encoded at once and waited in the write buffer, and pings do not
@@ -217,33 +210,10 @@ async fn a_client_that_pings_and_never_reads_does_not_grow_the_server_without_bo
     for _ in 0..1000 {
         batch.extend(encode_frame(0x89, Some([1, 2, 3, 4]), &[b'p'; 125], None));
     }
-    let written = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&written);
-    let tcp = raw.tcp.into_std().unwrap();
-    tcp.set_nonblocking(false).unwrap();
-    std::thread::spawn(move || {
-        use std::io::Write;
-        let mut tcp = tcp;
-        while counter.load(Ordering::SeqCst) < CAP {
-            if tcp.write_all(&batch).is_err() {
-                break;
-            }
-            counter.fetch_add(batch.len(), Ordering::SeqCst);
-        }
-        // Stays connected (and reads nothing) until the test ends.
-        std::thread::sleep(Duration::from_secs(30));
-        drop(tcp);
-    });
-    // Until the client is stopped by TCP or has written its cap (20 s at most).
-    let mut last = usize::MAX;
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = written.load(Ordering::SeqCst);
-        if now == last || now >= CAP {
-            break;
-        }
-        last = now;
-    }
+    // Stays connected (and reads nothing) until the test ends; until the client is stopped by
+    // TCP or has written its cap (20 s at most).
+    let hold = Duration::from_secs(30);
+    let written = flood_from_thread(raw, batch, CAP, hold, Duration::from_millis(500)).await;
     let grown = rss_kib().saturating_sub(before);
     let wrote = written.load(Ordering::SeqCst);
     eprintln!("client wrote {} KiB of pings; server RSS grew {grown} KiB", wrote >> 10);

@@ -560,3 +560,50 @@ impl Rng {
         s.into_bytes()
     }
 }
+
+/// The server process's resident memory, from `/proc/self/status`.
+pub fn rss_kib() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Writes `batch` again and again from a thread of its own (blocking writes) until `cap` bytes
+/// went out or a write fails, then keeps the connection (reading nothing) for `hold`. Returns
+/// the count of bytes written once the client is stopped by TCP or reached its cap (checked
+/// every `step`, 40 times at most).
+pub async fn flood_from_thread(
+    raw: RawWs,
+    batch: Vec<u8>,
+    cap: usize,
+    hold: Duration,
+    step: Duration,
+) -> Arc<std::sync::atomic::AtomicUsize> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let written = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&written);
+    let tcp = raw.tcp.into_std().unwrap();
+    tcp.set_nonblocking(false).unwrap();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut tcp = tcp;
+        while counter.load(Ordering::SeqCst) < cap {
+            if tcp.write_all(&batch).is_err() {
+                break;
+            }
+            counter.fetch_add(batch.len(), Ordering::SeqCst);
+        }
+        std::thread::sleep(hold);
+        drop(tcp);
+    });
+    let mut last = usize::MAX;
+    for _ in 0..40 {
+        tokio::time::sleep(step).await;
+        let now = written.load(Ordering::SeqCst);
+        if now == last || now >= cap {
+            break;
+        }
+        last = now;
+    }
+    written
+}
