@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use support::callbacks::{ev, evs, expect_cb, expect_close, note, quiet, recording, tracked, Ev};
-use support::{get, h2_client, http1_get, next_msg, raw_http, ws_connect, WsClient, WsMessage};
+use support::{get, h2_client, http1_get, next_msg, ws_connect, WsClient, WsMessage};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
@@ -22,32 +22,9 @@ use webchan::{CloseInfo, Error, Incoming, Kind, Message};
 
 // ---- harness: tests/support/callbacks.rs, and helpers of this file's own ----
 
-/// A GET (or other method) over raw TCP with `Connection: close`: the head (lower case) and
-/// the body's chunks (decoded when chunked, else one piece).
+/// A request for `path` over raw TCP (see [`support::raw_chunks`]).
 async fn raw_get(addr: SocketAddr, method: &str, path: &str) -> (String, Vec<Vec<u8>>) {
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let out = raw_http(addr, request.as_bytes()).await;
-    let end = out.windows(4).position(|w| w == b"\r\n\r\n").expect("no end of head") + 4;
-    let head = String::from_utf8_lossy(&out[..end]).to_lowercase();
-    let mut rest = &out[end..];
-    if !head.contains("transfer-encoding: chunked") {
-        return (head, vec![rest.to_vec()]);
-    }
-    let mut chunks = Vec::new();
-    loop {
-        let line_end = rest.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16)
-                .unwrap();
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            assert_eq!(rest, b"\r\n", "the chunked body must end properly");
-            return (head, chunks);
-        }
-        chunks.push(rest[..size].to_vec());
-        assert_eq!(&rest[size..size + 2], b"\r\n");
-        rest = &rest[size + 2..];
-    }
+    support::raw_chunks(addr, method, path, "").await
 }
 
 async fn ws_until_close<S>(

@@ -607,3 +607,38 @@ pub async fn flood_from_thread(
     }
     written
 }
+
+/// A request over raw TCP with `Connection: close` and the `extra` header lines: the head
+/// (lower case) and the body's chunks (decoded when chunked, checking the chunked framing to
+/// its last chunk; else the body as one piece).
+pub async fn raw_chunks(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra: &str,
+) -> (String, Vec<Vec<u8>>) {
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
+    let out = raw_http(addr, request.as_bytes()).await;
+    let end = out.windows(4).position(|w| w == b"\r\n\r\n").expect("no end of head") + 4;
+    let head = String::from_utf8_lossy(&out[..end]).to_lowercase();
+    let mut rest = &out[end..];
+    if !head.contains("transfer-encoding: chunked") {
+        return (head, vec![rest.to_vec()]);
+    }
+    let mut chunks = Vec::new();
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16)
+                .unwrap();
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            assert_eq!(rest, b"\r\n", "the chunked body must end properly");
+            return (head, chunks);
+        }
+        chunks.push(rest[..size].to_vec());
+        assert_eq!(&rest[size..size + 2], b"\r\n");
+        rest = &rest[size + 2..];
+    }
+}
