@@ -268,7 +268,9 @@ impl Sender {
     /// Dropping the future after the message was queued does not unsend it; its error, if
     /// any, then goes to the event stream as [`Event::Error`].
     pub async fn send(&self, message: Message) -> Result<(), Error> {
-        poll_fn(|cx| self.shared.poll_capacity(cx)).await?;
+        if let Err(error) = poll_fn(|cx| self.shared.poll_capacity(cx)).await {
+            return Err(refused((error, message)));
+        }
         self.send_now(message, false).map_err(refused)?.await
     }
 
@@ -280,7 +282,9 @@ impl Sender {
     ///
     /// As [`send`](Self::send).
     pub async fn send_and_close(&self, message: Message) -> Result<(), Error> {
-        poll_fn(|cx| self.shared.poll_capacity(cx)).await?;
+        if let Err(error) = poll_fn(|cx| self.shared.poll_capacity(cx)).await {
+            return Err(refused((error, message)));
+        }
         self.send_now(message, true).map_err(refused)?.await
     }
 

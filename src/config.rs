@@ -140,9 +140,10 @@ impl Config {
     /// ones count too (TCP then slows the client down); once the server sent its close frame,
     /// twice this (what the client sent before it saw the close, then its answer, still come
     /// in). A read holds at most this more and one message. Past a read's burst of unread
-    /// messages, each further small one (up to 1 KiB) is copied into storage of its own size,
-    /// so that what unread messages hold stays within about twice what they count (a small
-    /// received message otherwise shares a 4 KiB block: see [`Incoming`](crate::Incoming)). Files, readers and
+    /// messages (64), each further small one (up to 1 KiB) is copied into storage of its own
+    /// size, so that what unread messages hold stays within about twice what they count, plus
+    /// the 4 KiB blocks the first 64 may keep (a small received message otherwise shares a
+    /// 4 KiB block: see [`Incoming`](crate::Incoming)). Files, readers and
     /// sequences count as one 16 KiB chunk. The default is 1 MiB.
     ///
     /// It is also how far a sender may run ahead of the socket, so it trades memory for

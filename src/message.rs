@@ -236,13 +236,6 @@ pub(crate) const YIELD_AFTER: usize = 64;
 type Opening = Pin<Box<dyn Future<Output = io::Result<tokio::fs::File>> + Send>>;
 
 impl Message {
-    /// The message with its readers and streams (user code) wrapped in [`Quiet`], whose drop
-    /// catches a panic: webchan drops sources in many places (a failed send, a channel that
-    /// closes with sends queued, the end of a connection), and a panic there escaped before
-    /// stop 29 (2026-12-05): a source that panicked in `poll_read` and again when dropped
-    /// killed the task that polled it (the connection, hyper's, or the application's own
-    /// through an inline send), and one dropped with the queue at a close left the channel
-    /// without `Closed` and its sends waiting for good.
     /// Drops a message the channel refused (and so never queued), as [`Message::quiet`] would
     /// have: a panic of its source's `Drop` is caught and logged. Before stop 29 (2026-12-05)
     /// it reached the caller of `Sender::send` (a reader refused on an SSE stream, say).
@@ -253,6 +246,13 @@ impl Message {
         }
     }
 
+    /// The message with its readers and streams (user code) wrapped in [`Quiet`], whose drop
+    /// catches a panic: webchan drops sources in many places (a failed send, a channel that
+    /// closes with sends queued, the end of a connection), and a panic there escaped before
+    /// stop 29 (2026-12-05): a source that panicked in `poll_read` and again when dropped
+    /// killed the task that polled it (the connection, hyper's, or the application's own
+    /// through an inline send), and one dropped with the queue at a close left the channel
+    /// without `Closed` and its sends waiting for good.
     #[inline(never)]
     pub(crate) fn quiet(self) -> Self {
         match self {

@@ -24,7 +24,8 @@ use crate::{Channel, CloseInfo, Config, Error, Kind};
 ///
 /// The [`Reply`] is the response: add headers to it (`Set-Cookie`, a chosen
 /// `Sec-WebSocket-Protocol`, CORS...) or set an HTTP stream's status, then return its output
-/// from the service. For a WebSocket it resolves at once to the `101`; the channel opens once
+/// from the service. For a WebSocket it resolves at once to the `101` (`200` over HTTP/2;
+/// `503` once a shutdown's deadline dropped the channel: see [`Reply`]); the channel opens once
 /// hyper has sent it. For an HTTP stream it resolves when the head is due: at the first send or
 /// close, so that a first [`Message::Response`](crate::Message::Response) can still set the
 /// status and headers.
@@ -430,8 +431,10 @@ impl From<Rejection> for Error {
 ///
 /// Before awaiting it, the handler can add headers and (for an HTTP stream) choose the status.
 /// A WebSocket's reply resolves at once to the `101 Switching Protocols` with the headers
-/// added; if the handler sets another status, the connection is not upgraded and the channel
-/// yields an error and `Closed`. Dropping a WebSocket's reply unawaited refuses the upgrade
+/// added (a `200` over HTTP/2); if the handler sets another status, the connection is not
+/// upgraded and the channel yields an error and `Closed`. Once a [`Shutdown`](crate::Shutdown)'s
+/// deadline has dropped the channel, it answers `503` instead (the channel got `Closed`, 1006,
+/// and never opens). Dropping a WebSocket's reply unawaited refuses the upgrade
 /// too, at once: a handler that makes the channel and then returns a response of its own (a
 /// 403 after an auth check) leaves the connection un-upgraded, and the channel yields
 /// [`Error::Upgrade`] then `Closed` (1006), never `Open`. An HTTP stream's reply resolves when
