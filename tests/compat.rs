@@ -7,13 +7,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming as HyperIncoming;
 use hyper_util::rt::TokioIo;
 use support::callbacks::{ev, evs, expect_cb, expect_close, note, quiet, recording, tracked, Ev};
-use support::{get, http1_get, next_msg, raw_http, send_text, ws_connect, WsClient, WsMessage};
+use support::{
+    get, http1_get, next_msg, raw_http, send_text, ws_connect, ws_until_close, WsClient, WsMessage,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -57,26 +59,6 @@ async fn ws_close_frame(ws: &mut WsClient) -> (u16, String) {
     let (data, close) = ws_until_close(ws).await;
     assert!(data.is_empty(), "expected a close frame, got {data:?}");
     close
-}
-
-/// Reads data messages until the server's close frame; returns them and the frame's code and
-/// reason, after the client's answer went out and the server closed the connection.
-async fn ws_until_close(ws: &mut WsClient) -> (Vec<WsMessage>, (u16, String)) {
-    let mut data = Vec::new();
-    let close = loop {
-        match next_msg(ws).await {
-            Some(WsMessage::Close(Some(CloseFrame { code, reason }))) => {
-                break (code.into(), reason.as_str().to_owned())
-            }
-            Some(WsMessage::Close(None)) => break (1005, String::new()),
-            Some(other) => data.push(other),
-            None => panic!("connection ended without a close frame"),
-        }
-    };
-    // tungstenite sends its answer to the close frame on the next poll.
-    let drain = async { while let Some(Ok(_)) = ws.next().await {} };
-    let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
-    (data, close)
 }
 
 /// A request for `/` over raw TCP (see [`support::raw_chunks`]).

@@ -13,7 +13,9 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use support::callbacks::{ev, evs, expect_cb, expect_close, note, quiet, recording, tracked, Ev};
-use support::{get, h2_client, http1_get, next_msg, ws_connect, WsClient, WsMessage};
+use support::{
+    get, h2_client, http1_get, next_msg, ws_connect, ws_until_close, WsClient, WsMessage,
+};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
@@ -25,28 +27,6 @@ use webchan::{CloseInfo, Error, Incoming, Kind, Message};
 /// A request for `path` over raw TCP (see [`support::raw_chunks`]).
 async fn raw_get(addr: SocketAddr, method: &str, path: &str) -> (String, Vec<Vec<u8>>) {
     support::raw_chunks(addr, method, path, "").await
-}
-
-async fn ws_until_close<S>(
-    ws: &mut tokio_tungstenite::WebSocketStream<S>,
-) -> (Vec<WsMessage>, (u16, String))
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let mut data = Vec::new();
-    let close = loop {
-        match next_msg(ws).await {
-            Some(WsMessage::Close(Some(CloseFrame { code, reason }))) => {
-                break (code.into(), reason.as_str().to_owned())
-            }
-            Some(WsMessage::Close(None)) => break (1005, String::new()),
-            Some(other) => data.push(other),
-            None => panic!("connection ended without a close frame"),
-        }
-    };
-    let drain = async { while let Some(Ok(_)) = ws.next().await {} };
-    let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
-    (data, close)
 }
 
 fn temp_file(name: &str, content: &[u8]) -> std::path::PathBuf {

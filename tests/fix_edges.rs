@@ -192,9 +192,10 @@ impl Drop for BombReader {
 
 /// As tests/user_faults.rs `a_queued_source_that_panics_when_dropped_at_the_close_still_gives_
 /// closed_websocket`, with a panic payload whose own `Drop` panics: `Quiet::drop` catches the
-/// source's panic, then drops the payload, and that panic escapes (out of `Shared::finish`,
-/// which holds the queue). lib.rs: "A panic in a source's `Drop` (...) is caught and logged:
-/// it fails nothing that was sent whole"; the channel must still report `Closed`.
+/// source's panic, then drops the payload. lib.rs: "A panic in a source's `Drop` (...) is
+/// caught and logged: it fails nothing that was sent whole"; the channel must still report
+/// `Closed`. Before the fix the payload's own panic escaped (out of `Shared::finish`, which
+/// holds the queue): no `Closed`; the payload is now leaked instead (`error::drop_payload`).
 #[tokio::test]
 async fn a_queued_source_whose_drop_panics_with_a_panicking_payload_still_gives_closed() {
     let (addr, mut channels) = serve_channels(Config::default()).await;
@@ -228,8 +229,9 @@ async fn a_queued_source_whose_drop_panics_with_a_panicking_payload_still_gives_
 // ---- 4. the upgrade's body check: a Content-Length that says 0 ----
 
 /// RFC 9110 §8.6: `Content-Length = 1*DIGIT`; `00` is a length of 0 (hyper reads it so, and
-/// hands the request over with an empty body). The body check compares the bytes with `0`
-/// and answers 400 "a WebSocket upgrade request has no body" to a request that has none.
+/// hands the request over with an empty body): an upgrade with it has no body and gets its
+/// 101. The body check's first version compared the bytes with `0` and answered 400 "a
+/// WebSocket upgrade request has no body".
 #[tokio::test]
 async fn an_upgrade_with_content_length_00_has_no_body_and_gets_its_101() {
     let addr = serve(Config::default(), echo).await;
@@ -269,28 +271,11 @@ async fn an_upgrade_with_content_length_00_has_no_body_and_gets_its_101() {
 
 /// lib.rs: "A panic in a source's `Drop` (once it ended, or when a failed send or a closing
 /// channel discards it) is caught and logged". A reader sent with `Sender::send` on an SSE
-/// stream is refused at once (`InvalidMessage`): `send` discards it unwrapped (it is wrapped
-/// in `Quiet` only once queued), so its drop's panic comes out of `send` into the
-/// application's task instead of the `Err` the docs promise.
+/// stream is refused at once (`InvalidMessage`), never queued (where it would be wrapped in
+/// `Quiet`): `send` must give the `Err`, its drop's panic caught (`Message::discard`). Before
+/// the fix the panic came out of `send` into the application's task.
 #[tokio::test]
 async fn a_refused_send_discards_its_source_under_the_same_guard() {
-    struct PanickyDrop;
-    impl AsyncRead for PanickyDrop {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            _: &mut ReadBuf<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-    impl Drop for PanickyDrop {
-        fn drop(&mut self) {
-            if !std::thread::panicking() {
-                panic!("drop boom");
-            }
-        }
-    }
     let (addr, mut channels) = serve_channels(Config::default()).await;
     let mut request = get(addr, "/events");
     request
@@ -465,10 +450,10 @@ async fn drain_until_closed(ch: &mut Channel) {
 
 /// lib.rs: "A panic in a source's `Drop` (once it ended, or when a failed send or a closing
 /// channel discards it) is caught and logged"; `Sender::send` # Errors: "`Error::Closed` if
-/// the channel is closed". c314649 routes the message of a refused `send_now` through
-/// `Message::discard`, but `send` first awaits `poll_capacity`, which answers `Closed` for a
-/// closed channel: `send` returns through `?` and drops the message as a plain local, so the
-/// source's panic comes out of `send` into the application's task.
+/// the channel is closed". `send` first awaits `poll_capacity`, which answers `Closed` for a
+/// closed channel; c314649 routed only a refused `send_now` through `Message::discard`, so
+/// there the message was dropped as a plain local and the source's panic came out of `send`
+/// into the application's task (fixed in d0abe97).
 #[tokio::test]
 async fn send_on_a_closed_websocket_discards_its_source_under_the_guard() {
     let (addr, mut channels) = serve_channels(Config::default().keepalive(None)).await;
@@ -510,8 +495,8 @@ async fn send_and_close_on_a_closed_websocket_discards_its_source_under_the_guar
     assert_eq!((first.as_str(), second.as_str()), ("Err(Closed)", "Err(Closed)"));
 }
 
-/// A `send` waiting for room in the queue when the channel closes: same path (`poll_capacity`
-/// answers `Closed`), same escape.
+/// A `send` waiting for room in the queue when the channel closes: the same path
+/// (`poll_capacity` answers `Closed`), the same guard.
 #[tokio::test]
 async fn a_send_waiting_for_room_when_the_channel_closes_discards_its_source_under_the_guard() {
     let config = Config::default().keepalive(None).queue_limit(1024);

@@ -642,3 +642,30 @@ pub async fn raw_chunks(
         rest = &rest[size + 2..];
     }
 }
+
+/// Reads data messages until the server's close frame; returns them and the frame's code and
+/// reason (1005 for a close frame without a code), after the client's answer went out and the
+/// server closed the connection (5 s at most).
+pub async fn ws_until_close<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+) -> (Vec<WsMessage>, (u16, String))
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let mut data = Vec::new();
+    let close = loop {
+        match next_msg(ws).await {
+            Some(WsMessage::Close(Some(CloseFrame { code, reason }))) => {
+                break (code.into(), reason.as_str().to_owned())
+            }
+            Some(WsMessage::Close(None)) => break (1005, String::new()),
+            Some(other) => data.push(other),
+            None => panic!("connection ended without a close frame"),
+        }
+    };
+    // tungstenite sends its answer to the close frame on the next poll.
+    let drain = async { while let Some(Ok(_)) = ws.next().await {} };
+    let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+    (data, close)
+}
