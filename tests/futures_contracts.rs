@@ -1058,10 +1058,10 @@ async fn max_gap(config: Config, count: u32, size: usize, limit: Duration) -> (u
 /// its own task) faster than the application takes them, with a 256 KiB queue limit (the
 /// read pause engages every ~4 messages). Config::queue_limit: "a WebSocket stops reading
 /// from the client while the application has more than this many bytes of messages not yet
-/// taken from the stream" -- so it must read again once they are taken. Observed: reading
-/// stops for good (nothing for 2 s while the application waits on `next()`, the client has
-/// megabytes queued), in most runs of 1,000 messages; any wake of the connection's task (a
-/// send) makes it resume within 3 ms.
+/// taken from the stream" -- so it must read again once they are taken. Before 06a6dcf
+/// reading stopped for good (nothing for 2 s while the application waited on `next()`, the
+/// client with megabytes queued) in most runs of 1,000 messages: the end of the pause woke
+/// nobody; any wake of the connection's task (a send) made it resume within 3 ms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_uploads_past_the_read_pause_never_stall_keepalive_off() {
     for run in 0..8 {
