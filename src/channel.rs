@@ -194,7 +194,8 @@ impl Sink<Message> for Channel {
 /// from the flushing task itself when the connection's task is not busy, which saves two task
 /// switches per burst (from a thread that runs no tokio task, `futures::executor::block_on` on
 /// a `std::thread` say, the connection's task writes them: that work may start timers and open
-/// files, which need the runtime); messages fed and never flushed still go out when this `Sender` is
+/// files, which need the runtime; from a task of another runtime the flush writes them, and
+/// what it starts belongs to the connection's runtime all the same); messages fed and never flushed still go out when this `Sender` is
 /// dropped, or at the connection's next wake-up. [`Sender::send`] and [`Sender::try_send`]
 /// need no flush. `poll_ready` waits while the queue is at or over
 /// [`Config::queue_limit`](crate::Config::queue_limit); `start_send` itself takes the message

@@ -178,7 +178,10 @@ impl Config {
     /// ms, at least once a second), so a ping goes out between `interval` and `interval`
     /// plus one such step after the last frame, and the connection is dropped `timeout`
     /// (give or take a step) after the ping was due. If that thread cannot be started,
-    /// keepalive is off and a warning is logged.
+    /// keepalive is off and a warning is logged. That thread keeps real time: a test that
+    /// pauses tokio's clock (`tokio::time::pause`) and advances it fires the timers above (the
+    /// idle [`timeout`](Self::timeout), [`close_timeout`](Self::close_timeout), an HTTP
+    /// stream's timeout, [`sse_keepalive`](Self::sse_keepalive)) but never a keepalive ping.
     ///
     /// The same thread wakes a connection's task when a receiver that reads large messages
     /// for itself was woken for the socket and has not read (see [`Receiver`](crate::Receiver)):

@@ -45,7 +45,8 @@ use crate::{Channel, CloseInfo, Config, Error, Kind};
 /// # Panics
 ///
 /// If called outside a tokio runtime for a WebSocket request, or for an HTTP stream with a
-/// [`Config::timeout`] (its timer is the runtime's).
+/// [`Config::timeout`] (its timer is the runtime's). Nothing of the channel is left behind:
+/// its [`Shutdown`](crate::Shutdown) does not count it.
 ///
 /// # Examples
 ///
@@ -116,7 +117,8 @@ pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Chan
                 Arc::new(Shared::new(Kind::WebSocket, false, RequestHead::new(parts), config));
             shared.register();
             let channel = Channel::new(Arc::clone(&shared));
-            tokio::spawn(crate::ws::drive(Arc::clone(&shared), on_upgrade));
+            let unstarted = crate::ws::Unstarted::new(Arc::clone(&shared));
+            tokio::spawn(crate::ws::drive(unstarted, on_upgrade));
             let mut headers = HeaderMap::new();
             let status = match accept {
                 // HTTP/1.1 (RFC 6455): 101 Switching Protocols.

@@ -77,12 +77,48 @@ impl std::fmt::Display for NoUpgrade {
 
 impl std::error::Error for NoUpgrade {}
 
+/// A channel whose connection has not started: dropped before [`drive`] hands it over (the
+/// task never polled, as when `tokio::spawn` panics outside a runtime, or dropped with its
+/// runtime while it waited for hyper), it closes the channel (1006). Before stop 30
+/// (2026-12-06) nothing did: its sends and `closed()` waited for good, and it stayed in its
+/// `Shutdown`'s registry (a shutdown then waited its whole deadline for it).
+pub(crate) struct Unstarted(Option<Arc<Shared>>);
+
+impl Unstarted {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self(Some(shared))
+    }
+}
+
+impl Drop for Unstarted {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            shared.finish(CloseInfo::websocket(1006, ""), None);
+        }
+    }
+}
+
 /// Waits for hyper's upgrade, then runs the connection until it is closed.
-pub(crate) async fn drive(shared: Arc<Shared>, on_upgrade: Option<OnUpgrade>) {
+pub(crate) async fn drive(mut unstarted: Unstarted, on_upgrade: Option<OnUpgrade>) {
+    let Some(shared) = unstarted.0.clone() else { return };
     let upgraded = match on_upgrade {
         None => Err(Error::Upgrade(Arc::new(NoUpgrade))),
-        Some(on_upgrade) => on_upgrade.await.map_err(|e| Error::Upgrade(Arc::new(e))),
+        // A channel closed first (the handler refused the upgrade, a shutdown dropped it)
+        // stops waiting: hyper gives the upgrade only when the client upgrades or its
+        // connection ends, and a client that got a 403 may keep the connection for more
+        // requests. Before stop 30 (2026-12-06) this task stayed as long, holding the channel.
+        Some(mut on_upgrade) => {
+            let upgrade = poll_fn(|cx| match shared.poll_closed(cx) {
+                Poll::Ready(()) => Poll::Ready(None),
+                Poll::Pending => Pin::new(&mut on_upgrade).poll(cx).map(Some),
+            });
+            match upgrade.await {
+                None => return,
+                Some(upgraded) => upgraded.map_err(|e| Error::Upgrade(Arc::new(e))),
+            }
+        }
     };
+    unstarted.0 = None;
     let upgraded = match upgraded {
         // The handler refused the upgrade (the channel is closed already).
         Ok(_) if shared.is_closed() => return,
@@ -107,6 +143,7 @@ fn start(shared: Arc<Shared>, upgraded: Upgraded) -> Arc<Core> {
     let timeout = config.get().timeout;
     let io = TokioIo::new(upgraded);
     let conn = Conn {
+        runtime: tokio::runtime::Handle::current(),
         vectored: io.is_write_vectored(),
         write_max: if shared.request.version() == http::Version::HTTP_2 {
             H2_WRITE_MAX
@@ -428,6 +465,10 @@ struct Idle {
 
 struct Conn {
     shared: Arc<Shared>,
+    /// The runtime of the connection's task. A handle's step may run on a task of another
+    /// runtime: what it makes that needs one (the close timer, a file's blocking reads) is
+    /// made in this one (see [`Conn::on_own_runtime`]).
+    runtime: tokio::runtime::Handle,
     io: TokioIo<Upgraded>,
     /// Bytes read and not yet decoded.
     rbuf: BytesMut,
@@ -1040,8 +1081,18 @@ impl Conn {
     fn arm_close_timer(&mut self) {
         if self.close_timer.is_none() {
             let timeout = self.shared.config.get().close_timeout;
+            let _runtime = self.on_own_runtime();
             self.close_timer = Some(Box::pin(tokio::time::sleep(timeout)));
         }
+    }
+
+    /// Enters the connection's runtime, for a step on a task of another: a timer or a file
+    /// made there belongs to that runtime. Before stop 30 (2026-12-06) a `send_and_close`
+    /// from a task of a second runtime armed the close timer there: it never fired while that
+    /// runtime sat idle, the connection's task panicked once it was dropped ("being
+    /// shutdown"), and one built without timers panicked in the application's send.
+    fn on_own_runtime(&self) -> tokio::runtime::EnterGuard<'_> {
+        self.runtime.enter()
     }
 
     /// Encodes queued messages and writes. Returns true when it stopped with more to send
@@ -1095,7 +1146,10 @@ impl Conn {
                         wrote = true;
                     }
                     Some(Queued { seq, size, item: Item::Send(message) }) => {
-                        match Pump::new(message) {
+                        let runtime = self.on_own_runtime();
+                        let pump = Pump::new(message);
+                        drop(runtime);
+                        match pump {
                             Ok(pump) => self.current = Some((seq, size, pump)),
                             Err(e) => {
                                 self.failures.push((seq, e));
@@ -1108,7 +1162,10 @@ impl Conn {
                 continue;
             };
             let (seq, size) = (*seq, *size);
-            match pump.poll_next(cx) {
+            let runtime = self.runtime.enter();
+            let next = pump.poll_next(cx);
+            drop(runtime);
+            match next {
                 Poll::Ready(Some(Ok(piece))) => {
                     let whole = pump.is_done();
                     match piece {
