@@ -251,11 +251,19 @@ impl Sender {
     /// HTTP stream's bytes by hyper (to the socket over HTTP/1 with an IO that writes vectored,
     /// as a `TcpStream` does; into hyper's or h2's own buffer where they copy: an IO without
     /// vectored writes, HTTP/2's small frames). A connection dropped right after loses no send
-    /// that completed. (Through [`Body::into_bytes_body`](crate::Body::into_bytes_body), whose
-    /// `Bytes` frames cannot be followed, once hyper takes the bytes. A response sent whole by
+    /// that completed. Two exceptions: through
+    /// [`Body::into_bytes_body`](crate::Body::into_bytes_body) (axum's path), whose `Bytes`
+    /// frames cannot be followed into hyper, a send completes once hyper has taken its bytes,
+    /// and hyper holds up to its write buffer's limit (~400 KiB by default) not yet written,
+    /// which a connection dropped then loses; and a response sent whole by
     /// [`send_and_close`](Self::send_and_close) as the first send completes, and its channel
-    /// closes, when the response is decided, before hyper writes it: a handler may wait for
-    /// that send before it returns the response, and hyper writes nothing before that.)
+    /// closes, when the response is decided, before hyper writes it (so a handler may wait for
+    /// that send before it returns the response).
+    ///
+    /// Any other send, on a channel whose [`Reply`](crate::Reply) the handler has not returned
+    /// yet, waits for the reply to go out: awaited in the handler before it returns the reply,
+    /// it waits for ever. Send from a task of its own, or queue with
+    /// [`try_send`](Self::try_send).
     ///
     /// # Errors
     ///

@@ -791,7 +791,10 @@ impl Pending {
 ///
 /// The callbacks run on a task spawned for the channel (see the [module docs](self) for their
 /// order); it ends after `on_close`. A callback should not block: it holds up the channel's
-/// other callbacks.
+/// other callbacks, and the thread it runs on, which on a current-thread runtime stalls every
+/// connection (pings are not answered meanwhile) and on a multi-thread one may stall the
+/// runtime's I/O. Hand blocking work to `tokio::task::spawn_blocking`, and send from there
+/// with the [`Handle`], which never blocks.
 ///
 /// # Panics
 ///
@@ -970,7 +973,10 @@ impl ResponseFuture {
     /// If called after the future completed.
     pub fn status_mut(&mut self) -> &mut StatusCode {
         match &mut self.state {
-            State::Channel(reply) => reply.status_mut(),
+            State::Channel(reply) => {
+                assert!(!reply.is_done(), "ResponseFuture used after completion");
+                reply.status_mut()
+            }
             State::Rejected(response) => {
                 response.as_mut().expect("ResponseFuture used after completion").status_mut()
             }
@@ -986,7 +992,10 @@ impl ResponseFuture {
     /// If called after the future completed.
     pub fn headers_mut(&mut self) -> &mut HeaderMap {
         match &mut self.state {
-            State::Channel(reply) => reply.headers_mut(),
+            State::Channel(reply) => {
+                assert!(!reply.is_done(), "ResponseFuture used after completion");
+                reply.headers_mut()
+            }
             State::Rejected(response) => {
                 response.as_mut().expect("ResponseFuture used after completion").headers_mut()
             }

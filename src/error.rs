@@ -9,8 +9,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong with a channel, one variant per cause a caller can act on.
 ///
-/// The [`Display`](fmt::Display) text is meant for people and logs; match on the variant (or
-/// use the `is_*` helpers) in code. The error is cheap to clone, so the same error can be
+/// The [`Display`](fmt::Display) text is meant for people and logs, and it includes the text
+/// of the error it wraps (an [`Io`](Self::Io), [`Upgrade`](Self::Upgrade) or
+/// [`Callback`](Self::Callback) error's); so [`source`](std::error::Error::source) goes on
+/// from that error's own source, and a chain printer (anyhow's `{:#}`) shows each cause once.
+/// Match on the variant (or use the `is_*` helpers) in code: the wrapped error is its field. The error is cheap to clone, so the same error can be
 /// reported to several places (an [`Event::Error`](crate::Event::Error) and a send's caller).
 ///
 /// # Examples
@@ -31,6 +34,9 @@ pub enum Error {
     /// The request tried to become a WebSocket but the handshake was malformed. The
     /// [`Rejection`](crate::Rejection) holds the 4xx response that says why.
     Handshake(&'static str),
+    /// The [`Shutdown`](crate::Shutdown) of the request's `Config` has begun: no new channel
+    /// (the [`Rejection`](crate::Rejection) answers 503).
+    ShuttingDown,
     /// The HTTP upgrade to a WebSocket did not complete (the handler answered with another
     /// status or dropped its [`Reply`](crate::Reply), or the client went away before the `101`
     /// was sent).
@@ -120,6 +126,7 @@ impl fmt::Display for Error {
         match self {
             Self::Closed => f.write_str("channel is closed"),
             Self::Handshake(why) => write!(f, "websocket handshake rejected: {why}"),
+            Self::ShuttingDown => f.write_str("the server is shutting down"),
             Self::Upgrade(e) => write!(f, "websocket upgrade did not complete: {e}"),
             Self::InvalidMessage(why) => write!(f, "invalid message for this channel: {why}"),
             Self::QueueFull { limit } => {
@@ -142,12 +149,22 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // The wrapped error's text is in ours already (see the type's docs). Before stop 30
+        // (2026-12-06) `source` gave the wrapped error itself: chain printers showed its text
+        // twice ("i/o error: disk on fire: disk on fire").
         match self {
-            Self::Upgrade(e) => Some(&**e),
-            Self::Io(e) => Some(&**e),
-            Self::Callback { error, .. } => Some(&**error),
+            Self::Upgrade(e) => e.source(),
+            Self::Io(e) => e.source(),
+            Self::Callback { error, .. } => error.source(),
             _ => None,
         }
+    }
+}
+
+/// A refused [`try_send`](crate::Sender::try_send)'s error, for `?`: the message is dropped.
+impl From<(Self, crate::Message)> for Error {
+    fn from((error, _message): (Self, crate::Message)) -> Self {
+        error
     }
 }
 

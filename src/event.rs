@@ -62,6 +62,47 @@ pub enum Incoming {
     Binary(Bytes),
 }
 
+impl Incoming {
+    /// Is it a text message?
+    #[must_use]
+    pub fn is_text(&self) -> bool {
+        matches!(self, Self::Text(_))
+    }
+
+    /// Its length in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Text(t) => t.len(),
+            Self::Binary(b) => b.len(),
+        }
+    }
+
+    /// Is it empty?
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The text, if it is a text message.
+    #[must_use]
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Self::Text(t) => Some(t.as_str()),
+            Self::Binary(_) => None,
+        }
+    }
+
+    /// Its bytes (a text message's UTF-8), shared without copying.
+    #[must_use]
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            Self::Text(t) => t.into_bytes(),
+            Self::Binary(b) => b,
+        }
+    }
+}
+
 /// Text: valid UTF-8, shared without copying. What a client sent ([`Incoming::Text`]), and what
 /// [`Message::Text`](crate::Message::Text) sends: received text sent on (an echo, a broadcast to
 /// many channels) goes out from the buffer it arrived in.
@@ -77,7 +118,7 @@ pub enum Incoming {
 /// assert_eq!(text.len(), 3);
 /// assert_eq!(String::from(text), "hé");
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Text(pub(crate) tokio_tungstenite::tungstenite::Utf8Bytes);
 
 impl Text {
@@ -140,6 +181,68 @@ impl PartialEq<str> for Text {
 impl PartialEq<&str> for Text {
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Text {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<Text> for str {
+    fn eq(&self, other: &Text) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<Text> for &str {
+    fn eq(&self, other: &Text) -> bool {
+        *self == other.as_str()
+    }
+}
+
+/// As `str`'s, so that a `Text` key is found by a `&str` (see [`Borrow`](std::borrow::Borrow)).
+impl std::hash::Hash for Text {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for Text {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Text {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<[u8]> for Text {
+    fn as_ref(&self) -> &[u8] {
+        self.as_str().as_bytes()
+    }
+}
+
+impl std::borrow::Borrow<str> for Text {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// The UTF-8 bytes, shared without copying.
+impl From<Text> for Bytes {
+    fn from(t: Text) -> Self {
+        t.into_bytes()
     }
 }
 

@@ -165,3 +165,10 @@ pub use message::{Message, ResponseHead, CHUNK_SIZE};
 pub use negotiate::{as_channel, Rejection, Reply};
 pub use shutdown::{Shutdown, ShutdownReport};
 pub use stream::Body;
+
+/// The `http` crate (1.x) whose types this crate's API takes and gives (`Request`, `Parts`,
+/// `HeaderMap`, `StatusCode`), re-exported so that its version always matches.
+pub use http;
+
+/// The `bytes` crate (1.x) whose `Bytes` messages and bodies carry, re-exported likewise.
+pub use bytes;

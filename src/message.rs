@@ -204,6 +204,31 @@ impl From<&'static [u8]> for Message {
     }
 }
 
+/// A byte string literal (`b"ping"`): binary.
+impl<const N: usize> From<&'static [u8; N]> for Message {
+    fn from(b: &'static [u8; N]) -> Self {
+        Self::Binary(Bytes::from_static(b))
+    }
+}
+
+impl From<&String> for Message {
+    fn from(s: &String) -> Self {
+        Self::Text(s.as_str().into())
+    }
+}
+
+impl From<Box<str>> for Message {
+    fn from(s: Box<str>) -> Self {
+        Self::Text(String::from(s).into())
+    }
+}
+
+impl From<std::borrow::Cow<'_, str>> for Message {
+    fn from(s: std::borrow::Cow<'_, str>) -> Self {
+        Self::Text(s.into_owned().into())
+    }
+}
+
 /// An open file is sent from its current position to its end, like any reader.
 impl From<tokio::fs::File> for Message {
     fn from(f: tokio::fs::File) -> Self {
@@ -360,7 +385,13 @@ impl Pump {
         let source = match message {
             Message::Text(s) => Source::One(Some(Piece::Text(s))),
             Message::Binary(b) => Source::One(Some(Piece::Binary(b))),
-            Message::Path(p) => Source::Opening(Box::pin(tokio::fs::File::open(p))),
+            // The error names the file: it comes long after the send was made (before stop 30,
+            // 2026-12-06, a file in a sequence of files failed with "No such file" alone).
+            Message::Path(p) => Source::Opening(Box::pin(async move {
+                tokio::fs::File::open(&p)
+                    .await
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+            })),
             Message::Reader(r) => Source::Reader(r, BytesMut::new()),
             Message::Seq(s) => Source::Seq(s),
             Message::Sse(event) => Source::One(Some(Piece::Sse(event.to_bytes()?))),

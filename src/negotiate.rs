@@ -30,7 +30,13 @@ use crate::{Channel, CloseInfo, Config, Error, Kind};
 /// close, so that a first [`Message::Response`](crate::Message::Response) can still set the
 /// status and headers.
 ///
-/// The WebSocket connection is driven by a task spawned on the current tokio runtime.
+/// The WebSocket connection is driven by a task spawned on the current tokio runtime. It takes
+/// the connection from hyper's upgrade handle, which hyper puts in the request's extensions: a
+/// layer that rebuilds the request must keep them, and the connection must be served with
+/// upgrades on (hyper-util's `serve_connection_with_upgrades`, hyper's `with_upgrades()`;
+/// `axum::serve` does). Without either the reply is still a `101` (a handler can be tested
+/// without a server), the client's connection ends after it, and the channel reports
+/// [`Error::Upgrade`](crate::Error::Upgrade), whose text names the cause, then `Closed` (1006).
 ///
 /// # Errors
 ///
@@ -423,9 +429,15 @@ impl fmt::Display for Rejection {
 
 impl std::error::Error for Rejection {}
 
+/// [`Error::ShuttingDown`] for a shutdown's 503, [`Error::Handshake`] for the rest. Before stop
+/// 30 (2026-12-06) a plain request refused by a shutdown became a "websocket handshake" error.
 impl From<Rejection> for Error {
     fn from(r: Rejection) -> Self {
-        Self::Handshake(r.reason)
+        if r.status == StatusCode::SERVICE_UNAVAILABLE {
+            Self::ShuttingDown
+        } else {
+            Self::Handshake(r.reason)
+        }
     }
 }
 
@@ -482,6 +494,11 @@ impl Reply {
     #[must_use]
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// Has it resolved (its response given out)?
+    pub(crate) fn is_done(&self) -> bool {
+        matches!(self.state, ReplyState::Done)
     }
 
     /// The status, to change it.

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
@@ -34,7 +34,11 @@ pub struct Body {
 
 enum Inner {
     Full(Option<Bytes>),
-    Stream(Box<StreamBody>),
+    /// In a `Mutex` only to make the body `Sync`, as hyper's `BoxBody` asks (the application's
+    /// readers and streams in it need only be `Send`): reached through `&mut`
+    /// (`Mutex::get_mut`), never locked. The `bool` is its `finished`, for `is_end_stream`.
+    /// Before stop 30 (2026-12-06) the body was not `Sync`: `BodyExt::boxed` refused it.
+    Stream(Box<Mutex<StreamBody>>, bool),
 }
 
 impl fmt::Debug for Body {
@@ -43,7 +47,7 @@ impl fmt::Debug for Body {
             Inner::Full(b) => {
                 f.debug_tuple("Body::Full").field(&b.as_ref().map(Bytes::len)).finish()
             }
-            Inner::Stream(_) => f.write_str("Body::Stream"),
+            Inner::Stream(..) => f.write_str("Body::Stream"),
         }
     }
 }
@@ -59,6 +63,30 @@ impl Body {
     #[must_use]
     pub fn full(bytes: Bytes) -> Self {
         Self { inner: Inner::Full(if bytes.is_empty() { None } else { Some(bytes) }) }
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(bytes: Bytes) -> Self {
+        Self::full(bytes)
+    }
+}
+
+impl From<&'static str> for Body {
+    fn from(s: &'static str) -> Self {
+        Self::full(Bytes::from_static(s.as_bytes()))
+    }
+}
+
+impl From<String> for Body {
+    fn from(s: String) -> Self {
+        Self::full(Bytes::from(s))
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(v: Vec<u8>) -> Self {
+        Self::full(Bytes::from(v))
     }
 }
 
@@ -78,21 +106,26 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<BodyData>, Error>>> {
         match &mut self.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b.into())))),
-            Inner::Stream(s) => s.poll_frame(cx),
+            Inner::Stream(s, finished) => {
+                let s = s.get_mut().unwrap_or_else(PoisonError::into_inner);
+                let poll = s.poll_frame(cx);
+                *finished = s.finished;
+                poll
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Full(b) => b.is_none(),
-            Inner::Stream(s) => s.finished,
+            Inner::Stream(_, finished) => *finished,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Inner::Stream(_) => SizeHint::default(),
+            Inner::Stream(..) => SizeHint::default(),
         }
     }
 }
@@ -616,7 +649,7 @@ impl StreamHead {
             one_per_frame: declared.is_some()
                 || self.shared.request.version() == http::Version::HTTP_2,
         };
-        Body { inner: Inner::Stream(Box::new(body)) }
+        Body { inner: Inner::Stream(Box::new(Mutex::new(body)), false) }
     }
 
     /// An SSE stream's head goes out at open.

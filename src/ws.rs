@@ -71,11 +71,54 @@ struct NoUpgrade;
 
 impl std::fmt::Display for NoUpgrade {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the request carries no hyper upgrade handle (was it served by hyper?)")
+        f.write_str(
+            "the request carries no hyper upgrade handle (`hyper::upgrade::OnUpgrade`): was it \
+             served by hyper, and did every layer before `as_channel` keep its extensions?",
+        )
     }
 }
 
 impl std::error::Error for NoUpgrade {}
+
+/// hyper's own error for an upgrade it will not give: a connection served without upgrades
+/// (hyper's "upgrade expected but low level API in use"). Before stop 30 (2026-12-06) the
+/// error said only that, at debug level: every WebSocket of such a server failed after its
+/// `101` with nothing that named the fix.
+#[derive(Debug)]
+struct WithoutUpgrades(hyper::Error);
+
+impl std::fmt::Display for WithoutUpgrades {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "hyper gave no upgrade ({}): serve the connection with upgrades on (hyper-util's \
+             `serve_connection_with_upgrades`, or hyper's `http1::Builder::serve_connection(..)\
+             .with_upgrades()`)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for WithoutUpgrades {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.0)
+    }
+}
+
+/// The error of an upgrade that failed, logged; a server's first one served without upgrades is
+/// a warning (once per process: each of its WebSockets fails alike).
+#[cold]
+fn upgrade_failed(error: hyper::Error) -> Error {
+    if error.is_user() {
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let error = WithoutUpgrades(error);
+        if !WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(%error, "websocket upgrade failed");
+        }
+        return Error::Upgrade(Arc::new(error));
+    }
+    Error::Upgrade(Arc::new(error))
+}
 
 /// A channel whose connection has not started: dropped before [`drive`] hands it over (the
 /// task never polled, as when `tokio::spawn` panics outside a runtime, or dropped with its
@@ -114,7 +157,7 @@ pub(crate) async fn drive(mut unstarted: Unstarted, on_upgrade: Option<OnUpgrade
             });
             match upgrade.await {
                 None => return,
-                Some(upgraded) => upgraded.map_err(|e| Error::Upgrade(Arc::new(e))),
+                Some(upgraded) => upgraded.map_err(upgrade_failed),
             }
         }
     };
