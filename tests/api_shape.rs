@@ -237,18 +237,6 @@ async fn a_file_that_cannot_be_opened_names_its_path_in_the_error() {
     );
 }
 
-/// An `AsyncRead` that fails with "disk on fire" at once.
-struct Failing;
-impl tokio::io::AsyncRead for Failing {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        _: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Err(std::io::Error::other("disk on fire")))
-    }
-}
-
 /// An error that returns its cause from `source()` must not print it in its own `Display`
 /// too (the Rust API guidelines' C-GOOD-ERR, the error-handling working group's rule, what
 /// hyper's and reqwest's errors do): a reporter that prints the chain (anyhow's `{:#}`,
@@ -256,10 +244,13 @@ impl tokio::io::AsyncRead for Failing {
 #[tokio::test]
 async fn an_io_error_does_not_print_its_source_twice() {
     let (mut ch, _ws) = open_websocket().await;
-    let error = tokio::time::timeout(Duration::from_secs(10), ch.send(Message::reader(Failing)))
-        .await
-        .expect("send did not end")
-        .expect_err("the reader fails");
+    let error = tokio::time::timeout(
+        Duration::from_secs(10),
+        ch.send(Message::reader(support::FailingReader)),
+    )
+    .await
+    .expect("send did not end")
+    .expect_err("the reader fails");
     assert!(matches!(error, Error::Io(_)), "{error:?}");
     let chain = chain(&error);
     let times = chain.iter().filter(|text| text.contains("disk on fire")).count();

@@ -1366,7 +1366,7 @@ async fn send_on_error_called_when_an_error_occurs_on_the_send() {
     let (tx, mut rx) = evs();
     let t = tx.clone();
     let options = recording(&tx).on_open(move |h| {
-        let failing = std::io::Cursor::new(b"part".to_vec()).chain(FailingReader);
+        let failing = std::io::Cursor::new(b"part".to_vec()).chain(support::FailingReader);
         assert!(h.send(Message::reader(failing), tracked(&t, "reader")).unwrap());
         assert!(h.send("next", tracked(&t, "next").close(true)).unwrap());
     });
@@ -1382,19 +1382,6 @@ async fn send_on_error_called_when_an_error_occurs_on_the_send() {
     expect_cb!(&mut rx, Ev::SendErr(t, Error::Io(_)) if t == "reader");
     expect_cb!(&mut rx, Ev::Ok(t) if t == "next");
     expect_close(&mut rx).await;
-}
-
-/// A reader that fails.
-struct FailingReader;
-
-impl tokio::io::AsyncRead for FailingReader {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        _: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Err(std::io::Error::other("disk on fire")))
-    }
 }
 
 /// "If the error requires the channel to be closed, the as-channel :on-close callback will

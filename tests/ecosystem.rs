@@ -71,6 +71,23 @@ fn is_open(e: &Event) -> bool {
     matches!(e, Event::Open)
 }
 
+/// An HTTP stream that sends "tick N" every 50 ms until it is closed, then drains its events.
+async fn tick_until_closed(mut channel: Channel) {
+    let sender = channel.sender();
+    let mut n = 0u64;
+    loop {
+        n += 1;
+        if sender.send(format!("tick {n}\n").into()).await.is_err() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = sender.closed() => break,
+        }
+    }
+    while channel.next().await.is_some() {}
+}
+
 // --- Types ---------------------------------------------------------------------------------
 
 fn assert_send_sync_static<T: Send + Sync + 'static>() {}
@@ -660,25 +677,13 @@ async fn graceful_server() -> Live {
             let service = service_fn(move |request: http::Request<Incoming>| {
                 let config = config.clone();
                 async move {
-                    let (reply, mut channel) = match webchan::as_channel(request, config) {
+                    let (reply, channel) = match webchan::as_channel(request, config) {
                         Ok(pair) => pair,
                         Err(rejection) => return Ok::<_, Infallible>(rejection.into_response()),
                     };
                     tokio::spawn(async move {
                         if channel.kind() == webchan::Kind::HttpStream {
-                            let sender = channel.sender();
-                            let mut n = 0u64;
-                            loop {
-                                n += 1;
-                                if sender.send(format!("tick {n}\n").into()).await.is_err() {
-                                    break;
-                                }
-                                tokio::select! {
-                                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                                    _ = sender.closed() => break,
-                                }
-                            }
-                            while channel.next().await.is_some() {}
+                            tick_until_closed(channel).await;
                         } else {
                             support::echo(channel).await;
                         }
@@ -956,24 +961,12 @@ async fn tower_concurrency_limit_does_not_count_open_websockets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn axum_graceful_shutdown_with_webchan_shutdown_in_the_signal_finishes() {
     let shutdown = webchan::Shutdown::new();
-    let run: Run = Arc::new(|mut channel: Channel| {
+    let run: Run = Arc::new(|channel: Channel| {
         Box::pin(async move {
             if channel.kind() == webchan::Kind::WebSocket {
                 return support::echo(channel).await;
             }
-            let sender = channel.sender();
-            let mut n = 0u64;
-            loop {
-                n += 1;
-                if sender.send(format!("tick {n}\n").into()).await.is_err() {
-                    break;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                    _ = sender.closed() => break,
-                }
-            }
-            while channel.next().await.is_some() {}
+            tick_until_closed(channel).await;
         }) as support::BoxFut
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -669,3 +669,16 @@ where
     let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
     (data, close)
 }
+
+/// A reader that fails ("disk on fire") at once.
+pub struct FailingReader;
+
+impl tokio::io::AsyncRead for FailingReader {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Err(std::io::Error::other("disk on fire")))
+    }
+}
