@@ -842,7 +842,8 @@ pub fn as_channel<B>(request: Request<B>, options: Options) -> ResponseFuture {
                 opened: false,
                 gate: Arc::clone(&gate),
             };
-            tokio::spawn(runner.run());
+            // In the handler's span, for the callbacks' logs and the crate's.
+            tokio::spawn(tracing::Instrument::in_current_span(runner.run()));
             ResponseFuture { state: State::Channel(reply), handle: Some(handle), gate: Some(gate) }
         }
         Err(rejection) => ResponseFuture {
@@ -1163,7 +1164,8 @@ impl Runner {
     fn report(&self, error: Error) {
         let Some(f) = &self.callbacks.on_error else {
             if matches!(error, Error::Panicked(_)) {
-                tracing::error!(%error, "callback failed and no on_error is set");
+                // Debug formatting: a panic's text may quote the peer (escaped, no forged lines).
+                tracing::error!(?error, "callback failed and no on_error is set");
             } else {
                 tracing::debug!(%error, "channel error and no on_error is set");
             }
@@ -1171,8 +1173,8 @@ impl Runner {
         };
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(&self.handle, error.clone()))) {
             tracing::error!(
-                %error,
-                panic = panic_text(payload),
+                ?error,
+                panic = ?panic_text(payload),
                 "on_error panicked while handling an error"
             );
         }
@@ -1200,7 +1202,7 @@ fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
 fn discard(message: Message) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(message))) {
         tracing::error!(
-            panic = panic_text(payload),
+            panic = ?panic_text(payload),
             "a refused message's source panicked when dropped"
         );
     }

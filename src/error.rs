@@ -189,7 +189,7 @@ pub(crate) fn drop_quietly<T>(value: T) {
     if let Err(payload) =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(value)))
     {
-        tracing::error!("a message source panicked when dropped");
+        tracing::error!(panic = ?Error::panicked(&*payload), "a message source panicked when dropped");
         drop_payload(payload);
     }
 }

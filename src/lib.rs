@@ -122,10 +122,26 @@
 //! - A panic in a message source (a reader or a stream being sent) fails that send with
 //!   [`Error::Panicked`]; the connection goes on. A panic in a source's `Drop` (once it
 //!   ended, or when a failed send or a closing channel discards it) is caught and logged
-//!   (`tracing::error!`): it fails nothing that was sent whole.
+//!   (`tracing::error!`, with its text; so is the first kind): it fails nothing that was sent
+//!   whole.
 //! - Every accepted send completes or reports its error: to the caller that waits for it, or
 //!   else as an [`Event::Error`]; sends still queued when a channel closes fail with
 //!   [`Error::Closed`].
+//!
+//! ## What it logs
+//!
+//! Through [`tracing`](https://docs.rs/tracing), under the targets `webchan::*` (`webchan::ws`,
+//! `webchan::stream`, `webchan::compat`, ...). What a peer does is logged at `debug` only, at
+//! most a couple of lines per connection however much it sends (a close, a dropped
+//! connection, a protocol violation, a keepalive that gave up), and what it sent appears
+//! escaped (`Debug` formatting). `warn`: a server set up wrong (served without upgrades, or a
+//! layer that dropped the request's extensions: the first such WebSocket in the process), a
+//! close code the application may not send, a shutdown that had to force channels off, the
+//! keepalive thread not starting. `error`: a panic in the application's code (a message
+//! source, a source's `Drop`, a `compat` callback with no `on_error`), with its text. The
+//! connection's task, and `compat`'s callbacks, run in the span that was current when
+//! [`as_channel`] was called: a handler's span (a peer's address, a request id) is on what
+//! they log.
 //!
 //! ## Memory
 //!

@@ -417,8 +417,9 @@ impl Pump {
         match polled {
             Ok(poll) => poll,
             Err(payload) => {
-                tracing::warn!("a message source panicked; that send fails");
-                self.fail(Error::from_panic(payload))
+                let error = Error::from_panic(payload);
+                tracing::error!(?error, "a message source panicked; that send fails");
+                self.fail(error)
             }
         }
     }

@@ -9,6 +9,8 @@ use std::task::{Context, Poll};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 
+use tracing::Instrument;
+
 use crate::head::RequestHead;
 use crate::shared::Shared;
 use crate::stream::{Body, StreamHead};
@@ -124,7 +126,8 @@ pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Chan
             shared.register();
             let channel = Channel::new(Arc::clone(&shared));
             let unstarted = crate::ws::Unstarted::new(Arc::clone(&shared));
-            tokio::spawn(crate::ws::drive(unstarted, on_upgrade));
+            // In the handler's span: what the connection logs is tied to its request.
+            tokio::spawn(crate::ws::drive(unstarted, on_upgrade).in_current_span());
             let mut headers = HeaderMap::new();
             let status = match accept {
                 // HTTP/1.1 (RFC 6455): 101 Switching Protocols.

@@ -148,7 +148,11 @@ impl Shutdown {
         // before stop 29 (2026-12-05) the channels a concurrent call forced counted as clean.
         let forced = channels.iter().filter(|shared| shared.was_shut_off()).count();
         let clean = channels.len() - forced;
-        tracing::info!(clean, forced, "channels shut down");
+        if forced > 0 {
+            tracing::warn!(clean, forced, "channels shut down: some were forced at the deadline");
+        } else {
+            tracing::info!(clean, forced, "channels shut down");
+        }
         ShutdownReport { clean, forced }
     }
 

@@ -305,8 +305,9 @@ impl StreamHead {
                 }
                 Ok(Poll::Ready(Some(item))) => item,
                 Err(payload) => {
-                    tracing::warn!("a message source panicked; that send fails");
-                    self.fail_front(peek.seq, Error::from_panic(payload));
+                    let error = Error::from_panic(payload);
+                    tracing::error!(?error, "a message source panicked; that send fails");
+                    self.fail_front(peek.seq, error);
                     return Peeked::Again;
                 }
             };

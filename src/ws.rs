@@ -105,17 +105,22 @@ impl std::error::Error for WithoutUpgrades {
     }
 }
 
-/// The error of an upgrade that failed, logged; a server's first one served without upgrades is
-/// a warning (once per process: each of its WebSockets fails alike).
+/// The error of an upgrade that failed. A server set up wrong (served without upgrades, or a
+/// layer that drops the request's extensions) fails each of its WebSockets alike: the first
+/// such failure in the process is a warning, the rest are logged at debug with every other.
 #[cold]
 fn upgrade_failed(error: hyper::Error) -> Error {
     if error.is_user() {
-        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-        let error = WithoutUpgrades(error);
-        if !WARNED.swap(true, Ordering::Relaxed) {
-            tracing::warn!(%error, "websocket upgrade failed");
-        }
-        return Error::Upgrade(Arc::new(error));
+        return misconfigured(WithoutUpgrades(error));
+    }
+    Error::Upgrade(Arc::new(error))
+}
+
+#[cold]
+fn misconfigured(error: impl std::error::Error + Send + Sync + 'static) -> Error {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(%error, "websocket upgrade failed: the server is set up wrong");
     }
     Error::Upgrade(Arc::new(error))
 }
@@ -145,7 +150,7 @@ impl Drop for Unstarted {
 pub(crate) async fn drive(mut unstarted: Unstarted, on_upgrade: Option<OnUpgrade>) {
     let Some(shared) = unstarted.0.clone() else { return };
     let upgraded = match on_upgrade {
-        None => Err(Error::Upgrade(Arc::new(NoUpgrade))),
+        None => Err(misconfigured(NoUpgrade)),
         // A channel closed first (the handler refused the upgrade, a shutdown dropped it)
         // stops waiting: hyper gives the upgrade only when the client upgrades or its
         // connection ends, and a client that got a 403 may keep the connection for more
