@@ -258,6 +258,26 @@ pub(crate) enum Piece {
 /// other work (tokio's own budget is 128 operations).
 pub(crate) const YIELD_AFTER: usize = 64;
 
+/// A file that could not be opened: its path, then the system's error as the source (whose
+/// `raw_os_error` stays reachable), once each along the chain.
+#[derive(Debug)]
+struct OpenFailed {
+    path: PathBuf,
+    error: io::Error,
+}
+
+impl fmt::Display for OpenFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot open {}", self.path.display())
+    }
+}
+
+impl std::error::Error for OpenFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
 type Opening = Pin<Box<dyn Future<Output = io::Result<tokio::fs::File>> + Send>>;
 
 impl Message {
@@ -390,7 +410,7 @@ impl Pump {
             Message::Path(p) => Source::Opening(Box::pin(async move {
                 tokio::fs::File::open(&p)
                     .await
-                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+                    .map_err(|error| io::Error::new(error.kind(), OpenFailed { path: p, error }))
             })),
             Message::Reader(r) => Source::Reader(r, BytesMut::new()),
             Message::Seq(s) => Source::Seq(s),

@@ -110,12 +110,16 @@ pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Chan
             };
             let shared =
                 Arc::new(Shared::new(Kind::HttpStream, sse, RequestHead::new(parts), config));
+            // Made before the channel is registered: with a timeout it starts a task, which
+            // panics outside a runtime (before stop 30, 2026-12-06, the registered channel was
+            // then counted by its `Shutdown` for good).
+            let head = StreamHead::new(Arc::clone(&shared));
             shared.register();
             shared.open();
             let reply = Reply {
                 status: StatusCode::OK,
                 headers: HeaderMap::new(),
-                state: ReplyState::Stream(StreamHead::new(Arc::clone(&shared))),
+                state: ReplyState::Stream(head),
             };
             Ok((reply, Channel::new(shared)))
         }

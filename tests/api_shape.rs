@@ -137,7 +137,8 @@ fn probe_what_stop_30_added() {
     rooms.insert(Text::from("room"), 1);
     assert_eq!(rooms.get("room"), Some(&1));
     let room = Text::from("room");
-    assert!("room" == room && *"room" == room);
+    let owned = String::from("room");
+    assert!("room" == room && *"room" == room && owned == room);
     let mut sorted = vec![Text::from("b"), Text::from("a")];
     sorted.sort();
     assert_eq!(sorted, [Text::from("a"), Text::from("b")]);
