@@ -282,6 +282,16 @@ fn register_in(list: &mut Vec<Waker>, cx: &Context<'_>) {
     }
 }
 
+/// A channel dropped without `finish` (a panic between its registration and its start, say)
+/// leaves its `Shutdown`'s registry all the same: a shutdown never waits for one that is gone.
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some((registry, id)) = self.registered.get() {
+            registry.remove(*id);
+        }
+    }
+}
+
 impl Shared {
     pub(crate) fn new(
         kind: Kind,
