@@ -61,8 +61,9 @@
 //! to the as-channel `:on-error` callback". Such an error reaches `on_error` as
 //! [`Error::Callback`], which names the callback and holds the error.
 //!
-//! Errors with no `on_error` to go to are logged: panics with `tracing::error!`, others with
-//! `tracing::debug!`.
+//! Errors with no `on_error` to go to are logged: a callback's panic with `tracing::error!`,
+//! others with `tracing::debug!` (a message source's panic among them: it was logged with
+//! `tracing::error!` where it was caught).
 //!
 //! # Example
 //!
@@ -1142,7 +1143,7 @@ impl Runner {
     /// Runs a callback; a panic goes to `on_error`.
     fn guard(&self, name: &'static str, f: impl FnOnce()) {
         if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
-            self.report(Error::Panicked(format!("{name} panicked: {}", panic_text(payload))));
+            self.report_panic(name, payload);
         }
     }
 
@@ -1154,21 +1155,29 @@ impl Runner {
                 self.report(Error::Callback { callback: name, error: error.into() });
             }
             Err(payload) => {
-                self.report(Error::Panicked(format!("{name} panicked: {}", panic_text(payload))));
+                self.report_panic(name, payload);
             }
         }
     }
 
-    /// Gives an error to the channel's `on_error`, or logs it when there is none (or it
-    /// panicked).
+    /// A callback panicked: its `Error::Panicked` goes to `on_error`, or is logged at error.
+    fn report_panic(&self, name: &'static str, payload: Box<dyn std::any::Any + Send>) {
+        let error = Error::Panicked(format!("{name} panicked: {}", panic_text(payload)));
+        if self.callbacks.on_error.is_none() {
+            // Debug formatting: a panic's text may quote the peer (escaped, no forged lines).
+            tracing::error!(?error, "callback panicked and no on_error is set");
+            return;
+        }
+        self.report(error);
+    }
+
+    /// Gives an error to the channel's `on_error`, or logs it at debug when there is none (a
+    /// send's `Panicked` among them: its source's panic was logged at error where it was
+    /// caught; before stop 30, 2026-12-06, it was logged again as a callback's). A panic of
+    /// `on_error` itself is logged at error.
     fn report(&self, error: Error) {
         let Some(f) = &self.callbacks.on_error else {
-            if matches!(error, Error::Panicked(_)) {
-                // Debug formatting: a panic's text may quote the peer (escaped, no forged lines).
-                tracing::error!(?error, "callback failed and no on_error is set");
-            } else {
-                tracing::debug!(%error, "channel error and no on_error is set");
-            }
+            tracing::debug!(%error, "channel error and no on_error is set");
             return;
         };
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(&self.handle, error.clone()))) {

@@ -154,6 +154,10 @@ impl std::error::Error for Error {
         // twice ("i/o error: disk on fire: disk on fire").
         match self {
             Self::Upgrade(e) => e.source(),
+            // A file that could not be opened says its cause in its text already.
+            Self::Io(e) if e.get_ref().is_some_and(|e| e.is::<crate::message::OpenFailed>()) => {
+                None
+            }
             Self::Io(e) => e.source(),
             Self::Callback { error, .. } => error.source(),
             _ => None,

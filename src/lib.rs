@@ -138,10 +138,10 @@
 //! layer that dropped the request's extensions: the first such WebSocket in the process), a
 //! close code the application may not send, a shutdown that had to force channels off, the
 //! keepalive thread not starting. `error`: a panic in the application's code (a message
-//! source, a source's `Drop`, a `compat` callback with no `on_error`), with its text. The
-//! connection's task, and `compat`'s callbacks, run in the span that was current when
-//! [`as_channel`] was called: a handler's span (a peer's address, a request id) is on what
-//! they log.
+//! source, a source's `Drop`, a `compat` callback with no `on_error`), with its text. A
+//! WebSocket's connection task, an HTTP stream's body (polled by hyper's task) and `compat`'s
+//! callbacks run in the span that was current when [`as_channel`] was called: a handler's span
+//! (a peer's address, a request id) is on what they log.
 //!
 //! ## Memory
 //!

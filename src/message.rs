@@ -258,17 +258,18 @@ pub(crate) enum Piece {
 /// other work (tokio's own budget is 128 operations).
 pub(crate) const YIELD_AFTER: usize = 64;
 
-/// A file that could not be opened: its path, then the system's error as the source (whose
-/// `raw_os_error` stays reachable), once each along the chain.
+/// A file that could not be opened: its text names the path and the system's error, which
+/// stays reachable as the source (its `raw_os_error`); [`Error::source`](std::error::Error::source)
+/// of the `Error::Io` that holds it stops there, so a chain printer shows the cause once.
 #[derive(Debug)]
-struct OpenFailed {
+pub(crate) struct OpenFailed {
     path: PathBuf,
     error: io::Error,
 }
 
 impl fmt::Display for OpenFailed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot open {}", self.path.display())
+        write!(f, "cannot open {}: {}", self.path.display(), self.error)
     }
 }
 

@@ -38,7 +38,17 @@ enum Inner {
     /// readers and streams in it need only be `Send`): reached through `&mut`
     /// (`Mutex::get_mut`), never locked. The `bool` is its `finished`, for `is_end_stream`.
     /// Before stop 30 (2026-12-06) the body was not `Sync`: `BodyExt::boxed` refused it.
-    Stream(Box<Mutex<StreamBody>>, bool),
+    Stream(Box<Streaming>),
+}
+
+/// An HTTP stream's body, as [`Body`] holds it.
+struct Streaming {
+    body: Mutex<StreamBody>,
+    /// Its `finished`, for `is_end_stream`.
+    finished: bool,
+    /// The span current when the channel was made (the handler's), entered while hyper's task
+    /// polls the body: what the stream logs is tied to its request, as a WebSocket's is.
+    span: tracing::Span,
 }
 
 impl fmt::Debug for Body {
@@ -106,10 +116,11 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<BodyData>, Error>>> {
         match &mut self.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b.into())))),
-            Inner::Stream(s, finished) => {
-                let s = s.get_mut().unwrap_or_else(PoisonError::into_inner);
-                let poll = s.poll_frame(cx);
-                *finished = s.finished;
+            Inner::Stream(s) => {
+                let _span = s.span.enter();
+                let body = s.body.get_mut().unwrap_or_else(PoisonError::into_inner);
+                let poll = body.poll_frame(cx);
+                s.finished = body.finished;
                 poll
             }
         }
@@ -118,7 +129,7 @@ impl http_body::Body for Body {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Full(b) => b.is_none(),
-            Inner::Stream(_, finished) => *finished,
+            Inner::Stream(s) => s.finished,
         }
     }
 
@@ -137,6 +148,8 @@ fn deadline_sleep(deadline: Option<Instant>) -> Option<Pin<Box<Sleep>>> {
 /// An HTTP stream before its head was sent.
 pub(crate) struct StreamHead {
     shared: Arc<Shared>,
+    /// The handler's span, for the body (see [`Streaming::span`]).
+    span: tracing::Span,
     deadline: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
     done: bool,
@@ -230,6 +243,7 @@ impl StreamHead {
             timer: deadline_sleep(deadline),
             deadline,
             shared,
+            span: tracing::Span::current(),
             done: false,
             peeking: None,
             extra_content: false,
@@ -650,7 +664,14 @@ impl StreamHead {
             one_per_frame: declared.is_some()
                 || self.shared.request.version() == http::Version::HTTP_2,
         };
-        Body { inner: Inner::Stream(Box::new(Mutex::new(body)), false) }
+        let span = self.span.clone();
+        Body {
+            inner: Inner::Stream(Box::new(Streaming {
+                body: Mutex::new(body),
+                finished: false,
+                span,
+            })),
+        }
     }
 
     /// An SSE stream's head goes out at open.
