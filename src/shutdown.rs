@@ -25,13 +25,16 @@ use crate::shared::Shared;
 ///    stream first gets a `retry:` of a few seconds with jitter, so that clients do not all
 ///    reconnect at once) — after what is already queued,
 /// 3. waits up to the deadline for the peers,
-/// 4. drops what is left (a WebSocket's connection; an HTTP stream's channel closes at once,
-///    and its response is aborted, so its client sees it cut short, when hyper next polls
-///    it: a client that reads nothing holds its connection, which is hyper's, until it
-///    reads, or until a timeout of yours around `serve_connection`; sends still in hyper's
-///    buffer then are reported `Closed` though they may reach that client), waits (up to a
-///    second) for the forced WebSockets to report `Closed` on their tasks, and reports how
-///    many channels ended before the deadline and how many were forced.
+/// 4. drops what is left: a WebSocket's connection; an HTTP stream's channel, which closes at
+///    once, and its response, aborted when hyper next polls it (a client that reads nothing
+///    holds its connection, which is hyper's, until it reads, or until a timeout of yours
+///    around `serve_connection`). Sends still in hyper's buffer then are reported `Closed`
+///    though they may reach the client, which sees the response cut short over HTTP/1.1 and
+///    HTTP/2, after what hyper had buffered (sometimes every byte sent); an HTTP/1.0 response
+///    ends with its connection either way, and a proxy that speaks HTTP/1.0 to the server (as
+///    nginx does by default) passes it on as complete. Then it waits (up to a second) for the
+///    forced WebSockets to report `Closed` on their tasks, and reports how many channels ended
+///    before the deadline and how many were forced.
 ///
 /// "Before the deadline" is however the channel ended: a client that answers the 1001 with
 /// a TCP reset (`Closed` with 1006) or a close handshake cut by

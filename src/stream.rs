@@ -572,9 +572,15 @@ impl StreamHead {
             }
             First::Stream => {
                 let declared = self.declared_length(headers);
-                if declared.is_none() && self.shared.request.version() == http::Version::HTTP_10 {
-                    // Close-delimited: hyper would still echo a 1.0 client's keep-alive.
-                    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+                if declared.is_none() {
+                    self.close_delimited_over_http10(headers);
+                    // nginx holds a proxied response until its buffers fill or it ends, unless
+                    // told otherwise (SSE's head says so too). Before stop 30 (2026-12-06) a
+                    // plain stream behind nginx's defaults came out all at once at its end.
+                    let name = header::HeaderName::from_static("x-accel-buffering");
+                    if !headers.contains_key(&name) {
+                        headers.insert(name, HeaderValue::from_static("no"));
+                    }
                 }
                 let body = self.body(Encoding::Charset(charset), declared);
                 (body, Some(()))
@@ -675,6 +681,14 @@ impl StreamHead {
     }
 
     /// An SSE stream's head goes out at open.
+    /// A body with no length over HTTP/1.0 ends with the connection: say so (hyper would
+    /// still echo a 1.0 client's keep-alive).
+    fn close_delimited_over_http10(&self, headers: &mut HeaderMap) {
+        if self.shared.request.version() == http::Version::HTTP_10 {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
+
     fn sse_head(&mut self, status: StatusCode, headers: &mut HeaderMap) -> Response<Body> {
         self.done = true;
         for (name, value) in [
@@ -695,6 +709,9 @@ impl StreamHead {
             self.shared.finish(CloseInfo::http(), None);
             Body::empty()
         } else {
+            // Before stop 30 (2026-12-06) an HTTP/1.0 SSE stream answered a client's
+            // keep-alive with `connection: keep-alive` on a body only its close could end.
+            self.close_delimited_over_http10(headers);
             self.body(Encoding::Sse, None)
         };
         let mut response = Response::new(body);
