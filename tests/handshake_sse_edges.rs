@@ -628,8 +628,12 @@ async fn eventsource_run(ids: &'static [&'static str]) -> (String, Vec<Option<St
         }
     })
     .await;
+    // One script per run: two tests run this at once, and each removes its script when done
+    // (one path for both made the other's node find none, now and then, before stop 30).
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let script =
-        std::env::temp_dir().join(format!("webchan-review-b-es-{}.mjs", std::process::id()));
+        std::env::temp_dir().join(format!("webchan-eventsource-{}-{run}.mjs", std::process::id()));
     std::fs::write(&script, EVENTSOURCE_JS).unwrap();
     let out = tokio::time::timeout(
         Duration::from_secs(10),
