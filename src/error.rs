@@ -13,7 +13,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// of the error it wraps (an [`Io`](Self::Io), [`Upgrade`](Self::Upgrade) or
 /// [`Callback`](Self::Callback) error's); so [`source`](std::error::Error::source) goes on
 /// from that error's own source, and a chain printer (anyhow's `{:#}`) shows each cause once.
-/// Match on the variant (or use the `is_*` helpers) in code: the wrapped error is its field. The error is cheap to clone, so the same error can be
+/// (A file that could not be opened is an `Io` error whose text names the path and the
+/// system's error; that `io::Error`'s inner error holds the system's as its source, with its
+/// `raw_os_error`.) Match on the variant (or use the `is_*` helpers) in code: the wrapped
+/// error is its field. The error is cheap to clone, so the same error can be
 /// reported to several places (an [`Event::Error`](crate::Event::Error) and a send's caller).
 ///
 /// # Examples

@@ -34,15 +34,15 @@ pub struct Body {
 
 enum Inner {
     Full(Option<Bytes>),
-    /// In a `Mutex` only to make the body `Sync`, as hyper's `BoxBody` asks (the application's
-    /// readers and streams in it need only be `Send`): reached through `&mut`
-    /// (`Mutex::get_mut`), never locked. The `bool` is its `finished`, for `is_end_stream`.
-    /// Before stop 30 (2026-12-06) the body was not `Sync`: `BodyExt::boxed` refused it.
     Stream(Box<Streaming>),
 }
 
 /// An HTTP stream's body, as [`Body`] holds it.
 struct Streaming {
+    /// In a `Mutex` only to make the body `Sync`, as hyper's `BoxBody` asks (the application's
+    /// readers and streams in it need only be `Send`): reached through `&mut`
+    /// (`Mutex::get_mut`), never locked. Before stop 30 (2026-12-06) the body was not `Sync`:
+    /// `BodyExt::boxed` refused it.
     body: Mutex<StreamBody>,
     /// Its `finished`, for `is_end_stream`.
     finished: bool,
@@ -680,7 +680,6 @@ impl StreamHead {
         }
     }
 
-    /// An SSE stream's head goes out at open.
     /// A body with no length over HTTP/1.0 ends with the connection: say so (hyper would
     /// still echo a 1.0 client's keep-alive).
     fn close_delimited_over_http10(&self, headers: &mut HeaderMap) {
@@ -689,6 +688,7 @@ impl StreamHead {
         }
     }
 
+    /// An SSE stream's head goes out at open.
     fn sse_head(&mut self, status: StatusCode, headers: &mut HeaderMap) -> Response<Body> {
         self.done = true;
         for (name, value) in [
