@@ -7,10 +7,13 @@
 //! under it) a subscriber that records events and span closes, then drives real clients over
 //! 127.0.0.1.
 
+#[path = "support/logs.rs"]
+mod logs;
 mod support;
 
+use logs::install;
+
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,88 +25,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::field::{Field, Visit};
 use tracing::Level;
-use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
-use tracing_subscriber::Layer;
 use webchan::{Config, Event, Message};
 
 const LIMIT: Duration = Duration::from_secs(10);
-
-// ---------------------------------------------------------------------------------------------
-// Recording
-
-#[derive(Clone, Debug)]
-struct Rec {
-    level: Level,
-    target: String,
-    text: String,
-    /// Names of the spans the event is in, innermost first.
-    spans: Vec<String>,
-}
-
-#[derive(Clone, Default)]
-struct Log {
-    events: Arc<Mutex<Vec<Rec>>>,
-    /// Names of the spans closed so far.
-    closed: Arc<Mutex<Vec<String>>>,
-}
-
-impl Log {
-    fn all(&self) -> Vec<Rec> {
-        self.events.lock().unwrap().clone()
-    }
-    fn webchan(&self) -> Vec<Rec> {
-        self.all().into_iter().filter(|r| r.target.starts_with("webchan")).collect()
-    }
-    fn closed(&self, name: &str) -> usize {
-        self.closed.lock().unwrap().iter().filter(|n| *n == name).count()
-    }
-}
-
-struct Recorder(Log);
-
-struct V<'a>(&'a mut String);
-impl Visit for V<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        let _ = write!(self.0, "{}={:?} ", field.name(), value);
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        let _ = write!(self.0, "{}={:?} ", field.name(), value);
-    }
-}
-
-impl<S> Layer<S> for Recorder
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    fn on_event(&self, event: &tracing::Event<'_>, ctx: LayerContext<'_, S>) {
-        let mut text = String::new();
-        event.record(&mut V(&mut text));
-        let spans = ctx
-            .event_scope(event)
-            .map(|scope| scope.map(|s| s.name().to_owned()).collect())
-            .unwrap_or_default();
-        self.0.events.lock().unwrap().push(Rec {
-            level: *event.metadata().level(),
-            target: event.metadata().target().to_owned(),
-            text,
-            spans,
-        });
-    }
-    fn on_close(&self, id: tracing::span::Id, ctx: LayerContext<'_, S>) {
-        if let Some(span) = ctx.span(&id) {
-            self.0.closed.lock().unwrap().push(span.name().to_owned());
-        }
-    }
-}
-
-fn install() -> (Log, tracing::subscriber::DefaultGuard) {
-    let log = Log::default();
-    let subscriber = tracing_subscriber::registry().with(Recorder(log.clone()));
-    let guard = tracing::subscriber::set_default(subscriber);
-    (log, guard)
-}
 
 async fn settle() {
     tokio::time::sleep(Duration::from_millis(200)).await;

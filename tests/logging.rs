@@ -5,14 +5,16 @@
 //! under it) a subscriber that records every event at every level, and a `fmt` layer writing
 //! into a buffer (ANSI off, as in a log file), then drives real clients over 127.0.0.1.
 
+#[path = "support/logs.rs"]
+mod logs;
 mod support;
 
+use logs::{at_least, install};
+
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,115 +25,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::field::{Field, Visit};
 use tracing::Level;
-use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
-use tracing_subscriber::Layer;
 use webchan::{Channel, Config, Message};
 
 const LIMIT: Duration = Duration::from_secs(10);
-
-// ---------------------------------------------------------------------------------------------
-// Recording
-
-#[derive(Clone, Debug)]
-struct Rec {
-    level: Level,
-    target: String,
-    /// The message and fields, `name=value`, each value as `fmt` would render it.
-    text: String,
-    /// The names of the spans the event is in, innermost first.
-    spans: Vec<String>,
-}
-
-#[derive(Clone, Default)]
-struct Log {
-    events: Arc<Mutex<Vec<Rec>>>,
-    fmt_out: Arc<Mutex<Vec<u8>>>,
-}
-
-impl Log {
-    fn webchan(&self) -> Vec<Rec> {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.target.starts_with("webchan"))
-            .cloned()
-            .collect()
-    }
-    fn mark(&self) -> usize {
-        self.webchan().len()
-    }
-    fn since(&self, mark: usize) -> Vec<Rec> {
-        self.webchan().split_off(mark)
-    }
-    fn fmt_text(&self) -> String {
-        String::from_utf8_lossy(&self.fmt_out.lock().unwrap()).into_owned()
-    }
-}
-
-struct Recorder(Arc<Mutex<Vec<Rec>>>);
-
-struct V<'a>(&'a mut String);
-impl Visit for V<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        let _ = write!(self.0, "{}={:?} ", field.name(), value);
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        let _ = write!(self.0, "{}={:?} ", field.name(), value);
-    }
-}
-
-impl<S> Layer<S> for Recorder
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    fn on_event(&self, event: &tracing::Event<'_>, ctx: LayerContext<'_, S>) {
-        let mut text = String::new();
-        event.record(&mut V(&mut text));
-        let spans = ctx
-            .event_scope(event)
-            .map(|scope| scope.map(|s| s.name().to_owned()).collect())
-            .unwrap_or_default();
-        self.0.lock().unwrap().push(Rec {
-            level: *event.metadata().level(),
-            target: event.metadata().target().to_owned(),
-            text,
-            spans,
-        });
-    }
-}
-
-#[derive(Clone)]
-struct BufWriter(Arc<Mutex<Vec<u8>>>);
-impl io::Write for BufWriter {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-fn install() -> (Log, tracing::subscriber::DefaultGuard) {
-    let log = Log::default();
-    let out = Arc::clone(&log.fmt_out);
-    let subscriber = tracing_subscriber::registry().with(Recorder(Arc::clone(&log.events))).with(
-        tracing_subscriber::fmt::layer()
-            .with_ansi(false)
-            .with_writer(move || BufWriter(Arc::clone(&out)))
-            .with_filter(tracing_subscriber::filter::LevelFilter::TRACE),
-    );
-    let guard = tracing::subscriber::set_default(subscriber);
-    (log, guard)
-}
-
-fn at_least(events: &[Rec], level: Level) -> Vec<Rec> {
-    // tracing's Level ordering: TRACE > DEBUG > INFO > WARN > ERROR ("more verbose is greater").
-    events.iter().filter(|r| r.level <= level).cloned().collect()
-}
 
 // ---------------------------------------------------------------------------------------------
 // Raw WebSocket client (masked frames built by hand)
@@ -667,14 +564,8 @@ async fn the_crates_connection_events_are_in_the_handlers_span() {
     tcp.write_all(&frame(true, 1, b"unmasked", false)).await.unwrap();
     drain_to_eof(&mut tcp).await;
     settle().await;
-    let control: Vec<_> = log
-        .events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|r| r.text.contains("app: handler runs"))
-        .cloned()
-        .collect();
+    let control: Vec<_> =
+        log.all().iter().filter(|r| r.text.contains("app: handler runs")).cloned().collect();
     assert!(control.len() == 1 && control[0].spans == ["client_request"], "{control:#?}");
     let all = log.webchan();
     let failing: Vec<_> = all.iter().filter(|r| r.text.contains("failing websocket")).collect();
@@ -695,14 +586,8 @@ async fn compat_callbacks_run_in_the_handlers_span() {
     settle().await;
     let _ = ws.close(None).await;
     settle().await;
-    let app: Vec<_> = log
-        .events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|r| r.text.contains("app: got a message"))
-        .cloned()
-        .collect();
+    let app: Vec<_> =
+        log.all().iter().filter(|r| r.text.contains("app: got a message")).cloned().collect();
     assert_eq!(app.len(), 1, "{app:#?}");
     assert!(
         app[0].spans.iter().any(|s| s == "client_request"),
