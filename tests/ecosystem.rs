@@ -196,13 +196,7 @@ async fn axum_websocket_over_http2_extended_connect() {
     });
     let addr = serve_axum(Config::default(), run).await;
     let mut sender = support::h2_client(addr).await;
-    let io = support::h2_websocket(&mut sender, addr, "/h2").await;
-    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-        io,
-        tokio_tungstenite::tungstenite::protocol::Role::Client,
-        None,
-    )
-    .await;
+    let mut ws = support::h2_ws(&mut sender, addr, "/h2").await;
     assert!(is_open(&event(&mut events2).await));
     ws.send(WsMessage::text("over h2")).await.unwrap();
     assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text("over h2")));
@@ -713,6 +707,24 @@ async fn graceful_server() -> Live {
     }
 }
 
+/// Reads a client WebSocket until its server closes it: "close Some(code)", or how it ended.
+async fn close_seen<S>(mut ws: tokio_tungstenite::WebSocketStream<S>) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match ws.next().await {
+            Some(Ok(WsMessage::Close(frame))) => {
+                // tungstenite answers the close; read until it ends.
+                while let Some(Ok(_)) = ws.next().await {}
+                return format!("close {:?}", frame.map(|f| u16::from(f.code)));
+            }
+            Some(Ok(_)) => continue,
+            other => return format!("ended {other:?}"),
+        }
+    }
+}
+
 /// Opens one of each: a WebSocket over HTTP/1.1, one over HTTP/2, an endless HTTP/1.1 stream,
 /// an SSE stream over HTTP/2. Returns a task per client that ends when its channel ended on
 /// the client's side, with what it saw last.
@@ -722,47 +734,12 @@ async fn open_clients(addr: SocketAddr) -> Vec<(&'static str, tokio::task::JoinH
     let mut ws = support::ws_connect(addr, "/ws1").await;
     support::send_text(&mut ws, "hi").await;
     assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text("hi")));
-    clients.push((
-        "ws-h1",
-        tokio::spawn(async move {
-            loop {
-                match ws.next().await {
-                    Some(Ok(WsMessage::Close(frame))) => {
-                        // tungstenite answers the close; read until it ends.
-                        while let Some(Ok(_)) = ws.next().await {}
-                        return format!("close {:?}", frame.map(|f| u16::from(f.code)));
-                    }
-                    Some(Ok(_)) => continue,
-                    other => return format!("ended {other:?}"),
-                }
-            }
-        }),
-    ));
+    clients.push(("ws-h1", tokio::spawn(close_seen(ws))));
     let mut h2 = support::h2_client(addr).await;
-    let io = support::h2_websocket(&mut h2, addr, "/ws2").await;
-    let mut ws2 = tokio_tungstenite::WebSocketStream::from_raw_socket(
-        io,
-        tokio_tungstenite::tungstenite::protocol::Role::Client,
-        None,
-    )
-    .await;
+    let mut ws2 = support::h2_ws(&mut h2, addr, "/ws2").await;
     ws2.send(WsMessage::text("hi2")).await.unwrap();
     assert_eq!(next_msg(&mut ws2).await, Some(WsMessage::text("hi2")));
-    clients.push((
-        "ws-h2",
-        tokio::spawn(async move {
-            loop {
-                match ws2.next().await {
-                    Some(Ok(WsMessage::Close(frame))) => {
-                        while let Some(Ok(_)) = ws2.next().await {}
-                        return format!("close {:?}", frame.map(|f| u16::from(f.code)));
-                    }
-                    Some(Ok(_)) => continue,
-                    other => return format!("ended {other:?}"),
-                }
-            }
-        }),
-    ));
+    clients.push(("ws-h2", tokio::spawn(close_seen(ws2))));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
@@ -1073,13 +1050,7 @@ async fn hyper_http2_builder_with_connect_protocol_serves_websockets() {
         }
     });
     let mut h2 = support::h2_client(addr).await;
-    let io = support::h2_websocket(&mut h2, addr, "/").await;
-    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-        io,
-        tokio_tungstenite::tungstenite::protocol::Role::Client,
-        None,
-    )
-    .await;
+    let mut ws = support::h2_ws(&mut h2, addr, "/").await;
     assert!(is_open(&event(&mut events).await));
     ws.send(WsMessage::text("h2")).await.unwrap();
     assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text("h2")));

@@ -269,6 +269,21 @@ pub async fn h2_websocket(
     TokioIo::new(hyper::upgrade::on(response).await.unwrap())
 }
 
+/// The same, as a client WebSocket.
+pub async fn h2_ws(
+    sender: &mut H2Sender,
+    addr: SocketAddr,
+    path: &str,
+) -> tokio_tungstenite::WebSocketStream<TokioIo<hyper::upgrade::Upgraded>> {
+    let io = h2_websocket(sender, addr, path).await;
+    tokio_tungstenite::WebSocketStream::from_raw_socket(
+        io,
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await
+}
+
 pub fn get(addr: SocketAddr, path: &str) -> Request<http_body_util::Empty<bytes::Bytes>> {
     Request::get(format!("http://{addr}{path}"))
         .header("host", addr.to_string())
