@@ -404,49 +404,44 @@ async fn first_message_delay(
     (found.then_some(took), String::from_utf8_lossy(&buf).into_owned())
 }
 
+/// Sends a first message through nginx with `location` and asserts it arrives within 500 ms.
+async fn first_message_at_once(location: String, path: &str, headers: &str, what: &str) {
+    let (addr, mut chans) = channels(Config::default()).await;
+    let Some(proxy) = nginx(addr, &location).await else { return };
+    let (took, seen) = first_message_delay(&proxy, path, headers, &mut chans).await;
+    eprintln!("{what}: {took:?}\n{seen}");
+    assert!(took.is_some_and(|t| t < Duration::from_millis(500)), "{what}: {took:?}: {seen}");
+}
+
+const SSE: &str = "Accept: text/event-stream\r\n";
+
 #[tokio::test]
 async fn sse_events_reach_the_client_at_once_through_nginx_defaults() {
-    let (addr, mut chans) = channels(Config::default()).await;
-    let Some(proxy) = nginx(addr, &plain_location("/", "")).await else { return };
-    let (took, seen) =
-        first_message_delay(&proxy, "/events", "Accept: text/event-stream\r\n", &mut chans).await;
-    eprintln!("SSE through nginx's defaults (HTTP/1.0 upstream): {took:?}\n{seen}");
-    assert!(took.is_some_and(|t| t < Duration::from_millis(500)), "{took:?}: {seen}");
+    let what = "SSE through nginx's defaults (HTTP/1.0 upstream)";
+    first_message_at_once(plain_location("/", ""), "/events", SSE, what).await;
 }
 
 #[tokio::test]
 async fn sse_events_reach_the_client_at_once_through_nginx_http11() {
-    let (addr, mut chans) = channels(Config::default()).await;
-    let Some(proxy) = nginx(addr, &ws_location("/", "")).await else { return };
-    let (took, seen) =
-        first_message_delay(&proxy, "/events", "Accept: text/event-stream\r\n", &mut chans).await;
-    eprintln!("SSE through nginx (HTTP/1.1 upstream): {took:?}\n{seen}");
-    assert!(took.is_some_and(|t| t < Duration::from_millis(500)), "{took:?}: {seen}");
+    let what = "SSE through nginx (HTTP/1.1 upstream)";
+    first_message_at_once(ws_location("/", ""), "/events", SSE, what).await;
 }
 
-/// DEFECT (review W): a plain HTTP stream behind `location / { proxy_pass ...; }` (nginx's
-/// defaults: HTTP/1.0 upstream, `proxy_buffering on`) is held by nginx until it ends (or 4-8
-/// KiB gather): here "first-message" reaches the client with "last-message", 3 s late, head
-/// included. webchan sends `X-Accel-Buffering: no` on SSE only; the same header on a streamed
-/// (unknown-length) HTTP response lets it through at once (see the control below).
+/// A plain HTTP stream behind `location / { proxy_pass ...; }` (nginx's defaults: HTTP/1.0
+/// upstream, `proxy_buffering on`): before stop 30 nginx held it until it ended (or 4-8 KiB
+/// gathered), "first-message" reaching the client with "last-message", 3 s late, head
+/// included; webchan sent `X-Accel-Buffering: no` on SSE only (see the control below).
 #[tokio::test]
 async fn http_stream_chunks_reach_the_client_at_once_through_nginx_defaults() {
-    let (addr, mut chans) = channels(Config::default()).await;
-    let Some(proxy) = nginx(addr, &plain_location("/", "")).await else { return };
-    let (took, seen) = first_message_delay(&proxy, "/stream", "", &mut chans).await;
-    eprintln!("HTTP stream through nginx's defaults (HTTP/1.0 upstream): {took:?}\n{seen}");
-    assert!(took.is_some_and(|t| t < Duration::from_millis(500)), "{took:?}: {seen}");
+    let what = "HTTP stream through nginx's defaults (HTTP/1.0 upstream)";
+    first_message_at_once(plain_location("/", ""), "/stream", "", what).await;
 }
 
 #[tokio::test]
 async fn http_stream_chunks_reach_the_client_at_once_through_nginx_http11() {
-    let (addr, mut chans) = channels(Config::default()).await;
-    let Some(proxy) = nginx(addr, &plain_location("/", "proxy_http_version 1.1;")).await else {
-        return;
-    };
-    let (took, seen) = first_message_delay(&proxy, "/stream", "", &mut chans).await;
-    eprintln!("HTTP stream through nginx (HTTP/1.1 upstream): {took:?}\n{seen}");
-    assert!(took.is_some_and(|t| t < Duration::from_millis(500)), "{took:?}: {seen}");
+    let what = "HTTP stream through nginx (HTTP/1.1 upstream)";
+    first_message_at_once(plain_location("/", "proxy_http_version 1.1;"), "/stream", "", what)
+        .await;
 }
 
 /// A quiet HTTP stream that nginx gives up on (`proxy_read_timeout`): webchan should see the
@@ -616,9 +611,9 @@ async fn shutdown_closes_a_proxied_websocket_with_1001_and_ends_proxied_streams(
     assert!(shutdown_took < Duration::from_secs(3), "shutdown took {shutdown_took:?}");
 }
 
-/// DEFECT (review W): an SSE stream over HTTP/1.0 (nginx's default upstream protocol, or any 1.0 client) with
+/// An SSE stream over HTTP/1.0 (nginx's default upstream protocol, or any 1.0 client) with
 /// `Connection: keep-alive`: the body is close-delimited, so the head must not promise
-/// keep-alive (RFC 9112 §6.3, §9.3). The plain stream gets `Connection: close`
+/// keep-alive (RFC 9112 §6.3, §9.3); before stop 30 it did. The plain stream gets `Connection: close`
 /// (http1_semantics::http_1_0_keep_alive_gets_a_close_delimited_stream).
 #[tokio::test]
 async fn http10_keep_alive_sse_gets_connection_close() {

@@ -725,6 +725,19 @@ where
     }
 }
 
+/// Reads a response body to its end: "complete", or "cut: why". `_keep` (the client's
+/// connection handle) lives as long.
+async fn body_end<K>(mut body: Incoming, _keep: K) -> String {
+    use http_body_util::BodyExt;
+    loop {
+        match body.frame().await {
+            Some(Ok(_)) => continue,
+            None => return "complete".to_owned(),
+            Some(Err(e)) => return format!("cut: {e}"),
+        }
+    }
+}
+
 /// Opens one of each: a WebSocket over HTTP/1.1, one over HTTP/2, an endless HTTP/1.1 stream,
 /// an SSE stream over HTTP/2. Returns a task per client that ends when its channel ended on
 /// the client's side, with what it saw last.
@@ -747,37 +760,13 @@ async fn open_clients(addr: SocketAddr) -> Vec<(&'static str, tokio::task::JoinH
     let response = sender.send_request(support::get(addr, "/stream")).await.unwrap();
     let mut body = response.into_body();
     assert!(body.frame().await.unwrap().is_ok());
-    clients.push((
-        "stream-h1",
-        tokio::spawn(async move {
-            let _keep = sender;
-            loop {
-                match body.frame().await {
-                    Some(Ok(_)) => continue,
-                    None => return "complete".to_owned(),
-                    Some(Err(e)) => return format!("cut: {e}"),
-                }
-            }
-        }),
-    ));
+    clients.push(("stream-h1", tokio::spawn(body_end(body, sender))));
     let mut request = support::get(addr, "/sse");
     request.headers_mut().insert(http::header::ACCEPT, "text/event-stream".parse().unwrap());
     let response = h2.send_request(request).await.unwrap();
     let mut body = response.into_body();
     assert!(body.frame().await.unwrap().is_ok());
-    clients.push((
-        "sse-h2",
-        tokio::spawn(async move {
-            let _keep = h2;
-            loop {
-                match body.frame().await {
-                    Some(Ok(_)) => continue,
-                    None => return "complete".to_owned(),
-                    Some(Err(e)) => return format!("cut: {e}"),
-                }
-            }
-        }),
-    ));
+    clients.push(("sse-h2", tokio::spawn(body_end(body, h2))));
     clients
 }
 
