@@ -217,8 +217,8 @@ async fn open_websocket() -> (Channel, support::WsClient) {
 }
 
 /// `Message::file` opens its file lazily, when its turn comes, so the caller has long lost
-/// track of which path failed (a sequence of files, say). The error says only
-/// "i/o error: No such file or directory (os error 2)": nowhere in its chain the path.
+/// track of which path failed (a sequence of files, say): the error names the path. (Before
+/// stop 30 it said only "i/o error: No such file or directory (os error 2)".)
 #[tokio::test]
 async fn a_file_that_cannot_be_opened_names_its_path_in_the_error() {
     let (mut ch, _ws) = open_websocket().await;
@@ -284,11 +284,11 @@ async fn a_callback_error_does_not_print_its_source_twice() {
     assert_eq!(times, 1, "the cause is printed {times} times along the chain: {chain:?}");
 }
 
-/// `From<Rejection> for Error` makes every rejection an `Error::Handshake`, documented as "the
-/// request tried to become a WebSocket but the handshake was malformed" — also the 503 that
-/// `as_channel` gives a plain GET (no upgrade asked) once a shutdown began. A handler that uses
-/// `?` then logs "websocket handshake rejected: the server is shutting down" for an ordinary
-/// request, and cannot tell a shutdown from a bad client by the error.
+/// `From<Rejection> for Error`: the 503 that `as_channel` gives a plain GET (no upgrade asked)
+/// once a shutdown began is `Error::ShuttingDown`, not a "websocket handshake" error. (Before
+/// stop 30 every rejection became `Error::Handshake`, "the request tried to become a WebSocket
+/// but the handshake was malformed": a handler using `?` logged "websocket handshake rejected:
+/// the server is shutting down" for an ordinary request.)
 #[tokio::test]
 async fn a_plain_request_refused_by_a_shutdown_is_not_a_websocket_handshake_error() {
     let shutdown = Shutdown::new();
@@ -321,8 +321,8 @@ async fn a_plain_request_refused_by_a_shutdown_is_not_a_websocket_handshake_erro
 }
 
 /// `compat::ResponseFuture::status_mut` and `headers_mut` say "# Panics: If called after the
-/// future completed". They panic only for a rejected request; for a channel's response they
-/// silently hand out a status and headers that no longer go anywhere.
+/// future completed". Before stop 30 they panicked only for a rejected request; for a
+/// channel's response they silently handed out a status and headers that went nowhere.
 #[tokio::test]
 async fn compat_status_mut_after_the_response_completed_panics_as_documented() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(bool, bool)>();

@@ -628,9 +628,9 @@ async fn without_upgrades_the_channel_fails_promptly_and_clearly() {
     }
 }
 
-/// The error a user gets for serving without upgrades should say what to change: hyper's
-/// own words ("upgrade expected but low level API in use") name neither the builder method
-/// nor webchan's requirement. And the misconfiguration fails every WebSocket of the server.
+/// The error a user gets for serving without upgrades says what to change (hyper's own words,
+/// "upgrade expected but low level API in use", all it said before stop 30, name neither the
+/// builder method nor webchan's requirement); the misconfiguration fails every WebSocket.
 #[tokio::test]
 async fn without_upgrades_the_error_names_the_fix() {
     let (seen, _send, _client) = websocket_served(Serve::AutoNoUpgrades).await;

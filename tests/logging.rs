@@ -115,7 +115,7 @@ async fn settle() {
 
 // ---------------------------------------------------------------------------------------------
 // What a peer can make webchan log: nothing above debug, a bounded number of lines per
-// connection, and its bytes escaped. (Passes on 8d98f85: coverage.)
+// connection, and its bytes escaped.
 
 #[tokio::test]
 async fn what_clients_can_make_webchan_log_is_bounded_quiet_and_escaped() {
@@ -333,8 +333,8 @@ async fn what_clients_can_make_webchan_log_is_bounded_quiet_and_escaped() {
 
 // ---------------------------------------------------------------------------------------------
 // A request whose upgrade handle a layer lost: every WebSocket fails after its 101, and the
-// operator is told nothing at a level they see (webchan logs it at debug only, unlike hyper's
-// "served without upgrades", which warns once).
+// operator is told, once, at warn (before stop 30, at debug only, unlike a server "served
+// without upgrades", which warned once).
 
 #[tokio::test]
 async fn a_request_without_hyper_upgrade_handle_is_logged_at_warn() {
@@ -477,8 +477,9 @@ async fn a_shutdown_that_forces_channels_is_logged_at_warn() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// compat: a callback's panic, logged at error with `%error` (Display): the panic text is the
-// application's, and often quotes what the peer sent; a newline in it forges a log line.
+// compat: a callback's panic is logged at error, escaped: the panic text is the application's,
+// and often quotes what the peer sent; before stop 30 it was logged with `%error` (Display),
+// and a newline in it forged a log line.
 
 #[tokio::test]
 async fn a_compat_callback_panic_with_peer_text_does_not_forge_log_lines() {
@@ -509,10 +510,10 @@ async fn a_compat_callback_panic_with_peer_text_does_not_forge_log_lines() {
 
 // ---------------------------------------------------------------------------------------------
 // Spans: the crate spawns the tasks that run a WebSocket connection (`ws::drive`) and compat's
-// callbacks; the span the handler was in (a request span with the peer's address, as
-// tower-http's TraceLayer makes) is dropped there, so the crate's per-connection lines
-// ("failing websocket connection", "websocket closed"), which carry no peer, path or id of
-// their own, cannot be tied to a client; nor can what a compat callback logs.
+// callbacks; they run in the span the handler was in (a request span with the peer's address,
+// as tower-http's TraceLayer makes), so the crate's per-connection lines ("failing websocket
+// connection", "websocket closed"), which carry no peer, path or id of their own, are tied to
+// a client, as is what a compat callback logs. (Before stop 30 the span was dropped there.)
 
 async fn spanned_server(compat: bool) -> SocketAddr {
     use tracing::Instrument;
