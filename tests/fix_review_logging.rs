@@ -94,7 +94,7 @@ async fn read_some(tcp: &mut TcpStream) -> String {
 // ws.rs `misconfigured`: what a client does on a server set up right never makes webchan say
 // the server is set up wrong (hyper reports `is_user()` only for its own API misuse). The last
 // part, a server really set up wrong, is the control that the recording sees the warning.
-// (Passes on 6be8581: coverage.)
+//
 
 #[tokio::test]
 async fn client_behaviour_never_makes_webchan_say_the_server_is_set_up_wrong() {
@@ -229,7 +229,7 @@ async fn a_file_that_cannot_be_opened_says_why_in_its_text() {
 // Spans: the WebSocket's task and compat's runner hold the handler's span; once the channel
 // ends, the span must close (nothing holds it longer): for an upgraded WebSocket closed by
 // its client, for a WebSocket the handler refused (403 on a kept connection, which hyper keeps
-// its upgrade handle for), and for compat's runner. (Passes on 6be8581: coverage.)
+// its upgrade handle for), and for compat's runner.
 
 #[tokio::test]
 async fn the_handlers_span_closes_when_its_channel_ends() {
@@ -289,10 +289,10 @@ impl ReplacePath for Vec<u8> {
 
 // ---------------------------------------------------------------------------------------------
 // Spans, HTTP streams: the lib docs (## What it logs) say a handler's span is on what the
-// crate logs for its connection. A WebSocket's lines are (its task is spawned in the span); an
-// HTTP stream's are not: its body is polled by hyper's connection task, outside the handler's
-// span, so "a message source panicked; that send fails" (error) for an HTTP stream cannot be
-// tied to its request, through compat too (whose callbacks, and only they, are in the span).
+// crate logs for its connection. An HTTP stream's body is polled by hyper's connection task,
+// outside the handler's span: the body enters the span it was made in, so "a message source
+// panicked; that send fails" (error) for an HTTP stream is tied to its request, through compat
+// too. (At 6be8581 only WebSockets and compat's callbacks were.)
 
 #[tokio::test]
 async fn an_http_streams_lines_are_in_the_handlers_span() {
@@ -330,7 +330,7 @@ async fn an_http_streams_lines_are_in_the_handlers_span() {
 // shared.rs `Drop for Shared`: a channel dropped without ever being finished (the handler drops
 // its reply and channel, an HTTP stream never polled) leaves its Shutdown's registry, and a
 // shutdown that begins next neither waits for it nor counts it; a request made while that
-// shutdown runs gets 503. (Passes on 6be8581: coverage.)
+// shutdown runs gets 503.
 
 #[tokio::test]
 async fn a_channel_dropped_unfinished_leaves_the_registry_and_shutdown_refuses_new_ones() {
@@ -385,11 +385,8 @@ async fn a_channel_dropped_unfinished_leaves_the_registry_and_shutdown_refuses_n
 }
 
 // ---------------------------------------------------------------------------------------------
-// .ci/run's Node.js check lets through every Node 20 (`node_major -lt 20`), but the tests'
-// `node --experimental-eventsource` exists from Node 22.3.0 and 20.18.0 only (Node's CLI docs:
-// "added: v22.3.0, v20.18.0"); Node 20.0-20.17 reject the flag ("bad option"), so the SSE tests
-// fail as test failures, which the check was added to prevent. The check, run as .ci/run has
-// it, against a `node` that behaves as Node 20.10.0 does, must stop with a clear message.
+// One panic of a message source sent through compat is one error line, the source's (before
+// stop 30 compat logged it again, as a callback's panic).
 
 #[tokio::test]
 async fn a_message_source_panic_through_compat_is_logged_once_and_not_as_a_callback() {
