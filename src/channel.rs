@@ -126,10 +126,7 @@ impl Channel {
     /// without the header, or if it is not UTF-8.
     #[must_use]
     pub fn last_event_id(&self) -> Option<&str> {
-        // Not `HeaderValue::to_str`, which takes visible ASCII only: an id such as "é-7",
-        // which `sse::Event::id` accepts, came back as `None` (before 2026-12-05).
-        let value = self.originating_request().headers.get("last-event-id")?;
-        std::str::from_utf8(value.as_bytes()).ok()
+        last_event_id(self.originating_request())
     }
 
     /// Sends a message and waits until it was written to the connection (see [`Sender::send`]).
@@ -244,6 +241,12 @@ impl Sender {
     #[must_use]
     pub fn originating_request(&self) -> &Parts {
         self.shared.request.parts()
+    }
+
+    /// The request's `Last-Event-ID` (see [`Channel::last_event_id`]).
+    #[must_use]
+    pub fn last_event_id(&self) -> Option<&str> {
+        last_event_id(self.originating_request())
     }
 
     /// Sends a message, waiting for room in the queue first, and waits until it was written to
@@ -560,6 +563,26 @@ impl Receiver {
     pub fn originating_request(&self) -> &Parts {
         self.shared.request.parts()
     }
+
+    /// WebSocket or HTTP stream.
+    #[must_use]
+    pub fn kind(&self) -> Kind {
+        self.shared.kind
+    }
+
+    /// The request's `Last-Event-ID` (see [`Channel::last_event_id`]).
+    #[must_use]
+    pub fn last_event_id(&self) -> Option<&str> {
+        last_event_id(self.originating_request())
+    }
+}
+
+/// A request's `Last-Event-ID`, in UTF-8. Not `HeaderValue::to_str`, which takes visible ASCII
+/// only: an id such as "é-7", which `sse::Event::id` accepts, came back as `None` (before
+/// 2026-12-05).
+fn last_event_id(request: &Parts) -> Option<&str> {
+    let value = request.headers.get("last-event-id")?;
+    std::str::from_utf8(value.as_bytes()).ok()
 }
 
 impl Stream for Receiver {

@@ -497,3 +497,22 @@ async fn an_upgrade_request_without_hypers_upgrade_handle_reports_the_lost_exten
         "{events:?}"
     );
 }
+
+/// After `split`, both halves still tell the channel's kind and the request's `Last-Event-ID`
+/// (before stop 30 the `Receiver` had no `kind()`, and neither half a `last_event_id()`).
+#[tokio::test]
+async fn split_halves_keep_the_kind_and_the_last_event_id() {
+    use tokio::io::AsyncWriteExt;
+    let (addr, mut channels) = support::serve_channels(Config::default()).await;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nLast-Event-ID: \xc3\xa9-7\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let channel = support::next_channel(&mut channels).await;
+    let (sender, receiver) = channel.split();
+    assert_eq!((sender.kind(), receiver.kind()), (Kind::HttpStream, Kind::HttpStream));
+    assert_eq!(sender.last_event_id(), Some("é-7"));
+    assert_eq!(receiver.last_event_id(), Some("é-7"));
+}
