@@ -37,13 +37,23 @@ enum Inner {
     Stream(Box<Streaming>),
 }
 
+/// Dropped in its span too: the body's drop reports its failed sends and drops the
+/// application's sources (whose panicking `Drop` is logged). Before stop 30 (2026-12-06) that
+/// ran outside the handler's span.
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        let _span = self.span.enter();
+        drop(self.body.take());
+    }
+}
+
 /// An HTTP stream's body, as [`Body`] holds it.
 struct Streaming {
     /// In a `Mutex` only to make the body `Sync`, as hyper's `BoxBody` asks (the application's
     /// readers and streams in it need only be `Send`): reached through `&mut`
     /// (`Mutex::get_mut`), never locked. Before stop 30 (2026-12-06) the body was not `Sync`:
-    /// `BodyExt::boxed` refused it.
-    body: Mutex<StreamBody>,
+    /// `BodyExt::boxed` refused it. `None` only while it is dropped (in the span, see `Drop`).
+    body: Option<Mutex<StreamBody>>,
     /// Its `finished`, for `is_end_stream`.
     finished: bool,
     /// The span current when the channel was made (the handler's), entered while hyper's task
@@ -118,7 +128,8 @@ impl http_body::Body for Body {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b.into())))),
             Inner::Stream(s) => {
                 let _span = s.span.enter();
-                let body = s.body.get_mut().unwrap_or_else(PoisonError::into_inner);
+                let Some(body) = s.body.as_mut() else { return Poll::Ready(None) };
+                let body = body.get_mut().unwrap_or_else(PoisonError::into_inner);
                 let poll = body.poll_frame(cx);
                 s.finished = body.finished;
                 poll
@@ -673,7 +684,7 @@ impl StreamHead {
         let span = self.span.clone();
         Body {
             inner: Inner::Stream(Box::new(Streaming {
-                body: Mutex::new(body),
+                body: Some(Mutex::new(body)),
                 finished: false,
                 span,
             })),

@@ -414,3 +414,82 @@ async fn a_message_source_panic_through_compat_is_logged_once_and_not_as_a_callb
     );
     assert_eq!(errors.len(), 1, "one panic, logged at error {} times: {errors:#?}", errors.len());
 }
+
+/// One item, then pending for good; its `Drop` panics.
+struct PanicsOnDrop(bool);
+
+impl futures::Stream for PanicsOnDrop {
+    type Item = Message;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Message>> {
+        if self.0 {
+            std::task::Poll::Pending
+        } else {
+            self.0 = true;
+            std::task::Poll::Ready(Some(Message::from("one;")))
+        }
+    }
+}
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("TOKEN-I-DROP");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// lib.rs (## What it logs): "an HTTP stream's body (polled by hyper's task) ... run[s] in the
+// span that was current when as_channel was called", when hyper drops it too (the client went
+// away): what webchan logs then (a source's `Drop` that panicked, at error) is in the
+// request's span, as a WebSocket's task is for its whole life. (Until the last fix of stop 30
+// the body entered the span only when polled.)
+
+#[tokio::test]
+async fn an_http_streams_lines_when_its_body_is_dropped_are_in_the_handlers_span() {
+    let (log, _guard) = install();
+    let addr = spanned(true, move |req: Request<HyperIncoming>| async move {
+        match webchan::as_channel(req, Config::default()) {
+            Ok((reply, mut channel)) => {
+                tokio::spawn(async move {
+                    let _ = channel.send(Message::stream(PanicsOnDrop(false))).await;
+                });
+                reply.await
+            }
+            Err(rejection) => rejection.into_response(),
+        }
+    })
+    .await;
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /feed HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(LIMIT, async {
+        while !String::from_utf8_lossy(&got).contains("one;") {
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "eof before the first message");
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("no first message");
+    // The client goes away: hyper drops the body, and with it the source.
+    drop(tcp);
+    let deadline = std::time::Instant::now() + LIMIT;
+    let lines = loop {
+        let lines: Vec<_> =
+            log.webchan().into_iter().filter(|r| r.text.contains("TOKEN-I-DROP")).collect();
+        if !lines.is_empty() || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!lines.is_empty(), "the source's Drop panic was not logged: {:#?}", log.webchan());
+    assert_eq!(lines[0].level, Level::ERROR);
+    assert!(
+        lines.iter().all(|r| r.spans.iter().any(|s| s == "client_request")),
+        "webchan's line about this HTTP stream's source (logged when hyper dropped the body) \
+         is outside the request's span: {lines:#?}"
+    );
+}
