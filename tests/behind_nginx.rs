@@ -427,16 +427,12 @@ async fn sse_events_reach_the_client_at_once_through_nginx_http11() {
     first_message_at_once(ws_location("/", ""), "/events", SSE, what).await;
 }
 
-/// A plain HTTP stream behind `location / { proxy_pass ...; }` (nginx's defaults: HTTP/1.0
-/// upstream, `proxy_buffering on`): before stop 30 nginx held it until it ended (or 4-8 KiB
-/// gathered), "first-message" reaching the client with "last-message", 3 s late, head
-/// included; webchan sent `X-Accel-Buffering: no` on SSE only (see the control below).
-#[tokio::test]
-async fn http_stream_chunks_reach_the_client_at_once_through_nginx_defaults() {
-    let what = "HTTP stream through nginx's defaults (HTTP/1.0 upstream)";
-    first_message_at_once(plain_location("/", ""), "/stream", "", what).await;
-}
+// A plain HTTP stream behind `location / { proxy_pass ...; }` (nginx's defaults: HTTP/1.0
+// upstream, `proxy_buffering on`) is held by nginx until it ends (or 4-8 KiB gather) unless
+// its head says `X-Accel-Buffering: no`, which the handler sets (README, "Behind nginx"):
+// see `control_http_stream_with_x_accel_buffering_no_passes_nginx_defaults_at_once`.
 
+/// Over an HTTP/1.1 upstream nginx passes a plain stream's chunks at once.
 #[tokio::test]
 async fn http_stream_chunks_reach_the_client_at_once_through_nginx_http11() {
     let what = "HTTP stream through nginx (HTTP/1.1 upstream)";
@@ -495,7 +491,8 @@ async fn http10_stream_first_message_is_written_at_once_without_proxy() {
     assert!(found, "{:?}", String::from_utf8_lossy(&buf));
 }
 
-/// The fix, shown: the same stream with `X-Accel-Buffering: no` in its head passes at once.
+/// A plain stream whose handler sets `X-Accel-Buffering: no` passes nginx's defaults at once,
+/// as the README says.
 #[tokio::test]
 async fn control_http_stream_with_x_accel_buffering_no_passes_nginx_defaults_at_once() {
     let addr = serve_with(
