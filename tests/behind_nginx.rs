@@ -653,10 +653,6 @@ async fn sse_keepalive_comments_keep_a_quiet_stream_open_past_proxy_read_timeout
     drop(ch);
 }
 
-/// A stream a shutdown forces (its client reads nothing) is "aborted, so its client sees it
-/// cut short" (`Shutdown`'s docs). Through nginx, over `upstream` (1.0: nginx's default;
-/// 1.1), with `proxy_buffering off` so that nginx stops reading once its client stops.
-/// Returns (forced, whether the client got a complete-looking chunked response).
 /// Keeps the channel's queue full (16 MiB) of 64 KiB messages until a send fails.
 async fn fill(ch: Channel) {
     let block = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
@@ -673,7 +669,12 @@ async fn fill(ch: Channel) {
     drop(ch);
 }
 
-async fn forced_stream_through_nginx(http11: bool) -> Option<(usize, bool, String)> {
+/// A stream a shutdown forces (its client reads nothing) is "aborted, so its client sees it
+/// cut short over HTTP/1.1" (`Shutdown`'s docs): straight to webchan, or through nginx with an
+/// HTTP/1.1 upstream and `proxy_buffering off` (so that nginx stops reading once its client
+/// stops). Returns (forced, whether the client got a complete-looking chunked response, the
+/// start of what it got); `None` without nginx.
+async fn forced_stream(through_nginx: bool) -> Option<(usize, bool, String)> {
     let shutdown = webchan::Shutdown::new();
     // A queue larger than what hyper buffers: at the deadline the stream is mid-queue.
     let addr = serve(
@@ -683,13 +684,13 @@ async fn forced_stream_through_nginx(http11: bool) -> Option<(usize, bool, Strin
         },
     )
     .await;
-    let extra = if http11 {
-        "proxy_buffering off; proxy_http_version 1.1;"
+    let proxy = if through_nginx {
+        let location = plain_location("/", "proxy_buffering off; proxy_http_version 1.1;");
+        Some(nginx(addr, &location).await?)
     } else {
-        "proxy_buffering off;"
+        None
     };
-    let proxy = nginx(addr, &plain_location("/", extra)).await?;
-    let mut tcp = http_request(proxy.addr(), "/big", "").await;
+    let mut tcp = http_request(proxy.as_ref().map_or(addr, Nginx::addr), "/big", "").await;
     let mut buf = Vec::new();
     assert!(read_until(&mut tcp, &mut buf, "\r\n\r\n", Duration::from_secs(3)).await);
     // The client stops reading; the queues fill up.
@@ -708,44 +709,17 @@ async fn forced_stream_through_nginx(http11: bool) -> Option<(usize, bool, Strin
 }
 
 #[tokio::test]
-async fn control_a_forced_stream_is_seen_cut_short_through_nginx_http11() {
-    let Some((forced, complete, head)) = forced_stream_through_nginx(true).await else { return };
-    eprintln!("HTTP/1.1 upstream: forced {forced}, complete-looking {complete}: {head:?}");
+async fn a_forced_stream_is_seen_cut_short_through_nginx_http11() {
+    let Some((forced, complete, head)) = forced_stream(true).await else { return };
     assert_eq!(forced, 1);
-    assert!(!complete, "the client took a forced stream for complete");
+    assert!(!complete, "the client took a forced stream for complete: {head:?}");
 }
 
-/// The same without nginx, HTTP/1.1 straight to webchan: is the forced stream cut short?
 #[tokio::test]
-async fn control_a_forced_stream_is_seen_cut_short_without_proxy() {
-    let shutdown = webchan::Shutdown::new();
-    // A queue larger than what hyper buffers: at the deadline the stream is mid-queue.
-    let addr = serve(
-        Config::default().queue_limit(16 << 20).shutdown(&shutdown),
-        |ch: Channel| async move {
-            fill(ch).await;
-        },
-    )
-    .await;
-    let mut tcp = http_request(addr, "/big", "").await;
-    let mut buf = Vec::new();
-    assert!(read_until(&mut tcp, &mut buf, "\r\n\r\n", Duration::from_secs(3)).await);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let report = tokio::time::timeout(
-        Duration::from_secs(10),
-        shutdown.shutdown(Duration::from_millis(500)),
-    )
-    .await
-    .expect("shutdown hung");
-    let (rest, eof) = read_to_eof(&mut tcp, Duration::from_secs(3)).await;
-    buf.extend_from_slice(&rest);
-    eprintln!(
-        "direct: {report:?}, eof {eof}, {} bytes, ends {:?}",
-        buf.len(),
-        String::from_utf8_lossy(&buf[buf.len() - 20..])
-    );
-    assert_eq!(report.forced, 1);
-    assert!(!buf.ends_with(b"\r\n0\r\n\r\n"), "the client took a forced stream for complete");
+async fn a_forced_stream_is_seen_cut_short_without_proxy() {
+    let (forced, complete, head) = forced_stream(false).await.expect("no nginx involved");
+    assert_eq!(forced, 1);
+    assert!(!complete, "the client took a forced stream for complete: {head:?}");
 }
 
 /// A WebSocket through a location that forgot `proxy_http_version 1.1` (nginx then speaks

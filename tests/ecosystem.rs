@@ -63,6 +63,24 @@ fn recorder() -> (Run, mpsc::UnboundedReceiver<Event>) {
     (Arc::new(f), rx)
 }
 
+/// An echo handler that records its events (for the close code); every echo must succeed.
+fn echo_recorder() -> (Run, mpsc::UnboundedReceiver<Event>) {
+    let (events_tx, events) = mpsc::unbounded_channel::<Event>();
+    let run: Run = Arc::new(move |mut channel: Channel| {
+        let tx = events_tx.clone();
+        Box::pin(async move {
+            while let Some(event) = channel.next().await {
+                if let Event::Message(m) = &event {
+                    let echoed = channel.send(m.clone().into()).await;
+                    assert!(echoed.is_ok(), "echo failed: {echoed:?}");
+                }
+                let _ = tx.send(event);
+            }
+        }) as support::BoxFut
+    });
+    (run, events)
+}
+
 async fn event(rx: &mut mpsc::UnboundedReceiver<Event>) -> Event {
     support::next_event(rx).await
 }
@@ -117,19 +135,7 @@ fn the_types_fit_axums_bounds() {
 
 #[tokio::test]
 async fn axum_websocket_upgrades_echoes_and_reports_the_close_code() {
-    let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
-    let run: Run = Arc::new(move |mut channel: Channel| {
-        let tx = events_tx.clone();
-        Box::pin(async move {
-            while let Some(event) = channel.next().await {
-                if let Event::Message(m) = &event {
-                    let echoed = channel.send(m.clone().into()).await;
-                    assert!(echoed.is_ok(), "echo failed: {echoed:?}");
-                }
-                let _ = tx.send(event);
-            }
-        }) as support::BoxFut
-    });
+    let (run, mut events) = echo_recorder();
     let addr = serve_axum(Config::default(), run).await;
     let mut ws = support::ws_connect(addr, "/chat").await;
     assert!(is_open(&event(&mut events).await));
@@ -181,19 +187,7 @@ async fn axum_websocket_server_close_reaches_the_client_with_its_code() {
 
 #[tokio::test]
 async fn axum_websocket_over_http2_extended_connect() {
-    // An echo handler that records its events (for the close code).
-    let (events_tx, mut events2) = mpsc::unbounded_channel::<Event>();
-    let run: Run = Arc::new(move |mut channel: Channel| {
-        let tx = events_tx.clone();
-        Box::pin(async move {
-            while let Some(event) = channel.next().await {
-                if let Event::Message(m) = &event {
-                    let _ = channel.send(m.clone().into()).await;
-                }
-                let _ = tx.send(event);
-            }
-        }) as support::BoxFut
-    });
+    let (run, mut events2) = echo_recorder();
     let addr = serve_axum(Config::default(), run).await;
     let mut sender = support::h2_client(addr).await;
     let mut ws = support::h2_ws(&mut sender, addr, "/h2").await;

@@ -361,12 +361,11 @@ fn alive_tasks() -> usize {
     tokio::runtime::Handle::current().metrics().num_alive_tasks()
 }
 
-/// A WebSocket upgrade the handler refuses (a 403) on a connection its client keeps open:
-/// once its channel has reported `Closed`, no task of webchan's is left for it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_upgrade_on_a_kept_connection_leaves_no_task_behind() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+/// A server whose handler refuses every WebSocket upgrade (403), reporting each channel's
+/// `Closed`.
+async fn refusing_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<webchan::CloseInfo>)
+{
+    let (tx, closed) = tokio::sync::mpsc::unbounded_channel();
     let addr = support::serve_with(
         Config::default(),
         |mut reply| {
@@ -385,6 +384,15 @@ async fn a_refused_upgrade_on_a_kept_connection_leaves_no_task_behind() {
         },
     )
     .await;
+    (addr, closed)
+}
+
+/// A WebSocket upgrade the handler refuses (a 403) on a connection its client keeps open:
+/// once its channel has reported `Closed`, no task of webchan's is left for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upgrade_on_a_kept_connection_leaves_no_task_behind() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (addr, mut closed) = refusing_server().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let baseline = alive_tasks();
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -419,4 +427,40 @@ async fn a_refused_upgrade_on_a_kept_connection_leaves_no_task_behind() {
          connection: the ended channels' tasks stay while the client keeps its connection"
     );
     drop(tcp);
+}
+
+/// The same over HTTP/2 (RFC 8441): extended CONNECTs the handler answers 403, on one
+/// connection the client keeps; no task is left per refused channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_h2_websocket_on_a_kept_connection_leaves_no_task_behind() {
+    let (addr, mut closed) = refusing_server().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut sender = support::h2_client(addr).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let baseline = alive_tasks();
+    for i in 0..5 {
+        let mut request = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("http://{addr}/ws{i}"))
+            .header("sec-websocket-version", "13")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
+        let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+            .await
+            .expect("no response within 10 s")
+            .unwrap();
+        assert_eq!(response.status(), 403);
+        let info = tokio::time::timeout(Duration::from_secs(10), closed.recv())
+            .await
+            .expect("no Closed within 10 s")
+            .unwrap();
+        assert_eq!(info.code, Some(1006));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let now = alive_tasks();
+    assert!(
+        now <= baseline + 1,
+        "{now} tasks alive after five refused upgrades, {baseline} before"
+    );
 }
