@@ -20,10 +20,21 @@ const READ_BUFFER_MAX: usize = 16 << 20;
 /// ```
 ///
 /// A `Config` is a shared, reference-counted value: every channel made with it holds a
-/// pointer to the same settings, not a copy of them.
-#[derive(Debug, Clone, Default)]
+/// pointer to the same settings, not a copy of them. `Config::default()` is one value for the
+/// whole process, so a handler that calls it for each request allocates nothing for it.
+#[derive(Debug, Clone)]
 #[must_use]
 pub struct Config(std::sync::Arc<Settings>);
+
+/// One value shared by every default `Config`: each channel keeps its `Config`, and a
+/// `Config::default()` per request allocated 160 bytes that every idle HTTP stream kept
+/// (before 2026-12-06; `scripts/bench.sh idlehttp`).
+impl Default for Config {
+    fn default() -> Self {
+        static DEFAULT: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+        DEFAULT.get_or_init(|| Self(std::sync::Arc::new(Settings::default()))).clone()
+    }
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -294,5 +305,20 @@ impl Config {
         self.set().allowed_origins =
             Some(origins.into_iter().map(|o| normal(o.into())).filter(|o| !o.is_empty()).collect());
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_share_one_value_and_a_setter_copies_it() {
+        let (a, b) = (Config::default(), Config::default());
+        assert!(std::sync::Arc::ptr_eq(&a.0, &b.0), "each default allocated its own settings");
+        let changed = Config::default().queue_limit(7);
+        assert!(!std::sync::Arc::ptr_eq(&changed.0, &a.0));
+        assert_eq!(changed.get().queue_limit, 7);
+        assert_eq!(Config::default().get().queue_limit, 1024 * 1024, "the shared default moved");
     }
 }

@@ -127,15 +127,18 @@ pub(crate) struct State {
     next_seq: u64,
     /// Every item up to this number is finished.
     done_seq: u64,
-    /// Sends whose outcome somebody waits for: boxed, and only once there is one (a `Sink`
-    /// tracks nothing), so that a channel that never has any keeps 64 bytes less.
+    /// An item whose sender waits for the outcome (0: none): the common case, one `send`
+    /// awaited at a time, needs no allocation. (A `Vec` pushed to and emptied at every send
+    /// cost a `malloc` and a `free` per message, 16 lines of code per ping-pong round trip.)
+    tracked_one: u64,
+    /// The rest of the tracking, boxed, and only while it holds something (see [`Tracking`]).
     tracking: Option<Box<Tracking>>,
     /// The number of messages accepted (a response head is only valid as the first).
     sends: u64,
 
     transport_waker: Option<Waker>,
-    capacity_wakers: Vec<Waker>,
-    done_wakers: Vec<Waker>,
+    capacity_wakers: Wakers,
+    done_wakers: Wakers,
 
     events: VecDeque<Event>,
     event_bytes: usize,
@@ -180,15 +183,13 @@ pub(crate) enum Taken {
 /// RELIABILITY.md). A set emptied by removals keeps its last node (104 bytes for a set of
 /// `u64`, ~500 for the failures), so each is replaced by a new one, which holds no
 /// allocation, once it is empty: an idle channel holds none. The common case, one `send`
-/// awaited at a time, touches none of them (`tracked_one`).
+/// awaited at a time, touches none of them (`State::tracked_one`), and the box itself is freed
+/// once all three are empty: an idle channel whose last send was awaited kept its 80 bytes
+/// before 2026-12-06 (`scripts/bench.sh idlehttp`).
 /// (Sequence numbers start at 1: 0 is "none".)
 #[derive(Debug, Default)]
 struct Tracking {
-    /// An item whose sender waits for the outcome (0: none). The common case needs no
-    /// allocation: a `Vec` pushed to and emptied at every send cost a `malloc` and a `free`
-    /// per message (16 lines of code per ping-pong round trip).
-    tracked_one: u64,
-    /// More items whose sender waits for the outcome.
+    /// Items whose sender waits for the outcome, besides `State::tracked_one`.
     tracked: BTreeSet<u64>,
     /// The errors of tracked items that failed.
     failures: BTreeMap<u64, Error>,
@@ -202,29 +203,47 @@ impl State {
         self.tracking.get_or_insert_with(Box::default)
     }
 
-    /// Stops tracking `seq`: whether it was tracked, and its error if it failed.
-    fn untrack(&mut self, seq: u64) -> (bool, Option<Error>) {
-        self.tracking.as_mut().map_or((false, None), |t| t.untrack(seq))
+    /// Frees the tracking's box once it holds nothing.
+    fn tidy_tracking(&mut self) {
+        if self.tracking.as_ref().is_some_and(|t| t.is_empty()) {
+            self.tracking = None;
+        }
     }
-}
 
-impl Tracking {
     fn track(&mut self, seq: u64) {
         if self.tracked_one == 0 {
             self.tracked_one = seq;
         } else {
-            self.tracked.insert(seq);
+            self.tracking_mut().tracked.insert(seq);
         }
     }
 
     fn is_tracked(&self, seq: u64) -> bool {
-        self.tracked_one == seq || self.tracked.contains(&seq)
+        self.tracked_one == seq || self.tracking.as_ref().is_some_and(|t| t.tracked.contains(&seq))
     }
 
     /// Stops tracking `seq`: whether it was tracked, and its error if it failed.
     fn untrack(&mut self, seq: u64) -> (bool, Option<Error>) {
-        let tracked = if self.tracked_one == seq {
+        let one = self.tracked_one == seq;
+        if one {
             self.tracked_one = 0;
+        }
+        let Some(tracking) = self.tracking.as_mut() else { return (one, None) };
+        let outcome = tracking.untrack(seq, one);
+        self.tidy_tracking();
+        outcome
+    }
+}
+
+impl Tracking {
+    fn is_empty(&self) -> bool {
+        self.tracked.is_empty() && self.failures.is_empty() && self.orphans.is_empty()
+    }
+
+    /// Stops tracking `seq` (`one`: it was `State::tracked_one`): whether it was tracked, and
+    /// its error if it failed.
+    fn untrack(&mut self, seq: u64, one: bool) -> (bool, Option<Error>) {
+        let tracked = if one {
             true
         } else if self.tracked.is_empty() {
             false
@@ -259,12 +278,40 @@ impl Tracking {
     }
 }
 
-fn wake_all(wakers: &mut Vec<Waker>) {
-    // Most often there is none: an empty `drain` still costs ~20 instructions, and this runs
-    // several times per flush.
-    if !wakers.is_empty() {
-        for w in wakers.drain(..) {
-            w.wake();
+/// The tasks waiting for one thing (room in the queue, an item done). The first waits in
+/// place: most often one task waits at a time, and then no vector is allocated. Before
+/// 2026-12-06 a `Vec` kept its room for four wakers (64 bytes) for the channel's life once one
+/// task had waited (every idle HTTP stream whose first send was awaited).
+#[derive(Debug, Default)]
+struct Wakers {
+    first: Option<Waker>,
+    /// The others, only while `first` is there.
+    more: Vec<Waker>,
+}
+
+impl Wakers {
+    fn register(&mut self, cx: &Context<'_>) {
+        let waker = cx.waker();
+        match &self.first {
+            None => self.first = Some(waker.clone()),
+            Some(first) if first.will_wake(waker) => {}
+            Some(_) => {
+                if !self.more.iter().any(|w| w.will_wake(waker)) {
+                    self.more.push(waker.clone());
+                }
+            }
+        }
+    }
+}
+
+fn wake_all(wakers: &mut Wakers) {
+    // Most often there is none: this runs several times per flush.
+    if let Some(first) = wakers.first.take() {
+        first.wake();
+        if !wakers.more.is_empty() {
+            for w in wakers.more.drain(..) {
+                w.wake();
+            }
         }
     }
 }
@@ -273,12 +320,6 @@ fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
     match slot {
         Some(w) if w.will_wake(cx.waker()) => {}
         _ => *slot = Some(cx.waker().clone()),
-    }
-}
-
-fn register_in(list: &mut Vec<Waker>, cx: &Context<'_>) {
-    if !list.iter().any(|w| w.will_wake(cx.waker())) {
-        list.push(cx.waker().clone());
     }
 }
 
@@ -429,7 +470,7 @@ impl Shared {
         if s.queued_bytes < self.config.get().queue_limit {
             return Poll::Ready(Ok(()));
         }
-        register_in(&mut s.capacity_wakers, cx);
+        s.capacity_wakers.register(cx);
         Poll::Pending
     }
 
@@ -511,7 +552,7 @@ impl Shared {
             self.room.store(false, Relaxed);
         }
         if tracked {
-            s.tracking_mut().track(seq);
+            s.track(seq);
         }
         self.settled.store(false, Relaxed);
         // Text and binary, the common case, hold no code of the application's.
@@ -616,7 +657,7 @@ impl Shared {
             let (_, failure) = s.untrack(seq);
             return Poll::Ready(Err(failure.unwrap_or(Error::Closed)));
         }
-        register_in(&mut s.done_wakers, cx);
+        s.done_wakers.register(cx);
         Poll::Pending
     }
 
@@ -665,7 +706,7 @@ impl Shared {
         if s.closed {
             return Poll::Ready(());
         }
-        register_in(&mut s.done_wakers, cx);
+        s.done_wakers.register(cx);
         Poll::Pending
     }
 
@@ -821,6 +862,7 @@ impl Shared {
             self.done.store(upto, std::sync::atomic::Ordering::Release);
             if let Some(tracking) = &mut s.tracking {
                 tracking.finished_upto(upto);
+                s.tidy_tracking();
             }
             wake_all(&mut s.done_wakers);
         }
@@ -904,13 +946,14 @@ impl Shared {
             return;
         }
         for (seq, error) in failures.drain(..) {
-            if s.tracking.as_ref().is_some_and(|t| t.is_tracked(seq)) {
+            if s.is_tracked(seq) {
                 // The first error is the item's (a later one would only follow from it).
                 s.tracking_mut().failures.entry(seq).or_insert(error);
             } else {
                 // Its outcome is told here: no `Error::Closed` for it as an orphan at the end.
                 if let Some(tracking) = s.tracking.as_mut() {
                     tracking.orphans.remove(&seq);
+                    s.tidy_tracking();
                 }
                 Self::push_event(s, Event::Error(error));
             }
@@ -1130,6 +1173,7 @@ impl Shared {
         }
         // Sends nobody waits for any more, which will never go out.
         let orphans = s.tracking.as_mut().map_or(0, |t| std::mem::take(&mut t.orphans).len());
+        s.tidy_tracking();
         for _ in 0..orphans {
             Self::push_event(&mut s, Event::Error(Error::Closed));
         }
@@ -1199,3 +1243,70 @@ impl std::fmt::Display for Refused {
 }
 
 impl std::error::Error for Refused {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counted() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        (Arc::clone(&count), Waker::from(count))
+    }
+
+    #[test]
+    fn wakers_wake_each_task_once_and_one_needs_no_vector() {
+        let (a, wa) = counted();
+        let (b, wb) = counted();
+        let mut wakers = Wakers::default();
+        wakers.register(&Context::from_waker(&wa));
+        wakers.register(&Context::from_waker(&wa));
+        assert_eq!(wakers.more.capacity(), 0, "one task waiting allocated a vector");
+        wakers.register(&Context::from_waker(&wb));
+        wakers.register(&Context::from_waker(&wb));
+        assert_eq!(wakers.more.len(), 1);
+        wake_all(&mut wakers);
+        assert_eq!((a.0.load(Ordering::SeqCst), b.0.load(Ordering::SeqCst)), (1, 1));
+        assert!(wakers.first.is_none() && wakers.more.is_empty());
+        wake_all(&mut wakers);
+        assert_eq!((a.0.load(Ordering::SeqCst), b.0.load(Ordering::SeqCst)), (1, 1));
+        // Registered again after a wake: woken again.
+        wakers.register(&Context::from_waker(&wb));
+        wake_all(&mut wakers);
+        assert_eq!(b.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn tracking_one_send_allocates_nothing_and_the_box_goes_once_empty() {
+        let mut s = State::default();
+        s.track(1);
+        assert!(s.is_tracked(1) && s.tracking.is_none());
+        assert!(matches!(s.untrack(1), (true, None)));
+        assert!(!s.is_tracked(1));
+        // Two at once: the second goes in the box, which is freed when it is untracked.
+        s.track(2);
+        s.track(3);
+        assert!(s.is_tracked(2) && s.is_tracked(3) && s.tracking.is_some());
+        assert!(matches!(s.untrack(3), (true, None)));
+        assert!(s.tracking.is_none(), "an empty tracking box was kept");
+        assert!(matches!(s.untrack(2), (true, None)));
+        assert!(matches!(s.untrack(4), (false, None)));
+        // A failure is kept for its sender, then the box goes with it.
+        s.track(5);
+        s.track(6);
+        s.tracking_mut().failures.insert(6, Error::Closed);
+        let (tracked, failure) = s.untrack(6);
+        assert!(tracked && matches!(failure, Some(Error::Closed)));
+        assert!(s.tracking.is_none());
+        assert!(matches!(s.untrack(5), (true, None)));
+    }
+}
