@@ -20,7 +20,11 @@ use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri,
 pub(crate) struct RequestHead {
     method: Method,
     version: Version,
-    uri: Uri,
+    /// The URI's text is the first `uri_len` bytes of `values`, parsed again when the parts
+    /// are asked for: a `Uri` takes 88 bytes for the channel's life (before 2026-12-06).
+    uri_len: u32,
+    /// The URI itself, kept only if its text would not parse again (none should).
+    kept_uri: Option<Box<Uri>>,
     /// Each header: its name, the range of its value in `values`, and whether it is sensitive.
     headers: Box<[(HeaderName, u32, u32, bool)]>,
     values: Bytes,
@@ -35,7 +39,7 @@ impl std::fmt::Debug for RequestHead {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RequestHead")
             .field("method", &self.method)
-            .field("uri", &self.uri)
+            .field("uri", &String::from_utf8_lossy(&self.values[..self.uri_len as usize]))
             .field("headers", &self.headers.len())
             .finish_non_exhaustive()
     }
@@ -46,20 +50,21 @@ impl RequestHead {
         if !parts.headers.values().all(|v| HeaderValue::from_bytes(v.as_bytes()).is_ok()) {
             return Self::unpacked(parts);
         }
+        let (uri, kept_uri) = Self::uri(parts.uri);
         let total: usize = parts.headers.values().map(HeaderValue::len).sum();
-        let mut values = BytesMut::with_capacity(total);
+        let mut values = BytesMut::with_capacity(uri.len() + total);
+        values.extend_from_slice(uri.as_bytes());
         let mut headers = Vec::with_capacity(parts.headers.len());
         for (name, value) in &parts.headers {
             let start = values.len() as u32;
             values.extend_from_slice(value.as_bytes());
             headers.push((name.clone(), start, values.len() as u32, value.is_sensitive()));
         }
-        // A URI of our own (parsed again from its text: no slice of hyper's buffer).
-        let uri = parts.uri.to_string().parse().unwrap_or(parts.uri);
         Self {
             method: parts.method,
             version: parts.version,
-            uri,
+            uri_len: uri.len() as u32,
+            kept_uri,
             headers: headers.into_boxed_slice(),
             values: values.freeze(),
             unpacked: None,
@@ -69,16 +74,26 @@ impl RequestHead {
     }
 
     fn unpacked(parts: Parts) -> Self {
+        let (uri, kept_uri) = Self::uri(parts.uri);
         Self {
             method: parts.method,
             version: parts.version,
-            uri: parts.uri.to_string().parse().unwrap_or(parts.uri),
+            uri_len: uri.len() as u32,
+            kept_uri,
             headers: Box::new([]),
-            values: Bytes::new(),
+            values: Bytes::from(uri),
             unpacked: Some(Box::new(parts.headers)),
             extensions: parts.extensions,
             parts: OnceLock::new(),
         }
+    }
+
+    /// The URI's text (none of hyper's buffer is kept), and the `Uri` itself if that text
+    /// would not parse back.
+    fn uri(uri: Uri) -> (String, Option<Box<Uri>>) {
+        let text = uri.to_string();
+        let kept = Uri::try_from(text.as_str()).is_err().then(|| Box::new(uri));
+        (text, kept)
     }
 
     pub(crate) fn version(&self) -> Version {
@@ -103,7 +118,12 @@ impl RequestHead {
             }
             let (mut parts, ()) = Request::new(()).into_parts();
             parts.method = self.method.clone();
-            parts.uri = self.uri.clone();
+            parts.uri = match &self.kept_uri {
+                Some(uri) => Uri::clone(uri),
+                // It parsed when it was packed (see `uri`).
+                None => Uri::from_maybe_shared(self.values.slice(..self.uri_len as usize))
+                    .unwrap_or_default(),
+            };
             parts.version = self.version;
             parts.headers = headers;
             parts.extensions = self.extensions.clone();
@@ -143,5 +163,17 @@ mod tests {
         assert_eq!(back.extensions.get::<u32>(), Some(&7));
         // Built once.
         assert!(std::ptr::eq(back, head.parts()));
+    }
+
+    #[test]
+    fn the_uri_comes_back_in_every_form() {
+        for uri in ["/", "/a/b?c=d&e", "*", "example.com:443", "https://example.com/x?y"] {
+            let request = Request::get(uri).body(()).unwrap();
+            let (parts, ()) = request.into_parts();
+            let head = RequestHead::new(parts.clone());
+            assert_eq!(head.parts().uri, parts.uri, "{uri}");
+            assert!(format!("{head:?}").contains(&format!("{:?}", parts.uri.to_string())));
+            assert!(head.kept_uri.is_none(), "{uri} was kept whole");
+        }
     }
 }

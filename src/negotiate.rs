@@ -116,11 +116,7 @@ pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Chan
             let head = StreamHead::new(Arc::clone(&shared));
             shared.register();
             shared.open();
-            let reply = Reply {
-                status: StatusCode::OK,
-                headers: HeaderMap::new(),
-                state: ReplyState::Stream(head),
-            };
+            let reply = Reply::new(StatusCode::OK, HeaderMap::new(), ReplyState::Stream(head));
             Ok((reply, Channel::new(shared)))
         }
         Class::WebSocket { accept } => {
@@ -144,8 +140,7 @@ pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Chan
                 // HTTP/2 extended CONNECT (RFC 8441): 200, no accept key, no body.
                 None => StatusCode::OK,
             };
-            let reply =
-                Reply { status, headers, state: ReplyState::Ready(Arc::clone(&shared), status) };
+            let reply = Reply::new(status, headers, ReplyState::Ready(Arc::clone(&shared), status));
             Ok((reply, channel))
         }
         Class::Reject(status, reason) => {
@@ -474,6 +469,13 @@ impl From<Rejection> for Error {
 /// ```
 #[must_use = "the reply is the response to return to the client"]
 pub struct Reply {
+    /// Boxed: a handler's future holds its `Reply` across an await, and hyper keeps room for
+    /// that future for the connection's life (144 bytes inline before 2026-12-06, against
+    /// one small allocation per request; `scripts/bench.sh idlehttp`).
+    inner: Box<ReplyParts>,
+}
+
+struct ReplyParts {
     status: StatusCode,
     headers: HeaderMap,
     state: ReplyState,
@@ -489,34 +491,38 @@ enum ReplyState {
 impl fmt::Debug for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reply")
-            .field("status", &self.status)
-            .field("headers", &self.headers)
+            .field("status", &self.inner.status)
+            .field("headers", &self.inner.headers)
             .finish_non_exhaustive()
     }
 }
 
 impl Reply {
+    fn new(status: StatusCode, headers: HeaderMap, state: ReplyState) -> Self {
+        Self { inner: Box::new(ReplyParts { status, headers, state }) }
+    }
+
     /// The status the response will have (an HTTP stream's first
     /// [`Message::Response`](crate::Message::Response) can still change it).
     #[must_use]
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.inner.status
     }
 
     /// Has it resolved (its response given out)?
     pub(crate) fn is_done(&self) -> bool {
-        matches!(self.state, ReplyState::Done)
+        matches!(self.inner.state, ReplyState::Done)
     }
 
     /// The status, to change it.
     pub fn status_mut(&mut self) -> &mut StatusCode {
-        &mut self.status
+        &mut self.inner.status
     }
 
     /// The headers the response will have.
     #[must_use]
     pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+        &self.inner.headers
     }
 
     /// The headers, to add to them.
@@ -527,7 +533,7 @@ impl Reply {
     /// no extension (permessage-deflate among them), and a client would take the frames for
     /// compressed ones.
     pub fn headers_mut(&mut self) -> &mut HeaderMap {
-        &mut self.headers
+        &mut self.inner.headers
     }
 
     /// Adds a header, by value.
@@ -540,7 +546,7 @@ impl Reply {
     /// # }
     /// ```
     pub fn header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
-        self.headers.append(name, value);
+        self.inner.headers.append(name, value);
         self
     }
 }
@@ -549,7 +555,7 @@ impl Future for Reply {
     type Output = Response<Body>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
-        let this = &mut *self;
+        let this = &mut *self.inner;
         match &mut this.state {
             ReplyState::Ready(shared, expected) => {
                 if shared.is_forced() {
@@ -596,7 +602,7 @@ impl Drop for Reply {
         // does not open it on the connection hyper may still hand over (it does for any
         // request that asked for an upgrade, whatever the response). An HTTP stream's
         // `StreamHead` closes its channel when dropped.
-        if let ReplyState::Ready(shared, _) = &self.state {
+        if let ReplyState::Ready(shared, _) = &self.inner.state {
             let error = Error::Upgrade(Arc::new(ReplyDropped));
             shared.finish(CloseInfo::websocket(1006, ""), Some(error));
         }

@@ -153,21 +153,17 @@ impl http_body::Body for Body {
     }
 }
 
-fn deadline_sleep(deadline: Option<Instant>) -> Option<Pin<Box<Sleep>>> {
-    deadline.map(|d| Box::pin(tokio::time::sleep_until(d)))
-}
-
 /// An HTTP stream before its head was sent.
 pub(crate) struct StreamHead {
     shared: Arc<Shared>,
     /// The handler's span, for the body (see [`Streaming::span`]).
-    span: tracing::Span,
-    deadline: Option<Instant>,
+    span: Option<Box<tracing::Span>>,
+    /// The timeout's deadline, handed on to the body.
     timer: Option<Pin<Box<Sleep>>>,
     done: bool,
     /// A sequence sent first, taken from the queue while its first item is awaited: that item
     /// may be a response head (see [`peek_sequence`](Self::peek_sequence)).
-    peeking: Option<Peek>,
+    peeking: Option<Box<Peek>>,
     /// A head without content (204, 304) came first in a sequence, with more after it.
     extra_content: bool,
     /// Such a head came, and the timeout before the end of its sequence.
@@ -252,10 +248,9 @@ impl StreamHead {
             shared.set_watchdog(watchdog.abort_handle());
         }
         Self {
-            timer: deadline_sleep(deadline),
-            deadline,
+            timer: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             shared,
-            span: tracing::Span::current(),
+            span: Some(tracing::Span::current()).filter(|span| !span.is_none()).map(Box::new),
             done: false,
             peeking: None,
             extra_content: false,
@@ -283,7 +278,9 @@ impl StreamHead {
                         _ => None,
                     });
                     match taken {
-                        Some((seq, items)) => Peek { seq, stack: vec![items], head: None },
+                        Some((seq, items)) => {
+                            Box::new(Peek { seq, stack: vec![items], head: None })
+                        }
                         None => return Poll::Ready(()),
                     }
                 }
@@ -651,7 +648,7 @@ impl StreamHead {
     }
 
     /// The streamed body that follows the head.
-    fn body(&self, encoding: Encoding, declared: Option<u64>) -> Body {
+    fn body(&mut self, encoding: Encoding, declared: Option<u64>) -> Body {
         let sse_keepalive = match encoding {
             Encoding::Sse => self.shared.config.get().sse_keepalive,
             Encoding::Charset(_) => None,
@@ -663,8 +660,8 @@ impl StreamHead {
         let body = StreamBody {
             shared: Arc::clone(&self.shared),
             encoding,
-            sse_keepalive: sse_keepalive.map(|p| (p, Box::pin(tokio::time::sleep(p)))),
-            stateful,
+            sse_keepalive: sse_keepalive.map(|p| Box::pin(tokio::time::sleep(p))),
+            stateful: stateful.map(Box::new),
             ending: false,
             declared,
             written: 0,
@@ -674,18 +671,17 @@ impl StreamHead {
             receipted: 0,
             done_bytes: 0,
             failures: Vec::new(),
-            timer: deadline_sleep(self.deadline),
+            timer: self.timer.take(),
             finished: false,
             // A declared length: no frame may carry a message past it (see `poll_data`).
             one_per_frame: declared.is_some()
                 || self.shared.request.version() == http::Version::HTTP_2,
         };
-        let span = (!self.span.is_none()).then(|| Box::new(self.span.clone()));
         Body {
             inner: Inner::Stream(Box::new(Streaming {
                 body: Some(Mutex::new(body)),
                 finished: false,
-                span,
+                span: self.span.take(),
             })),
         }
     }
@@ -762,8 +758,8 @@ enum Encoding {
 struct StreamBody {
     shared: Arc<Shared>,
     encoding: Encoding,
-    /// SSE: a comment after this long without an event.
-    sse_keepalive: Option<(std::time::Duration, Pin<Box<Sleep>>)>,
+    /// SSE: a comment after `Config::sse_keepalive` without an event.
+    sse_keepalive: Option<Pin<Box<Sleep>>>,
     /// The `Content-Length` the handler declared, if any: hyper stops polling (and drops the
     /// body) once that many bytes went out.
     declared: Option<u64>,
@@ -774,8 +770,9 @@ struct StreamBody {
     /// Every item up to this one was taken: into a frame, or done without one.
     done_upto: u64,
     /// The encoder of a stateful charset (ISO-2022-JP), kept from one message to the next;
-    /// taken when the body ends, for the bytes that return it to ASCII.
-    stateful: Option<encoding_rs::Encoder>,
+    /// taken when the body ends, for the bytes that return it to ASCII. Boxed: 48 bytes that
+    /// every other stream would carry.
+    stateful: Option<Box<encoding_rs::Encoder>>,
     /// Those bytes were given out: the body ends next, with nothing gathered behind them.
     ending: bool,
     /// Items up to this one were handed on to complete once written (with a frame's receipt,
@@ -922,7 +919,7 @@ impl StreamBody {
     /// The bytes that end a stateful charset's text in its initial state (ISO-2022-JP: back to
     /// ASCII), once, when the body is about to end; `None` when there are none.
     fn trailer(&mut self) -> Option<Bytes> {
-        let bytes = crate::charset::encode_with(&mut self.stateful.take()?, "", true);
+        let bytes = crate::charset::encode_with(&mut *self.stateful.take()?, "", true);
         self.ending = true;
         (!bytes.is_empty()).then_some(bytes)
     }
@@ -986,11 +983,12 @@ impl StreamBody {
             }
             _ => {}
         }
-        if let Some((period, sleep)) = &mut self.sse_keepalive {
+        if let Some(sleep) = &mut self.sse_keepalive {
+            let period = self.shared.config.get().sse_keepalive.unwrap_or_default();
             match &polled {
-                Poll::Ready(Some(Ok(_))) => sleep.as_mut().reset(Instant::now() + *period),
+                Poll::Ready(Some(Ok(_))) => sleep.as_mut().reset(Instant::now() + period),
                 Poll::Pending if sleep.as_mut().poll(cx).is_ready() => {
-                    sleep.as_mut().reset(Instant::now() + *period);
+                    sleep.as_mut().reset(Instant::now() + period);
                     let comment = BodyData::from(Bytes::from_static(b":\n\n"));
                     return Poll::Ready(Some(Ok(Frame::data(self.receipted(comment)))));
                 }
