@@ -24,6 +24,20 @@ pub enum Kind {
     HttpStream,
 }
 
+/// `WebSocket` or `HTTP stream`.
+///
+/// ```
+/// assert_eq!(webchan::Kind::HttpStream.to_string(), "HTTP stream");
+/// ```
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::WebSocket => "WebSocket",
+            Self::HttpStream => "HTTP stream",
+        })
+    }
+}
+
 /// One connection to a client, the same type for both transports: a
 /// [`Stream`] of [`Event`]s and a [`Sink`] of [`Message`]s.
 ///

@@ -181,6 +181,36 @@ impl From<io::Error> for Error {
     }
 }
 
+/// For code that speaks `io::Result` (an `AsyncWrite` over a channel, say): an
+/// [`Error::Io`] gives back its `io::Error` (the same value when nothing else holds it, else
+/// one of the same kind around this error); every other error is the source of an `io::Error`
+/// of the nearest kind ([`Error::Closed`]: `BrokenPipe`, as a closed pipe's writer gets; the
+/// peer's violations: `InvalidData`; a message the channel refuses: `InvalidInput`; the rest:
+/// `Other`), which [`io::Error::get_ref`] gives back.
+///
+/// ```
+/// let error = std::io::Error::from(webchan::Error::Closed);
+/// assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe);
+/// assert!(error.get_ref().unwrap().downcast_ref::<webchan::Error>().unwrap().is_closed());
+/// ```
+impl From<Error> for io::Error {
+    fn from(error: Error) -> Self {
+        let kind = match &error {
+            Error::Io(e) => e.kind(),
+            Error::Closed => io::ErrorKind::BrokenPipe,
+            Error::Handshake(_) | Error::TooLarge(_) | Error::Protocol(_) | Error::InvalidUtf8 => {
+                io::ErrorKind::InvalidData
+            }
+            Error::InvalidMessage(_) | Error::UnknownCharset(_) => io::ErrorKind::InvalidInput,
+            _ => io::ErrorKind::Other,
+        };
+        match error {
+            Error::Io(e) => Arc::try_unwrap(e).unwrap_or_else(|e| Self::new(kind, Error::Io(e))),
+            error => Self::new(kind, error),
+        }
+    }
+}
+
 /// Drops a caught panic's payload; one whose own `Drop` panics too is leaked instead, so that
 /// the second panic does not escape where the first was caught.
 pub(crate) fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
@@ -198,5 +228,37 @@ pub(crate) fn drop_quietly<T>(value: T) {
     {
         tracing::error!(panic = ?Error::panicked(&*payload), "a message source panicked when dropped");
         drop_payload(payload);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_come_back_whole_and_the_others_as_sources() {
+        let original = io::Error::new(io::ErrorKind::TimedOut, "disk asleep");
+        let back = io::Error::from(Error::from(original));
+        assert_eq!(back.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(back.to_string(), "disk asleep", "not the same io::Error");
+        // Held elsewhere too (errors are `Clone`): the same kind, around the error.
+        let shared = Error::io(io::Error::from_raw_os_error(32));
+        let kept = shared.clone();
+        let back = io::Error::from(shared);
+        assert_eq!(back.kind(), io::ErrorKind::BrokenPipe);
+        assert!(matches!(back.get_ref().unwrap().downcast_ref::<Error>(), Some(Error::Io(_))));
+        drop(kept);
+        for (error, kind) in [
+            (Error::Closed, io::ErrorKind::BrokenPipe),
+            (Error::Protocol("bad".into()), io::ErrorKind::InvalidData),
+            (Error::InvalidUtf8, io::ErrorKind::InvalidData),
+            (Error::InvalidMessage("no"), io::ErrorKind::InvalidInput),
+            (Error::QueueFull { limit: 1 }, io::ErrorKind::Other),
+        ] {
+            let text = error.to_string();
+            let back = io::Error::from(error);
+            assert_eq!(back.kind(), kind, "{text}");
+            assert_eq!(back.to_string(), text);
+        }
     }
 }

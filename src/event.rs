@@ -293,3 +293,24 @@ impl CloseInfo {
         Self { code: None, reason: None }
     }
 }
+
+/// The code, then the reason if there is one, escaped as Rust escapes a string (the reason is
+/// the peer's text: a log line showing it cannot be broken in two); an HTTP stream's close
+/// reads `HTTP stream ended`.
+///
+/// ```
+/// assert_eq!(webchan::CloseInfo::websocket(1000, "bye").to_string(), r#"1000 "bye""#);
+/// assert_eq!(webchan::CloseInfo::websocket(1006, "").to_string(), "1006");
+/// assert_eq!(webchan::CloseInfo::websocket(4000, "a\nb").to_string(), r#"4000 "a\nb""#);
+/// assert_eq!(webchan::CloseInfo::http().to_string(), "HTTP stream ended");
+/// ```
+impl fmt::Display for CloseInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.code, self.reason.as_deref()) {
+            (Some(code), Some(reason)) if !reason.is_empty() => write!(f, "{code} {reason:?}"),
+            (Some(code), _) => write!(f, "{code}"),
+            (None, Some(reason)) if !reason.is_empty() => write!(f, "{reason:?}"),
+            (None, _) => f.write_str("HTTP stream ended"),
+        }
+    }
+}

@@ -76,7 +76,20 @@ pub enum Message {
 /// The head of an HTTP stream's response, sent as its first message
 /// ([`Message::Response`]): overrides the status, and the headers it names, of the response
 /// the handler prepared.
-#[derive(Debug)]
+///
+/// [`Message::response`] makes one with a status and a body; [`ResponseHead::new`] one that
+/// changes nothing yet, to fill in:
+///
+/// ```
+/// use http::{header, HeaderValue};
+///
+/// let mut head = webchan::ResponseHead::new();
+/// head.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+/// // The handler's status stays; no body message comes with the head.
+/// let message = webchan::Message::from(head);
+/// assert!(matches!(message, webchan::Message::Response(_)));
+/// ```
+#[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct ResponseHead {
     /// The status, if it should change.
@@ -85,6 +98,21 @@ pub struct ResponseHead {
     pub headers: HeaderMap,
     /// The first body message, if any.
     pub body: Option<Box<Message>>,
+}
+
+impl ResponseHead {
+    /// A head that changes nothing: no status, no headers, no body message. (The type is
+    /// `#[non_exhaustive]`: this is how code outside the crate makes one.)
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl From<ResponseHead> for Message {
+    fn from(head: ResponseHead) -> Self {
+        Self::Response(Box::new(head))
+    }
 }
 
 impl Message {

@@ -516,3 +516,61 @@ async fn split_halves_keep_the_kind_and_the_last_event_id() {
     assert_eq!(sender.last_event_id(), Some("é-7"));
     assert_eq!(receiver.last_event_id(), Some("é-7"));
 }
+
+/// A head made with `ResponseHead::new` (before 2026-12-06 code outside the crate could not
+/// make one: the type is `#[non_exhaustive]`, and `Message::response` always sets a status
+/// and a body): its headers replace the handler's, the handler's status stays, and the
+/// messages after it are the body.
+#[tokio::test]
+async fn a_head_with_headers_only_keeps_the_handlers_status() {
+    let addr = support::serve_with(
+        Config::default(),
+        |reply| {
+            let mut reply = reply;
+            *reply.status_mut() = http::StatusCode::ACCEPTED;
+            reply.header(http::header::CACHE_CONTROL, http::HeaderValue::from_static("max-age=9"))
+        },
+        |channel| async move {
+            let mut head = ResponseHead::new();
+            head.headers
+                .insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+            let sender = channel.sender();
+            sender.send(head.into()).await.unwrap();
+            sender.send_and_close("body".into()).await.unwrap();
+        },
+    )
+    .await;
+    let response = support::http1_get(addr, support::get(addr, "/")).await;
+    assert_eq!(response.status(), http::StatusCode::ACCEPTED);
+    let cache: Vec<_> = response.headers().get_all(http::header::CACHE_CONTROL).iter().collect();
+    assert_eq!(cache, ["no-store"]);
+    assert_eq!(response.body().as_ref(), b"body");
+}
+
+/// What a close and a kind print (`Display`, added 2026-12-06), and a channel's error as an
+/// `io::Error` for code that speaks `io::Result`: a send on a closed WebSocket is `BrokenPipe`.
+#[tokio::test]
+async fn closes_and_kinds_print_and_errors_become_io_errors() {
+    let (channel, mut ws) = open_websocket().await;
+    assert_eq!(channel.kind().to_string(), "WebSocket");
+    ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: 4001.into(),
+        reason: "gone\naway".into(),
+    }))
+    .await
+    .unwrap();
+    let (sender, mut receiver) = channel.split();
+    let mut closed = None;
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(10), receiver.next())
+        .await
+        .expect("no Closed within 10 s")
+    {
+        if let Event::Closed(info) = event {
+            closed = Some(info);
+        }
+    }
+    assert_eq!(closed.expect("no Closed").to_string(), r#"4001 "gone\naway""#);
+    let error = sender.send("late".into()).await.unwrap_err();
+    let io = std::io::Error::from(error);
+    assert_eq!(io.kind(), std::io::ErrorKind::BrokenPipe);
+}
