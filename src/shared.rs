@@ -218,13 +218,15 @@ impl State {
         }
     }
 
+    /// (0 is no item: never tracked, though `tracked_one` holds 0 when it has none.)
     fn is_tracked(&self, seq: u64) -> bool {
-        self.tracked_one == seq || self.tracking.as_ref().is_some_and(|t| t.tracked.contains(&seq))
+        (seq != 0 && self.tracked_one == seq)
+            || self.tracking.as_ref().is_some_and(|t| t.tracked.contains(&seq))
     }
 
     /// Stops tracking `seq`: whether it was tracked, and its error if it failed.
     fn untrack(&mut self, seq: u64) -> (bool, Option<Error>) {
-        let one = self.tracked_one == seq;
+        let one = seq != 0 && self.tracked_one == seq;
         if one {
             self.tracked_one = 0;
         }
@@ -1300,6 +1302,7 @@ mod tests {
         assert!(s.tracking.is_none(), "an empty tracking box was kept");
         assert!(matches!(s.untrack(2), (true, None)));
         assert!(matches!(s.untrack(4), (false, None)));
+        assert!(!s.is_tracked(0) && matches!(s.untrack(0), (false, None)), "0 is no item");
         // A failure is kept for its sender, then the box goes with it.
         s.track(5);
         s.track(6);
