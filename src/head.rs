@@ -89,11 +89,14 @@ impl RequestHead {
     }
 
     /// The URI's text (none of hyper's buffer is kept), and the `Uri` itself if that text
-    /// would not parse back.
+    /// does not parse back to it: too long for `Uri`'s parser, or `*` over HTTP/2 (`:path *`
+    /// with an authority prints as `http://host*`, which parses as the host `host*` and the path
+    /// `/`: a server-wide `OPTIONS *` came back as a request for `/` on another host, before
+    /// 2026-12-06).
     fn uri(uri: Uri) -> (String, Option<Box<Uri>>) {
         let text = uri.to_string();
-        let kept = Uri::try_from(text.as_str()).is_err().then(|| Box::new(uri));
-        (text, kept)
+        let same = Uri::try_from(text.as_str()).is_ok_and(|back| back == uri);
+        (text, (!same).then(|| Box::new(uri)))
     }
 
     pub(crate) fn version(&self) -> Version {
@@ -120,7 +123,7 @@ impl RequestHead {
             parts.method = self.method.clone();
             parts.uri = match &self.kept_uri {
                 Some(uri) => Uri::clone(uri),
-                // It parsed when it was packed (see `uri`).
+                // It parsed back to the same when it was packed (see `uri`).
                 None => Uri::from_maybe_shared(self.values.slice(..self.uri_len as usize))
                     .unwrap_or_default(),
             };
@@ -175,5 +178,16 @@ mod tests {
             assert!(format!("{head:?}").contains(&format!("{:?}", parts.uri.to_string())));
             assert!(head.kept_uri.is_none(), "{uri} was kept whole");
         }
+        // `:path *` over HTTP/2, as hyper builds it: its text does not parse back to it.
+        let star = Uri::builder()
+            .scheme("http")
+            .authority("127.0.0.1:8080")
+            .path_and_query("*")
+            .build()
+            .unwrap();
+        let request = Request::options(star.clone()).body(()).unwrap();
+        let head = RequestHead::new(request.into_parts().0);
+        assert_eq!(head.parts().uri, star);
+        assert_eq!(head.parts().uri.path(), "*");
     }
 }
