@@ -363,12 +363,15 @@ impl Options {
         self
     }
 
+    /// Without a `config` of the application's, the default with compat's queue limit: one
+    /// value for the process, which the setters below leave as it is unless the options
+    /// change it (before 2026-12-06 each compat channel copied the settings, 160 bytes).
     fn channel_config(&self) -> Config {
-        self.config
-            .clone()
-            .unwrap_or_default()
-            .timeout(self.timeout_duration())
-            .queue_limit(self.queue_limit_bytes())
+        static DEFAULT: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+        let base = self.config.clone().unwrap_or_else(|| {
+            DEFAULT.get_or_init(|| Config::default().queue_limit(DEFAULT_QUEUE_LIMIT)).clone()
+        });
+        base.timeout(self.timeout_duration()).queue_limit(self.queue_limit_bytes())
     }
 }
 
@@ -1225,4 +1228,20 @@ fn _assert_send_sync() {
     assert::<Options>();
     assert_send::<SendOptions>();
     assert_send::<ResponseFuture>();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_of_default_options_share_one_config() {
+        let (a, b) = (Options::new().channel_config(), Options::new().channel_config());
+        assert!(a.shares_settings_with(&b), "each compat channel copied the settings");
+        assert_eq!(a.queue_limit_bytes(), DEFAULT_QUEUE_LIMIT);
+        let timed = Options::new().timeout(Duration::from_secs(3)).channel_config();
+        assert!(!timed.shares_settings_with(&a));
+        assert_eq!(timed.timeout_duration(), Duration::from_secs(3));
+        assert_eq!(Options::new().channel_config().timeout_duration(), Duration::ZERO);
+    }
 }

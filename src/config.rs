@@ -2,6 +2,17 @@
 
 use std::time::Duration;
 
+/// `put!(self.field = value)`: sets a setting, unless it has that value already (then the
+/// settings, maybe shared, are not copied: see `Config::set`).
+macro_rules! put {
+    ($config:ident . $field:ident = $value:expr) => {{
+        let value = $value;
+        if $config.get().$field != value {
+            $config.set().$field = value;
+        }
+    }};
+}
+
 /// The largest [`Config::read_buffer_size`].
 const READ_BUFFER_MAX: usize = 16 << 20;
 
@@ -79,8 +90,16 @@ pub(crate) fn bounded(duration: Duration) -> Duration {
 }
 
 impl Config {
+    /// The settings, to change them: copied first if other `Config`s share them. (Each setter
+    /// changes nothing, and so copies nothing, when it is given the value already there.)
     fn set(&mut self) -> &mut Settings {
         std::sync::Arc::make_mut(&mut self.0)
+    }
+
+    /// Do both share one value of the settings?
+    #[cfg(test)]
+    pub(crate) fn shares_settings_with(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// The settings, for the crate's own use.
@@ -111,7 +130,7 @@ impl Config {
     /// default is zero. Durations here and in the other settings are cut to 30 years, so
     /// `Duration::MAX` also means never.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.set().timeout = bounded(timeout);
+        put!(self.timeout = bounded(timeout));
         self
     }
 
@@ -138,7 +157,7 @@ impl Config {
     /// cut off slow readers: the server sees a client's reading only as its send buffer
     /// drains, in steps of a third of it.)
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.set().close_timeout = bounded(timeout);
+        put!(self.close_timeout = bounded(timeout));
         self
     }
 
@@ -164,7 +183,7 @@ impl Config {
     pub fn queue_limit(mut self, bytes: usize) -> Self {
         // At least 1: with 0 the queue was never under its limit, and every send after the
         // first waited forever, on an empty queue (before 2026-12-05).
-        self.set().queue_limit = bytes.max(1);
+        put!(self.queue_limit = bytes.max(1));
         self
     }
 
@@ -212,14 +231,14 @@ impl Config {
         // A zero interval would ping a quiet peer at every sweep (99 pings a second, before
         // stop 27, 2026-12-05): it means none, as for `timeout` and `sse_keepalive`.
         let keepalive = keepalive.filter(|(every, _)| !every.is_zero());
-        self.set().keepalive = keepalive.map(|(every, wait)| (bounded(every), bounded(wait)));
+        put!(self.keepalive = keepalive.map(|(every, wait)| (bounded(every), bounded(wait))));
         self
     }
 
     /// When an HTTP stream is a Server-Sent Events stream (see [`crate::sse`]). The default is
     /// [`Mode::Auto`](crate::sse::Mode::Auto): when the request accepts `text/event-stream`.
     pub fn sse(mut self, mode: crate::sse::Mode) -> Self {
-        self.set().sse = mode;
+        put!(self.sse = mode);
         self
     }
 
@@ -228,7 +247,7 @@ impl Config {
     pub fn sse_keepalive(mut self, period: Option<Duration>) -> Self {
         // Zero would be a comment at every tick of the timer (~1,000 a second, before
         // 2026-12-05): it means none, as for `timeout`.
-        self.set().sse_keepalive = period.filter(|p| !p.is_zero()).map(bounded);
+        put!(self.sse_keepalive = period.filter(|p| !p.is_zero()).map(bounded));
         self
     }
 
@@ -250,7 +269,7 @@ impl Config {
     /// connection with 1009, as soon as a frame's header shows it would pass the limit (before
     /// its payload is read). The default is 64 MiB.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.set().max_message_size = bytes;
+        put!(self.max_message_size = bytes);
         self
     }
 
@@ -261,7 +280,7 @@ impl Config {
     /// that came (address space: pages are touched only as the bytes arrive), so a client
     /// announcing a huge frame gets no more. The default is 16 MiB.
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.set().max_frame_size = bytes;
+        put!(self.max_frame_size = bytes);
         self
     }
 
@@ -270,7 +289,7 @@ impl Config {
     /// as those: before stop 28, 2026-12-05, `usize::MAX` made every connection's task panic
     /// and 1 TiB aborted the process). The default is 4 KiB.
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
-        self.set().read_buffer_size = bytes.clamp(256, READ_BUFFER_MAX);
+        put!(self.read_buffer_size = bytes.clamp(256, READ_BUFFER_MAX));
         self
     }
 
@@ -320,5 +339,10 @@ mod tests {
         assert!(!std::sync::Arc::ptr_eq(&changed.0, &a.0));
         assert_eq!(changed.get().queue_limit, 7);
         assert_eq!(Config::default().get().queue_limit, 1024 * 1024, "the shared default moved");
+        // A setter given the value already there copies nothing.
+        let same = Config::default().queue_limit(1024 * 1024).timeout(Duration::ZERO);
+        assert!(std::sync::Arc::ptr_eq(&same.0, &a.0), "an unchanged setting copied the settings");
+        let again = changed.clone().queue_limit(7).sse(crate::sse::Mode::Auto);
+        assert!(std::sync::Arc::ptr_eq(&again.0, &changed.0));
     }
 }
