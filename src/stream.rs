@@ -153,12 +153,16 @@ impl http_body::Body for Body {
     }
 }
 
+fn deadline_sleep(deadline: Option<Instant>) -> Option<Pin<Box<Sleep>>> {
+    deadline.map(|d| Box::pin(tokio::time::sleep_until(d)))
+}
+
 /// An HTTP stream before its head was sent.
 pub(crate) struct StreamHead {
     shared: Arc<Shared>,
     /// The handler's span, for the body (see [`Streaming::span`]).
     span: Option<Box<tracing::Span>>,
-    /// The timeout's deadline, handed on to the body.
+    deadline: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
     done: bool,
     /// A sequence sent first, taken from the queue while its first item is awaited: that item
@@ -248,7 +252,8 @@ impl StreamHead {
             shared.set_watchdog(watchdog.abort_handle());
         }
         Self {
-            timer: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            timer: deadline_sleep(deadline),
+            deadline,
             shared,
             span: Some(tracing::Span::current()).filter(|span| !span.is_none()).map(Box::new),
             done: false,
@@ -671,7 +676,9 @@ impl StreamHead {
             receipted: 0,
             done_bytes: 0,
             failures: Vec::new(),
-            timer: self.timer.take(),
+            // A timer of its own, on the runtime that polls the body (hyper's): the head's
+            // was made where `as_channel` ran.
+            timer: deadline_sleep(self.deadline),
             finished: false,
             // A declared length: no frame may carry a message past it (see `poll_data`).
             one_per_frame: declared.is_some()
