@@ -42,10 +42,22 @@ use crate::{Body, Error};
 /// ```
 #[derive(Debug, Default)]
 pub struct BodyData {
+    /// The frame's buffers and receipt, boxed (`None`: no data). hyper keeps a few frames'
+    /// room in its write queue for each connection's life, idle ones too, and two more in the
+    /// state of a connection served by hyper-util's auto builder (its HTTP/2 half): a frame one
+    /// pointer wide keeps those as small as they are for `Bytes` frames, or smaller. Before
+    /// 2026-12-06 the frame was inline, 56 bytes: an idle HTTP stream held ~320 bytes more for it
+    /// (benches/HISTORY.md, "Memory of idle channels, 2026-12-06"); one allocation per frame
+    /// is the price.
+    frame: Option<Box<FrameData>>,
+}
+
+#[derive(Debug, Default)]
+struct FrameData {
     /// The first buffer not yet consumed; empty only when there is no other.
     first: Bytes,
-    /// The buffers after it, only when there are any: a frame of one buffer (the most common)
-    /// stays small, as hyper keeps its write queue's room for a few of them per connection.
+    /// The buffers after it, only when there are any (a frame of one buffer is the most
+    /// common).
     rest: Option<Box<Rest>>,
     /// The sends this frame completes once every byte of it was taken (written).
     receipt: Option<Receipt>,
@@ -54,7 +66,10 @@ pub struct BodyData {
 impl Clone for BodyData {
     /// A copy completes no send: the original does, once it is written.
     fn clone(&self) -> Self {
-        Self { first: self.first.clone(), rest: self.rest.clone(), receipt: None }
+        let frame = self.frame.as_ref().map(|f| {
+            Box::new(FrameData { first: f.first.clone(), rest: f.rest.clone(), receipt: None })
+        });
+        Self { frame }
     }
 }
 
@@ -148,11 +163,8 @@ impl std::fmt::Debug for Receipt {
     }
 }
 
-impl BodyData {
-    pub(crate) fn push(&mut self, bytes: Bytes) {
-        if bytes.is_empty() {
-            return;
-        }
+impl FrameData {
+    fn push(&mut self, bytes: Bytes) {
         if self.first.is_empty() {
             self.first = bytes;
         } else if let Some(rest) = &mut self.rest {
@@ -168,13 +180,6 @@ impl BodyData {
         }
     }
 
-    /// Completes what `receipt` stands for once every byte is taken: now, when there is none.
-    pub(crate) fn with_receipt(mut self, receipt: Receipt) -> Self {
-        self.receipt = Some(receipt);
-        self.settle_if_taken();
-        self
-    }
-
     /// Settles the receipt once every byte was taken.
     fn settle_if_taken(&mut self) {
         if self.first.is_empty() && self.rest.is_none() {
@@ -186,14 +191,14 @@ impl BodyData {
 
     /// Keeps `held` until the buffers after the first are dropped. Gives it back (drops it) now
     /// when there are none.
-    pub(crate) fn hold(&mut self, held: Held) {
+    fn hold(&mut self, held: Held) {
         if let Some(rest) = &mut self.rest {
             rest.held = Some(held);
         }
     }
 
     /// The number of buffers.
-    pub(crate) fn buffers(&self) -> usize {
+    fn buffers(&self) -> usize {
         usize::from(!self.first.is_empty()) + self.rest.as_ref().map_or(0, |r| 1 + r.more.len())
     }
 
@@ -225,9 +230,54 @@ impl BodyData {
     }
 }
 
+impl BodyData {
+    pub(crate) fn push(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        match &mut self.frame {
+            Some(frame) => frame.push(bytes),
+            None => self.frame = Some(Box::new(FrameData { first: bytes, ..FrameData::default() })),
+        }
+    }
+
+    /// Completes what `receipt` stands for once every byte is taken: now, when there is none.
+    pub(crate) fn with_receipt(mut self, receipt: Receipt) -> Self {
+        match &mut self.frame {
+            Some(frame) => {
+                frame.receipt = Some(receipt);
+                frame.settle_if_taken();
+            }
+            None => receipt.written(),
+        }
+        self
+    }
+
+    /// Keeps `held` until the buffers after the first are dropped. Gives it back (drops it) now
+    /// when there are none.
+    pub(crate) fn hold(&mut self, held: Held) {
+        if let Some(frame) = &mut self.frame {
+            frame.hold(held);
+        }
+    }
+
+    /// The number of buffers.
+    pub(crate) fn buffers(&self) -> usize {
+        self.frame.as_ref().map_or(0, |f| f.buffers())
+    }
+
+    /// The buffers, in order (empty ones left out), the queue room they hold and the sends
+    /// they complete.
+    fn into_buffers(mut self) -> (impl Iterator<Item = Bytes>, Option<Held>, Option<Receipt>) {
+        self.frame.take().map(|f| *f).unwrap_or_default().into_buffers()
+    }
+}
+
 impl From<Bytes> for BodyData {
     fn from(bytes: Bytes) -> Self {
-        Self { first: bytes, rest: None, receipt: None }
+        let mut data = Self::default();
+        data.push(bytes);
+        data
     }
 }
 
@@ -240,7 +290,7 @@ impl From<BodyData> for Bytes {
     }
 }
 
-impl Buf for BodyData {
+impl Buf for FrameData {
     fn remaining(&self) -> usize {
         self.first.len() + self.rest.as_ref().map_or(0, |r| r.len)
     }
@@ -293,6 +343,37 @@ impl Buf for BodyData {
         let mut out = bytes::BytesMut::with_capacity(len);
         out.put((&mut *self).take(len));
         out.freeze()
+    }
+}
+
+impl Buf for BodyData {
+    fn remaining(&self) -> usize {
+        self.frame.as_ref().map_or(0, |f| f.remaining())
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.frame.as_ref().map_or(&[], |f| f.chunk())
+    }
+
+    fn advance(&mut self, cnt: usize) {
+        match &mut self.frame {
+            Some(frame) => frame.advance(cnt),
+            None => assert!(cnt == 0, "advance past the end of the body data"),
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        self.frame.as_ref().map_or(0, |f| f.chunks_vectored(dst))
+    }
+
+    fn copy_to_bytes(&mut self, len: usize) -> Bytes {
+        match &mut self.frame {
+            Some(frame) => frame.copy_to_bytes(len),
+            None => {
+                assert!(len == 0, "copy_to_bytes past the end of the body data");
+                Bytes::new()
+            }
+        }
     }
 }
 
@@ -435,10 +516,17 @@ mod tests {
     }
 
     #[test]
-    fn one_buffer_of_data_is_hardly_bigger_than_bytes() {
+    fn body_data_is_one_pointer() {
         // hyper's write queue keeps room for a few frames per connection, idle ones too.
-        assert!(std::mem::size_of::<BodyData>() <= std::mem::size_of::<Bytes>() + 24);
-        assert!(BodyData::from(Bytes::from_static(b"x")).rest.is_none());
+        assert_eq!(std::mem::size_of::<BodyData>(), std::mem::size_of::<usize>());
+        let one = BodyData::from(Bytes::from_static(b"x"));
+        assert!(one.frame.as_ref().is_some_and(|f| f.rest.is_none()));
+        assert!(BodyData::from(Bytes::new()).frame.is_none(), "no data allocated a frame");
+        let mut empty = BodyData::default();
+        assert_eq!((empty.remaining(), empty.chunk(), empty.buffers()), (0, &b""[..], 0));
+        empty.advance(0);
+        assert!(empty.copy_to_bytes(0).is_empty());
+        assert_eq!(empty.chunks_vectored(&mut [IoSlice::new(&[])]), 0);
     }
 
     #[test]

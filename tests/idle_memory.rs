@@ -244,8 +244,9 @@ async fn per_idle_stream(
 /// only (the goal is RSS, which adds the allocator's headers), in the debug build tests run in,
 /// whose futures are larger than a release build's: 2,281 bytes over hyper's before 2026-12-06
 /// (a `Config::default()` per request, the tracking box and a waker `Vec` kept after an
-/// awaited send, a `Reply` of 224 bytes in the handler's future, a `Uri` of 88), 1,666 after;
-/// in release (DHAT, benches/HISTORY.md) 2,022 and 1,407.
+/// awaited send, a `Reply` of 224 bytes in the handler's future, a `Uri` of 88), 1,666 after
+/// that, 1,410 with `BodyData` one pointer wide; in release (DHAT, benches/HISTORY.md) 2,022,
+/// 1,407 and 1,151.
 #[tokio::test(flavor = "current_thread")]
 async fn an_idle_http_stream_holds_at_most_2_kib_more_than_hypers_own() {
     let _serial = SERIAL.lock().await;
