@@ -160,14 +160,10 @@ fn probe_what_stop_30_added() {
 // ---------------------------------------------------------------------------------------------
 // Runtime tests over 127.0.0.1.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// A server whose service is `handle` (no webchan wrapping: the test's handler does it all).
 async fn serve_fn<F, Fut>(handle: F) -> SocketAddr
@@ -175,25 +171,7 @@ where
     F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = http::Response<Body>> + Send + 'static,
 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let handle = Arc::new(handle);
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
-            let handle = Arc::clone(&handle);
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let fut = handle(req);
-                    async move { Ok::<_, Infallible>(fut.await) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    support::serve_handler(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), handle)
 }
 
 /// The whole chain of an error: its `Display`, then each `source()`'s.

@@ -160,19 +160,25 @@ async fn a_gathered_frame_dropped_half_taken_fails_its_sends_with_closed() {
     assert!(matches!(events.last(), Some(Event::Closed(_))), "{events:?}");
 }
 
+/// Messages of `size` bytes numbered from 0, sent with `try_send` until the queue's limit
+/// refuses one: their completions.
+fn fill_the_queue(sender: &webchan::Sender, size: usize) -> Vec<webchan::Completion> {
+    let mut completions = Vec::new();
+    while let Ok(c) = sender.try_send(Message::Binary(filled(completions.len(), size))) {
+        completions.push(c);
+        assert!(completions.len() < 100, "the queue limit never refused");
+    }
+    completions
+}
+
 #[tokio::test]
 async fn a_gathered_frame_keeps_its_queue_room_until_its_buffers_are_gone() {
     const LIMIT: usize = 4096;
     const SIZE: usize = 1000;
     let (reply, ch) = local_channel(Config::default().queue_limit(LIMIT));
     let sender = ch.sender();
-    let mut completions = Vec::new();
-    let mut i = 0;
-    while let Ok(c) = sender.try_send(Message::Binary(filled(i, SIZE))) {
-        completions.push(c);
-        i += 1;
-        assert!(i < 100, "the queue limit never refused");
-    }
+    let completions = fill_the_queue(&sender, SIZE);
+    let i = completions.len();
     let response = tokio::time::timeout(T10, reply).await.unwrap();
     let mut body = response.into_body();
     let mut data = tokio::time::timeout(T10, body.frame()).await.unwrap().unwrap().unwrap();
@@ -203,12 +209,8 @@ async fn a_bytes_body_in_process_gives_buffers_completes_sends_and_gives_room_ba
     const SIZE: usize = 1000;
     let (reply, ch) = local_channel(Config::default().queue_limit(LIMIT));
     let sender = ch.sender();
-    let mut completions = Vec::new();
-    let mut i = 0;
-    while let Ok(c) = sender.try_send(Message::Binary(filled(i, SIZE))) {
-        completions.push(c);
-        i += 1;
-    }
+    let mut completions = fill_the_queue(&sender, SIZE);
+    let i = completions.len();
     let response = tokio::time::timeout(T10, reply).await.unwrap();
     let mut body = response.into_body().into_bytes_body();
     let mut got = Vec::new();

@@ -8,17 +8,13 @@
 
 mod support;
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming as HyperIncoming;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,39 +24,6 @@ use webchan::{Body, Channel, Completion, Config, Error, Event, Kind, Message};
 const LIMIT: Duration = Duration::from_secs(10);
 
 // ------------------------------------------------------------------------------- helpers
-
-/// A server whose handler is `handle` as it is (HTTP/1.1 and HTTP/2 with RFC 8441, a large
-/// HTTP/2 header list allowed).
-fn serve_fn<H, Fut>(listener: TcpListener, handle: H) -> SocketAddr
-where
-    H: Fn(Request<HyperIncoming>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
-{
-    let addr = listener.local_addr().unwrap();
-    let handle = Arc::new(handle);
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
-            let handle = Arc::clone(&handle);
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<HyperIncoming>| {
-                    let fut = handle(req);
-                    async move { Ok::<_, Infallible>(fut.await) }
-                });
-                let mut builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http2()
-                    .enable_connect_protocol()
-                    .max_header_list_size(1 << 20)
-                    .initial_stream_window_size(256 * 1024)
-                    .initial_connection_window_size(8 << 20);
-                let _ = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).await;
-            });
-        }
-    });
-    addr
-}
 
 async fn listener() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").await.unwrap()
@@ -222,81 +185,56 @@ impl Vanishing {
 
 // ------------------------------------------------- several tasks waiting at once (Wakers)
 
-/// Many clones of one `Sender`, each on its task, `send(..).await` past a small queue limit
-/// while the client reads nothing for a while: every one waits for room at once, all wake,
-/// and every send completes; the client gets everything in each task's order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_sender_clones_blocked_on_a_full_queue_all_complete() {
-    const TASKS: usize = 16;
-    const EACH: usize = 12;
-    const SIZE: usize = 1000;
+/// `tasks` clones of one `Sender`, each on its task, send `each` messages of `size` bytes past
+/// a queue limit of `limit` while the client reads nothing for `quiet`: every one waits for
+/// room at once, all wake, and every send completes; the client gets everything in each task's
+/// order. With `sinks`, the odd tasks go through the `Sink` (`poll_ready` of many clones at
+/// once), the even ones through `Sender::send`.
+async fn blocked_senders_all_complete(
+    (tasks, each, size): (usize, usize, usize),
+    limit: usize,
+    quiet: Duration,
+    sinks: bool,
+) {
     for via in ALL {
-        let (addr, mut channels) = serve_channels(Config::default().queue_limit(3000)).await;
-        let (ch, got) =
-            client_reading_after(via, addr, &mut channels, Duration::from_millis(800)).await;
-        let sender = ch.sender();
-        let mut tasks = Vec::new();
-        for t in 0..TASKS {
-            let s = ch.sender();
-            tasks.push(tokio::spawn(async move {
-                let mut results = Vec::new();
-                for i in 0..EACH {
-                    results.push(s.send(tagged(t, i, SIZE).into()).await);
-                }
-                results
-            }));
-        }
-        for (t, task) in tasks.into_iter().enumerate() {
-            let results = tokio::time::timeout(LIMIT, task)
-                .await
-                .unwrap_or_else(|_| panic!("{via:?}: task {t}'s sends hung"))
-                .unwrap();
-            assert!(results.iter().all(Result::is_ok), "{via:?}: task {t}: {results:?}");
-        }
-        tokio::time::timeout(LIMIT, sender.close()).await.expect("close hung");
-        let got = tokio::time::timeout(LIMIT, got).await.unwrap().unwrap();
-        check_all_arrived(via, &got, TASKS, EACH, SIZE);
-        drop(ch);
-    }
-}
-
-/// The same waits through the `Sink` (`poll_ready` of many clones at once) and with
-/// `Sender::send` mixed in.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sinks_and_sends_blocked_on_a_full_queue_together_all_complete() {
-    const TASKS: usize = 12;
-    const EACH: usize = 10;
-    const SIZE: usize = 700;
-    for via in ALL {
-        let (addr, mut channels) = serve_channels(Config::default().queue_limit(2000)).await;
-        let (ch, got) =
-            client_reading_after(via, addr, &mut channels, Duration::from_millis(600)).await;
-        let mut tasks = Vec::new();
-        for t in 0..TASKS {
+        let (addr, mut channels) = serve_channels(Config::default().queue_limit(limit)).await;
+        let (ch, got) = client_reading_after(via, addr, &mut channels, quiet).await;
+        let mut handles = Vec::new();
+        for t in 0..tasks {
             let mut s = ch.sender();
-            tasks.push(tokio::spawn(async move {
-                for i in 0..EACH {
-                    let m: Message = tagged(t, i, SIZE).into();
-                    if t % 2 == 0 {
-                        s.send(m).await?;
-                    } else {
+            handles.push(tokio::spawn(async move {
+                for i in 0..each {
+                    let m: Message = tagged(t, i, size).into();
+                    if sinks && t % 2 == 1 {
                         SinkExt::send(&mut s, m).await?;
+                    } else {
+                        s.send(m).await?;
                     }
                 }
                 Ok::<(), Error>(())
             }));
         }
-        for (t, task) in tasks.into_iter().enumerate() {
+        for (t, task) in handles.into_iter().enumerate() {
             let r = tokio::time::timeout(LIMIT, task)
                 .await
-                .unwrap_or_else(|_| panic!("{via:?}: task {t} hung"))
+                .unwrap_or_else(|_| panic!("{via:?}: task {t}'s sends hung"))
                 .unwrap();
             assert!(r.is_ok(), "{via:?}: task {t}: {r:?}");
         }
         tokio::time::timeout(LIMIT, ch.sender().close()).await.expect("close hung");
         let got = tokio::time::timeout(LIMIT, got).await.unwrap().unwrap();
-        check_all_arrived(via, &got, TASKS, EACH, SIZE);
+        check_all_arrived(via, &got, tasks, each, size);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_sender_clones_blocked_on_a_full_queue_all_complete() {
+    blocked_senders_all_complete((16, 12, 1000), 3000, Duration::from_millis(800), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sinks_and_sends_blocked_on_a_full_queue_together_all_complete() {
+    blocked_senders_all_complete((12, 10, 700), 2000, Duration::from_millis(600), true).await;
 }
 
 /// `Completion`s from `try_send` each awaited on a task of its own, `closed()` awaited from
@@ -528,7 +466,7 @@ struct Mark(u32);
 async fn recording_server(
 ) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<(Kind, http::request::Parts)>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let addr = serve_fn(listener().await, move |mut req: Request<HyperIncoming>| {
+    let addr = serve_handler(listener().await, move |mut req: Request<HyperIncoming>| {
         let tx = tx.clone();
         req.extensions_mut().insert(Mark(7));
         async move {
@@ -995,7 +933,7 @@ async fn reply_moving_server(
 ) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<(String, Vec<Event>, Vec<Result<(), Error>>)>)
 {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let addr = serve_fn(listener().await, move |req: Request<HyperIncoming>| {
+    let addr = serve_handler(listener().await, move |req: Request<HyperIncoming>| {
         let tx = tx.clone();
         async move {
             let path = req.uri().path().to_owned();
@@ -1144,7 +1082,7 @@ async fn a_websocket_reply_moved_to_another_task_refused_or_dropped_there_never_
 /// the default is the same at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_default_changed_in_one_handler_changes_no_other_handlers_default() {
-    let addr = serve_fn(listener().await, |req: Request<HyperIncoming>| async move {
+    let addr = serve_handler(listener().await, |req: Request<HyperIncoming>| async move {
         let path = req.uri().path().to_owned();
         let config = match path.as_str() {
             "/timeout" => Config::default().timeout(Duration::from_millis(800)),
@@ -1246,7 +1184,7 @@ async fn a_default_changed_in_one_handler_changes_no_other_handlers_default() {
 async fn uri_oracle_server(
 ) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<(String, http::Uri, http::Uri)>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let addr = serve_fn(listener().await, move |req: Request<HyperIncoming>| {
+    let addr = serve_handler(listener().await, move |req: Request<HyperIncoming>| {
         let tx = tx.clone();
         async move {
             let original = req.uri().clone();

@@ -43,6 +43,43 @@ where
     serve_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), config, prepare, run)
 }
 
+/// A server on `listener` whose service is `handle` as it is (the test's handler does all the
+/// webchan calls): hyper-util's auto builder with upgrades, HTTP/2 with RFC 8441, the windows
+/// the README recommends and a large header list.
+pub fn serve_handler<H, Fut, B>(listener: TcpListener, handle: H) -> SocketAddr
+where
+    H: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let addr = listener.local_addr().unwrap();
+    let handle = Arc::new(handle);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let handle = Arc::clone(&handle);
+            tokio::spawn(async move {
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let response = handle(request);
+                    async move { Ok::<_, Infallible>(response.await) }
+                });
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http2()
+                    .enable_connect_protocol()
+                    .max_header_list_size(1 << 20)
+                    .initial_stream_window_size(256 * 1024)
+                    .initial_connection_window_size(8 << 20);
+                let _ = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).await;
+            });
+        }
+    });
+    addr
+}
+
 /// [`serve_with`] on a listener of the test's own.
 pub fn serve_on<P, F, Fut>(listener: TcpListener, config: Config, prepare: P, run: F) -> SocketAddr
 where
