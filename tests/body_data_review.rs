@@ -160,6 +160,19 @@ async fn a_gathered_frame_dropped_half_taken_fails_its_sends_with_closed() {
     assert!(matches!(events.last(), Some(Event::Closed(_))), "{events:?}");
 }
 
+/// Reads at least `bytes` from the server, then stops reading: how many it read.
+async fn read_at_least(tcp: &mut tokio::net::TcpStream, bytes: usize) -> usize {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut read = 0;
+    while read < bytes {
+        let n = tokio::time::timeout(T10, tcp.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "the server closed after {read} bytes");
+        read += n;
+    }
+    read
+}
+
 /// Messages of `size` bytes numbered from 0, sent with `try_send` until the queue's limit
 /// refuses one: their completions.
 fn fill_the_queue(sender: &webchan::Sender, size: usize) -> Vec<webchan::Completion> {
@@ -632,7 +645,7 @@ async fn sse_with_keepalives_between_events_and_empty_messages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_with_frames_queued_in_hyper_fails_the_rest_closed() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     const SIZE: usize = 700;
     for run in 0..3 {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -664,13 +677,7 @@ async fn a_client_that_leaves_with_frames_queued_in_hyper_fails_the_rest_closed(
                 Err((e, _)) => panic!("{e}"),
             }
         }
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut read = 0;
-        while read < 100 * 1024 {
-            let n = tokio::time::timeout(T10, tcp.read(&mut buf)).await.unwrap().unwrap();
-            assert!(n > 0);
-            read += n;
-        }
+        let read = read_at_least(&mut tcp, 100 * 1024).await;
         drop(tcp);
         let mut oks = 0;
         let mut closed = 0;
@@ -742,7 +749,7 @@ async fn a_bytes_body_dropped_with_buffers_pending_fails_its_sends_and_closes() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_a_bytes_body_stream_resolves_every_send() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let addr = serve_body(Config::default().queue_limit(8 * 1024), true, move |mut ch: Channel| {
         let tx = tx.clone();
@@ -775,13 +782,7 @@ async fn a_client_that_leaves_a_bytes_body_stream_resolves_every_send() {
     .await;
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut read = 0;
-    while read < 200 * 1024 {
-        let n = tokio::time::timeout(T10, tcp.read(&mut buf)).await.unwrap().unwrap();
-        assert!(n > 0);
-        read += n;
-    }
+    let read = read_at_least(&mut tcp, 200 * 1024).await;
     drop(tcp);
     let ((oks, failed), closed) =
         tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.unwrap().unwrap();

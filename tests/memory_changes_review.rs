@@ -183,6 +183,22 @@ impl Vanishing {
     }
 }
 
+/// Awaits every kept send (each on its task): a run of `Ok`, then only `Err(Closed)`. The
+/// number of `Ok`s.
+async fn ok_then_closed(kept: Vec<Completion>, label: &str) -> usize {
+    let kept: Vec<_> = kept.into_iter().map(tokio::spawn).collect();
+    let mut outcomes = Vec::new();
+    for k in kept {
+        outcomes.push(tokio::time::timeout(LIMIT, k).await.expect("a kept send hung").unwrap());
+    }
+    let ok = outcomes.iter().take_while(|o| o.is_ok()).count();
+    assert!(
+        outcomes[ok..].iter().all(|o| matches!(o, Err(Error::Closed))),
+        "{label}: {outcomes:?}"
+    );
+    ok
+}
+
 // ------------------------------------------------- several tasks waiting at once (Wakers)
 
 /// `tasks` clones of one `Sender`, each on its task, send `each` messages of `size` bytes past
@@ -395,16 +411,7 @@ async fn the_tracking_box_made_freed_and_made_again_reports_every_outcome() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         client.vanish().await;
-        let kept: Vec<_> = kept.into_iter().map(tokio::spawn).collect();
-        let mut outcomes = Vec::new();
-        for k in kept {
-            outcomes.push(tokio::time::timeout(LIMIT, k).await.expect("a kept send hung").unwrap());
-        }
-        let ok = outcomes.iter().take_while(|o| o.is_ok()).count();
-        assert!(
-            outcomes[ok..].iter().all(|o| matches!(o, Err(Error::Closed))),
-            "{kind:?}: {outcomes:?}"
-        );
+        let ok = ok_then_closed(kept, &format!("{kind:?}")).await;
         assert!(ok < PAIRS, "{kind:?}: 12.5 MiB went to a client that read nothing");
         eprintln!("{kind:?}: {ok} of {PAIRS} kept sends went out");
         let events = all_events(&mut ch).await;
@@ -1392,16 +1399,7 @@ async fn orphans_of_a_stream_ended_by_its_timeout_are_each_reported_before_close
             kept.push(sender.try_send(Message::Binary(vec![i as u8; 64 * 1024].into())).unwrap());
             drop(sender.try_send(Message::Binary(vec![i as u8; 64 * 1024].into())).unwrap());
         }
-        let kept: Vec<_> = kept.into_iter().map(tokio::spawn).collect();
-        let mut outcomes = Vec::new();
-        for k in kept {
-            outcomes.push(tokio::time::timeout(LIMIT, k).await.expect("a kept send hung").unwrap());
-        }
-        let ok = outcomes.iter().take_while(|o| o.is_ok()).count();
-        assert!(
-            outcomes[ok..].iter().all(|o| matches!(o, Err(Error::Closed))),
-            "{via:?}: {outcomes:?}"
-        );
+        let ok = ok_then_closed(kept, &format!("{via:?}")).await;
         assert!(ok < PAIRS, "{via:?}");
         let events = all_events(&mut ch).await;
         let closed_errors =
