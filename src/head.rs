@@ -23,7 +23,7 @@ pub(crate) struct RequestHead {
     /// The URI's text is the first `uri_len` bytes of `values`, parsed again when the parts
     /// are asked for: a `Uri` takes 88 bytes for the channel's life (before 2026-12-06).
     uri_len: u32,
-    /// The URI itself, kept only if its text would not parse again (none should).
+    /// The URI itself, kept only if its text does not parse back to it (see `uri`).
     kept_uri: Option<Box<Uri>>,
     /// Each header: its name, the range of its value in `values`, and whether it is sensitive.
     headers: Box<[(HeaderName, u32, u32, bool)]>,
