@@ -608,12 +608,9 @@ async fn shutdown_closes_a_proxied_websocket_with_1001_and_ends_proxied_streams(
     assert!(shutdown_took < Duration::from_secs(3), "shutdown took {shutdown_took:?}");
 }
 
-/// An SSE stream over HTTP/1.0 (nginx's default upstream protocol, or any 1.0 client) with
-/// `Connection: keep-alive`: the body is close-delimited, so the head must not promise
-/// keep-alive (RFC 9112 §6.3, §9.3); before stop 30 it did. The plain stream gets `Connection: close`
-/// (http1_semantics::http_1_0_keep_alive_gets_a_close_delimited_stream).
-#[tokio::test]
-async fn http10_keep_alive_sse_gets_connection_close() {
+/// An SSE request over HTTP/1.0 with `Connection: keep-alive`, straight to webchan: the client's
+/// connection and the server's channel.
+async fn http10_keep_alive_sse() -> (TcpStream, Channel) {
     let (addr, mut chans) = channels(Config::default()).await;
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(
@@ -622,7 +619,16 @@ async fn http10_keep_alive_sse_gets_connection_close() {
     )
     .await
     .unwrap();
-    let ch = next_channel(&mut chans).await;
+    (tcp, next_channel(&mut chans).await)
+}
+
+/// An SSE stream over HTTP/1.0 (nginx's default upstream protocol, or any 1.0 client) with
+/// `Connection: keep-alive`: the body is close-delimited, so the head must not promise
+/// keep-alive (RFC 9112 §6.3, §9.3); before stop 30 it did. The plain stream gets `Connection: close`
+/// (http1_semantics::http_1_0_keep_alive_gets_a_close_delimited_stream).
+#[tokio::test]
+async fn http10_keep_alive_sse_gets_connection_close() {
+    let (mut tcp, ch) = http10_keep_alive_sse().await;
     ch.sender().send("tick".into()).await.unwrap();
     let mut buf = Vec::new();
     assert!(read_until(&mut tcp, &mut buf, "data: tick", Duration::from_secs(2)).await);
@@ -772,15 +778,7 @@ async fn a_client_leaving_nginx_closes_the_quiet_stream_soon() {
 /// close-delimited, so the client must see the connection close, or it waits forever.
 #[tokio::test]
 async fn http10_keep_alive_sse_ended_by_the_server_closes_the_connection() {
-    let (addr, mut chans) = channels(Config::default()).await;
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(
-        format!("GET /events HTTP/1.0\r\nHost: {addr}\r\nConnection: keep-alive\r\nAccept: text/event-stream\r\n\r\n")
-            .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let ch = next_channel(&mut chans).await;
+    let (mut tcp, ch) = http10_keep_alive_sse().await;
     ch.sender().send_and_close("tick".into()).await.unwrap();
     let (seen, eof) = read_to_eof(&mut tcp, Duration::from_secs(3)).await;
     let seen = String::from_utf8_lossy(&seen).into_owned();

@@ -152,11 +152,19 @@ async fn a_gathered_frame_dropped_half_taken_fails_its_sends_with_closed() {
     data.advance(1000);
     drop(data);
     drop(body);
+    all_fail_closed_then_the_channel_closes(completions, &mut ch).await;
+}
+
+/// Every send fails `Closed` (none hangs), and the channel's last event is `Closed`.
+async fn all_fail_closed_then_the_channel_closes(
+    completions: Vec<webchan::Completion>,
+    ch: &mut Channel,
+) {
     for c in completions {
         let r = tokio::time::timeout(T10, c).await.expect("a send never resolved");
         assert!(r.as_ref().is_err_and(webchan::Error::is_closed), "{r:?}");
     }
-    let events = all_events(&mut ch).await;
+    let events = all_events(ch).await;
     assert!(matches!(events.last(), Some(Event::Closed(_))), "{events:?}");
 }
 
@@ -456,15 +464,7 @@ async fn h2_tiny_window_slow_reader_then_reset_no_ok_beyond_what_the_client_got(
         }
     })
     .await;
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut client, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .initial_stream_window_size(WINDOW)
-        .initial_connection_window_size(WINDOW)
-        .adaptive_window(false)
-        .handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut client = h2_client_windowed(addr, WINDOW, Some(WINDOW)).await;
     let response = client.send_request(get(addr, "/")).await.unwrap();
     let mut body = response.into_body();
     let mut got = Vec::new();
@@ -739,12 +739,7 @@ async fn a_bytes_body_dropped_with_buffers_pending_fails_its_sends_and_closes() 
     let first = tokio::time::timeout(T10, body.frame()).await.unwrap().unwrap().unwrap();
     assert_eq!(first.into_data().unwrap().len(), 700);
     drop(body);
-    for c in completions {
-        let r = tokio::time::timeout(T10, c).await.expect("a send hung");
-        assert!(r.as_ref().is_err_and(webchan::Error::is_closed), "{r:?}");
-    }
-    let events = all_events(&mut ch).await;
-    assert!(matches!(events.last(), Some(Event::Closed(_))), "{events:?}");
+    all_fail_closed_then_the_channel_closes(completions, &mut ch).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -855,14 +850,7 @@ async fn h2_a_close_behind_a_stalled_window_resolves_when_the_client_resets() {
         }
     })
     .await;
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut client, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .initial_stream_window_size(3000)
-        .adaptive_window(false)
-        .handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut client = h2_client_windowed(addr, 3000, None).await;
     let response = client.send_request(get(addr, "/")).await.unwrap();
     let mut body = response.into_body();
     let mut got = 0;

@@ -85,6 +85,25 @@ async fn event(rx: &mut mpsc::UnboundedReceiver<Event>) -> Event {
     support::next_event(rx).await
 }
 
+/// The code of the `Closed` among the next `within` events (`None` if it is not there).
+async fn closed_code(rx: &mut mpsc::UnboundedReceiver<Event>, within: usize) -> Option<u16> {
+    for _ in 0..within {
+        if let Event::Closed(info) = event(rx).await {
+            return info.code;
+        }
+    }
+    None
+}
+
+/// webchan's shutdown returns within its deadline, its four channels ended cleanly.
+async fn shutdown_ends_four_clean(shutdown: &webchan::Shutdown) {
+    let report =
+        tokio::time::timeout(Duration::from_secs(10), shutdown.shutdown(Duration::from_secs(3)))
+            .await
+            .expect("webchan's shutdown did not return");
+    assert_eq!((report.clean, report.forced), (4, 0), "{report:?}");
+}
+
 fn is_open(e: &Event) -> bool {
     matches!(e, Event::Open)
 }
@@ -195,14 +214,7 @@ async fn axum_websocket_over_http2_extended_connect() {
     ws.send(WsMessage::text("over h2")).await.unwrap();
     assert_eq!(next_msg(&mut ws).await, Some(WsMessage::text("over h2")));
     ws.close(None).await.unwrap();
-    let mut code = None;
-    for _ in 0..5 {
-        if let Event::Closed(info) = event(&mut events2).await {
-            code = info.code;
-            break;
-        }
-    }
-    assert_eq!(code, Some(1005));
+    assert_eq!(closed_code(&mut events2, 5).await, Some(1005));
 }
 
 // --- axum: HTTP stream, SSE, compat ----------------------------------------------------------
@@ -774,13 +786,7 @@ async fn webchan_shutdown_then_hyper_graceful_both_finish() {
     live.stop_accepting.send(true).unwrap();
     let graceful = live.accept_loop.await.unwrap();
     drop(live.graceful);
-    let report = tokio::time::timeout(
-        Duration::from_secs(10),
-        live.shutdown.shutdown(Duration::from_secs(3)),
-    )
-    .await
-    .expect("webchan's shutdown did not return");
-    assert_eq!((report.clean, report.forced), (4, 0), "{report:?}");
+    shutdown_ends_four_clean(&live.shutdown).await;
     let left = graceful.count();
     tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
         .await
@@ -805,13 +811,7 @@ async fn hyper_graceful_then_webchan_shutdown_both_finish() {
     drop(live.graceful);
     let hyper_done = tokio::spawn(graceful.shutdown());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let report = tokio::time::timeout(
-        Duration::from_secs(10),
-        live.shutdown.shutdown(Duration::from_secs(3)),
-    )
-    .await
-    .expect("webchan's shutdown did not return");
-    assert_eq!((report.clean, report.forced), (4, 0), "{report:?}");
+    shutdown_ends_four_clean(&live.shutdown).await;
     tokio::time::timeout(Duration::from_secs(5), hyper_done)
         .await
         .expect("hyper-util's graceful shutdown hung")
@@ -1041,12 +1041,5 @@ async fn hyper_http2_builder_with_connect_protocol_serves_websockets() {
         Some(WsMessage::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 4001),
         other => panic!("expected the close, got {other:?}"),
     }
-    let mut code = None;
-    for _ in 0..4 {
-        if let Event::Closed(info) = event(&mut events).await {
-            code = info.code;
-            break;
-        }
-    }
-    assert_eq!(code, Some(4001));
+    assert_eq!(closed_code(&mut events, 4).await, Some(4001));
 }

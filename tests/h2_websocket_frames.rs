@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use support::*;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
@@ -520,14 +520,7 @@ async fn a_client_reading_a_large_message_slowly_over_h2_is_alive_and_not_idle()
                 .keepalive(Some((Duration::from_millis(200), Duration::from_millis(800))))
         };
         let (addr, mut channels) = serve_channels(config).await;
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut client, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .initial_stream_window_size(64 * 1024)
-            .adaptive_window(false)
-            .handshake(TokioIo::new(tcp))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let mut client = h2_client_windowed(addr, 64 * 1024, None).await;
         let mut io = h2_websocket(&mut client, addr, "/").await;
         let mut ch = next_channel(&mut channels).await;
         assert!(matches!(next_of(&mut ch).await, Some(Event::Open)));

@@ -990,14 +990,7 @@ async fn over_http2_messages_a_client_read_whole_before_its_rst_stream_are_repor
     })
     .await;
     // A client whose stream window (12 KiB) is less than a gathered frame (32 messages).
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut client, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .initial_stream_window_size(12 * 1024)
-        .adaptive_window(false)
-        .handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut client = h2_client_windowed(addr, 12 * 1024, None).await;
     let response = client.send_request(get(addr, "/")).await.unwrap();
     let mut body = response.into_body();
     let mut got = Vec::new();

@@ -1065,13 +1065,7 @@ async fn a_websocket_reply_moved_to_another_task_refused_or_dropped_there_never_
         assert!(matches!(sends.last(), Some(Err(Error::Closed))));
         // HTTP/2
         let mut sender = h2_client(addr).await;
-        let mut request = Request::builder()
-            .method(http::Method::CONNECT)
-            .uri(format!("http://{addr}{path}"))
-            .header("sec-websocket-version", "13")
-            .body(http_body_util::Empty::new())
-            .unwrap();
-        request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
+        let request = h2_websocket_request(addr, path);
         let response =
             tokio::time::timeout(LIMIT, sender.send_request(request)).await.unwrap().unwrap();
         let want = if path == "/refuse" { 403 } else { 401 };

@@ -287,13 +287,29 @@ pub async fn h2_client(addr: SocketAddr) -> H2Sender {
     sender
 }
 
-/// A WebSocket over HTTP/2 (RFC 8441): an extended CONNECT to `path` with `:protocol`
-/// websocket on `sender`'s connection; asserts the 200 and gives the upgraded stream.
-pub async fn h2_websocket(
-    sender: &mut H2Sender,
+/// [`h2_client`] with fixed flow-control windows (no adaptive window): the stream's, and the
+/// connection's if given (else hyper's default).
+pub async fn h2_client_windowed(
+    addr: SocketAddr,
+    stream_window: u32,
+    connection_window: Option<u32>,
+) -> H2Sender {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+    builder.initial_stream_window_size(stream_window).adaptive_window(false);
+    if let Some(window) = connection_window {
+        builder.initial_connection_window_size(window);
+    }
+    let (sender, conn) = builder.handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// An extended CONNECT (RFC 8441) asking for a WebSocket at `path`.
+pub fn h2_websocket_request(
     addr: SocketAddr,
     path: &str,
-) -> TokioIo<hyper::upgrade::Upgraded> {
+) -> Request<http_body_util::Empty<bytes::Bytes>> {
     let mut request = Request::builder()
         .method(http::Method::CONNECT)
         .uri(format!("http://{addr}{path}"))
@@ -301,7 +317,17 @@ pub async fn h2_websocket(
         .body(http_body_util::Empty::new())
         .unwrap();
     request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
-    let response = sender.send_request(request).await.unwrap();
+    request
+}
+
+/// A WebSocket over HTTP/2 (RFC 8441): an extended CONNECT to `path` with `:protocol`
+/// websocket on `sender`'s connection; asserts the 200 and gives the upgraded stream.
+pub async fn h2_websocket(
+    sender: &mut H2Sender,
+    addr: SocketAddr,
+    path: &str,
+) -> TokioIo<hyper::upgrade::Upgraded> {
+    let response = sender.send_request(h2_websocket_request(addr, path)).await.unwrap();
     assert_eq!(response.status(), 200, "extended CONNECT");
     TokioIo::new(hyper::upgrade::on(response).await.unwrap())
 }
