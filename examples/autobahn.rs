@@ -6,7 +6,8 @@
 //! ../shared/tools/autobahn/run.sh ws://127.0.0.1:9001
 //! ```
 //!
-//! `PORT` sets the port. `scripts/autobahn.sh` runs the suite against it.
+//! `PORT` sets the port, `DEFLATE=1` turns permessage-deflate on. `scripts/autobahn.sh` runs
+//! the suite against it.
 
 use std::convert::Infallible;
 
@@ -40,6 +41,8 @@ async fn main() -> std::io::Result<()> {
     println!("autobahn echo server on ws://127.0.0.1:{port}");
     // Autobahn's limit cases send messages up to 16 MiB.
     let config = Config::default().max_message_size(64 << 20).max_frame_size(64 << 20);
+    // `DEFLATE=1`: permessage-deflate (Autobahn's chapters 12 and 13 then run).
+    let config = config.permessage_deflate(std::env::var("DEFLATE").is_ok_and(|v| v == "1"));
     loop {
         let (tcp, _) = listener.accept().await?;
         let config = config.clone();

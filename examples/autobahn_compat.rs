@@ -6,7 +6,8 @@
 //! ../shared/tools/autobahn/run.sh ws://127.0.0.1:9002
 //! ```
 //!
-//! `PORT` sets the port. `scripts/autobahn.sh` runs the suite against it.
+//! `PORT` sets the port, `DEFLATE=1` turns permessage-deflate on. `scripts/autobahn.sh` runs
+//! the suite against it.
 
 use std::convert::Infallible;
 
@@ -22,7 +23,13 @@ async fn main() -> std::io::Result<()> {
     println!("autobahn compat echo server on ws://127.0.0.1:{port}");
     // Autobahn's limit cases send messages up to 16 MiB.
     let options = Options::new()
-        .config(Config::default().max_message_size(64 << 20).max_frame_size(64 << 20))
+        .config(
+            Config::default()
+                .max_message_size(64 << 20)
+                .max_frame_size(64 << 20)
+                // `DEFLATE=1`: permessage-deflate (Autobahn's chapters 12 and 13 then run).
+                .permessage_deflate(std::env::var("DEFLATE").is_ok_and(|v| v == "1")),
+        )
         .queue_limit(64 << 20)
         .on_open(|ch| {
             if ch.kind() == webchan::Kind::HttpStream {

@@ -60,6 +60,7 @@ pub(crate) struct Settings {
     pub(crate) sse: crate::sse::Mode,
     pub(crate) sse_keepalive: Option<Duration>,
     pub(crate) shutdown: Option<crate::Shutdown>,
+    pub(crate) permessage_deflate: bool,
 }
 
 impl Default for Settings {
@@ -76,6 +77,7 @@ impl Default for Settings {
             sse: crate::sse::Mode::Auto,
             sse_keepalive: Some(Duration::from_secs(15)),
             shutdown: None,
+            permessage_deflate: false,
         }
     }
 }
@@ -290,6 +292,43 @@ impl Config {
     /// and 1 TiB aborted the process). The default is 4 KiB.
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         put!(self.read_buffer_size = bytes.clamp(256, READ_BUFFER_MAX));
+        self
+    }
+
+    /// Compress WebSocket messages with permessage-deflate (RFC 7692) when the client offers
+    /// it, as browsers, Node's `ws` and Python's `websockets` do. The default is off: a
+    /// connection that agreed to it may hold an inflater of ~43 KiB while idle (see below),
+    /// against ~3.5 KiB for an idle connection without it.
+    ///
+    /// The server accepts the first offer it can honour and always answers with
+    /// `server_no_context_takeover`: each message it sends is compressed on its own, by one
+    /// compressor per thread (~300 KiB) that every connection shares. Messages under 256 bytes,
+    /// and those that compression would not make smaller, go out uncompressed (a message's
+    /// compression is its own, RFC 7692 §6). A client that keeps its own context from message
+    /// to message (the default of every client: it did not offer `client_no_context_takeover`)
+    /// gets an inflater of its own at its first compressed message, kept while the connection
+    /// lives; one that offered `client_no_context_takeover` shares the thread's. A client that
+    /// limits the server's window (`server_max_window_bits` under 15) is answered with its
+    /// limit and gets every message uncompressed. Offers with a parameter RFC 7692 does not
+    /// define, an invalid value or a parameter twice are declined (the next offer is tried; with
+    /// none left, the connection goes on uncompressed); a `Sec-WebSocket-Extensions` header
+    /// that is no extension list gets `400 Bad Request`.
+    ///
+    /// A compressed message counts against [`max_message_size`](Self::max_message_size) as it
+    /// comes (its frames) and once inflated: a message that inflates past the limit closes
+    /// the connection with 1009, as an oversized one does; data that does not inflate closes
+    /// it with 1002. Compression happens when a message is written, on the task that writes
+    /// it; the queue limit counts messages as they were sent, uncompressed. HTTP streams are
+    /// not affected (leave compression to a layer in front, such as tower-http's).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = webchan::Config::default().permessage_deflate(true);
+    /// # let _ = config;
+    /// ```
+    pub fn permessage_deflate(mut self, on: bool) -> Self {
+        put!(self.permessage_deflate = on);
         self
     }
 

@@ -9,6 +9,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::bufpool;
+use crate::deflate;
 use crate::event::Text;
 use crate::Error;
 
@@ -18,6 +19,9 @@ pub(crate) const OP_BINARY: u8 = 0x2;
 pub(crate) const OP_CLOSE: u8 = 0x8;
 pub(crate) const OP_PING: u8 = 0x9;
 pub(crate) const OP_PONG: u8 = 0xA;
+/// The first header byte's RSV1 bit: a message compressed with permessage-deflate (RFC 7692).
+/// Given with an opcode to `encode`, it sets the bit; from `Decoder::frame`, it marks one.
+pub(crate) const RSV1: u8 = 0x40;
 
 /// Why the connection must be failed, and with which close code.
 #[derive(Debug)]
@@ -68,6 +72,8 @@ struct Partial {
     data: BytesMut,
     /// For text: bytes known to be valid UTF-8 (an incomplete sequence may follow).
     valid: usize,
+    /// Compressed (permessage-deflate): checked once inflated.
+    compressed: bool,
 }
 
 /// Decodes client frames; keeps the fragments of an unfinished message.
@@ -85,6 +91,8 @@ pub(crate) struct Decoder {
     /// buffer is advanced past them once, by [`Decoder::settle`], not frame by frame (~55
     /// instructions a frame).
     consumed: usize,
+    /// permessage-deflate was agreed: messages with RSV1 set are inflated by this.
+    inflater: Option<Box<deflate::Inflater>>,
 }
 
 /// Is this close code allowed in a close frame on the wire (RFC 6455 §7.4)?
@@ -202,7 +210,21 @@ const COPY_MAX: usize = bufpool::SMALL_MAX;
 impl Decoder {
     pub(crate) fn new(max_message: usize, max_frame: usize) -> Self {
         let data_limit = max_message.min(max_frame) as u64;
-        Self { max_message, max_frame, data_limit, data_bytes: 0, partial: None, consumed: 0 }
+        Self {
+            max_message,
+            max_frame,
+            data_limit,
+            data_bytes: 0,
+            partial: None,
+            consumed: 0,
+            inflater: None,
+        }
+    }
+
+    /// Takes messages compressed as agreed (RSV1 set on their first frame).
+    pub(crate) fn with_deflate(mut self, agreed: Option<deflate::Agreed>) -> Self {
+        self.inflater = agreed.map(|agreed| Box::new(deflate::Inflater::new(agreed)));
+        self
     }
 
     /// Bytes of data frames received: those taken whole, headers included, and what `buf`
@@ -262,8 +284,11 @@ impl Decoder {
         let fin = b0 & 0x80 != 0;
         let opcode = b0 & 0x0F;
         if b0 & 0x70 != 0 {
-            return Err(Violation::protocol("reserved bits set without an extension"));
+            self.reserved_bits(b0, opcode)?;
         }
+        // What `message` is given: the opcode, with RSV1 when it marks a compressed message
+        // (the only reserved bit `reserved_bits` lets through).
+        let marked = b0 & (0x0F | RSV1);
         if b1 & 0x80 == 0 {
             return Err(Violation::protocol("unmasked frame from a client"));
         }
@@ -338,9 +363,26 @@ impl Decoder {
             } else {
                 self.consumed = end;
             }
-            return Ok(Some((fin, opcode, payload)));
+            return Ok(Some((fin, marked, payload)));
         }
-        Ok(Some((fin, opcode, self.large_payload(buf, start, end, key))))
+        Ok(Some((fin, marked, self.large_payload(buf, start, end, key))))
+    }
+
+    /// Reserved bits are a protocol error (RFC 6455 §5.2, RFC 7692 §6.1), but for RSV1 on a
+    /// message's first frame once permessage-deflate was agreed: a compressed message.
+    #[cold]
+    #[inline(never)]
+    fn reserved_bits(&self, b0: u8, opcode: u8) -> Result<(), Violation> {
+        if self.inflater.is_none() {
+            return Err(Violation::protocol("reserved bits set without an extension"));
+        }
+        if b0 & 0x70 != RSV1 {
+            return Err(Violation::protocol("RSV2 or RSV3 set: no extension defines them"));
+        }
+        if opcode != OP_TEXT && opcode != OP_BINARY {
+            return Err(Violation::protocol("RSV1 set on a frame other than a message's first"));
+        }
+        Ok(())
     }
 
     /// The payload of a frame over [`COPY_MAX`], unmasked, without a copy.
@@ -418,18 +460,23 @@ impl Decoder {
         opcode: u8,
         payload: Bytes,
     ) -> Result<Option<Decoded>, Violation> {
-        match opcode {
+        match opcode & !RSV1 {
             OP_TEXT | OP_BINARY => {
                 if self.partial.is_some() {
                     return Err(Violation::protocol("new message before the last one ended"));
                 }
-                let text = opcode == OP_TEXT;
+                let text = opcode & !RSV1 == OP_TEXT;
+                let compressed = opcode & RSV1 != 0;
                 self.check_size(payload.len())?;
                 if fin {
+                    if compressed {
+                        return self.inflated(text, &payload).map(Some);
+                    }
                     return Self::complete(text, payload).map(Some);
                 }
-                let valid = if text { check_utf8(&payload, 0, false)? } else { 0 };
-                self.partial = Some(Partial { text, data: BytesMut::from(payload), valid });
+                let valid = if text && !compressed { check_utf8(&payload, 0, false)? } else { 0 };
+                let data = BytesMut::from(payload);
+                self.partial = Some(Partial { text, data, valid, compressed });
                 Ok(None)
             }
             OP_CONTINUATION => {
@@ -441,13 +488,17 @@ impl Decoder {
                     return Err(message_too_large(self.max_message));
                 }
                 partial.data.extend_from_slice(&payload);
-                if partial.text {
+                if partial.text && !partial.compressed {
                     partial.valid = check_utf8(&partial.data, partial.valid, fin)?;
                 }
                 if !fin {
                     return Ok(None);
                 }
-                let Partial { text, data, .. } = self.partial.take().expect("checked above");
+                let Partial { text, data, compressed, .. } =
+                    self.partial.take().expect("checked above");
+                if compressed {
+                    return self.inflated(text, &data).map(Some);
+                }
                 Self::complete(text, data.freeze()).map(Some)
             }
             OP_PING => Ok(Some(Decoded::Ping(payload))),
@@ -502,6 +553,18 @@ impl Decoder {
             return Err(message_too_large(self.max_message));
         }
         Ok(())
+    }
+
+    /// A compressed message, inflated (at most `max_message` bytes of it) and checked.
+    fn inflated(&mut self, text: bool, data: &[u8]) -> Result<Decoded, Violation> {
+        let inflater = self.inflater.as_mut().expect("RSV1 is taken only with an inflater");
+        match inflater.inflate(data, self.max_message) {
+            Ok(data) => Self::complete(text, data),
+            Err(deflate::InflateError::TooLarge) => Err(message_too_large(self.max_message)),
+            Err(deflate::InflateError::Invalid) => Err(Violation::protocol(
+                "a compressed message that does not inflate (RFC 7692 §7.2.2)",
+            )),
+        }
     }
 
     fn complete(text: bool, data: Bytes) -> Result<Decoded, Violation> {
@@ -574,7 +637,10 @@ mod tests {
     }
 
     fn decode_all(bytes: &[u8]) -> Result<Vec<Decoded>, Violation> {
-        let mut decoder = Decoder::new(1 << 20, 1 << 20);
+        decode_with(Decoder::new(1 << 20, 1 << 20), bytes)
+    }
+
+    fn decode_with(mut decoder: Decoder, bytes: &[u8]) -> Result<Vec<Decoded>, Violation> {
         let mut buf = BytesMut::from(bytes);
         let mut need = 0;
         let mut out = Vec::new();
@@ -742,6 +808,65 @@ mod tests {
 
     fn violation(bytes: &[u8]) -> u16 {
         decode_all(bytes).map(|_| ()).unwrap_err().code
+    }
+
+    /// A decoder that agreed to permessage-deflate, with a limit of 64 KiB.
+    fn deflating() -> Decoder {
+        let agreed = deflate::Agreed { compress: true, client_takeover: true };
+        Decoder::new(64 << 10, 64 << 10).with_deflate(Some(agreed))
+    }
+
+    #[test]
+    fn compressed_messages_whole_and_in_fragments() {
+        let text = "deflated text, deflated text, deflated text, deflated text ✓".repeat(20);
+        let z = deflate::compress(text.as_bytes()).unwrap();
+        let mut wire = client_frame(0xC1, &z);
+        // In three fragments: RSV1 on the first only; a ping between them.
+        let (a, b) = z.split_at(z.len() / 3);
+        let (b, c) = b.split_at(b.len() / 2);
+        wire.extend(client_frame(0x41, a));
+        wire.extend(client_frame(0x00, b));
+        wire.extend(client_frame(0x89, b"p"));
+        wire.extend(client_frame(0x80, c));
+        // Binary, and an uncompressed message between compressed ones.
+        wire.extend(client_frame(0xC2, &z));
+        wire.extend(client_frame(0x81, b"plain"));
+        let out: Vec<Out> =
+            decode_with(deflating(), &wire).unwrap().into_iter().map(plain).collect();
+        assert_eq!(
+            out,
+            [
+                Out::Text(text.clone()),
+                Out::Ping(b"p".to_vec()),
+                Out::Text(text.clone()),
+                Out::Binary(text.into_bytes()),
+                Out::Text("plain".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn compressed_messages_break_the_rules_with_the_right_codes() {
+        let code = |bytes: &[u8]| decode_with(deflating(), bytes).map(|_| ()).unwrap_err().code;
+        let z = deflate::compress(&[b'a'; 1000]).unwrap();
+        let mut continued = client_frame(0x41, &z[..2]);
+        continued.extend(client_frame(0xC0, &z[2..]));
+        assert_eq!(code(&continued), 1002, "RSV1 on a continuation");
+        assert_eq!(code(&client_frame(0xC9, b"x")), 1002, "RSV1 on a ping");
+        assert_eq!(code(&client_frame(0xA1, &z)), 1002, "RSV2");
+        assert_eq!(code(&client_frame(0x91, &z)), 1002, "RSV3");
+        assert_eq!(code(&client_frame(0xE1, &z)), 1002, "RSV1 and RSV2");
+        assert_eq!(code(&client_frame(0xC2, &[0xff, 0xff, 0xff])), 1002, "not DEFLATE");
+        let bad_utf8 = deflate::compress(&[0xff; 400]).unwrap();
+        assert_eq!(code(&client_frame(0xC1, &bad_utf8)), 1007, "invalid UTF-8 once inflated");
+        // 64 KiB + 1 of zeros: a few hundred bytes on the wire, over the limit inflated.
+        let bomb = deflate::compress(&[0; (64 << 10) + 1]).unwrap();
+        assert!(bomb.len() < 1000);
+        assert_eq!(code(&client_frame(0xC2, &bomb)), 1009, "over the limit once inflated");
+        let at_limit = deflate::compress(&[0; 64 << 10]).unwrap();
+        assert!(decode_with(deflating(), &client_frame(0xC2, &at_limit)).is_ok());
+        // Without the agreement, RSV1 is an error as before.
+        assert_eq!(violation(&client_frame(0xC1, &z)), 1002);
     }
 
     #[test]

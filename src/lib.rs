@@ -159,6 +159,7 @@ mod charset;
 pub mod compat;
 mod config;
 mod data;
+mod deflate;
 mod error;
 mod event;
 mod frame;

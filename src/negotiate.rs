@@ -120,6 +120,13 @@ pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Chan
             Ok((reply, Channel::new(shared)))
         }
         Class::WebSocket { accept } => {
+            let deflate = match negotiate_deflate(&parts.headers, &config) {
+                Ok(deflate) => deflate,
+                Err(reason) => {
+                    let http1 = parts.version < Version::HTTP_2;
+                    return Err(Rejection { status: StatusCode::BAD_REQUEST, reason, http1 });
+                }
+            };
             let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
             let shared =
                 Arc::new(Shared::new(Kind::WebSocket, false, RequestHead::new(parts), config));
@@ -127,8 +134,12 @@ pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Chan
             let channel = Channel::new(Arc::clone(&shared));
             let unstarted = crate::ws::Unstarted::new(Arc::clone(&shared));
             // In the handler's span: what the connection logs is tied to its request.
-            tokio::spawn(crate::ws::drive(unstarted, on_upgrade).in_current_span());
+            let agreed = deflate.as_ref().map(|(agreed, _)| *agreed);
+            tokio::spawn(crate::ws::drive(unstarted, on_upgrade, agreed).in_current_span());
             let mut headers = HeaderMap::new();
+            if let Some((_, extensions)) = deflate {
+                headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, extensions);
+            }
             let status = match accept {
                 // HTTP/1.1 (RFC 6455): 101 Switching Protocols.
                 Some(accept) => {
@@ -165,6 +176,18 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
             .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
             .unwrap_or(false)
     })
+}
+
+/// The permessage-deflate offer accepted, if [`Config::permessage_deflate`] is on (see
+/// there); `Err`: a `Sec-WebSocket-Extensions` header that does not parse.
+fn negotiate_deflate(
+    headers: &HeaderMap,
+    config: &Config,
+) -> Result<Option<(crate::deflate::Agreed, HeaderValue)>, &'static str> {
+    if !config.get().permessage_deflate {
+        return Ok(None);
+    }
+    crate::deflate::negotiate(headers)
 }
 
 /// An `Origin` outside [`Config::allowed_origins`] gets 403; so do two `Origin` headers (a
@@ -529,9 +552,10 @@ impl Reply {
     ///
     /// A WebSocket's `Sec-WebSocket-Protocol` must name one of the protocols the client
     /// offered in its own (RFC 6455 §4.2.2: a client fails the connection otherwise); webchan
-    /// sends what is set here as it is. Set no `Sec-WebSocket-Extensions`: webchan implements
-    /// no extension (permessage-deflate among them), and a client would take the frames for
-    /// compressed ones.
+    /// sends what is set here as it is. Leave `Sec-WebSocket-Extensions` as it is: it holds
+    /// the permessage-deflate agreement when [`Config::permessage_deflate`] made one (removed,
+    /// the client would take the compressed frames for a protocol error), and an extension
+    /// added here would be one webchan does not implement.
     pub fn headers_mut(&mut self) -> &mut HeaderMap {
         &mut self.inner.headers
     }

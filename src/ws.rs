@@ -147,7 +147,11 @@ impl Drop for Unstarted {
 }
 
 /// Waits for hyper's upgrade, then runs the connection until it is closed.
-pub(crate) async fn drive(mut unstarted: Unstarted, on_upgrade: Option<OnUpgrade>) {
+pub(crate) async fn drive(
+    mut unstarted: Unstarted,
+    on_upgrade: Option<OnUpgrade>,
+    deflate: Option<crate::deflate::Agreed>,
+) {
     let Some(shared) = unstarted.0.clone() else { return };
     let upgraded = match on_upgrade {
         None => Err(misconfigured(NoUpgrade)),
@@ -178,7 +182,7 @@ pub(crate) async fn drive(mut unstarted: Unstarted, on_upgrade: Option<OnUpgrade
         }
     };
     shared.open();
-    let core = EndOnDrop(start(shared, upgraded));
+    let core = EndOnDrop(start(shared, upgraded, deflate));
     poll_fn(|cx| core.run(cx)).await;
 }
 
@@ -186,7 +190,11 @@ pub(crate) async fn drive(mut unstarted: Unstarted, on_upgrade: Option<OnUpgrade
 /// in this function's stack frame, not in that of the task's future, which every poll of the
 /// task goes through (1,624 bytes of frame before, 240 after).
 #[inline(never)]
-fn start(shared: Arc<Shared>, upgraded: Upgraded) -> Arc<Core> {
+fn start(
+    shared: Arc<Shared>,
+    upgraded: Upgraded,
+    deflate: Option<crate::deflate::Agreed>,
+) -> Arc<Core> {
     let config = &shared.config;
     let timeout = config.get().timeout;
     let io = TokioIo::new(upgraded);
@@ -206,7 +214,9 @@ fn start(shared: Arc<Shared>, upgraded: Upgraded) -> Arc<Core> {
         wbuf: BytesMut::new(),
         out: VecDeque::new(),
         out_len: 0,
-        decoder: Decoder::new(config.get().max_message_size, config.get().max_frame_size),
+        decoder: Decoder::new(config.get().max_message_size, config.get().max_frame_size)
+            .with_deflate(deflate),
+        compress: deflate.is_some_and(|agreed| agreed.compress),
         batch: VecDeque::new(),
         current: None,
         fed_upto: 0,
@@ -541,6 +551,8 @@ struct Conn {
     /// The most one write hands the IO (see [`H2_WRITE_MAX`]).
     write_max: usize,
     decoder: Decoder,
+    /// Messages are sent compressed (permessage-deflate, see `deflate`).
+    compress: bool,
     /// Items taken from the shared queue, not yet started.
     batch: VecDeque<Queued>,
     /// The item being sent (sequence number, queued size, its pieces).
@@ -1357,6 +1369,24 @@ impl Conn {
     /// Queues one data frame: small ones are copied into `wbuf` with their neighbours, large
     /// payloads are written from their own buffer.
     fn queue_frame(&mut self, opcode: u8, payload: bytes::Bytes) {
+        if payload.len() >= crate::deflate::MIN_SIZE && self.compress {
+            return self.queue_compressed(opcode, payload);
+        }
+        self.queue_raw(opcode, payload);
+    }
+
+    /// Queues a message compressed (RSV1 set) if compressing makes it smaller.
+    #[cold]
+    #[inline(never)]
+    fn queue_compressed(&mut self, opcode: u8, payload: bytes::Bytes) {
+        match crate::deflate::compress(&payload) {
+            Some(compressed) => self.queue_raw(opcode | frame::RSV1, compressed),
+            None => self.queue_raw(opcode, payload),
+        }
+    }
+
+    /// Queues one data frame as it is (`opcode` may carry RSV1).
+    fn queue_raw(&mut self, opcode: u8, payload: bytes::Bytes) {
         if payload.len() < LARGE_PAYLOAD || !self.vectored {
             frame::encode(self.wbuf(), opcode, &payload);
             return;

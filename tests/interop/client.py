@@ -9,6 +9,7 @@ per check, then "websockets: N passed, N failed"; exits 1 if any check failed.
 """
 
 import asyncio
+import os
 import sys
 
 import websockets
@@ -107,17 +108,31 @@ def boundary_texts():
 async def main():
     print(f"websockets {websockets.__version__} client (python {sys.version.split()[0]}) against {url}")
 
-    async def deflate_declined():
+    # EXPECT_DEFLATE=1: the server was started with permessage-deflate on (scripts/interop.sh
+    # does so for examples/autobahn.rs), so every echo of this run is compressed both ways.
+    expect_deflate = os.environ.get("EXPECT_DEFLATE") == "1"
+
+    async def deflate_negotiated():
         async with open_conn() as ws:
             offered = ws.request.headers.get("Sec-WebSocket-Extensions", "")
             require("permessage-deflate" in offered, f"websockets did not offer permessage-deflate ({offered!r})")
             got = ws.response.headers.get_all("Sec-WebSocket-Extensions")
-            require(not got, f"the 101 has Sec-WebSocket-Extensions: {got}")
-            require(not ws.protocol.extensions, f"websockets reports extensions {ws.protocol.extensions}")
-            await echo(ws, "after declining deflate", "text")
+            if expect_deflate:
+                want = ["permessage-deflate; server_no_context_takeover"]
+                require(got == want, f"the 101 has Sec-WebSocket-Extensions: {got}, not {want}")
+                names = [type(e).__name__ for e in ws.protocol.extensions]
+                require(names == ["PerMessageDeflate"], f"websockets reports extensions {names}")
+            else:
+                require(not got, f"the 101 has Sec-WebSocket-Extensions: {got}")
+                require(not ws.protocol.extensions, f"websockets reports extensions {ws.protocol.extensions}")
+            await echo(ws, "after the negotiation " * 50, "text")
             await echo(ws, binary_of(1000, 1), "binary")
+            await echo(ws, "tiny", "text")
+            # One message refers back to the last one in websockets' compression context.
+            await echo(ws, "after the negotiation " * 50, "text again")
 
-    await check("handshake: permessage-deflate offered by websockets, declined by the server", deflate_declined)
+    what = "accepted" if expect_deflate else "declined"
+    await check(f"handshake: permessage-deflate offered by websockets, {what} by the server", deflate_negotiated)
 
     async def subprotocol_not_picked():
         # webchan has no subprotocol negotiation (README: set Sec-WebSocket-Protocol on the

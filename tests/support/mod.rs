@@ -405,11 +405,22 @@ impl RawWs {
     }
 
     /// Upgrades `path` over a connection of the test's own making.
-    pub async fn upgrade(mut tcp: tokio::net::TcpStream, addr: SocketAddr, path: &str) -> Self {
+    pub async fn upgrade(tcp: tokio::net::TcpStream, addr: SocketAddr, path: &str) -> Self {
+        Self::upgrade_with(tcp, addr, path, "").await.0
+    }
+
+    /// Upgrades `path` with `extra` header lines (each ending in CRLF) in the request; gives
+    /// the 101's head too.
+    pub async fn upgrade_with(
+        mut tcp: tokio::net::TcpStream,
+        addr: SocketAddr,
+        path: &str,
+        extra: &str,
+    ) -> (Self, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
         );
         tcp.write_all(req.as_bytes()).await.unwrap();
         let mut buf = Vec::new();
@@ -426,10 +437,9 @@ impl RawWs {
                 assert!(head.starts_with("HTTP/1.1 101"), "{head}");
                 assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
                 buf.drain(..pos + 4);
-                break;
+                return (Self { tcp, buf }, head);
             }
         }
-        Self { tcp, buf }
     }
 }
 

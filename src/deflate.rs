@@ -1,0 +1,481 @@
+//! permessage-deflate (RFC 7692): the offer's negotiation, the connection's inflater, and the
+//! compressor each thread keeps.
+//!
+//! What webchan agrees to, whatever the offer: `server_no_context_takeover`, so that each
+//! message it sends is compressed on its own and one compressor per thread (~300 KiB) serves
+//! every connection, instead of one per connection. What the client compresses it keeps its
+//! context for (one inflater per connection, ~43 KiB, made at its first compressed message),
+//! unless the client offered `client_no_context_takeover`: then the inflater is the thread's
+//! too. A client that asks for a server window under 32 KiB (`server_max_window_bits` below
+//! 15) is answered with that window and gets every message uncompressed, which RFC 7692 allows
+//! (a message's compression is its own choice, RSV1): miniz, webchan's DEFLATE, has one window
+//! size.
+
+use std::cell::RefCell;
+
+use bytes::Bytes;
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use http::header::{HeaderMap, HeaderValue, SEC_WEBSOCKET_EXTENSIONS};
+
+/// What was agreed with a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Agreed {
+    /// Messages may be sent compressed (the client's window for them is 32 KiB).
+    pub(crate) compress: bool,
+    /// The client keeps its compression context from message to message (it did not offer
+    /// `client_no_context_takeover`): so does the connection's inflater.
+    pub(crate) client_takeover: bool,
+}
+
+/// Messages shorter than this are sent as they are: the compressor's reset for each message
+/// (its hash tables) costs more than a few bytes saved.
+pub(crate) const MIN_SIZE: usize = 256;
+
+/// The four bytes a sender strips from the end of each compressed message (RFC 7692 §7.2.1):
+/// an empty stored block, put back before inflating.
+const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// Reads the client's `Sec-WebSocket-Extensions` and accepts the first permessage-deflate
+/// offer webchan can honour (RFC 7692 §7): the agreement and the response header, or `None`
+/// when there is no such offer (the connection goes on without compression). An offer with a
+/// parameter RFC 7692 does not define for offers, an invalid value or a parameter twice is
+/// declined, and the next one tried. `Err` is a header that does not parse as an extension
+/// list (RFC 6455 §9.1).
+pub(crate) fn negotiate(
+    headers: &HeaderMap,
+) -> Result<Option<(Agreed, HeaderValue)>, &'static str> {
+    let mut chosen = None;
+    for value in headers.get_all(SEC_WEBSOCKET_EXTENSIONS) {
+        let offers = parse(value.as_bytes())
+            .ok_or("Sec-WebSocket-Extensions is not a valid extension list (RFC 6455 §9.1)")?;
+        if chosen.is_none() {
+            chosen = offers.iter().find_map(accept);
+        }
+    }
+    Ok(chosen)
+}
+
+/// An offer: the extension's name and its parameters (name, value unquoted).
+type Offer<'a> = (&'a [u8], Vec<(&'a [u8], Option<Vec<u8>>)>);
+
+fn accept((name, params): &Offer<'_>) -> Option<(Agreed, HeaderValue)> {
+    if !name.eq_ignore_ascii_case(b"permessage-deflate") {
+        return None;
+    }
+    let mut server_nct = false;
+    let mut client_nct = false;
+    let mut server_bits: Option<u8> = None;
+    let mut client_bits: Option<Option<u8>> = None;
+    for (param, value) in params {
+        let param = std::str::from_utf8(param).ok()?.to_ascii_lowercase();
+        match (param.as_str(), value) {
+            ("server_no_context_takeover", None) if !server_nct => server_nct = true,
+            ("client_no_context_takeover", None) if !client_nct => client_nct = true,
+            ("server_max_window_bits", Some(v)) if server_bits.is_none() => {
+                server_bits = Some(window_bits(v)?);
+            }
+            ("client_max_window_bits", v) if client_bits.is_none() => {
+                client_bits = Some(match v {
+                    None => None,
+                    Some(v) => Some(window_bits(v)?),
+                });
+            }
+            _ => return None,
+        }
+    }
+    let mut response = String::from("permessage-deflate; server_no_context_takeover");
+    if client_nct {
+        response.push_str("; client_no_context_takeover");
+    }
+    if let Some(bits) = server_bits {
+        response.push_str(&format!("; server_max_window_bits={bits}"));
+    }
+    let agreed =
+        Agreed { compress: server_bits.map_or(true, |b| b == 15), client_takeover: !client_nct };
+    Some((agreed, HeaderValue::from_str(&response).ok()?))
+}
+
+/// A window size parameter's value: `8` to `15`, no leading zero (RFC 7692 §7.1.2).
+fn window_bits(value: &[u8]) -> Option<u8> {
+    match value {
+        [d @ b'8'..=b'9'] => Some(d - b'0'),
+        [b'1', d @ b'0'..=b'5'] => Some(10 + d - b'0'),
+        _ => None,
+    }
+}
+
+/// `extension-list` of RFC 6455 §9.1, over HTTP's list syntax (empty elements allowed, RFC
+/// 9110 §5.6.1): `name *( ";" param [ "=" ( token / quoted-string ) ] )`, separated by commas,
+/// optional whitespace around every separator. `None`: not that.
+fn parse(input: &[u8]) -> Option<Vec<Offer<'_>>> {
+    let mut at = 0;
+    let mut offers = Vec::new();
+    loop {
+        skip_space(input, &mut at);
+        match input.get(at) {
+            None => return Some(offers),
+            Some(b',') => {
+                at += 1;
+                continue;
+            }
+            Some(_) => {}
+        }
+        let name = token(input, &mut at)?;
+        let mut params = Vec::new();
+        loop {
+            skip_space(input, &mut at);
+            match input.get(at) {
+                None | Some(b',') => break,
+                Some(b';') => at += 1,
+                Some(_) => return None,
+            }
+            skip_space(input, &mut at);
+            let param = token(input, &mut at)?;
+            skip_space(input, &mut at);
+            let value = if input.get(at) == Some(&b'=') {
+                at += 1;
+                skip_space(input, &mut at);
+                Some(if input.get(at) == Some(&b'"') {
+                    quoted(input, &mut at)?
+                } else {
+                    token(input, &mut at)?.to_vec()
+                })
+            } else {
+                None
+            };
+            params.push((param, value));
+        }
+        offers.push((name, params));
+    }
+}
+
+fn skip_space(input: &[u8], at: &mut usize) {
+    while matches!(input.get(*at), Some(b' ' | b'\t')) {
+        *at += 1;
+    }
+}
+
+/// `tchar` of RFC 9110 §5.6.2.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn token<'a>(input: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
+    let start = *at;
+    while input.get(*at).copied().is_some_and(is_tchar) {
+        *at += 1;
+    }
+    (*at > start).then(|| &input[start..*at])
+}
+
+/// A quoted string, unescaped. Its value must be a token (RFC 6455 §9.1).
+fn quoted(input: &[u8], at: &mut usize) -> Option<Vec<u8>> {
+    *at += 1;
+    let mut value = Vec::new();
+    loop {
+        match *input.get(*at)? {
+            b'"' => {
+                *at += 1;
+                return (!value.is_empty() && value.iter().copied().all(is_tchar)).then_some(value);
+            }
+            b'\\' => {
+                value.push(*input.get(*at + 1)?);
+                *at += 2;
+            }
+            b => {
+                value.push(b);
+                *at += 1;
+            }
+        }
+    }
+}
+
+/// Why a compressed message could not be inflated.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum InflateError {
+    /// Over the message size limit once inflated.
+    TooLarge,
+    /// Not valid DEFLATE data.
+    Invalid,
+}
+
+/// A connection's inflater: kept from message to message while the client keeps its context,
+/// made at the first compressed message.
+#[derive(Debug)]
+pub(crate) struct Inflater {
+    takeover: bool,
+    own: Option<Box<Decompress>>,
+}
+
+thread_local! {
+    /// The inflater of connections whose client resets its context for each message.
+    static INFLATER: RefCell<Option<Box<Decompress>>> = const { RefCell::new(None) };
+    /// The compressor of every connection (webchan resets its context for each message).
+    static COMPRESSOR: RefCell<Option<Box<Compress>>> = const { RefCell::new(None) };
+}
+
+impl Inflater {
+    pub(crate) fn new(agreed: Agreed) -> Self {
+        Self { takeover: agreed.client_takeover, own: None }
+    }
+
+    /// Inflates one message's compressed payload (its frames' payloads, joined), at most
+    /// `limit` bytes of it.
+    pub(crate) fn inflate(&mut self, data: &[u8], limit: usize) -> Result<Bytes, InflateError> {
+        if self.takeover {
+            let d = self.own.get_or_insert_with(|| Box::new(Decompress::new(false)));
+            return inflate(d, data, limit);
+        }
+        INFLATER.with(|cell| {
+            // Taken out while in use: a panic inside cannot leave it borrowed.
+            let mut d =
+                cell.borrow_mut().take().unwrap_or_else(|| Box::new(Decompress::new(false)));
+            d.reset(false);
+            let result = inflate(&mut d, data, limit);
+            *cell.borrow_mut() = Some(d);
+            result
+        })
+    }
+}
+
+fn inflate(d: &mut Decompress, data: &[u8], limit: usize) -> Result<Bytes, InflateError> {
+    let mut out: Vec<u8> =
+        Vec::with_capacity(limit.min(data.len().saturating_mul(4).max(1024)) + 1);
+    for input in [data, &TAIL[..]] {
+        let mut input = input;
+        loop {
+            if out.len() == out.capacity() {
+                if out.len() > limit {
+                    return Err(InflateError::TooLarge);
+                }
+                let grow = out.len().max(1024).min(limit + 1 - out.len());
+                out.reserve_exact(grow);
+            }
+            let (before_in, before_out) = (d.total_in(), d.total_out());
+            let status = d
+                .decompress_vec(input, &mut out, FlushDecompress::Sync)
+                .map_err(|_| InflateError::Invalid)?;
+            let used = (d.total_in() - before_in) as usize;
+            input = &input[used..];
+            if out.len() > limit {
+                return Err(InflateError::TooLarge);
+            }
+            if status == Status::StreamEnd {
+                // A final block ends the DEFLATE stream: the next message starts a new one.
+                d.reset(false);
+                if !input.is_empty() && input != TAIL {
+                    return Err(InflateError::Invalid);
+                }
+                return Ok(out.into());
+            }
+            let progressed = used > 0 || d.total_out() > before_out;
+            if input.is_empty() && out.len() < out.capacity() {
+                break;
+            }
+            if !progressed && out.len() < out.capacity() {
+                return Err(InflateError::Invalid);
+            }
+        }
+    }
+    Ok(out.into())
+}
+
+/// The payload compressed for a message of its own (RFC 7692 §7.2.1: the last four bytes
+/// stripped), or `None` when compressing would not make it smaller.
+pub(crate) fn compress(payload: &[u8]) -> Option<Bytes> {
+    COMPRESSOR.with(|cell| {
+        let mut c = cell
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| Box::new(Compress::new(Compression::fast(), false)));
+        c.reset();
+        let result = compress_with(&mut c, payload);
+        *cell.borrow_mut() = Some(c);
+        result
+    })
+}
+
+fn compress_with(c: &mut Compress, payload: &[u8]) -> Option<Bytes> {
+    // Worth it only if the result, less its tail, is smaller than the payload.
+    let mut out = Vec::with_capacity(payload.len() + TAIL.len());
+    let mut input = payload;
+    loop {
+        let before = c.total_in();
+        c.compress_vec(input, &mut out, FlushCompress::Sync).ok()?;
+        input = &input[(c.total_in() - before) as usize..];
+        if out.len() == out.capacity() {
+            // Full before the end: no gain.
+            return None;
+        }
+        if input.is_empty() && out.ends_with(&TAIL) {
+            break;
+        }
+    }
+    out.truncate(out.len() - TAIL.len());
+    (out.len() < payload.len()).then(|| out.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(value: &str) -> Result<Option<(Agreed, String)>, &'static str> {
+        let mut headers = HeaderMap::new();
+        for line in value.split('\n') {
+            headers.append(SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_str(line).unwrap());
+        }
+        negotiate(&headers).map(|o| o.map(|(a, v)| (a, v.to_str().unwrap().to_owned())))
+    }
+
+    const FULL: Agreed = Agreed { compress: true, client_takeover: true };
+
+    #[test]
+    fn the_offers_browsers_and_libraries_send_are_accepted() {
+        let plain = "permessage-deflate; server_no_context_takeover";
+        for (value, agreed, response) in [
+            ("permessage-deflate", FULL, plain.to_owned()),
+            // Chromium, Firefox, Node's ws, Python's websockets.
+            ("permessage-deflate; client_max_window_bits", FULL, plain.to_owned()),
+            ("permessage-deflate; client_max_window_bits=12", FULL, plain.to_owned()),
+            (
+                "permessage-deflate; server_max_window_bits=15",
+                FULL,
+                format!("{plain}; server_max_window_bits=15"),
+            ),
+            (
+                "permessage-deflate; client_no_context_takeover",
+                Agreed { compress: true, client_takeover: false },
+                format!("{plain}; client_no_context_takeover"),
+            ),
+            (
+                "PerMessage-Deflate ; Server_No_Context_Takeover ;server_max_window_bits=\"10\"",
+                Agreed { compress: false, client_takeover: true },
+                format!("{plain}; server_max_window_bits=10"),
+            ),
+        ] {
+            assert_eq!(offer(value), Ok(Some((agreed, response))), "{value}");
+        }
+    }
+
+    #[test]
+    fn offers_webchan_cannot_honour_are_declined_and_the_next_is_tried() {
+        for value in [
+            "x-webkit-deflate-frame",
+            "permessage-deflate; foo",
+            "permessage-deflate; server_max_window_bits",
+            "permessage-deflate; server_max_window_bits=16",
+            "permessage-deflate; server_max_window_bits=7",
+            "permessage-deflate; server_max_window_bits=08",
+            "permessage-deflate; client_max_window_bits=1",
+            "permessage-deflate; server_no_context_takeover=1",
+            "permessage-deflate; client_no_context_takeover; client_no_context_takeover",
+            "permessage-deflate; client_max_window_bits; client_max_window_bits=9",
+            "",
+        ] {
+            assert_eq!(offer(value), Ok(None), "{value:?}");
+        }
+        // The first acceptable offer wins, across commas and header lines.
+        assert_eq!(
+            offer("permessage-deflate; foo, permessage-deflate; client_no_context_takeover"),
+            Ok(Some((
+                Agreed { compress: true, client_takeover: false },
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover".into()
+            )))
+        );
+        assert_eq!(
+            offer("foo\npermessage-deflate; server_max_window_bits=9, permessage-deflate")
+                .map(|o| o.map(|(a, _)| a)),
+            Ok(Some(Agreed { compress: false, client_takeover: true }))
+        );
+    }
+
+    #[test]
+    fn a_header_that_is_no_extension_list_is_an_error() {
+        for value in [
+            "permessage-deflate;",
+            "permessage-deflate; =1",
+            "permessage-deflate x",
+            "permessage-deflate; a=\"unterminated",
+            "permessage-deflate; a=\"not a token\"",
+            "permessage-deflate; a=",
+            ";",
+        ] {
+            assert!(offer(value).is_err(), "{value:?}");
+        }
+        // Empty list elements are allowed (RFC 9110 §5.6.1).
+        assert_eq!(offer(" , permessage-deflate ,").map(|o| o.map(|(a, _)| a)), Ok(Some(FULL)));
+    }
+
+    fn compressible(len: usize) -> Vec<u8> {
+        (0..len).map(|i| b"webchan deflate "[i % 16] ^ (i / 977) as u8).collect()
+    }
+
+    #[test]
+    fn what_is_compressed_inflates_back_with_and_without_context() {
+        for takeover in [true, false] {
+            let mut inflater = Inflater::new(Agreed { compress: true, client_takeover: takeover });
+            for len in [256, 1000, 16 << 10, 1 << 20] {
+                let data = compressible(len);
+                let z = compress(&data).expect("compressible");
+                assert!(z.len() < data.len() / 2, "{len}: {}", z.len());
+                assert!(!z.ends_with(&TAIL));
+                assert_eq!(inflater.inflate(&z, len).unwrap(), data, "{len}");
+            }
+        }
+        // Random bytes do not shrink: sent as they are.
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert_eq!(compress(&noise), None);
+    }
+
+    #[test]
+    fn a_client_that_keeps_its_context_is_followed_across_messages() {
+        // The client's side, as a browser's: one compressor for every message.
+        let mut client = Compress::new(Compression::default(), false);
+        let mut inflater = Inflater::new(FULL);
+        let text = b"the same sentence, sent again and again, refers back to the last message";
+        let mut sizes = Vec::new();
+        for _ in 0..3 {
+            let mut out = Vec::with_capacity(200);
+            client.compress_vec(text, &mut out, FlushCompress::Sync).unwrap();
+            assert!(out.ends_with(&TAIL));
+            out.truncate(out.len() - 4);
+            sizes.push(out.len());
+            assert_eq!(inflater.inflate(&out, 1000).unwrap(), &text[..]);
+        }
+        assert!(sizes[1] < sizes[0] / 2, "the second message did not refer back: {sizes:?}");
+    }
+
+    #[test]
+    fn limits_and_damaged_data() {
+        let data = vec![0u8; 1 << 20];
+        let z = compress(&data).unwrap();
+        assert!(z.len() < 6000, "{}", z.len());
+        let mut inflater = Inflater::new(FULL);
+        assert_eq!(inflater.inflate(&z, (1 << 20) - 1), Err(InflateError::TooLarge));
+        let mut inflater = Inflater::new(FULL);
+        assert_eq!(inflater.inflate(&z, 1 << 20).unwrap().len(), 1 << 20);
+        // A reserved block type (BTYPE 11).
+        assert_eq!(
+            Inflater::new(FULL).inflate(&[0xff, 0xff, 0xff], 100),
+            Err(InflateError::Invalid)
+        );
+        // An empty message: the client sent `00` (an empty final-less fixed block) or nothing.
+        assert_eq!(Inflater::new(FULL).inflate(&[0x00], 100).unwrap(), Bytes::new());
+        assert_eq!(Inflater::new(FULL).inflate(&[], 100).unwrap(), Bytes::new());
+        // A final block: the message ends there, and the next starts a stream of its own.
+        let mut last = Compress::new(Compression::default(), false);
+        let mut out = Vec::with_capacity(100);
+        last.compress_vec(b"final", &mut out, FlushCompress::Finish).unwrap();
+        let mut inflater = Inflater::new(FULL);
+        assert_eq!(inflater.inflate(&out, 100).unwrap(), &b"final"[..]);
+        assert_eq!(inflater.inflate(&out, 100).unwrap(), &b"final"[..]);
+    }
+}
