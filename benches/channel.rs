@@ -13,6 +13,13 @@
 //!   the body: the cost per send must not grow with the number outstanding (it did, until
 //!   2026-12-05: each outcome was looked up in vectors searched end to end).
 //!
+//! - `ws_deflate/{plain,deflate}`: a raw client sends batches of 16 KiB JSON-like text
+//!   messages (masked; with `deflate`, compressed once beforehand, as a client without context
+//!   takeover sends them), the server echoes them through a `Channel` (with `deflate`, inflated,
+//!   checked, compressed again), the client reads the frames back: what
+//!   `Config::permessage_deflate` costs the server per byte of message. The bytes on the wire
+//!   each way are printed once.
+//!
 //! `cargo bench --bench channel`
 
 mod support;
@@ -136,6 +143,137 @@ fn ws_receive_text(c: &mut Criterion) {
     group.finish();
 }
 
+/// A WebSocket client over a duplex pipe written by hand: `permessage-deflate` offered (no
+/// context takeover) when `deflate`; gives the pipe and what the 101 agreed to.
+async fn raw_ws(io: &mut DuplexStream, deflate: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let offer = if deflate {
+        "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n"
+    } else {
+        ""
+    };
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
+    );
+    io.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(io.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    head.lines()
+        .find_map(|l| l.strip_prefix("sec-websocket-extensions: "))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// One masked client frame with FIN (and RSV1 when `compressed`).
+fn client_frame(opcode: u8, compressed: bool, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x80 | if compressed { 0x40 } else { 0 } | opcode];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n < 65536 => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    let key = [0x11, 0x22, 0x33, 0x44];
+    out.extend_from_slice(&key);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    out
+}
+
+/// Reads `count` server frames; gives the bytes they took and whether each had RSV1.
+async fn read_frames(io: &mut DuplexStream, buf: &mut Vec<u8>, count: usize) -> (usize, bool) {
+    use tokio::io::AsyncReadExt;
+    let (mut bytes, mut all_compressed) = (0, true);
+    for _ in 0..count {
+        loop {
+            if buf.len() >= 4 {
+                let (len, header) = match buf[1] & 0x7F {
+                    126 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+                    127 if buf.len() >= 10 => {
+                        (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10)
+                    }
+                    127 => (usize::MAX, 0),
+                    n => (usize::from(n), 2),
+                };
+                if len != usize::MAX && buf.len() >= header + len {
+                    all_compressed &= buf[0] & 0x40 != 0;
+                    bytes += header + len;
+                    buf.drain(..header + len);
+                    break;
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            let n = io.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the server ended the connection");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+    (bytes, all_compressed)
+}
+
+fn ws_deflate(c: &mut Criterion) {
+    use tokio::io::AsyncWriteExt;
+    const SIZE: usize = 16 * 1024;
+    const BATCH: usize = 16;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut group = c.benchmark_group("ws_deflate");
+    let unit = r#"{"user":"alice","room":"general","text":"message number","seq":12345} "#;
+    let mut text = unit.repeat(SIZE / unit.len());
+    while text.len() < SIZE {
+        text.push(' ');
+    }
+    for (name, deflate) in [("plain", false), ("deflate", true)] {
+        let (mut io, batch) = rt.block_on(async {
+            let (mut client, server) = tokio::io::duplex(256 * 1024);
+            let config = webchan::Config::default().permessage_deflate(deflate);
+            support::serve_with(server, config, support::echo);
+            let agreed = raw_ws(&mut client, deflate).await;
+            assert_eq!(agreed.starts_with("permessage-deflate"), deflate, "{agreed}");
+            let payload = if deflate {
+                let mut z = flate2::Compress::new(flate2::Compression::default(), false);
+                let mut out = Vec::with_capacity(SIZE);
+                z.compress_vec(text.as_bytes(), &mut out, flate2::FlushCompress::Sync).unwrap();
+                out.truncate(out.len() - 4);
+                out
+            } else {
+                text.clone().into_bytes()
+            };
+            let frame = client_frame(0x1, deflate, &payload);
+            (client, frame.repeat(BATCH))
+        });
+        let mut buf = Vec::new();
+        let (sent, (received, compressed)) = rt.block_on(async {
+            io.write_all(&batch).await.unwrap();
+            (batch.len() / BATCH, read_frames(&mut io, &mut buf, BATCH).await)
+        });
+        assert_eq!(compressed, deflate);
+        eprintln!(
+            "ws_deflate/{name}: {SIZE} bytes of text per message, {sent} on the wire to the \
+             server, {} back",
+            received / BATCH
+        );
+        group.throughput(Throughput::Bytes((SIZE * BATCH) as u64));
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    io.write_all(&batch).await.unwrap();
+                    read_frames(&mut io, &mut buf, BATCH).await
+                })
+            });
+        });
+    }
+    group.finish();
+}
+
 fn http_stream(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut group = c.benchmark_group("http_stream");
@@ -233,6 +371,7 @@ criterion_group!(
     benches,
     ws_echo,
     ws_receive_text,
+    ws_deflate,
     http_stream,
     hyper_stream_baseline,
     completions

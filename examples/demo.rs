@@ -126,8 +126,10 @@ async fn main() -> std::io::Result<()> {
 
     // The channels' settings. Only this page may open WebSockets: a browser sends cookies
     // with a cross-site upgrade too, and the same-origin policy does not apply to WebSockets.
+    // Messages are compressed (permessage-deflate) with browsers, which all offer it.
     let config = Config::default()
         .max_message_size(MAX_CHAT_MESSAGE)
+        .permessage_deflate(true)
         .allowed_origins([format!("http://127.0.0.1:{port}"), format!("http://localhost:{port}")]);
 
     let room = Arc::new(Room {

@@ -44,7 +44,9 @@ use crate::{Channel, CloseInfo, Config, Error, Kind};
 ///
 /// A request that asks for a WebSocket but gets the handshake wrong gets no channel: the
 /// [`Rejection`] holds a response whose body says why — 400 for a missing or malformed
-/// header, a body or an `Expect`, 405 for a method other than GET (or a plain HTTP/2 CONNECT), 426 with
+/// header, a body or an `Expect` (and, with [`Config::permessage_deflate`] on, a
+/// `Sec-WebSocket-Extensions` that is no extension list), 405 for a method other than GET (or
+/// a plain HTTP/2 CONNECT), 426 with
 /// `Sec-WebSocket-Version: 13` for another version, 403 for an `Origin` that
 /// [`Config::allowed_origins`] does not list, 501 for an HTTP/2 extended CONNECT of another
 /// `:protocol`; and 503 for any request once the [`Shutdown`](crate::Shutdown) of its `Config`
@@ -595,8 +597,12 @@ impl Future for Reply {
                 }
                 if this.status != *expected {
                     // The handler chose another answer: no upgrade.
-                    for name in [header::UPGRADE, header::CONNECTION, header::SEC_WEBSOCKET_ACCEPT]
-                    {
+                    for name in [
+                        header::UPGRADE,
+                        header::CONNECTION,
+                        header::SEC_WEBSOCKET_ACCEPT,
+                        header::SEC_WEBSOCKET_EXTENSIONS,
+                    ] {
                         this.headers.remove(name);
                     }
                     shared.refuse_upgrade(this.status, *expected);

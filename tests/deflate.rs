@@ -139,7 +139,7 @@ async fn compressed_messages_go_both_ways_and_small_or_incompressible_ones_go_pl
     assert_eq!(first, 0xC1);
     assert_eq!(inflate(&payload), text.as_bytes());
 
-    // Under 256 bytes: compressed by the client, echoed as it is.
+    // Under 1 KiB: compressed by the client, echoed as it is.
     ws.frame(0xC1, &client.compress(b"short")).await;
     assert_eq!(ws.read_frame().await, Some((0x81, b"short".to_vec())));
     // Uncompressed from the client: still compressed by the server when it pays.
@@ -272,7 +272,28 @@ async fn over_http2_the_agreement_and_compressed_frames_work_the_same() {
     let io = hyper_util::rt::TokioIo::new(hyper::upgrade::on(response).await.unwrap());
     let mut ws = RawWs { tcp: io, buf: Vec::new() };
     let mut client = Deflater::new();
-    for len in [1000, 100_000] {
+    for len in [2000, 100_000] {
         round_trip(&mut ws, &mut client, 0x1, text_of(len).as_bytes()).await;
     }
+}
+
+#[tokio::test]
+async fn a_refused_upgrade_carries_no_agreement() {
+    let addr = support::serve_with(
+        Config::default().permessage_deflate(true),
+        |mut reply| {
+            *reply.status_mut() = http::StatusCode::FORBIDDEN;
+            reply
+        },
+        echo_or_ok,
+    )
+    .await;
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{OFFER}\
+         Connection: close\r\n\r\n"
+    );
+    let answer = String::from_utf8(raw_http(addr, request.as_bytes()).await).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert_eq!(extensions_of(&answer), Vec::<String>::new(), "{answer}");
 }

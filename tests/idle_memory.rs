@@ -292,3 +292,54 @@ async fn an_idle_http_stream_holds_at_most_2_kib_more_than_hypers_own() {
          {with_hyper} per stream)"
     );
 }
+
+/// What an idle WebSocket holds after one compressed message each way (permessage-deflate,
+/// `Config::permessage_deflate`): its own inflater while its client keeps its compression
+/// context (every client's default), nothing more than a plain one when the client offered
+/// `client_no_context_takeover` (the thread's inflater serves it). The compressor is the
+/// thread's in both cases (warmed up first).
+#[tokio::test(flavor = "current_thread")]
+async fn an_idle_deflate_channel_holds_an_inflater_only_while_its_client_keeps_context() {
+    let _serial = SERIAL.lock().await;
+    let (addr, mut channels) = serve_channels(Config::default().permessage_deflate(true)).await;
+    let text = "a compressible message, a compressible message. ".repeat(40);
+    let compressed = |text: &str| {
+        let mut z = flate2::Compress::new(flate2::Compression::default(), false);
+        let mut out = Vec::with_capacity(text.len() + 64);
+        z.compress_vec(text.as_bytes(), &mut out, flate2::FlushCompress::Sync).unwrap();
+        out.truncate(out.len() - 4);
+        out
+    };
+    let mut held = Vec::new();
+    // The first round warms the thread's compressor and inflater up; not counted.
+    for offer in ["", "; client_no_context_takeover", "", "; client_no_context_takeover"] {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = live();
+        let extra = format!("Sec-WebSocket-Extensions: permessage-deflate{offer}\r\n");
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut raw, head) = RawWs::upgrade_with(tcp, addr, "/", &extra).await;
+        assert!(head.contains("permessage-deflate"), "{head}");
+        let mut ch = next_channel(&mut channels).await;
+        assert!(matches!(ch.next().await, Some(Event::Open)));
+        raw.frame(0xC1, &compressed(&text)).await;
+        match ch.next().await {
+            Some(Event::Message(webchan::Incoming::Text(t))) => assert_eq!(t.as_str(), text),
+            other => panic!("{other:?}"),
+        }
+        ch.send(text.clone().into()).await.unwrap();
+        let (first, _) = raw.read_frame().await.unwrap();
+        assert_eq!(first, 0xC1, "the server's message is not compressed");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let idle = live();
+        let sender = ch.sender();
+        let after = gone(sender, ch, raw).await;
+        held.push((offer, idle - after, after - before));
+    }
+    eprintln!("held by an idle deflate channel (offer, bytes, left after it): {held:?}");
+    let (takeover, reset) = (held[2].1, held[3].1);
+    assert!(
+        (32 << 10..64 << 10).contains(&takeover),
+        "a channel whose client keeps its context holds {takeover} B (its inflater: ~43 KiB)"
+    );
+    assert!(reset < 8 << 10, "a channel whose client resets its context holds {reset} B");
+}

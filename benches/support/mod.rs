@@ -28,15 +28,27 @@ where
     F: Fn(webchan::Channel) -> Fut + Send + Sync + Copy + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    serve_with(io, Config::default(), run);
+}
+
+/// [`serve`], the channels made with `config`.
+pub(crate) fn serve_with<F, Fut>(io: DuplexStream, config: Config, run: F)
+where
+    F: Fn(webchan::Channel) -> Fut + Send + Sync + Copy + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     tokio::spawn(async move {
-        let service = service_fn(move |req| async move {
-            Ok::<_, Infallible>(match webchan::as_channel(req, Config::default()) {
-                Ok((reply, channel)) => {
-                    tokio::spawn(run(channel));
-                    reply.await
-                }
-                Err(rejection) => rejection.into_response(),
-            })
+        let service = service_fn(move |req| {
+            let config = config.clone();
+            async move {
+                Ok::<_, Infallible>(match webchan::as_channel(req, config) {
+                    Ok((reply, channel)) => {
+                        tokio::spawn(run(channel));
+                        reply.await
+                    }
+                    Err(rejection) => rejection.into_response(),
+                })
+            }
         });
         let _ = hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(io), service)

@@ -143,6 +143,14 @@ try {
   await check("a chat message goes from tab A to tab B over the WebSocket", () =>
     say(a, b, `hello from A ${Date.now()} <b>not bold</b> "quoted" ünïcode ✓`));
   await check("and one from tab B to tab A", () => say(b, a, `reply from B ${Date.now()}`));
+  await check("the chat's WebSocket agreed to permessage-deflate, and a long message goes through it", async () => {
+    for (const page of [a, b]) {
+      const extensions = await page.evaluate(() => ws && ws.extensions);
+      assert(extensions === "permessage-deflate; server_no_context_takeover", `the WebSocket's extensions are "${extensions}"`);
+    }
+    // Over 1 KiB: compressed both ways (Chromium's to the server, the server's to tab B).
+    await say(a, b, `long ${"compressible text ".repeat(60)}${Date.now()}`); // the input takes 2,000
+  });
 
   await check("the clock shows at least 3 updates from the HTTP stream", async () => {
     await a.waitForFunction(
