@@ -135,6 +135,30 @@ impl Channel {
         self.sender.originating_request()
     }
 
+    /// The WebSocket subprotocol webchan chose from [`Config::protocols`](crate::Config::protocols)
+    /// (the one the `101` named): the first of that list the client offered. `None` when the
+    /// client offered none of them, when no list was set (a protocol set on the `Reply` by hand
+    /// is not seen here), and for an HTTP stream.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn f(request: http::Request<()>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = webchan::Config::default().protocols(["v2.chat", "v1.chat"]);
+    /// let (reply, channel) = webchan::as_channel(request, config)?;
+    /// match channel.protocol() {
+    ///     Some("v2.chat") => { /* ... */ }
+    ///     Some(_) => { /* v1.chat */ }
+    ///     None => { /* no protocol in common: close, or answer 400 instead of the reply */ }
+    /// }
+    /// # drop(reply);
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn protocol(&self) -> Option<&str> {
+        self.sender.protocol()
+    }
+
     /// The `Last-Event-ID` header of the request: the id of the last server-sent event a
     /// reconnecting browser saw (see [`crate::sse`]), in UTF-8 as browsers send it. `None`
     /// without the header, or if it is not UTF-8.
@@ -261,6 +285,12 @@ impl Sender {
     #[must_use]
     pub fn last_event_id(&self) -> Option<&str> {
         last_event_id(self.originating_request())
+    }
+
+    /// The WebSocket subprotocol chosen (see [`Channel::protocol`]).
+    #[must_use]
+    pub fn protocol(&self) -> Option<&str> {
+        self.shared.protocol()
     }
 
     /// Sends a message, waiting for room in the queue first, and waits until it was written to
@@ -588,6 +618,12 @@ impl Receiver {
     #[must_use]
     pub fn last_event_id(&self) -> Option<&str> {
         last_event_id(self.originating_request())
+    }
+
+    /// The WebSocket subprotocol chosen (see [`Channel::protocol`]).
+    #[must_use]
+    pub fn protocol(&self) -> Option<&str> {
+        self.shared.protocol()
     }
 }
 

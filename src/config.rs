@@ -56,6 +56,7 @@ pub(crate) struct Settings {
     pub(crate) max_frame_size: usize,
     pub(crate) read_buffer_size: usize,
     pub(crate) allowed_origins: Option<std::sync::Arc<[String]>>,
+    pub(crate) protocols: Option<std::sync::Arc<[String]>>,
     pub(crate) keepalive: Option<(Duration, Duration)>,
     pub(crate) sse: crate::sse::Mode,
     pub(crate) sse_keepalive: Option<Duration>,
@@ -73,6 +74,7 @@ impl Default for Settings {
             max_frame_size: 16 << 20,
             read_buffer_size: 4096,
             allowed_origins: None,
+            protocols: None,
             keepalive: Some((Duration::from_secs(25), Duration::from_secs(20))),
             sse: crate::sse::Mode::Auto,
             sse_keepalive: Some(Duration::from_secs(15)),
@@ -333,6 +335,44 @@ impl Config {
     /// ```
     pub fn permessage_deflate(mut self, on: bool) -> Self {
         put!(self.permessage_deflate = on);
+        self
+    }
+
+    /// The WebSocket subprotocols this server speaks, in its order of preference: an upgrade
+    /// that offers some of them (`Sec-WebSocket-Protocol`, e.g. a browser's `new
+    /// WebSocket(url, ["v2.chat", "v1.chat"])`) is answered with the first of this list that it
+    /// offered (RFC 6455 §4.2.2; names compared exactly, as RFC 6455 §4.1 makes them tokens), and
+    /// the channel's [`protocol`](crate::Channel::protocol) says which. An upgrade that offers
+    /// none of them, or none at all, is accepted without a subprotocol (`protocol()` is
+    /// `None`): to refuse it, answer with a status of your own instead of the
+    /// [`Reply`](crate::Reply) (a client that offered some may refuse a `101` that picks none,
+    /// as Node's `ws` does). Unset (the default), webchan picks none: set the header on the
+    /// `Reply` yourself if you pick one, not both. HTTP streams are not affected.
+    ///
+    /// # Panics
+    ///
+    /// If a name is not a token (RFC 6455 §4.1: visible ASCII, no separators such as
+    /// `,;"()/[]{}` or spaces), which no client could offer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = webchan::Config::default().protocols(["graphql-transport-ws", "graphql-ws"]);
+    /// # let _ = config;
+    /// ```
+    pub fn protocols<I, S>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let protocols: std::sync::Arc<[String]> = protocols.into_iter().map(Into::into).collect();
+        for name in &*protocols {
+            assert!(
+                !name.is_empty() && name.bytes().all(crate::negotiate::is_tchar),
+                "webchan::Config::protocols: {name:?} is not a token (RFC 6455 §4.1)"
+            );
+        }
+        self.set().protocols = Some(protocols);
         self
     }
 

@@ -17,6 +17,8 @@ use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use http::header::{HeaderMap, HeaderValue, SEC_WEBSOCKET_EXTENSIONS};
 
+use crate::negotiate::is_tchar;
+
 /// What was agreed with a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Agreed {
@@ -155,11 +157,6 @@ fn skip_space(input: &[u8], at: &mut usize) {
     while matches!(input.get(*at), Some(b' ' | b'\t')) {
         *at += 1;
     }
-}
-
-/// `tchar` of RFC 9110 §5.6.2.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn token<'a>(input: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {

@@ -118,6 +118,23 @@ impl RequestHead {
         &self.method
     }
 
+    /// The values of the header `name`, in order, without building the `Parts`.
+    pub(crate) fn values_of<'a>(
+        &'a self,
+        name: &'a http::header::HeaderName,
+    ) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let unpacked = self
+            .unpacked
+            .iter()
+            .flat_map(move |h| h.get_all(name).iter().map(HeaderValue::as_bytes));
+        let packed = self
+            .headers
+            .iter()
+            .filter(move |(n, ..)| n == name)
+            .map(|(_, start, end, _)| &self.values[*start as usize..*end as usize]);
+        unpacked.chain(packed)
+    }
+
     /// The request's `Parts`, built on the first call.
     pub(crate) fn parts(&self) -> &Parts {
         self.parts.get_or_init(|| {

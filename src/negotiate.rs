@@ -142,6 +142,12 @@ pub fn as_channel<B>(request: Request<B>, config: Config) -> Result<(Reply, Chan
             if let Some((_, extensions)) = deflate {
                 headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, extensions);
             }
+            if let Some(protocol) = shared.protocol() {
+                // A token (checked by `Config::protocols`): a valid header value.
+                if let Ok(value) = HeaderValue::from_str(protocol) {
+                    headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+                }
+            }
             let status = match accept {
                 // HTTP/1.1 (RFC 6455): 101 Switching Protocols.
                 Some(accept) => {
@@ -178,6 +184,22 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
             .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
             .unwrap_or(false)
     })
+}
+
+/// `tchar` of RFC 9110 §5.6.2: what a token (a subprotocol's name, an extension's) is made of.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The first of `ours` that the client offered in its `Sec-WebSocket-Protocol` headers
+/// (`offered`: their values, each a comma-separated list), RFC 6455 §4.2.2.
+pub(crate) fn choose_protocol<'a, 'b>(
+    offered: impl Iterator<Item = &'b [u8]>,
+    ours: &'a [String],
+) -> Option<&'a str> {
+    let offered: Vec<&[u8]> =
+        offered.flat_map(|v| v.split(|b| *b == b',')).map(<[u8]>::trim_ascii).collect();
+    ours.iter().find(|p| offered.contains(&p.as_bytes())).map(String::as_str)
 }
 
 /// The permessage-deflate offer accepted, if [`Config::permessage_deflate`] is on (see
@@ -554,7 +576,8 @@ impl Reply {
     ///
     /// A WebSocket's `Sec-WebSocket-Protocol` must name one of the protocols the client
     /// offered in its own (RFC 6455 §4.2.2: a client fails the connection otherwise); webchan
-    /// sends what is set here as it is. Leave `Sec-WebSocket-Extensions` as it is: it holds
+    /// sends what is set here as it is ([`Config::protocols`] chooses one for you, and then it
+    /// is here already). Leave `Sec-WebSocket-Extensions` as it is: it holds
     /// the permessage-deflate agreement when [`Config::permessage_deflate`] made one (removed,
     /// the client would take the compressed frames for a protocol error), and an extension
     /// added here would be one webchan does not implement.

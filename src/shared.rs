@@ -1152,6 +1152,17 @@ impl Shared {
         }
     }
 
+    /// The subprotocol webchan chose for this WebSocket (see `Config::protocols`): worked out
+    /// again from the request at each call, so that no channel keeps it.
+    pub(crate) fn protocol(&self) -> Option<&str> {
+        if self.kind != Kind::WebSocket {
+            return None;
+        }
+        let ours = self.config.get().protocols.as_deref()?;
+        let offered = self.request.values_of(&http::header::SEC_WEBSOCKET_PROTOCOL);
+        crate::negotiate::choose_protocol(offered, ours)
+    }
+
     pub(crate) fn is_forced(&self) -> bool {
         self.forced.load(std::sync::atomic::Ordering::Acquire)
     }

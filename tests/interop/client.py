@@ -135,9 +135,9 @@ async def main():
     await check(f"handshake: permessage-deflate offered by websockets, {what} by the server", deflate_negotiated)
 
     async def subprotocol_not_picked():
-        # webchan has no subprotocol negotiation (README: set Sec-WebSocket-Protocol on the
-        # Reply yourself); the echo examples set none, so the 101 must name none, and RFC 6455
-        # 4.1 lets the client go on without one.
+        # The echo examples set no Config::protocols (and no Sec-WebSocket-Protocol on the Reply),
+        # so the 101 must name none, and RFC 6455 4.1 lets the client go on without one
+        # (tests/subprotocols.rs covers a server that has a list).
         async with open_conn(subprotocols=["chat", "superchat"]) as ws:
             offered = ws.request.headers.get("Sec-WebSocket-Protocol")
             require(offered == "chat, superchat", f"offer not sent as expected: {offered!r}")
