@@ -13,8 +13,8 @@
 //!   the body: the cost per send must not grow with the number outstanding (it did, until
 //!   2026-12-05: each outcome was looked up in vectors searched end to end).
 //!
-//! - `ws_deflate/{plain,deflate}`: a raw client sends batches of 16 KiB JSON-like text
-//!   messages (masked; with `deflate`, compressed once beforehand, as a client without context
+//! - `ws_deflate/{plain,deflate}/{300B,16KiB}`: a raw client sends batches of JSON text
+//!   messages (a 300-byte chat message, and 16 KiB of a list of records) (masked; with `deflate`, compressed once beforehand, as a client without context
 //!   takeover sends them), the server echoes them through a `Channel` (with `deflate`, inflated,
 //!   checked, compressed again), the client reads the frames back: what
 //!   `Config::permessage_deflate` costs the server per byte of message. The bytes on the wire
@@ -226,12 +226,21 @@ fn ws_deflate(c: &mut Criterion) {
     const BATCH: usize = 16;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut group = c.benchmark_group("ws_deflate");
+    // A chat message as an application would send it (~300 bytes of JSON, little repeated
+    // inside it), and 16 KiB of a JSON list of such records.
+    let chat = r#"{"type":"message","room":"general","user":{"id":48213,"name":"alice"},"text":"Are we still meeting at three? I moved the slides to the shared folder, and the numbers for December are in the second tab.","sent":"2026-12-06T05:41:07.123Z","reactions":[{"emoji":"thumbsup","count":3}]}"#;
     let unit = r#"{"user":"alice","room":"general","text":"message number","seq":12345} "#;
-    let mut text = unit.repeat(SIZE / unit.len());
-    while text.len() < SIZE {
-        text.push(' ');
+    let mut list = unit.repeat(SIZE / unit.len());
+    while list.len() < SIZE {
+        list.push(' ');
     }
-    for (name, deflate) in [("plain", false), ("deflate", true)] {
+    for (name, deflate, text) in [
+        ("plain/300B", false, chat),
+        ("deflate/300B", true, chat),
+        ("plain/16KiB", false, list.as_str()),
+        ("deflate/16KiB", true, list.as_str()),
+    ] {
+        let size = text.len();
         let (mut io, batch) = rt.block_on(async {
             let (mut client, server) = tokio::io::duplex(256 * 1024);
             let config = webchan::Config::default().permessage_deflate(deflate);
@@ -240,12 +249,12 @@ fn ws_deflate(c: &mut Criterion) {
             assert_eq!(agreed.starts_with("permessage-deflate"), deflate, "{agreed}");
             let payload = if deflate {
                 let mut z = flate2::Compress::new(flate2::Compression::default(), false);
-                let mut out = Vec::with_capacity(SIZE);
+                let mut out = Vec::with_capacity(size + 64);
                 z.compress_vec(text.as_bytes(), &mut out, flate2::FlushCompress::Sync).unwrap();
                 out.truncate(out.len() - 4);
                 out
             } else {
-                text.clone().into_bytes()
+                text.as_bytes().to_vec()
             };
             let frame = client_frame(0x1, deflate, &payload);
             (client, frame.repeat(BATCH))
@@ -257,11 +266,11 @@ fn ws_deflate(c: &mut Criterion) {
         });
         assert_eq!(compressed, deflate);
         eprintln!(
-            "ws_deflate/{name}: {SIZE} bytes of text per message, {sent} on the wire to the \
+            "ws_deflate/{name}: {size} bytes of text per message, {sent} on the wire to the \
              server, {} back",
             received / BATCH
         );
-        group.throughput(Throughput::Bytes((SIZE * BATCH) as u64));
+        group.throughput(Throughput::Bytes((size * BATCH) as u64));
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter(|| {
                 rt.block_on(async {

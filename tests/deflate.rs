@@ -123,6 +123,10 @@ async fn compressed_messages_go_both_ways_and_small_or_incompressible_ones_go_pl
         round_trip(&mut ws, &mut client, 0x1, text.as_bytes()).await;
     }
     round_trip(&mut ws, &mut client, 0x2, &vec![7u8; 100_000]).await;
+    // Under 1 KiB: webchan's own encoder (fixed codes); over it, miniz.
+    for len in [200, 1000, 1100] {
+        round_trip(&mut ws, &mut client, 0x1, text_of(len).as_bytes()).await;
+    }
     // Large: past the read buffer and the write path's vectored threshold.
     round_trip(&mut ws, &mut client, 0x1, text_of(1 << 20).as_bytes()).await;
 
@@ -139,7 +143,7 @@ async fn compressed_messages_go_both_ways_and_small_or_incompressible_ones_go_pl
     assert_eq!(first, 0xC1);
     assert_eq!(inflate(&payload), text.as_bytes());
 
-    // Under 1 KiB: compressed by the client, echoed as it is.
+    // Under 128 bytes: compressed by the client, echoed as it is.
     ws.frame(0xC1, &client.compress(b"short")).await;
     assert_eq!(ws.read_frame().await, Some((0x81, b"short".to_vec())));
     // Uncompressed from the client: still compressed by the server when it pays.

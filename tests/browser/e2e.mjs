@@ -148,7 +148,7 @@ try {
       const extensions = await page.evaluate(() => ws && ws.extensions);
       assert(extensions === "permessage-deflate; server_no_context_takeover", `the WebSocket's extensions are "${extensions}"`);
     }
-    // Over 1 KiB: compressed both ways (Chromium's to the server, the server's to tab B).
+    // Over 128 bytes: compressed both ways (Chromium's to the server, the server's to tab B).
     await say(a, b, `long ${"compressible text ".repeat(60)}${Date.now()}`); // the input takes 2,000
   });
 
