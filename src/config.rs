@@ -321,8 +321,10 @@ impl Config {
     ///
     /// A compressed message counts against [`max_message_size`](Self::max_message_size) as it
     /// comes (its frames) and once inflated: a message that inflates past the limit closes
-    /// the connection with 1009, as an oversized one does; data that does not inflate closes
-    /// it with 1002. DEFLATE shrinks a message up to ~1,000 times: with compression on, a
+    /// the connection with 1009, as an oversized one does; data that does not inflate, or does
+    /// not end between two DEFLATE blocks as the sync flush leaves it (a message cut short, or
+    /// sent with the four bytes RFC 7692 §7.2.1 strips), closes it with 1002; a compressed
+    /// message with no bytes at all is taken for an empty one. DEFLATE shrinks a message up to ~1,000 times: with compression on, a
     /// client can make the server inflate (and hold, until the application has read it) a
     /// message of the whole limit, 64 MiB by default, for ~64 KiB on the wire, and spend the
     /// time to inflate it on the connection's task. Set the limit to what your messages need. Compression happens when a message is written, on the task that writes

@@ -235,16 +235,27 @@ impl Inflater {
 }
 
 fn inflate(d: &mut Decompress, data: &[u8], limit: usize) -> Result<Bytes, InflateError> {
-    let mut out: Vec<u8> =
-        Vec::with_capacity(limit.min(data.len().saturating_mul(4).max(1024)) + 1);
+    if data.is_empty() {
+        // No DEFLATE data at all (a block header at least, `00` for an empty message, RFC 7692
+        // §7.2.3.6): taken for an empty message, and the inflater left as it is. Fed to it, the
+        // four bytes put back would begin a stored block that the next message continued
+        // (before stop 32's review, 2026-12-06: a client keeping its context then had its next
+        // valid message refused with 1002).
+        return Ok(Bytes::new());
+    }
+    // Room for one byte over the limit: that is how a message over it is seen.
+    let room = limit.saturating_add(1);
+    let mut out: Vec<u8> = Vec::with_capacity(room.min(data.len().saturating_mul(4).max(1024)));
+    let mut before_tail = 0;
     for input in [data, &TAIL[..]] {
+        before_tail = d.total_out();
         let mut input = input;
         loop {
             if out.len() == out.capacity() {
                 if out.len() > limit {
                     return Err(InflateError::TooLarge);
                 }
-                let grow = out.len().max(1024).min(limit + 1 - out.len());
+                let grow = out.len().max(1024).min(room - out.len());
                 out.reserve_exact(grow);
             }
             let (before_in, before_out) = (d.total_in(), d.total_out());
@@ -273,7 +284,33 @@ fn inflate(d: &mut Decompress, data: &[u8], limit: usize) -> Result<Bytes, Infla
             }
         }
     }
+    // The bytes put back are the LEN and NLEN of an empty stored block whose header ended the
+    // message: nothing comes out of them.
+    if d.total_out() != before_tail {
+        return Err(InflateError::Invalid);
+    }
+    ended_between_blocks(d)?;
     Ok(kept(out))
+}
+
+/// An empty stored block, byte-aligned: `ended_between_blocks`' probe.
+const PROBE: [u8; 5] = [0x00, 0x00, 0x00, 0xff, 0xff];
+
+/// Checks that the message ended between two blocks, as the four bytes put back end an empty
+/// stored block (RFC 7692 §7.2.2): an empty stored block more is then taken whole, with nothing
+/// out, and leaves the inflater as it was. One still inside a block (the message was cut short,
+/// or its sender left those four bytes on) takes it as data, or fails. Before stop 32's review
+/// (2026-12-06) such a message was accepted as whatever came out, and a client keeping its
+/// context had its next valid message refused instead.
+fn ended_between_blocks(d: &mut Decompress) -> Result<(), InflateError> {
+    let (before_in, before_out) = (d.total_in(), d.total_out());
+    let mut scratch = Vec::with_capacity(PROBE.len());
+    let status = d.decompress_vec(&PROBE, &mut scratch, FlushDecompress::Sync);
+    let whole = d.total_in() - before_in == PROBE.len() as u64 && d.total_out() == before_out;
+    match status {
+        Ok(Status::Ok | Status::BufError) if whole => Ok(()),
+        _ => Err(InflateError::Invalid),
+    }
 }
 
 /// A buffer as the message keeps it: given back what it has over twice its length (the room
@@ -587,17 +624,6 @@ mod tests {
         assert_eq!(compress(&noise), None);
     }
 
-    /// xorshift: deterministic inputs.
-    struct Rand(u64);
-    impl Rand {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-    }
-
     /// `compress_small`'s output inflates back to its input through miniz (the crate's own
     /// inflater) and through a fresh raw inflater, ends as RFC 7692 asks, and is smaller.
     fn check_small(data: &[u8]) -> Option<usize> {
@@ -616,7 +642,7 @@ mod tests {
 
     #[test]
     fn the_small_encoder_round_trips_every_kind_of_input() {
-        let mut rand = Rand(0x1234_5678_9abc_def1);
+        let mut rand = crate::frame::tests::Noise(0x1234_5678_9abc_def1);
         let words: [&[u8]; 6] =
             [b"\"user\":", b"\"alice\",", b"{\"seq\":", b"12345}", b" ", b"\xc3\xa9"];
         let mut compressed = 0;
@@ -705,6 +731,51 @@ mod tests {
         assert!(sizes[1] < sizes[0] / 2, "the second message did not refer back: {sizes:?}");
     }
 
+    /// Messages that do not end between two blocks are refused, and the context of a client
+    /// that keeps it is not disturbed by an empty one (stop 32's review).
+    #[test]
+    fn a_message_must_end_between_blocks() {
+        let mut client = Compress::new(Compression::default(), false);
+        let mut next = |text: &[u8]| {
+            let mut out = Vec::with_capacity(text.len() + 64);
+            client.compress_vec(text, &mut out, FlushCompress::Sync).unwrap();
+            out.truncate(out.len() - 4);
+            out
+        };
+        let text = b"the same sentence, sent again and again, refers back to the last message";
+        let mut inflater = Inflater::new(FULL);
+        assert_eq!(inflater.inflate(&next(text), 1000).unwrap(), &text[..]);
+        // Nothing at all: an empty message, and the context goes on.
+        assert_eq!(inflater.inflate(&[], 1000).unwrap(), Bytes::new());
+        assert_eq!(inflater.inflate(&next(text), 1000).unwrap(), &text[..]);
+        // The tail left on.
+        let mut with_tail = next(text);
+        with_tail.extend_from_slice(&TAIL);
+        assert_eq!(inflater.inflate(&with_tail, 1000), Err(InflateError::Invalid));
+        // Cut short, by a few bytes or many, with or without context.
+        let mut rand = crate::frame::tests::Noise(0x5eed);
+        let data: Vec<u8> = (0..3001).map(|_| b"abcdefgh"[(rand.next() % 8) as usize]).collect();
+        let mut refused = 0;
+        for cut in [1, 2, 3, 5, 20, 204] {
+            let mut c = Compress::new(Compression::default(), false);
+            let mut z = Vec::with_capacity(4000);
+            c.compress_vec(&data, &mut z, FlushCompress::Sync).unwrap();
+            z.truncate(z.len() - 4 - cut);
+            for takeover in [true, false] {
+                let agreed = Agreed { compress: true, client_takeover: takeover };
+                // Refused; or, when the bits cut were zeros that the bytes put back supply
+                // again, the message whole: never other data.
+                match Inflater::new(agreed).inflate(&z, 1 << 20) {
+                    Err(InflateError::Invalid) => refused += 1,
+                    Ok(whole) => assert!(whole == data, "cut by {cut}: {} bytes", whole.len()),
+                    Err(e) => panic!("cut by {cut}: {e:?}"),
+                }
+            }
+        }
+        eprintln!("refused {refused} of 12");
+        assert_eq!(refused, 12, "cut messages accepted");
+    }
+
     #[test]
     fn limits_and_damaged_data() {
         let data = vec![0u8; 1 << 20];
@@ -719,9 +790,13 @@ mod tests {
             Inflater::new(FULL).inflate(&[0xff, 0xff, 0xff], 100),
             Err(InflateError::Invalid)
         );
-        // An empty message: the client sent `00` (an empty final-less fixed block) or nothing.
+        // An empty message: the client sent `00` (RFC 7692 §7.2.3.6) or nothing.
         assert_eq!(Inflater::new(FULL).inflate(&[0x00], 100).unwrap(), Bytes::new());
         assert_eq!(Inflater::new(FULL).inflate(&[], 100).unwrap(), Bytes::new());
+        // No limit at all (`max_message_size(usize::MAX)`): the room asked for does not
+        // overflow (it did in debug builds, before stop 32's review).
+        let z = compress(&[b'x'; 5000]).unwrap();
+        assert_eq!(Inflater::new(FULL).inflate(&z, usize::MAX).unwrap().len(), 5000);
         // A final block: the message ends there, and the next starts a stream of its own.
         let mut last = Compress::new(Compression::default(), false);
         let mut out = Vec::with_capacity(100);

@@ -610,7 +610,7 @@ pub(crate) fn encode_close(out: &mut BytesMut, code: u16, reason: &str) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
@@ -971,10 +971,10 @@ mod tests {
     }
 
     /// A deterministic byte source (xorshift), so that large payloads cost one `u64` to shrink.
-    struct Noise(u64);
+    pub(crate) struct Noise(pub(crate) u64);
 
     impl Noise {
-        fn next(&mut self) -> u64 {
+        pub(crate) fn next(&mut self) -> u64 {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;

@@ -79,11 +79,7 @@ async fn connect(addr: SocketAddr, extra: &str) -> (RawWs, String) {
 }
 
 fn extensions_of(head: &str) -> Vec<String> {
-    head.lines()
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-extensions"))
-        .map(|(_, v)| v.trim().to_owned())
-        .collect()
+    support::header_values(head, "sec-websocket-extensions")
 }
 
 /// Sends `message` compressed by `client` (in `pieces` frames), and checks the echo: RSV1 set

@@ -39,17 +39,6 @@ async fn head_of(addr: SocketAddr, request: &[u8]) -> (String, TcpStream, Vec<u8
     }
 }
 
-/// The values of header `name` in a response head (every line of it).
-fn header_values(head: &str, name: &str) -> Vec<String> {
-    head.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-        })
-        .collect()
-}
-
 fn upgrade_request(addr: SocketAddr, extra: &str) -> String {
     format!(
         "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

@@ -18,11 +18,7 @@ fn chat() -> Config {
 }
 
 fn protocols_of(head: &str) -> Vec<String> {
-    head.lines()
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-protocol"))
-        .map(|(_, v)| v.trim().to_owned())
-        .collect()
+    support::header_values(head, "sec-websocket-protocol")
 }
 
 async fn raw(addr: SocketAddr, extra: &str) -> (RawWs, String) {

@@ -385,6 +385,17 @@ pub fn encode_frame(
     out
 }
 
+/// The values of the header `name` in a response head as text (its status line skipped).
+pub fn header_values(head: &str, name: &str) -> Vec<String> {
+    head.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+        .collect()
+}
+
 /// A raw WebSocket client over a TcpStream: handshake by hand, frames by hand, for tests that
 /// need to send what a well-behaved client library never would. `S` is the connection, or one
 /// half of it.
