@@ -206,6 +206,30 @@ async function main() {
     assert(info.code === 1000, `close code ${info.code}`);
   });
 
+  if (expectDeflate) {
+    // ws compressing every message (threshold 0), without keeping its context, asking for a
+    // 2^10 server window (the server agrees; its messages then go out plain), and sending a
+    // compressed message in fragments.
+    await check('permessage-deflate with threshold 0, no client context, a 2^10 server window, fragments', async () => {
+      const perMessageDeflate = { threshold: 0, clientNoContextTakeover: true, serverMaxWindowBits: 10 };
+      const c = await Conn.open({ perMessageDeflate });
+      const ext = c.upgradeHeaders && c.upgradeHeaders['sec-websocket-extensions'];
+      const want = 'permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10';
+      assert(ext === want, `the 101 has Sec-WebSocket-Extensions: ${ext}, not ${want}`);
+      for (const size of [0, 1, 200, 1023, 1024, 70000]) {
+        await echo(c, 'webchan deflate é '.repeat(Math.ceil(size / 10) + 1).slice(0, size), false, `text ${size}`);
+        await echo(c, binaryOf(size, 3), true, `binary ${size}`);
+      }
+      const text = 'fragmented and compressed '.repeat(100);
+      c.ws.send(text.slice(0, 1000), { fin: false });
+      c.ws.send(text.slice(1000), { fin: true });
+      const m = await c.next();
+      assert(!m.isBinary && m.data.toString() === text, 'the fragmented message came back different');
+      const info = await c.closeAndWait(1000);
+      assert(info.code === 1000, `close code ${info.code}`);
+    });
+  }
+
   {
     let c;
     await check('connect', async () => {

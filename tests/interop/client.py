@@ -15,6 +15,7 @@ import sys
 import websockets
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedOK
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.protocol import State
 
 STEP_S = 10  # one check's budget
@@ -133,6 +134,24 @@ async def main():
 
     what = "accepted" if expect_deflate else "declined"
     await check(f"handshake: permessage-deflate offered by websockets, {what} by the server", deflate_negotiated)
+
+    async def deflate_limited():
+        # websockets asking for a 2^9 server window and resetting its own context: the server
+        # agrees (its messages then go out plain), and every kind of message still comes back.
+        factory = ClientPerMessageDeflateFactory(
+            server_max_window_bits=9, client_no_context_takeover=True, client_max_window_bits=9
+        )
+        async with open_conn(compression=None, extensions=[factory]) as ws:
+            got = ws.response.headers.get_all("Sec-WebSocket-Extensions")
+            want = ["permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
+                    "server_max_window_bits=9"]
+            require(got == want, f"the 101 has Sec-WebSocket-Extensions: {got}, not {want}")
+            for size in [0, 1, 200, 1023, 1024, 70000]:
+                await echo(ws, ("webchan deflate \u00e9 " * (size // 10 + 1))[:size], f"text {size}")
+                await echo(ws, binary_of(size, 3), f"binary {size}")
+
+    if expect_deflate:
+        await check("permessage-deflate with a 2^9 server window and no client context", deflate_limited)
 
     async def subprotocol_not_picked():
         # The echo examples set no Config::protocols (and no Sec-WebSocket-Protocol on the Reply),
