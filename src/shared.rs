@@ -994,7 +994,10 @@ impl Shared {
     /// client sent before it saw our close, and then its answer, can still come in.
     pub(crate) fn push_events(&self, events: &mut Vec<Event>, closing: bool) -> bool {
         let mut s = self.lock();
-        for e in events.drain(..) {
+        // Taken from the back, in order: `Vec::drain`'s drop went out of line in some builds
+        // and not in others (~30 instructions per round trip, stops 29, 31 and 32).
+        events.reverse();
+        while let Some(e) = events.pop() {
             Self::push_event(&mut s, e);
         }
         if s.event_bytes > self.pause_above(closing) {
