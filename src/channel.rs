@@ -136,9 +136,12 @@ impl Channel {
     }
 
     /// The WebSocket subprotocol webchan chose from [`Config::protocols`](crate::Config::protocols)
-    /// (the one the `101` named): the first of that list the client offered. `None` when the
+    /// for this request's `101`: the first of that list the client offered. `None` when the
     /// client offered none of them, when no list was set (a protocol set on the `Reply` by hand
-    /// is not seen here), and for an HTTP stream.
+    /// is not seen here), and for an HTTP stream. It is worked out from the request and the
+    /// list at each call, so it is the same before the `101` went out (to decide whether to
+    /// refuse the client) and after, also when the upgrade was refused (the refusal names no
+    /// subprotocol).
     ///
     /// # Examples
     ///

@@ -247,7 +247,7 @@ fn inflate(d: &mut Decompress, data: &[u8], limit: usize) -> Result<Bytes, Infla
     let room = limit.saturating_add(1);
     let mut out: Vec<u8> = Vec::with_capacity(room.min(data.len().saturating_mul(4).max(1024)));
     let mut before_tail = 0;
-    for input in [data, &TAIL[..]] {
+    for (put_back, input) in [(false, data), (true, &TAIL[..])] {
         before_tail = d.total_out();
         let mut input = input;
         loop {
@@ -269,8 +269,12 @@ fn inflate(d: &mut Decompress, data: &[u8], limit: usize) -> Result<Bytes, Infla
             }
             if status == Status::StreamEnd {
                 // A final block ends the DEFLATE stream: the next message starts a new one.
+                // Of the message, all that may follow it is the header byte of the empty
+                // stored block a sender appends and then strips to its first byte (RFC 7692
+                // §7.2.1, and §7.2.3.4's example `f3 48 cd c9 c9 07 00 00`: before stop 32's
+                // second review, 2026-12-06, that `00` was refused with 1002).
                 d.reset(false);
-                if !input.is_empty() && input != TAIL {
+                if !put_back && !input.is_empty() && input != [0x00] {
                     return Err(InflateError::Invalid);
                 }
                 return Ok(kept(out));
@@ -804,5 +808,15 @@ mod tests {
         let mut inflater = Inflater::new(FULL);
         assert_eq!(inflater.inflate(&out, 100).unwrap(), &b"final"[..]);
         assert_eq!(inflater.inflate(&out, 100).unwrap(), &b"final"[..]);
+        // RFC 7692 §7.2.3.4's example: "Hello" in a final block, then the first byte of an
+        // empty stored block (the rest stripped). Anything else after a final block is not.
+        let hello = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00];
+        assert_eq!(inflater.inflate(&hello, 100).unwrap(), &b"Hello"[..]);
+        assert_eq!(inflater.inflate(&hello[..7], 100).unwrap(), &b"Hello"[..]);
+        for rest in [&[0x01][..], &[0x00, 0x00], &TAIL] {
+            let bad = [&hello[..7], rest].concat();
+            assert_eq!(inflater.inflate(&bad, 100), Err(InflateError::Invalid), "{rest:?}");
+        }
+        assert_eq!(inflater.inflate(&hello, 100).unwrap(), &b"Hello"[..]);
     }
 }

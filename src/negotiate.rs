@@ -625,6 +625,7 @@ impl Future for Reply {
                         header::CONNECTION,
                         header::SEC_WEBSOCKET_ACCEPT,
                         header::SEC_WEBSOCKET_EXTENSIONS,
+                        header::SEC_WEBSOCKET_PROTOCOL,
                     ] {
                         this.headers.remove(name);
                     }
