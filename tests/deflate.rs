@@ -9,43 +9,9 @@ mod support;
 
 use std::net::SocketAddr;
 
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
-use support::{echo_or_ok, h2_client, h2_websocket_request, raw_http, serve, RawWs};
-use tokio::net::TcpStream;
+use support::deflate::{extensions_of, h2_request_with_offer, inflate, Deflater, AGREED, OFFER};
+use support::{echo_or_ok, h2_client, raw_http, serve, RawWs};
 use webchan::Config;
-
-const OFFER: &str = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
-const AGREED: &str = "permessage-deflate; server_no_context_takeover";
-
-/// The client's compressor, kept from message to message (as every browser's is).
-struct Deflater(Compress);
-
-impl Deflater {
-    fn new() -> Self {
-        Self(Compress::new(Compression::default(), false))
-    }
-
-    /// A message's payload, compressed, its last four bytes stripped (RFC 7692 §7.2.1).
-    fn compress(&mut self, data: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(data.len() + 64);
-        self.0.compress_vec(data, &mut out, FlushCompress::Sync).unwrap();
-        assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
-        out.truncate(out.len() - 4);
-        out
-    }
-}
-
-/// Inflates one server message with a fresh context: the server resets its own for each.
-fn inflate(payload: &[u8]) -> Vec<u8> {
-    let mut input = payload.to_vec();
-    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
-    let mut d = Decompress::new(false);
-    let mut out = Vec::with_capacity(4 << 20);
-    d.decompress_vec(&input, &mut out, FlushDecompress::Sync).unwrap();
-    assert!(out.len() < out.capacity());
-    assert_eq!(d.total_in() as usize, input.len(), "not all of the message inflated");
-    out
-}
 
 fn text_of(len: usize) -> String {
     let words = ["channel ", "stream ", "sink ", "événement ", "message ", "✓ "];
@@ -72,14 +38,6 @@ fn noise(len: usize) -> Vec<u8> {
 
 async fn deflate_server(config: Config) -> SocketAddr {
     serve(config.permessage_deflate(true), echo_or_ok).await
-}
-
-async fn connect(addr: SocketAddr, extra: &str) -> (RawWs, String) {
-    RawWs::upgrade_with(TcpStream::connect(addr).await.unwrap(), addr, "/", extra).await
-}
-
-fn extensions_of(head: &str) -> Vec<String> {
-    support::header_values(head, "sec-websocket-extensions")
 }
 
 /// Sends `message` compressed by `client` (in `pieces` frames), and checks the echo: RSV1 set
@@ -109,7 +67,7 @@ where
 #[tokio::test]
 async fn compressed_messages_go_both_ways_and_small_or_incompressible_ones_go_plain() {
     let addr = deflate_server(Config::default()).await;
-    let (mut ws, head) = connect(addr, OFFER).await;
+    let (mut ws, head) = RawWs::connect_with(addr, OFFER).await;
     assert_eq!(extensions_of(&head), [AGREED], "{head}");
     let mut client = Deflater::new();
     let text = text_of(4000);
@@ -162,7 +120,7 @@ async fn a_client_without_context_takeover_and_one_limiting_the_servers_window()
     // client_no_context_takeover: the client resets its context per message; the server
     // agrees and inflates each message on its own.
     let offer = "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n";
-    let (mut ws, head) = connect(addr, offer).await;
+    let (mut ws, head) = RawWs::connect_with(addr, offer).await;
     assert_eq!(extensions_of(&head), [format!("{AGREED}; client_no_context_takeover")]);
     let text = text_of(3000);
     for _ in 0..3 {
@@ -171,7 +129,7 @@ async fn a_client_without_context_takeover_and_one_limiting_the_servers_window()
 
     // A server window of 2^10 asked for: agreed, and every message sent plain.
     let offer = "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10\r\n";
-    let (mut ws, head) = connect(addr, offer).await;
+    let (mut ws, head) = RawWs::connect_with(addr, offer).await;
     assert_eq!(extensions_of(&head), [format!("{AGREED}; server_max_window_bits=10")]);
     let mut client = Deflater::new();
     ws.frame(0xC1, &client.compress(text.as_bytes())).await;
@@ -180,10 +138,10 @@ async fn a_client_without_context_takeover_and_one_limiting_the_servers_window()
     // Offers the server cannot honour are declined, the next one taken.
     let offer = "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=16, \
                  x-webkit-deflate-frame\r\nSec-WebSocket-Extensions: permessage-deflate\r\n";
-    let (_, head) = connect(addr, offer).await;
+    let (_, head) = RawWs::connect_with(addr, offer).await;
     assert_eq!(extensions_of(&head), [AGREED], "{head}");
     let offer = "Sec-WebSocket-Extensions: permessage-deflate; foo=1\r\n";
-    let (mut ws, head) = connect(addr, offer).await;
+    let (mut ws, head) = RawWs::connect_with(addr, offer).await;
     assert_eq!(extensions_of(&head), Vec::<String>::new(), "{head}");
     // Nothing agreed: RSV1 is a protocol error.
     ws.frame(0xC1, &client.compress(b"x")).await;
@@ -193,7 +151,7 @@ async fn a_client_without_context_takeover_and_one_limiting_the_servers_window()
 #[tokio::test]
 async fn off_by_default_the_offer_is_declined_and_rsv1_is_a_protocol_error() {
     let addr = serve(Config::default(), echo_or_ok).await;
-    let (mut ws, head) = connect(addr, OFFER).await;
+    let (mut ws, head) = RawWs::connect_with(addr, OFFER).await;
     assert_eq!(extensions_of(&head), Vec::<String>::new(), "{head}");
     ws.frame(0x81, b"plain").await;
     assert_eq!(ws.read_frame().await, Some((0x81, b"plain".to_vec())));
@@ -218,17 +176,17 @@ async fn bad_compressed_data_closes_with_the_right_code() {
         ("RSV2", Deflater::new().compress(b"x"), 0xA1, 1002),
     ];
     for (what, payload, first, code) in cases {
-        let (mut ws, _) = connect(addr, OFFER).await;
+        let (mut ws, _) = RawWs::connect_with(addr, OFFER).await;
         ws.frame(first, &payload).await;
         assert_eq!(ws.read_close().await.map(|c| c.0), Some(code), "{what}");
         assert!(ws.eof().await, "{what}: the connection stayed open");
     }
     // At the limit exactly: echoed (compressed, ~100 bytes).
-    let (mut ws, _) = connect(addr, OFFER).await;
+    let (mut ws, _) = RawWs::connect_with(addr, OFFER).await;
     let zeros = vec![0; 64 << 10];
     round_trip(&mut ws, &mut Deflater::new(), 0x2, &zeros).await;
     // RSV1 on a continuation frame.
-    let (mut ws, _) = connect(addr, OFFER).await;
+    let (mut ws, _) = RawWs::connect_with(addr, OFFER).await;
     let z = Deflater::new().compress(text_of(1000).as_bytes());
     ws.frame(0x41, &z[..10]).await;
     ws.frame(0xC0, &z[10..]).await;
@@ -251,7 +209,7 @@ async fn an_extension_header_that_does_not_parse_gets_400_and_its_reason() {
     // Off, the header is not read: the upgrade goes on (`upgrade_with` checks the 101).
     let addr = serve(Config::default(), echo_or_ok).await;
     let (mut ws, head) =
-        connect(addr, "Sec-WebSocket-Extensions: permessage-deflate; =15\r\n").await;
+        RawWs::connect_with(addr, "Sec-WebSocket-Extensions: permessage-deflate; =15\r\n").await;
     assert_eq!(extensions_of(&head), Vec::<String>::new(), "{head}");
     ws.frame(0x81, b"on").await;
     assert_eq!(ws.read_frame().await, Some((0x81, b"on".to_vec())));
@@ -261,12 +219,7 @@ async fn an_extension_header_that_does_not_parse_gets_400_and_its_reason() {
 async fn over_http2_the_agreement_and_compressed_frames_work_the_same() {
     let addr = deflate_server(Config::default()).await;
     let mut sender = h2_client(addr).await;
-    let mut request = h2_websocket_request(addr, "/");
-    request.headers_mut().insert(
-        "sec-websocket-extensions",
-        "permessage-deflate; client_max_window_bits".parse().unwrap(),
-    );
-    let response = sender.send_request(request).await.unwrap();
+    let response = sender.send_request(h2_request_with_offer(addr)).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["sec-websocket-extensions"], AGREED);
     let io = hyper_util::rt::TokioIo::new(hyper::upgrade::on(response).await.unwrap());
@@ -279,15 +232,7 @@ async fn over_http2_the_agreement_and_compressed_frames_work_the_same() {
 
 #[tokio::test]
 async fn a_refused_upgrade_carries_no_agreement() {
-    let addr = support::serve_with(
-        Config::default().permessage_deflate(true),
-        |mut reply| {
-            *reply.status_mut() = http::StatusCode::FORBIDDEN;
-            reply
-        },
-        echo_or_ok,
-    )
-    .await;
+    let addr = support::serve_forbidding(Config::default().permessage_deflate(true)).await;
     let request = format!(
         "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{OFFER}\

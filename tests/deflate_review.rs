@@ -5,45 +5,13 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+use flate2::{Compress, Compression, FlushCompress};
 use futures::StreamExt;
-use support::{echo_or_ok, h2_client, h2_websocket_request, raw_http, serve, RawWs};
-use tokio::net::TcpStream;
+use support::deflate::{extensions_of, h2_request_with_offer, inflate, Deflater, AGREED, OFFER};
+use support::{echo_or_ok, h2_client, raw_http, serve, RawWs};
 use webchan::{Channel, Config, Event, Message};
-
-const OFFER: &str = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
-const AGREED: &str = "permessage-deflate; server_no_context_takeover";
-
-struct Deflater(Compress);
-
-impl Deflater {
-    fn new() -> Self {
-        Self(Compress::new(Compression::default(), false))
-    }
-
-    fn compress(&mut self, data: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(data.len() + 64);
-        let before = self.0.total_in();
-        self.0.compress_vec(data, &mut out, FlushCompress::Sync).unwrap();
-        assert_eq!((self.0.total_in() - before) as usize, data.len());
-        assert!(out.ends_with(&[0, 0, 0xff, 0xff]), "output buffer too small");
-        out.truncate(out.len() - 4);
-        out
-    }
-}
-
-fn inflate(payload: &[u8]) -> Vec<u8> {
-    let mut input = payload.to_vec();
-    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
-    let mut d = Decompress::new(false);
-    let mut out = Vec::with_capacity(4 << 20);
-    d.decompress_vec(&input, &mut out, FlushDecompress::Sync).unwrap();
-    assert_eq!(d.total_in() as usize, input.len());
-    out
-}
 
 fn text_of(len: usize, seed: usize) -> String {
     let words = ["channel ", "stream ", "sink ", "événement ", "message ", "✓ ", "deflate "];
@@ -54,18 +22,6 @@ fn text_of(len: usize, seed: usize) -> String {
         i = i.wrapping_mul(31).wrapping_add(7) % 1009;
     }
     s
-}
-
-async fn connect(addr: SocketAddr, extra: &str) -> (RawWs, String) {
-    RawWs::upgrade_with(TcpStream::connect(addr).await.unwrap(), addr, "/", extra).await
-}
-
-fn extensions_of(head: &str) -> Vec<String> {
-    head.lines()
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-extensions"))
-        .map(|(_, v)| v.trim().to_owned())
-        .collect()
 }
 
 /// The next data frame's message: (opcode, payload inflated if RSV1), answering pings.
@@ -95,7 +51,7 @@ async fn deflate_with_max_message_size_usize_max_still_inflates() {
     let addr =
         serve(Config::default().permessage_deflate(true).max_message_size(usize::MAX), echo_or_ok)
             .await;
-    let (mut ws, head) = connect(addr, OFFER).await;
+    let (mut ws, head) = RawWs::connect_with(addr, OFFER).await;
     assert_eq!(extensions_of(&head), [AGREED]);
     let text = text_of(100_000, 1);
     ws.frame(0xC1, &Deflater::new().compress(text.as_bytes())).await;
@@ -115,7 +71,7 @@ async fn fragmented_compressed_messages_at_and_over_the_limit() {
     )
     .await;
     let send_in_pieces = |z: Vec<u8>, pieces: usize| async move {
-        let (mut ws, _) = connect(addr, OFFER).await;
+        let (mut ws, _) = RawWs::connect_with(addr, OFFER).await;
         let step = z.len().div_ceil(pieces).max(1);
         let chunks: Vec<&[u8]> = z.chunks(step).collect();
         for (i, c) in chunks.iter().enumerate() {
@@ -156,7 +112,7 @@ async fn the_read_pause_holds_with_compressed_messages_the_application_reads_slo
     let (addr, mut channels) =
         support::serve_channels(Config::default().permessage_deflate(true).queue_limit(64 << 10))
             .await;
-    let (mut ws, _) = connect(addr, OFFER).await;
+    let (mut ws, _) = RawWs::connect_with(addr, OFFER).await;
     let mut ch: Channel = support::next_channel(&mut channels).await;
     let before = support::rss_kib();
     let mut client = Deflater::new();
@@ -192,12 +148,12 @@ async fn interleaved_connections_each_keep_their_own_context() {
     let addr = serve(Config::default().permessage_deflate(true), echo_or_ok).await;
     let mut keeping = Vec::new();
     for _ in 0..4 {
-        keeping.push((connect(addr, OFFER).await.0, Deflater::new()));
+        keeping.push((RawWs::connect_with(addr, OFFER).await.0, Deflater::new()));
     }
     let nct = "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n";
     let mut resetting = Vec::new();
     for _ in 0..2 {
-        let (ws, head) = connect(addr, nct).await;
+        let (ws, head) = RawWs::connect_with(addr, nct).await;
         assert!(extensions_of(&head)[0].contains("client_no_context_takeover"));
         resetting.push(ws);
     }
@@ -230,14 +186,14 @@ async fn close_and_timers_during_compressed_fragments() {
         echo_or_ok,
     )
     .await;
-    let (mut ws, _) = connect(addr, OFFER).await;
+    let (mut ws, _) = RawWs::connect_with(addr, OFFER).await;
     let text = text_of(300_000, 5);
     let z = Deflater::new().compress(text.as_bytes());
     ws.frame(0x41, &z[..z.len() / 2]).await;
     ws.frame(0x88, &1000u16.to_be_bytes()).await;
     assert_eq!(ws.read_close().await.map(|c| c.0), Some(1000));
 
-    let (mut ws, _) = connect(addr, OFFER).await;
+    let (mut ws, _) = RawWs::connect_with(addr, OFFER).await;
     let pieces: Vec<&[u8]> = z.chunks(z.len().div_ceil(5)).collect();
     let mut pings = 0;
     for (i, piece) in pieces.iter().enumerate() {
@@ -302,7 +258,7 @@ async fn files_readers_and_sequences_go_out_compressed_message_by_message() {
         }
     })
     .await;
-    let (mut ws, _) = connect(addr, OFFER).await;
+    let (mut ws, _) = RawWs::connect_with(addr, OFFER).await;
     ws.frame(0x81, b"go").await;
     let mut frames = Vec::new();
     loop {
@@ -342,7 +298,7 @@ async fn the_compat_api_with_deflate_in_its_config() {
             let _ = h.send(m, SendOptions::new());
         });
     let addr = support::serve_compat(options).await;
-    let (mut ws, head) = connect(addr, OFFER).await;
+    let (mut ws, head) = RawWs::connect_with(addr, OFFER).await;
     assert_eq!(extensions_of(&head), [AGREED], "{head}");
     let mut client = Deflater::new();
     for len in [10, 3000, 3000, 200_000] {
@@ -393,7 +349,7 @@ async fn odd_but_valid_offers_are_answered_as_the_rfc_says() {
         ),
     ];
     for (extra, expected) in cases {
-        let (mut ws, head) = connect(addr, &extra).await;
+        let (mut ws, head) = RawWs::connect_with(addr, &extra).await;
         assert_eq!(extensions_of(&head), std::slice::from_ref(&expected), "{extra}");
         let text = text_of(3000, 2);
         ws.frame(0xC1, &Deflater::new().compress(text.as_bytes())).await;
@@ -410,22 +366,9 @@ async fn odd_but_valid_offers_are_answered_as_the_rfc_says() {
 
 #[tokio::test]
 async fn over_http2_a_refused_upgrade_carries_no_agreement() {
-    let addr = support::serve_with(
-        Config::default().permessage_deflate(true),
-        |mut reply| {
-            *reply.status_mut() = http::StatusCode::FORBIDDEN;
-            reply
-        },
-        echo_or_ok,
-    )
-    .await;
+    let addr = support::serve_forbidding(Config::default().permessage_deflate(true)).await;
     let mut sender = h2_client(addr).await;
-    let mut request = h2_websocket_request(addr, "/");
-    request.headers_mut().insert(
-        "sec-websocket-extensions",
-        "permessage-deflate; client_max_window_bits".parse().unwrap(),
-    );
-    let response = sender.send_request(request).await.unwrap();
+    let response = sender.send_request(h2_request_with_offer(addr)).await.unwrap();
     assert_eq!(response.status(), 403);
     assert!(response.headers().get("sec-websocket-extensions").is_none(), "{response:?}");
     // And HTTP/1.1 with the header line several times.
@@ -446,7 +389,7 @@ async fn over_http2_a_refused_upgrade_carries_no_agreement() {
 #[tokio::test]
 async fn the_threshold_and_unusual_but_valid_compressed_messages() {
     let addr = serve(Config::default().permessage_deflate(true), echo_or_ok).await;
-    let (mut ws, _) = connect(addr, OFFER).await;
+    let (mut ws, _) = RawWs::connect_with(addr, OFFER).await;
     let mut client = Deflater::new();
     // 127 bytes go plain, 128 and more compressed (by either encoder).
     for (len, first) in [(127, 0x81), (128, 0xC1), (1023, 0xC1), (1024, 0xC1), (1025, 0xC1)] {
@@ -489,7 +432,7 @@ async fn the_threshold_and_unusual_but_valid_compressed_messages() {
 #[tokio::test]
 async fn an_empty_compressed_payload_does_not_break_the_next_message() {
     let addr = serve(Config::default().permessage_deflate(true), echo_or_ok).await;
-    let (mut ws, _) = connect(addr, OFFER).await;
+    let (mut ws, _) = RawWs::connect_with(addr, OFFER).await;
     let mut client = Deflater::new();
     let text = text_of(3000, 21);
     ws.frame(0xC1, &client.compress(text.as_bytes())).await;
@@ -503,13 +446,23 @@ async fn an_empty_compressed_payload_does_not_break_the_next_message() {
     }
     assert_eq!((first, payload.len()), (0x81, 0), "taken as an empty message");
     // Then the next message, compressed by the same client, must come back.
+    the_next_message_comes_back(&mut ws, &mut client, &text, "the empty one").await;
+}
+
+/// The client's next message, compressed with its kept context, comes back whole.
+async fn the_next_message_comes_back(
+    ws: &mut RawWs,
+    client: &mut Deflater,
+    text: &str,
+    after: &str,
+) {
     ws.frame(0xC1, &client.compress(text.as_bytes())).await;
-    let (first, payload) = next_message(&mut ws).await.unwrap();
+    let (first, payload) = next_message(ws).await.unwrap();
     let shown = String::from_utf8_lossy(&payload[..payload.len().min(40)]).into_owned();
     assert_eq!(
         (first, payload.len()),
         (0x1, text.len()),
-        "the valid message after the empty one was answered with {shown:?}"
+        "the valid message after {after} was answered with {shown:?}"
     );
 }
 
@@ -528,7 +481,7 @@ fn finished(data: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn a_payload_with_its_tail_left_on_does_not_break_the_next_message() {
     let addr = serve(Config::default().permessage_deflate(true), echo_or_ok).await;
-    let (mut ws, _) = connect(addr, OFFER).await;
+    let (mut ws, _) = RawWs::connect_with(addr, OFFER).await;
     let mut client = Deflater::new();
     let text = text_of(3000, 21);
     let mut z = client.compress(text.as_bytes());
@@ -540,14 +493,7 @@ async fn a_payload_with_its_tail_left_on_does_not_break_the_next_message() {
         return;
     }
     assert_eq!((first, payload.len()), (0x1, text.len()));
-    ws.frame(0xC1, &client.compress(text.as_bytes())).await;
-    let (first, payload) = next_message(&mut ws).await.unwrap();
-    let shown = String::from_utf8_lossy(&payload[..payload.len().min(40)]).into_owned();
-    assert_eq!(
-        (first, payload.len()),
-        (0x1, text.len()),
-        "the valid message after it was answered with {shown:?}"
-    );
+    the_next_message_comes_back(&mut ws, &mut client, &text, "it").await;
 }
 
 /// Binary data cut short does not inflate (docs: 1002); it must not reach the application.
@@ -559,7 +505,7 @@ async fn truncated_compressed_binary_is_not_delivered() {
     let mut outcomes = Vec::new();
     for cut in [2usize, 5, 20, z.len() / 2] {
         let nct = "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n";
-        let (mut ws, _) = connect(addr, nct).await;
+        let (mut ws, _) = RawWs::connect_with(addr, nct).await;
         ws.frame(0xC2, &z[..z.len() - cut]).await;
         match next_message(&mut ws).await {
             Some((0x8, p)) => {

@@ -303,21 +303,14 @@ async fn an_idle_deflate_channel_holds_an_inflater_only_while_its_client_keeps_c
     let _serial = SERIAL.lock().await;
     let (addr, mut channels) = serve_channels(Config::default().permessage_deflate(true)).await;
     let text = "a compressible message, a compressible message. ".repeat(40);
-    let compressed = |text: &str| {
-        let mut z = flate2::Compress::new(flate2::Compression::default(), false);
-        let mut out = Vec::with_capacity(text.len() + 64);
-        z.compress_vec(text.as_bytes(), &mut out, flate2::FlushCompress::Sync).unwrap();
-        out.truncate(out.len() - 4);
-        out
-    };
+    let compressed = |text: &str| support::deflate::Deflater::new().compress(text.as_bytes());
     let mut held = Vec::new();
     // The first round warms the thread's compressor and inflater up; not counted.
     for offer in ["", "; client_no_context_takeover", "", "; client_no_context_takeover"] {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let before = live();
         let extra = format!("Sec-WebSocket-Extensions: permessage-deflate{offer}\r\n");
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut raw, head) = RawWs::upgrade_with(tcp, addr, "/", &extra).await;
+        let (mut raw, head) = RawWs::connect_with(addr, &extra).await;
         assert!(head.contains("permessage-deflate"), "{head}");
         let mut ch = next_channel(&mut channels).await;
         assert!(matches!(ch.next().await, Some(Event::Open)));

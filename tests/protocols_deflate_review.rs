@@ -6,12 +6,12 @@ mod support;
 
 use std::net::SocketAddr;
 
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use flate2::{Compress, Compression, FlushCompress};
 use support::{echo, next_channel, raw_http, serve, serve_channels, serve_with, RawWs};
 use tokio::net::TcpStream;
 use webchan::Config;
 
-const TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
+use support::deflate::{inflate, TAIL};
 
 fn chat() -> Config {
     Config::default().protocols(["v2.chat", "v1.chat"])
@@ -19,10 +19,6 @@ fn chat() -> Config {
 
 fn protocols_of(head: &str) -> Vec<String> {
     support::header_values(head, "sec-websocket-protocol")
-}
-
-async fn raw(addr: SocketAddr, extra: &str) -> (RawWs, String) {
-    RawWs::upgrade_with(TcpStream::connect(addr).await.unwrap(), addr, "/", extra).await
 }
 
 fn upgrade_request(addr: SocketAddr, extra: &str) -> Vec<u8> {
@@ -84,7 +80,7 @@ async fn e_odd_offers_are_read() {
         long.push_str(&format!("p{i}, "));
     }
     long.push_str("v1.chat\r\n");
-    let (_raw, head) = raw(addr, &long).await;
+    let (_raw, head) = RawWs::connect_with(addr, &long).await;
     assert_eq!(protocols_of(&head), ["v1.chat"]);
     assert_eq!(next_channel(&mut channels).await.protocol(), Some("v1.chat"));
 }
@@ -94,16 +90,7 @@ async fn e_odd_offers_are_read() {
 /// subprotocol's too, since there is no WebSocket (RFC 6455 §4.2.2: it belongs to the 101).
 #[tokio::test]
 async fn e_a_refused_reply_names_no_subprotocol() {
-    let config = chat().permessage_deflate(true);
-    let addr = serve_with(
-        config,
-        |mut reply| {
-            *reply.status_mut() = http::StatusCode::FORBIDDEN;
-            reply
-        },
-        echo,
-    )
-    .await;
+    let addr = support::serve_forbidding(chat().permessage_deflate(true)).await;
     let out = raw_http(
         addr,
         &upgrade_request(
@@ -124,7 +111,8 @@ async fn e_a_refused_reply_names_no_subprotocol() {
 async fn e_compat_options_config_chooses_the_protocol() {
     let options = webchan::compat::Options::new().config(chat());
     let addr = support::serve_compat(options).await;
-    let (_raw, head) = raw(addr, "Sec-WebSocket-Protocol: v1.chat, v2.chat\r\n").await;
+    let (_raw, head) =
+        RawWs::connect_with(addr, "Sec-WebSocket-Protocol: v1.chat, v2.chat\r\n").await;
     assert_eq!(protocols_of(&head), ["v2.chat"], "{head}");
 }
 
@@ -158,23 +146,11 @@ async fn read_msg(ws: &mut RawWs) -> Result<(bool, Vec<u8>), u16> {
     }
 }
 
-/// A server message inflated with a fresh raw context.
-fn inflate_fresh(payload: &[u8]) -> Vec<u8> {
-    let mut input = payload.to_vec();
-    input.extend_from_slice(&TAIL);
-    let mut d = Decompress::new(false);
-    let mut out = Vec::with_capacity(1 << 16);
-    let st = d.decompress_vec(&input, &mut out, FlushDecompress::Sync).expect("inflates");
-    assert!(st == Status::Ok || st == Status::BufError, "{st:?}");
-    assert_eq!(d.total_in() as usize, input.len(), "not all taken");
-    out
-}
-
 /// Sends `data` plain (binary) and checks the echo inflates back exactly.
 async fn round_trip(ws: &mut RawWs, data: &[u8], what: &str) -> bool {
     ws.frame(0x82, data).await;
     let (rsv1, payload) = read_msg(ws).await.unwrap_or_else(|c| panic!("{what}: closed {c}"));
-    let back = if rsv1 { inflate_fresh(&payload) } else { payload };
+    let back = if rsv1 { inflate(&payload) } else { payload };
     assert!(back == data, "{what}: {} bytes sent, {} back, differ", data.len(), back.len());
     rsv1
 }
@@ -194,7 +170,7 @@ impl Rng {
 #[tokio::test]
 async fn e_small_encoder_round_trips_many_inputs() {
     let addr = deflate_echo().await;
-    let (mut ws, head) = raw(addr, NCT).await;
+    let (mut ws, head) = RawWs::connect_with(addr, NCT).await;
     assert!(head.contains("server_no_context_takeover"), "{head}");
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut compressed = 0;
@@ -267,7 +243,7 @@ async fn send_compressed(ws: &mut RawWs, payload: &[u8], cuts: &[usize]) -> Resu
         at = end;
     }
     let (rsv1, back) = read_msg(ws).await?;
-    Ok(if rsv1 { inflate_fresh(&back) } else { back })
+    Ok(if rsv1 { inflate(&back) } else { back })
 }
 
 /// RFC 7692 §7.2.3.4: "Hello" in a block with BFINAL set, then one `00` octet — its example
@@ -276,7 +252,7 @@ async fn send_compressed(ws: &mut RawWs, payload: &[u8], cuts: &[usize]) -> Resu
 async fn e_rfc7692_bfinal_example_with_trailing_00_is_accepted() {
     for offer in [NCT, KEEP] {
         let addr = deflate_echo().await;
-        let (mut ws, _) = raw(addr, offer).await;
+        let (mut ws, _) = RawWs::connect_with(addr, offer).await;
         let example = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00];
         assert_eq!(send_compressed(&mut ws, &example, &[]).await, Ok(b"Hello".to_vec()), "{offer}");
         assert_eq!(send_compressed(&mut ws, &example, &[]).await, Ok(b"Hello".to_vec()), "{offer}");
@@ -290,7 +266,7 @@ async fn e_finished_streams_are_accepted() {
     for offer in [NCT, KEEP] {
         for extra in [&[][..], &[0x00][..]] {
             let addr = deflate_echo().await;
-            let (mut ws, _) = raw(addr, offer).await;
+            let (mut ws, _) = RawWs::connect_with(addr, offer).await;
             for _ in 0..3 {
                 let mut c = Compress::new(Compression::default(), false);
                 let mut z = Vec::with_capacity(1000);
@@ -322,7 +298,7 @@ async fn e_valid_client_streams_are_accepted() {
         for level in [0, 1, 6, 9] {
             for flush in [FlushCompress::Sync, FlushCompress::Full] {
                 let addr = deflate_echo().await;
-                let (mut ws, _) = raw(addr, offer).await;
+                let (mut ws, _) = RawWs::connect_with(addr, offer).await;
                 let mut shared = Compress::new(Compression::new(level), false);
                 for (n, text) in texts.iter().enumerate() {
                     let mut fresh = Compress::new(Compression::new(level), false);
@@ -362,7 +338,7 @@ async fn e_valid_client_streams_are_accepted() {
     }
     // Every split point into two fragments, and one-byte fragments, with a kept context.
     let addr = deflate_echo().await;
-    let (mut ws, _) = raw(addr, KEEP).await;
+    let (mut ws, _) = RawWs::connect_with(addr, KEEP).await;
     let mut c = Compress::new(Compression::default(), false);
     let text = "fragmented, fragmented again; fragments of fragments ".repeat(4).into_bytes();
     for cut in 0..=60usize {
@@ -402,7 +378,7 @@ async fn e_invalid_client_streams_are_refused() {
     for offer in [NCT, KEEP] {
         for (what, payload) in &cases {
             let addr = deflate_echo().await;
-            let (mut ws, _) = raw(addr, offer).await;
+            let (mut ws, _) = RawWs::connect_with(addr, offer).await;
             match send_compressed(&mut ws, payload, &[]).await {
                 Err(1002) => {}
                 Ok(back) => assert!(

@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
-
 use futures::{SinkExt, StreamExt};
 use support::{h2_client, h2_websocket_request, next_channel, next_msg, serve_channels, RawWs};
 use tokio::net::TcpStream;
@@ -19,10 +17,6 @@ fn chat() -> Config {
 
 fn protocols_of(head: &str) -> Vec<String> {
     support::header_values(head, "sec-websocket-protocol")
-}
-
-async fn raw(addr: SocketAddr, extra: &str) -> (RawWs, String) {
-    RawWs::upgrade_with(TcpStream::connect(addr).await.unwrap(), addr, "/", extra).await
 }
 
 #[tokio::test]
@@ -55,7 +49,7 @@ async fn the_servers_first_choice_among_those_offered_is_named_and_seen_by_every
 async fn offers_over_several_lines_with_spaces_are_read_and_names_compare_exactly() {
     let (addr, mut channels) = serve_channels(chat()).await;
     let offer = "Sec-WebSocket-Protocol: other ,  v1.chat\r\nSec-WebSocket-Protocol:v2.chat\r\n";
-    let (_raw, head) = raw(addr, offer).await;
+    let (_raw, head) = RawWs::connect_with(addr, offer).await;
     assert_eq!(protocols_of(&head), ["v2.chat"], "{head}");
     assert_eq!(next_channel(&mut channels).await.protocol(), Some("v2.chat"));
 
@@ -63,7 +57,7 @@ async fn offers_over_several_lines_with_spaces_are_read_and_names_compare_exactl
     for offer in
         ["Sec-WebSocket-Protocol: V2.CHAT, v1.Chat\r\n", "Sec-WebSocket-Protocol: other\r\n", ""]
     {
-        let (mut raw, head) = raw(addr, offer).await;
+        let (mut raw, head) = RawWs::connect_with(addr, offer).await;
         assert_eq!(protocols_of(&head), Vec::<String>::new(), "{offer:?}: {head}");
         let channel = next_channel(&mut channels).await;
         assert_eq!(channel.protocol(), None, "{offer:?}");
@@ -78,7 +72,7 @@ async fn offers_over_several_lines_with_spaces_are_read_and_names_compare_exactl
 #[tokio::test]
 async fn without_a_list_none_is_chosen_and_an_http_stream_has_none() {
     let (addr, mut channels) = serve_channels(Config::default()).await;
-    let (_raw, head) = raw(addr, "Sec-WebSocket-Protocol: v2.chat\r\n").await;
+    let (_raw, head) = RawWs::connect_with(addr, "Sec-WebSocket-Protocol: v2.chat\r\n").await;
     assert_eq!(protocols_of(&head), Vec::<String>::new(), "{head}");
     assert_eq!(next_channel(&mut channels).await.protocol(), None);
 

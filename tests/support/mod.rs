@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod callbacks;
+pub mod deflate;
 pub mod h2raw;
 
 use std::convert::Infallible;
@@ -41,6 +42,20 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     serve_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), config, prepare, run)
+}
+
+/// A server whose handler turns every upgrade down: the `Reply`'s status set to 403 (the
+/// channel then ends with an error; plain requests too get 403).
+pub async fn serve_forbidding(config: Config) -> SocketAddr {
+    serve_with(
+        config,
+        |mut reply| {
+            *reply.status_mut() = http::StatusCode::FORBIDDEN;
+            reply
+        },
+        echo_or_ok,
+    )
+    .await
 }
 
 /// A server on `listener` whose service is `handle` as it is (the test's handler does all the
@@ -413,6 +428,13 @@ impl RawWs {
     /// Connects and upgrades `path`.
     pub async fn connect_path(addr: SocketAddr, path: &str) -> Self {
         Self::upgrade(tokio::net::TcpStream::connect(addr).await.unwrap(), addr, path).await
+    }
+
+    /// Connects and upgrades `/` with `extra` header lines (each ending in CRLF) in the
+    /// request; gives the 101's head too.
+    pub async fn connect_with(addr: SocketAddr, extra: &str) -> (Self, String) {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        Self::upgrade_with(tcp, addr, "/", extra).await
     }
 
     /// Upgrades `path` over a connection of the test's own making.
