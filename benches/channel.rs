@@ -14,11 +14,11 @@
 //!   2026-12-05: each outcome was looked up in vectors searched end to end).
 //!
 //! - `ws_deflate/{plain,deflate}/{300B,16KiB}`: a raw client sends batches of JSON text
-//!   messages (a 300-byte chat message, and 16 KiB of a list of records) (masked; with `deflate`, compressed once beforehand, as a client without context
-//!   takeover sends them), the server echoes them through a `Channel` (with `deflate`, inflated,
-//!   checked, compressed again), the client reads the frames back: what
-//!   `Config::permessage_deflate` costs the server per byte of message. The bytes on the wire
-//!   each way are printed once.
+//!   messages, a 300-byte chat message or 16 KiB of a list of records (masked; with `deflate`,
+//!   compressed once beforehand, as a client without context takeover sends them), the server
+//!   echoes them through a `Channel` (with `deflate`, inflated, checked, compressed again), the
+//!   client reads the frames back: what `Config::permessage_deflate` costs the server per
+//!   message. The bytes on the wire each way are printed once.
 //!
 //! `cargo bench --bench channel`
 

@@ -310,9 +310,9 @@ impl Config {
     /// its own (fixed Huffman codes, no state: ~1.2 µs for 300 bytes of JSON on this project's
     /// machine); from 1 KiB on, with miniz, whose reset for each message costs ~5.5 µs
     /// whatever the size (~8 µs for 1 KiB in all, ~10 µs for 16 KiB) and whose ratio is
-    /// better. A client that keeps its own context from message to message (the default of every client: it did not offer `client_no_context_takeover`)
-    /// gets an inflater of its own at its first compressed message, kept while the connection
-    /// lives; one that offered `client_no_context_takeover` shares the thread's. A client that
+    /// better. A client that keeps its own context from message to message (the default of
+    /// every client: it did not offer `client_no_context_takeover`) gets an inflater of its
+    /// own at its first compressed message, kept while the connection lives; one that offered `client_no_context_takeover` shares the thread's. A client that
     /// limits the server's window (`server_max_window_bits` under 15) is answered with its
     /// limit and gets every message uncompressed. Offers with a parameter RFC 7692 does not
     /// define, an invalid value or a parameter twice are declined (the next offer is tried; with
@@ -324,11 +324,12 @@ impl Config {
     /// the connection with 1009, as an oversized one does; data that does not inflate, or does
     /// not end between two DEFLATE blocks as the sync flush leaves it (a message cut short, or
     /// sent with the four bytes RFC 7692 §7.2.1 strips), closes it with 1002; a compressed
-    /// message with no bytes at all is taken for an empty one. DEFLATE shrinks a message up to ~1,000 times: with compression on, a
-    /// client can make the server inflate (and hold, until the application has read it) a
-    /// message of the whole limit, 64 MiB by default, for ~64 KiB on the wire, and spend the
-    /// time to inflate it on the connection's task. Set the limit to what your messages need. Compression happens when a message is written, on the task that writes
-    /// it; the queue limit counts messages as they were sent, uncompressed. HTTP streams are
+    /// message with no bytes at all is taken for an empty one. DEFLATE shrinks a message up to
+    /// ~1,000 times: with compression on, a client can make the server inflate (and hold,
+    /// until the application has read it) a message of the whole limit, 64 MiB by default, for
+    /// ~64 KiB on the wire, and spend the time to inflate it on the task that reads it. Set the
+    /// limit to what your messages need. Compression happens when a message is written, on the
+    /// task that writes it; the queue limit counts messages as they were sent, uncompressed. HTTP streams are
     /// not affected (leave compression to a layer in front, such as tower-http's).
     ///
     /// # Examples

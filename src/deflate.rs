@@ -8,8 +8,9 @@
 //! unless the client offered `client_no_context_takeover`: then the inflater is the thread's
 //! too. A client that asks for a server window under 32 KiB (`server_max_window_bits` below
 //! 15) is answered with that window and gets every message uncompressed, which RFC 7692 allows
-//! (a message's compression is its own choice, RSV1): miniz, webchan's DEFLATE, has one window
-//! size.
+//! (a message's compression is its own choice, RSV1): miniz, which compresses messages of 1 KiB
+//! and more, has one window size. Messages of 128 bytes to 1 KiB are compressed by an encoder
+//! of webchan's own ([`compress_small`]), which needs no state.
 
 use std::cell::RefCell;
 
