@@ -6,8 +6,8 @@
 //! ../shared/tools/autobahn/run.sh ws://127.0.0.1:9001
 //! ```
 //!
-//! `PORT` sets the port, `DEFLATE=1` turns permessage-deflate on. `scripts/autobahn.sh` runs
-//! the suite against it.
+//! `PORT` sets the port, `DEFLATE=1` turns permessage-deflate on, `PROTOCOLS=a,b` lists the
+//! subprotocols to choose from. `scripts/autobahn.sh` runs the suite against it.
 
 use std::convert::Infallible;
 
@@ -42,7 +42,11 @@ async fn main() -> std::io::Result<()> {
     // Autobahn's limit cases send messages up to 16 MiB.
     let config = Config::default().max_message_size(64 << 20).max_frame_size(64 << 20);
     // `DEFLATE=1`: permessage-deflate (Autobahn's chapters 12 and 13 then run).
-    let config = config.permessage_deflate(std::env::var("DEFLATE").is_ok_and(|v| v == "1"));
+    let mut config = config.permessage_deflate(std::env::var("DEFLATE").is_ok_and(|v| v == "1"));
+    // `PROTOCOLS=a,b`: the subprotocols to choose from (`Config::protocols`).
+    if let Some(list) = std::env::var("PROTOCOLS").ok().filter(|l| !l.is_empty()) {
+        config = config.protocols(list.split(','));
+    }
     loop {
         let (tcp, _) = listener.accept().await?;
         let config = config.clone();

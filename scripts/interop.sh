@@ -6,7 +6,8 @@
 # binary at the frame-length boundaries up to 1 MiB, UTF-8 across boundaries and fragments,
 # messages in flight kept in order, ping/pong payloads, permessage-deflate offered and accepted
 # (every echo of the run then compressed both ways) or declined,
-# subprotocols offered and none picked (Python), a close with 4000 echoed, a second connection,
+# subprotocols offered (one picked by the Stream API's server, which has a list; none by
+# compat's), a close with 4000 echoed, a second connection,
 # and 50 connections at once.
 #
 #   scripts/interop.sh
@@ -62,9 +63,19 @@ for example in autobahn autobahn_compat; do
   port=$(free_port)
   # The Stream API's server with permessage-deflate on, compat's without: the clients offer it
   # by default, so one run covers both answers (EXPECT_DEFLATE tells them which).
+  # The same for subprotocols: the Stream API's server chooses from "superchat,chat", compat's
+  # from none (EXPECT_PROTOCOL tells the clients what to expect for their offer "chat,
+  # superchat").
   deflate=0
-  if [[ $example == autobahn ]]; then deflate=1; fi
-  DEFLATE=$deflate PORT=$port "./target/release/examples/$example" >"$logs/$example.log" 2>&1 &
+  protocols=
+  expect_protocol=
+  if [[ $example == autobahn ]]; then
+    deflate=1
+    protocols=superchat,chat
+    expect_protocol=superchat
+  fi
+  DEFLATE=$deflate PROTOCOLS=$protocols PORT=$port "./target/release/examples/$example" \
+    >"$logs/$example.log" 2>&1 &
   pid=$!
   pids+=("$pid")
   up=0
@@ -92,7 +103,8 @@ for example in autobahn autobahn_compat; do
       cmd=("$VENV/bin/python" tests/interop/client.py "ws://127.0.0.1:$port/")
     fi
     # The clients have their own 60 s watchdog; this is a backstop.
-    if EXPECT_DEFLATE=$deflate timeout 120 "${cmd[@]}" | tee "$logs/out"; then
+    if EXPECT_DEFLATE=$deflate EXPECT_PROTOCOL=$expect_protocol timeout 120 "${cmd[@]}" |
+      tee "$logs/out"; then
       result=ok
     else
       result=FAIL

@@ -54,9 +54,9 @@ function assert(cond, msg) {
 
 // A connection with a queue of received messages, the 101's headers and what the close was.
 class Conn {
-  static open(options = {}) {
+  static open(options = {}, protocols = undefined) {
     const c = new Conn();
-    c.ws = new WebSocket(url, options);
+    c.ws = protocols ? new WebSocket(url, protocols, options) : new WebSocket(url, options);
     // The request headers as sent (the offer), read before the request goes out.
     c.offeredExtensions = c.ws._req ? c.ws._req.getHeader('sec-websocket-extensions') : undefined;
     c.messages = [];
@@ -205,6 +205,22 @@ async function main() {
     const info = await c.closeAndWait(1000);
     assert(info.code === 1000, `close code ${info.code}`);
   });
+
+  // EXPECT_PROTOCOL: the server has a Config::protocols list (scripts/interop.sh gives
+  // examples/autobahn.rs "superchat,chat"). ws fails a connection whose 101 names none of the
+  // subprotocols it offered, so this runs only against that server.
+  const expectProtocol = process.env.EXPECT_PROTOCOL;
+  if (expectProtocol) {
+    await check(`subprotocols chat, superchat offered: the server picks ${expectProtocol}`, async () => {
+      const c = await Conn.open({}, ['chat', 'superchat']);
+      const proto = c.upgradeHeaders && c.upgradeHeaders['sec-websocket-protocol'];
+      assert(proto === expectProtocol, `the 101 names subprotocol ${proto}, not ${expectProtocol}`);
+      assert(c.ws.protocol === expectProtocol, `ws reports subprotocol "${c.ws.protocol}"`);
+      await echo(c, 'with the subprotocol chosen', false, 'text');
+      const info = await c.closeAndWait(1000);
+      assert(info.code === 1000, `close code ${info.code}`);
+    });
+  }
 
   if (expectDeflate) {
     // ws compressing every message (threshold 0), without keeping its context, asking for a

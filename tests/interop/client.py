@@ -153,19 +153,23 @@ async def main():
     if expect_deflate:
         await check("permessage-deflate with a 2^9 server window and no client context", deflate_limited)
 
-    async def subprotocol_not_picked():
-        # The echo examples set no Config::protocols (and no Sec-WebSocket-Protocol on the Reply),
-        # so the 101 must name none, and RFC 6455 4.1 lets the client go on without one
-        # (tests/subprotocols.rs covers a server that has a list).
+    # EXPECT_PROTOCOL: the server was started with a Config::protocols list (scripts/interop.sh
+    # gives examples/autobahn.rs "superchat,chat"): the first of it the client offered is
+    # picked. Without it, the 101 must name none, and RFC 6455 4.1 lets the client go on.
+    expect_protocol = os.environ.get("EXPECT_PROTOCOL") or None
+
+    async def subprotocol_picked():
         async with open_conn(subprotocols=["chat", "superchat"]) as ws:
             offered = ws.request.headers.get("Sec-WebSocket-Protocol")
             require(offered == "chat, superchat", f"offer not sent as expected: {offered!r}")
             got = ws.response.headers.get_all("Sec-WebSocket-Protocol")
-            require(not got, f"the server picked a subprotocol it was not told about: {got}")
-            require(ws.subprotocol is None, f"websockets reports subprotocol {ws.subprotocol!r}")
-            await echo(ws, "no subprotocol", "text")
+            want = [expect_protocol] if expect_protocol else []
+            require(got == want, f"the 101 names subprotocols {got}, not {want}")
+            require(ws.subprotocol == expect_protocol, f"websockets reports subprotocol {ws.subprotocol!r}")
+            await echo(ws, "with the subprotocol chosen", "text")
 
-    await check("subprotocols offered: the server picks none (none configured)", subprotocol_not_picked)
+    what = f"picks {expect_protocol}, the first of its list offered" if expect_protocol else "picks none (none configured)"
+    await check(f"subprotocols chat, superchat offered: the server {what}", subprotocol_picked)
 
     ws = None
 
