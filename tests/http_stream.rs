@@ -1180,31 +1180,21 @@ async fn a_sequence_sent_first_whose_first_item_panics_fails_that_send_only() {
 #[tokio::test]
 async fn iso_2022_jp_messages_meet_without_escapes_between_them_and_the_stream_ends_in_ascii() {
     let config = Config::default().timeout(Duration::from_millis(300));
-    let addr = serve_with(
-        config,
-        |mut reply| {
-            let value = "text/plain; charset=ISO-2022-JP".parse().unwrap();
-            reply.headers_mut().insert("content-type", value);
-            reply
-        },
-        |ch: Channel| async move {
-            let s = ch.sender();
-            for m in [
-                Message::from("日"),
-                "本".into(),
-                Message::seq(["a日".into(), "".into(), "x".into()]),
-            ] {
-                s.send(m).await.unwrap();
-            }
-            s.send("日".into()).await.unwrap();
-            if ch.originating_request().uri.path() == "/close" {
-                s.close().await;
-            } else {
-                // The channel stays open: the timeout ends the stream.
-                tokio::time::sleep(Duration::from_secs(3)).await;
-            }
-        },
-    )
+    let addr = serve_with(config, support::iso_2022_jp, |ch: Channel| async move {
+        let s = ch.sender();
+        for m in
+            [Message::from("日"), "本".into(), Message::seq(["a日".into(), "".into(), "x".into()])]
+        {
+            s.send(m).await.unwrap();
+        }
+        s.send("日".into()).await.unwrap();
+        if ch.originating_request().uri.path() == "/close" {
+            s.close().await;
+        } else {
+            // The channel stays open: the timeout ends the stream.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    })
     .await;
     for path in ["/close", "/timeout"] {
         let response = http1_get(addr, get(addr, path)).await;

@@ -892,28 +892,20 @@ async fn fetch_long(addr: SocketAddr, h2: bool) -> bytes::Bytes {
 #[tokio::test]
 async fn iso_2022_jp_streams_end_in_ascii_over_http2_and_when_dropped() {
     let config = Config::default().timeout(Duration::from_millis(1200));
-    let addr = serve_with(
-        config,
-        |mut reply| {
-            let value = "text/plain; charset=ISO-2022-JP".parse().unwrap();
-            reply.headers_mut().insert("content-type", value);
-            reply
-        },
-        |ch: Channel| async move {
-            let s = ch.sender();
-            for m in ["a日", "本", "語"] {
-                s.send(m.into()).await.unwrap();
+    let addr = serve_with(config, support::iso_2022_jp, |ch: Channel| async move {
+        let s = ch.sender();
+        for m in ["a日", "本", "語"] {
+            s.send(m.into()).await.unwrap();
+        }
+        match ch.originating_request().uri.path() {
+            "/close" => s.close().await,
+            "/drop" => {
+                drop(s);
+                drop(ch);
             }
-            match ch.originating_request().uri.path() {
-                "/close" => s.close().await,
-                "/drop" => {
-                    drop(s);
-                    drop(ch);
-                }
-                _ => tokio::time::sleep(Duration::from_secs(5)).await,
-            }
-        },
-    )
+            _ => tokio::time::sleep(Duration::from_secs(5)).await,
+        }
+    })
     .await;
     for h2 in [true, false] {
         for path in ["/close", "/timeout", "/drop"] {

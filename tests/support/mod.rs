@@ -58,6 +58,25 @@ pub async fn serve_forbidding(config: Config) -> SocketAddr {
     .await
 }
 
+/// A `prepare` for [`serve_with`]: the stream's text in ISO-2022-JP (`Content-Type`).
+pub fn iso_2022_jp(mut reply: Reply) -> Reply {
+    let value = "text/plain; charset=ISO-2022-JP".parse().unwrap();
+    reply.headers_mut().insert("content-type", value);
+    reply
+}
+
+/// hyper-util's auto builder as the README recommends it: WebSockets over HTTP/2 too (RFC
+/// 8441), and a connection window larger than each stream's.
+pub fn server_builder() -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .enable_connect_protocol()
+        .initial_stream_window_size(256 * 1024)
+        .initial_connection_window_size(8 << 20);
+    builder
+}
+
 /// A server on `listener` whose service is `handle` as it is (the test's handler does all the
 /// webchan calls): hyper-util's auto builder with upgrades, HTTP/2 with RFC 8441, the windows
 /// the README recommends and a large header list.
@@ -80,14 +99,8 @@ where
                     let response = handle(request);
                     async move { Ok::<_, Infallible>(response.await) }
                 });
-                let mut builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http2()
-                    .enable_connect_protocol()
-                    .max_header_list_size(1 << 20)
-                    .initial_stream_window_size(256 * 1024)
-                    .initial_connection_window_size(8 << 20);
+                let mut builder = server_builder();
+                builder.http2().max_header_list_size(1 << 20);
                 let _ = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).await;
             });
         }
@@ -128,15 +141,9 @@ where
                         Ok::<_, Infallible>(response)
                     }
                 });
-                let mut builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                // WebSockets over HTTP/2 too (RFC 8441), as the README recommends.
-                builder
-                    .http2()
-                    .enable_connect_protocol()
-                    .initial_stream_window_size(256 * 1024)
-                    .initial_connection_window_size(8 << 20);
-                let _ = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).await;
+                let _ = server_builder()
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                    .await;
             });
         }
     });
@@ -164,14 +171,9 @@ where
                     prepare(&mut response);
                     async move { Ok::<_, Infallible>(response.await) }
                 });
-                let mut builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http2()
-                    .enable_connect_protocol()
-                    .initial_stream_window_size(256 * 1024)
-                    .initial_connection_window_size(8 << 20);
-                let _ = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).await;
+                let _ = server_builder()
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                    .await;
             });
         }
     });
