@@ -62,6 +62,7 @@ pub(crate) struct Settings {
     pub(crate) sse_keepalive: Option<Duration>,
     pub(crate) shutdown: Option<crate::Shutdown>,
     pub(crate) permessage_deflate: bool,
+    pub(crate) deflate_client_context: bool,
 }
 
 impl Default for Settings {
@@ -80,6 +81,7 @@ impl Default for Settings {
             sse_keepalive: Some(Duration::from_secs(15)),
             shutdown: None,
             permessage_deflate: false,
+            deflate_client_context: true,
         }
     }
 }
@@ -299,20 +301,24 @@ impl Config {
 
     /// Compress WebSocket messages with permessage-deflate (RFC 7692) when the client offers
     /// it, as browsers, Node's `ws` and Python's `websockets` do. The default is off: a
-    /// connection that agreed to it may hold an inflater of ~43 KiB while idle (see below),
-    /// against ~3.5 KiB for an idle connection without it.
+    /// connection that agreed to it may hold an inflater of ~47 KiB while idle (see below and
+    /// [`deflate_client_context`](Self::deflate_client_context)), against ~3.5 KiB for an idle
+    /// connection without it.
     ///
     /// The server accepts the first offer it can honour and always answers with
     /// `server_no_context_takeover`: each message it sends is compressed on its own, by one
-    /// compressor per thread (~300 KiB) that every connection shares. Messages under 128 bytes,
+    /// compressor per thread (~340 KiB) that every connection shares. Messages under 128 bytes,
     /// and those that compression would not make smaller, go out uncompressed (a message's
     /// compression is its own, RFC 7692 §6). Under 1 KiB, webchan compresses with an encoder of
     /// its own (fixed Huffman codes, no state: ~1.2 µs for 300 bytes of JSON on this project's
-    /// machine); from 1 KiB on, with miniz, whose reset for each message costs ~5.5 µs
-    /// whatever the size (~8 µs for 1 KiB in all, ~10 µs for 16 KiB) and whose ratio is
-    /// better. A client that keeps its own context from message to message (the default of
-    /// every client: it did not offer `client_no_context_takeover`) gets an inflater of its
-    /// own at its first compressed message, kept while the connection lives; one that offered `client_no_context_takeover` shares the thread's. A client that
+    /// machine); from 1 KiB on, with zlib (flate2's zlib-rs backend) at its fastest level,
+    /// whose reset for each message costs ~3.4 µs whatever the size (varied JSON: ~4.4 µs for 1
+    /// KiB in all, ~19 µs for 16 KiB, compressed to ~32 %). A client that keeps its own
+    /// context from message to message (the default of every client: it did not offer
+    /// `client_no_context_takeover`) gets an inflater of its own at its first compressed
+    /// message, kept while the connection lives, unless
+    /// [`deflate_client_context`](Self::deflate_client_context) is off; one that offered
+    /// `client_no_context_takeover` shares the thread's. A client that
     /// limits the server's window (`server_max_window_bits` under 15) is answered with its
     /// limit and gets every message uncompressed. Offers with a parameter RFC 7692 does not
     /// define, an invalid value or a parameter twice are declined (the next offer is tried; with
@@ -321,9 +327,11 @@ impl Config {
     ///
     /// A compressed message counts against [`max_message_size`](Self::max_message_size) as it
     /// comes (its frames) and once inflated: a message that inflates past the limit closes
-    /// the connection with 1009, as an oversized one does; data that does not inflate, or does
-    /// not end between two DEFLATE blocks as the sync flush leaves it (a message cut short, or
-    /// sent with the four bytes RFC 7692 §7.2.1 strips), closes it with 1002; a compressed
+    /// the connection with 1009, as an oversized one does; data that does not inflate (a
+    /// reference back past what the connection's inflater has seen among them: before the
+    /// first message, or into an earlier one when the client is not to keep its context), or
+    /// does not end between two DEFLATE blocks as the sync flush leaves it (a message cut
+    /// short, or sent with the four bytes RFC 7692 §7.2.1 strips), closes it with 1002; a compressed
     /// message with no bytes at all is taken for an empty one. DEFLATE shrinks a message up to
     /// ~1,000 times: with compression on, a client can make the server inflate (and hold,
     /// until the application has read it) a message of the whole limit, 64 MiB by default, for
@@ -340,6 +348,37 @@ impl Config {
     /// ```
     pub fn permessage_deflate(mut self, on: bool) -> Self {
         put!(self.permessage_deflate = on);
+        self
+    }
+
+    /// With [`permessage_deflate`](Self::permessage_deflate) on: whether a client may keep its
+    /// compression context from message to message ("context takeover", RFC 7692 §7.1.1.2).
+    /// The default, `true`, lets it, as every client asks: what a client sends then compresses
+    /// better (a JSON key seen in an earlier message costs a few bits), and the connection
+    /// holds an inflater of its own (~47 KiB) from the client's first compressed message on,
+    /// for as long as it lives.
+    ///
+    /// `false` answers every offer with `client_no_context_takeover`, which RFC 7692 lets a
+    /// server add to any offer and every client must honour: each client compresses each
+    /// message on its own, and every connection on a thread shares that thread's inflater, so
+    /// that a compressed connection holds no more memory while idle than a plain one's ~4 KiB
+    /// (~7.5 KiB measured, against ~54 KiB with the default). The price is the ratio of what
+    /// clients send: short messages that resemble each other (chat lines, JSON events) shrink
+    /// less, as each carries its own dictionary. What the server sends is unaffected (webchan
+    /// compresses each of its messages on its own whatever this says). A client that keeps its
+    /// context anyway has its first message that refers back to an earlier one closed with 1002.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // Many mostly idle connections: compression without ~47 KiB held by each.
+    /// let config = webchan::Config::default()
+    ///     .permessage_deflate(true)
+    ///     .deflate_client_context(false);
+    /// # let _ = config;
+    /// ```
+    pub fn deflate_client_context(mut self, keep: bool) -> Self {
+        put!(self.deflate_client_context = keep);
         self
     }
 

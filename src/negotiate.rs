@@ -211,7 +211,7 @@ fn negotiate_deflate(
     if !config.get().permessage_deflate {
         return Ok(None);
     }
-    crate::deflate::negotiate(headers)
+    crate::deflate::negotiate(headers, config.get().deflate_client_context)
 }
 
 /// An `Origin` outside [`Config::allowed_origins`] gets 403; so do two `Origin` headers (a

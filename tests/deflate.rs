@@ -77,7 +77,7 @@ async fn compressed_messages_go_both_ways_and_small_or_incompressible_ones_go_pl
         round_trip(&mut ws, &mut client, 0x1, text.as_bytes()).await;
     }
     round_trip(&mut ws, &mut client, 0x2, &vec![7u8; 100_000]).await;
-    // Under 1 KiB: webchan's own encoder (fixed codes); over it, miniz.
+    // Under 1 KiB: webchan's own encoder (fixed codes); over it, zlib (flate2's zlib-rs backend).
     for len in [200, 1000, 1100] {
         round_trip(&mut ws, &mut client, 0x1, text_of(len).as_bytes()).await;
     }
@@ -146,6 +146,61 @@ async fn a_client_without_context_takeover_and_one_limiting_the_servers_window()
     // Nothing agreed: RSV1 is a protocol error.
     ws.frame(0xC1, &client.compress(b"x")).await;
     assert_eq!(ws.read_close().await.map(|c| c.0), Some(1002));
+}
+
+/// A client's message that refers back to data the server never inflated (before the
+/// connection's first message, or into an earlier message when the client agreed to reset its
+/// context): RFC 1951 data that is not valid, closed with 1002. With miniz (before stop 33,
+/// 2026-12-06) such references read the zeros of a fresh window and the message was taken
+/// with NUL bytes in their place.
+#[tokio::test]
+async fn a_reference_back_past_what_was_inflated_is_a_protocol_error() {
+    let addr = deflate_server(Config::default()).await;
+    let text = text_of(3000);
+    let mut client = Deflater::new();
+    // Compressed once and not sent: the next copy is all references back into it.
+    let _ = client.compress(text.as_bytes());
+    let z = client.compress(text.as_bytes());
+    let (mut ws, _) = RawWs::connect_with(addr, OFFER).await;
+    ws.frame(0xC1, &z).await;
+    assert_eq!(ws.read_close().await.map(|c| c.0), Some(1002));
+    assert!(ws.eof().await, "the connection stayed open");
+    // A client that offered to reset its context and did not.
+    let offer = "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n";
+    let (mut ws, _) = RawWs::connect_with(addr, offer).await;
+    let mut client = Deflater::new();
+    round_trip(&mut ws, &mut client, 0x1, text.as_bytes()).await;
+    ws.frame(0xC1, &client.compress(text.as_bytes())).await;
+    assert_eq!(ws.read_close().await.map(|c| c.0), Some(1002));
+    // Where the context is kept, the same two messages are right.
+    let (mut ws, _) = RawWs::connect_with(addr, OFFER).await;
+    let mut client = Deflater::new();
+    for _ in 0..2 {
+        round_trip(&mut ws, &mut client, 0x1, text.as_bytes()).await;
+    }
+}
+
+#[tokio::test]
+async fn without_client_context_every_client_is_told_to_reset_its_own() {
+    let addr = deflate_server(Config::default().deflate_client_context(false)).await;
+    // A browser's offer, which does not ask for it: the agreement says it all the same.
+    let (mut ws, head) = RawWs::connect_with(addr, OFFER).await;
+    assert_eq!(extensions_of(&head), [format!("{AGREED}; client_no_context_takeover")]);
+    let text = text_of(3000);
+    for opcode in [0x1, 0x2, 0x1] {
+        round_trip(&mut ws, &mut Deflater::new(), opcode, text.as_bytes()).await;
+    }
+    // A client that keeps its context anyway: its first message inflates on its own; the
+    // second, the same text, is a reference back into the first, which the server no longer
+    // has.
+    let mut client = Deflater::new();
+    round_trip(&mut ws, &mut client, 0x1, text.as_bytes()).await;
+    let z = client.compress(text.as_bytes());
+    let alone = Deflater::new().compress(text.as_bytes()).len();
+    assert!(z.len() * 4 < alone, "the second copy is {} bytes ({alone} alone)", z.len());
+    ws.frame(0xC1, &z).await;
+    assert_eq!(ws.read_close().await.map(|c| c.0), Some(1002));
+    assert!(ws.eof().await, "the connection stayed open");
 }
 
 #[tokio::test]

@@ -383,7 +383,7 @@ async fn over_http2_a_refused_upgrade_carries_no_agreement() {
 }
 
 // ---------------------------------------------------------------------------------------
-// The thresholds (128 bytes; webchan's own encoder under 1 KiB, miniz from it), and DEFLATE
+// The thresholds (128 bytes; webchan's own encoder under 1 KiB, zlib from it), and DEFLATE
 // streams that are valid but unusual.
 
 #[tokio::test]

@@ -293,46 +293,62 @@ async fn an_idle_http_stream_holds_at_most_2_kib_more_than_hypers_own() {
     );
 }
 
-/// What an idle WebSocket holds after one compressed message each way (permessage-deflate,
-/// `Config::permessage_deflate`): its own inflater while its client keeps its compression
+/// What an idle WebSocket channel holds once it sent and received a compressed message
+/// (`Config::permessage_deflate`): its own inflater while its client keeps its compression
 /// context (every client's default), nothing more than a plain one when the client offered
-/// `client_no_context_takeover` (the thread's inflater serves it). The compressor is the
-/// thread's in both cases (warmed up first).
+/// `client_no_context_takeover`, or was told to by `Config::deflate_client_context(false)`
+/// (the thread's inflater serves it). The compressor is the thread's in every case (warmed up
+/// first).
 #[tokio::test(flavor = "current_thread")]
 async fn an_idle_deflate_channel_holds_an_inflater_only_while_its_client_keeps_context() {
     let _serial = SERIAL.lock().await;
     let (addr, mut channels) = serve_channels(Config::default().permessage_deflate(true)).await;
-    let text = "a compressible message, a compressible message. ".repeat(40);
-    let compressed = |text: &str| support::deflate::Deflater::new().compress(text.as_bytes());
     let mut held = Vec::new();
     // The first round warms the thread's compressor and inflater up; not counted.
     for offer in ["", "; client_no_context_takeover", "", "; client_no_context_takeover"] {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let before = live();
-        let extra = format!("Sec-WebSocket-Extensions: permessage-deflate{offer}\r\n");
-        let (mut raw, head) = RawWs::connect_with(addr, &extra).await;
-        assert!(head.contains("permessage-deflate"), "{head}");
-        let mut ch = next_channel(&mut channels).await;
-        assert!(matches!(ch.next().await, Some(Event::Open)));
-        raw.frame(0xC1, &compressed(&text)).await;
-        match ch.next().await {
-            Some(Event::Message(webchan::Incoming::Text(t))) => assert_eq!(t.as_str(), text),
-            other => panic!("{other:?}"),
-        }
-        ch.send(text.clone().into()).await.unwrap();
-        let (first, _) = raw.read_frame().await.unwrap();
-        assert_eq!(first, 0xC1, "the server's message is not compressed");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let idle = live();
-        let sender = ch.sender();
-        let after = gone(sender, ch, raw).await;
-        held.push((offer, idle - after, after - before));
+        held.push((offer, held_by_a_deflate_channel(addr, &mut channels, offer).await));
     }
-    eprintln!("held by an idle deflate channel (offer, bytes, left after it): {held:?}");
-    let (takeover, reset) = (held[2].1, held[3].1);
+    eprintln!("held by an idle deflate channel (offer, (bytes, left after it)): {held:?}");
+    let (takeover, reset) = (held[2].1 .0, held[3].1 .0);
     assert!(
         (32 << 10..64 << 10).contains(&takeover),
-        "a channel whose client keeps its context holds {takeover} B (its inflater: ~43 KiB)"
+        "a channel whose client keeps its context holds {takeover} B (its inflater: ~47 KiB)"
     );
     assert!(reset < 8 << 10, "a channel whose client resets its context holds {reset} B");
+    // A browser's offer, to a server that does not let clients keep their context.
+    let config = Config::default().permessage_deflate(true).deflate_client_context(false);
+    let (addr, mut channels) = serve_channels(config).await;
+    let told = held_by_a_deflate_channel(addr, &mut channels, "").await.0;
+    eprintln!("with deflate_client_context(false): {told} B");
+    assert!(told < 8 << 10, "a channel whose client was told to reset holds {told} B");
+}
+
+/// Opens a WebSocket offering permessage-deflate with `params`, has a compressed message go
+/// each way, and gives the bytes its channel holds once idle and those left once it is gone.
+async fn held_by_a_deflate_channel(
+    addr: std::net::SocketAddr,
+    channels: &mut tokio::sync::mpsc::UnboundedReceiver<webchan::Channel>,
+    params: &str,
+) -> (isize, isize) {
+    let text = "a compressible message, a compressible message. ".repeat(40);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = live();
+    let extra = format!("Sec-WebSocket-Extensions: permessage-deflate{params}\r\n");
+    let (mut raw, head) = RawWs::connect_with(addr, &extra).await;
+    assert!(head.contains("permessage-deflate"), "{head}");
+    let mut ch = next_channel(channels).await;
+    assert!(matches!(ch.next().await, Some(Event::Open)));
+    raw.frame(0xC1, &support::deflate::Deflater::new().compress(text.as_bytes())).await;
+    match ch.next().await {
+        Some(Event::Message(webchan::Incoming::Text(t))) => assert_eq!(t.as_str(), text),
+        other => panic!("{other:?}"),
+    }
+    ch.send(text.clone().into()).await.unwrap();
+    let (first, _) = raw.read_frame().await.unwrap();
+    assert_eq!(first, 0xC1, "the server's message is not compressed");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = live();
+    let sender = ch.sender();
+    let after = gone(sender, ch, raw).await;
+    (idle - after, after - before)
 }

@@ -325,6 +325,11 @@ async fn e_valid_client_streams_are_accepted() {
                         // An empty message compressed by the kept context.
                         let mut e = Vec::with_capacity(64);
                         c.compress_vec(b"", &mut e, flush).unwrap();
+                        // zlib's compressor (flate2's zlib-rs backend, since stop 33) writes
+                        // nothing for nothing after a flush: that case is the one above.
+                        if e.is_empty() {
+                            continue;
+                        }
                         e.truncate(e.len() - 4);
                         assert_eq!(
                             send_compressed(&mut ws, &e, &[]).await,
