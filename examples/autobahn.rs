@@ -6,8 +6,9 @@
 //! ../shared/tools/autobahn/run.sh ws://127.0.0.1:9001
 //! ```
 //!
-//! `PORT` sets the port, `DEFLATE=1` turns permessage-deflate on, `PROTOCOLS=a,b` lists the
-//! subprotocols to choose from. `scripts/autobahn.sh` runs the suite against it.
+//! `PORT` sets the port, `DEFLATE=1` turns permessage-deflate on (`DEFLATE=reset`: on, and
+//! every client told to compress each message on its own, `Config::deflate_client_context`),
+//! `PROTOCOLS=a,b` lists the subprotocols to choose from. `scripts/autobahn.sh` runs the suite against it.
 
 use std::convert::Infallible;
 
@@ -41,8 +42,12 @@ async fn main() -> std::io::Result<()> {
     println!("autobahn echo server on ws://127.0.0.1:{port}");
     // Autobahn's limit cases send messages up to 16 MiB.
     let config = Config::default().max_message_size(64 << 20).max_frame_size(64 << 20);
-    // `DEFLATE=1`: permessage-deflate (Autobahn's chapters 12 and 13 then run).
-    let mut config = config.permessage_deflate(std::env::var("DEFLATE").is_ok_and(|v| v == "1"));
+    // `DEFLATE=1`: permessage-deflate (Autobahn's chapters 12 and 13 then run); `reset`: and
+    // clients told not to keep their compression context.
+    let deflate = std::env::var("DEFLATE").unwrap_or_default();
+    let mut config = config
+        .permessage_deflate(deflate == "1" || deflate == "reset")
+        .deflate_client_context(deflate != "reset");
     // `PROTOCOLS=a,b`: the subprotocols to choose from (`Config::protocols`).
     if let Some(list) = std::env::var("PROTOCOLS").ok().filter(|l| !l.is_empty()) {
         config = config.protocols(list.split(','));

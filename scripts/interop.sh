@@ -5,7 +5,8 @@
 # (examples/autobahn.rs, examples/autobahn_compat.rs). The clients check echoes of text and
 # binary at the frame-length boundaries up to 1 MiB, UTF-8 across boundaries and fragments,
 # messages in flight kept in order, ping/pong payloads, permessage-deflate offered and accepted
-# (every echo of the run then compressed both ways) or declined,
+# (every echo of the run then compressed both ways) or declined, or accepted with the client
+# told to reset its context (a third run of examples/autobahn.rs, DEFLATE=reset),
 # subprotocols offered (one picked by the Stream API's server, which has a list; none by
 # compat's), a close with 4000 echoed, a second connection,
 # and 50 connections at once.
@@ -59,23 +60,28 @@ trap cleanup EXIT
 status=0
 summary=()
 start=$SECONDS
-for example in autobahn autobahn_compat; do
+for run in autobahn autobahn_compat autobahn:reset; do
+  example=${run%%:*}
   port=$(free_port)
   # The Stream API's server with permessage-deflate on, compat's without: the clients offer it
-  # by default, so one run covers both answers (EXPECT_DEFLATE tells them which).
+  # by default, so one run covers both answers (EXPECT_DEFLATE tells them which). Then the
+  # Stream API's server again with every client told to reset its compression context
+  # (DEFLATE=reset, Config::deflate_client_context(false)), which neither client offers.
   # The same for subprotocols: the Stream API's server chooses from "superchat,chat", compat's
   # from none (EXPECT_PROTOCOL tells the clients what to expect for their offer "chat,
   # superchat").
   deflate=0
   protocols=
   expect_protocol=
-  if [[ $example == autobahn ]]; then
+  if [[ $run == autobahn ]]; then
     deflate=1
     protocols=superchat,chat
     expect_protocol=superchat
+  elif [[ $run == autobahn:reset ]]; then
+    deflate=reset
   fi
   DEFLATE=$deflate PROTOCOLS=$protocols PORT=$port "./target/release/examples/$example" \
-    >"$logs/$example.log" 2>&1 &
+    >"$logs/${run/:/-}.log" 2>&1 &
   pid=$!
   pids+=("$pid")
   up=0
@@ -88,14 +94,14 @@ for example in autobahn autobahn_compat; do
     sleep 0.1
   done
   if [[ $up == 0 ]]; then
-    echo "interop: $example did not listen on port $port:" >&2
-    cat "$logs/$example.log" >&2
-    summary+=("FAIL  ws + websockets vs $example: server did not start")
+    echo "interop: $run did not listen on port $port:" >&2
+    cat "$logs/${run/:/-}.log" >&2
+    summary+=("FAIL  ws + websockets vs $run: server did not start")
     status=1
     continue
   fi
   for client in ws websockets; do
-    echo "== $client client vs $example (ws://127.0.0.1:$port/)"
+    echo "== $client client vs $run (ws://127.0.0.1:$port/)"
     t0=$SECONDS
     if [[ $client == ws ]]; then
       cmd=(node tests/interop/client.mjs "ws://127.0.0.1:$port/")
@@ -111,13 +117,13 @@ for example in autobahn autobahn_compat; do
       status=1
     fi
     counts=$(grep -E '^[a-z]+: [0-9]+ passed, [0-9]+ failed$' "$logs/out" | tail -1 | cut -d' ' -f2-)
-    summary+=("$(printf '%-4s  %-10s vs %-15s %s (%d s)' "$result" "$client" "$example" \
+    summary+=("$(printf '%-4s  %-10s vs %-15s %s (%d s)' "$result" "$client" "$run" \
       "${counts:-no result line}" $((SECONDS - t0)))")
   done
   if ! kill -0 "$pid" 2>/dev/null; then
-    echo "interop: $example exited during the run:" >&2
-    cat "$logs/$example.log" >&2
-    summary+=("FAIL  $example exited during the run")
+    echo "interop: $run exited during the run:" >&2
+    cat "$logs/${run/:/-}.log" >&2
+    summary+=("FAIL  $run exited during the run")
     status=1
   fi
 done

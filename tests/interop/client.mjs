@@ -179,8 +179,13 @@ async function main() {
   // The permessage-deflate check: ws offers it by default. EXPECT_DEFLATE=1: the server was
   // started with it on (scripts/interop.sh does so for examples/autobahn.rs), so every echo of
   // this run over 1 KiB (ws' threshold) is compressed both ways; else it must be declined.
-  const expectDeflate = process.env.EXPECT_DEFLATE === '1';
-  const what = expectDeflate ? 'accepted' : 'declined';
+  // EXPECT_DEFLATE=reset: on, with Config::deflate_client_context(false): the 101 tells ws to
+  // reset its context for each message although it did not offer to.
+  const expectReset = process.env.EXPECT_DEFLATE === 'reset';
+  const expectDeflate = process.env.EXPECT_DEFLATE === '1' || expectReset;
+  const what = expectReset
+    ? 'accepted, the client told to reset its context'
+    : expectDeflate ? 'accepted' : 'declined';
   await check(`handshake: permessage-deflate offered by ws, ${what} by the server`, async () => {
     const c = await Conn.open();
     assert(
@@ -189,7 +194,8 @@ async function main() {
     );
     const ext = c.upgradeHeaders && c.upgradeHeaders['sec-websocket-extensions'];
     if (expectDeflate) {
-      const want = 'permessage-deflate; server_no_context_takeover';
+      const want = 'permessage-deflate; server_no_context_takeover' +
+        (expectReset ? '; client_no_context_takeover' : '');
       assert(ext === want, `the 101 has Sec-WebSocket-Extensions: ${ext}, not ${want}`);
       assert(c.ws.extensions === 'permessage-deflate', `ws reports extensions "${c.ws.extensions}"`);
     } else {

@@ -111,7 +111,10 @@ async def main():
 
     # EXPECT_DEFLATE=1: the server was started with permessage-deflate on (scripts/interop.sh
     # does so for examples/autobahn.rs), so every echo of this run is compressed both ways.
-    expect_deflate = os.environ.get("EXPECT_DEFLATE") == "1"
+    # EXPECT_DEFLATE=reset: on, and with Config::deflate_client_context(false): the 101 tells
+    # websockets to reset its context for each message although it did not offer to.
+    expect_reset = os.environ.get("EXPECT_DEFLATE") == "reset"
+    expect_deflate = os.environ.get("EXPECT_DEFLATE") == "1" or expect_reset
 
     async def deflate_negotiated():
         async with open_conn() as ws:
@@ -119,7 +122,8 @@ async def main():
             require("permessage-deflate" in offered, f"websockets did not offer permessage-deflate ({offered!r})")
             got = ws.response.headers.get_all("Sec-WebSocket-Extensions")
             if expect_deflate:
-                want = ["permessage-deflate; server_no_context_takeover"]
+                want = ["permessage-deflate; server_no_context_takeover"
+                        + ("; client_no_context_takeover" if expect_reset else "")]
                 require(got == want, f"the 101 has Sec-WebSocket-Extensions: {got}, not {want}")
                 names = [type(e).__name__ for e in ws.protocol.extensions]
                 require(names == ["PerMessageDeflate"], f"websockets reports extensions {names}")
@@ -129,10 +133,12 @@ async def main():
             await echo(ws, "after the negotiation " * 50, "text")
             await echo(ws, binary_of(1000, 1), "binary")
             await echo(ws, "tiny", "text")
-            # One message refers back to the last one in websockets' compression context.
+            # One message refers back to the last one in websockets' compression context
+            # (unless told to reset it: then compressed on its own again).
             await echo(ws, "after the negotiation " * 50, "text again")
 
-    what = "accepted" if expect_deflate else "declined"
+    what = ("accepted, the client told to reset its context" if expect_reset
+            else "accepted" if expect_deflate else "declined")
     await check(f"handshake: permessage-deflate offered by websockets, {what} by the server", deflate_negotiated)
 
     async def deflate_limited():
