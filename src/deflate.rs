@@ -290,9 +290,13 @@ fn inflate(d: &mut Decompress, data: &[u8], limit: usize) -> Result<Bytes, Infla
                 // Of the message, all that may follow it is the header byte of the empty
                 // stored block a sender appends and then strips to its first byte (RFC 7692
                 // §7.2.1, and §7.2.3.4's example `f3 48 cd c9 c9 07 00 00`: before stop 32's
-                // second review, 2026-12-06, that `00` was refused with 1002).
+                // second review, 2026-12-06, that `00` was refused with 1002). A final block
+                // that only the bytes put back end must take nothing out of them: else the
+                // message was cut short inside it (before stop 33's review, 2026-12-06, it was
+                // taken with bytes made of those four).
+                let from_tail = put_back && d.total_out() != before_tail;
                 d.reset(false);
-                if !put_back && !input.is_empty() && input != [0x00] {
+                if from_tail || (!put_back && !input.is_empty() && input != [0x00]) {
                     return Err(InflateError::Invalid);
                 }
                 return Ok(kept(out));
