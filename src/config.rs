@@ -273,7 +273,10 @@ impl Config {
 
     /// The largest WebSocket message accepted from a client; a larger one closes the
     /// connection with 1009, as soon as a frame's header shows it would pass the limit (before
-    /// its payload is read). The default is 64 MiB.
+    /// its payload is read). The default is 64 MiB. A compressed message
+    /// ([`permessage_deflate`](Self::permessage_deflate)) may take an eighth more (and 64
+    /// bytes) on the wire, what DEFLATE adds to data it cannot shrink, and is held to the limit
+    /// once inflated.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         put!(self.max_message_size = bytes);
         self
@@ -326,7 +329,9 @@ impl Config {
     /// that is no extension list gets `400 Bad Request`.
     ///
     /// A compressed message counts against [`max_message_size`](Self::max_message_size) as it
-    /// comes (its frames) and once inflated: a message that inflates past the limit closes
+    /// comes (its frames, which may take an eighth more: what DEFLATE adds to data it cannot
+    /// shrink, so that a message at the limit is not refused because its client compressed it)
+    /// and once inflated: a message that inflates past the limit closes
     /// the connection with 1009, as an oversized one does; data that does not inflate (a
     /// reference back past what the connection's inflater has seen among them: before the
     /// first message, or into an earlier one when the client is not to keep its context), or

@@ -184,6 +184,17 @@ fn message_too_large(max: usize) -> Violation {
     Violation::too_large(format!("message of more than {max} bytes"))
 }
 
+/// The most a compressed message may take on the wire, for a message limit of `max`: the limit
+/// and what DEFLATE adds to data it cannot shrink (with the fixed codes, 9 bits for half the
+/// byte values: an eighth at most; stored blocks, 5 bytes per 64 KiB), so that a message the
+/// limit allows is not refused because its client compressed it (every browser compresses
+/// every message). Before stop 33's review (2026-12-06) the wire bytes were held to the limit
+/// itself: 64 KiB of random bytes, compressed by zlib at level 6 to 65,557 bytes, got 1009
+/// from a 64 KiB limit. What inflating gives is held to the limit exactly.
+fn compressed_limit(max: usize) -> usize {
+    max.saturating_add(max / 8 + 64)
+}
+
 /// How many bytes at the front of `buf` belong to a data frame: none when it starts with a
 /// control frame, else the frame's bytes there, not what follows it (a pong behind a message
 /// that waits unread: counted, it hid the message bytes read next from the idle timer, until
@@ -335,7 +346,7 @@ impl Decoder {
         // data: a small frame limit refused the client's pongs and closes. (One compare in the
         // common case: a whole message in one frame under both limits.)
         if opcode & 0x8 == 0 && (len > self.data_limit || self.partial.is_some()) {
-            self.check_data_header(opcode, len)?;
+            self.check_data_header(marked, len)?;
         }
         let len = len as usize; // at most max_frame or 125, a usize
         let total = header + 4 + len;
@@ -467,7 +478,7 @@ impl Decoder {
                 }
                 let text = opcode & !RSV1 == OP_TEXT;
                 let compressed = opcode & RSV1 != 0;
-                self.check_size(payload.len())?;
+                self.check_size(payload.len() as u64, compressed)?;
                 if fin {
                     if compressed {
                         return self.inflated(text, &payload).map(Some);
@@ -480,13 +491,11 @@ impl Decoder {
                 Ok(None)
             }
             OP_CONTINUATION => {
-                let Some(partial) = &mut self.partial else {
+                let Some(partial) = &self.partial else {
                     return Err(Violation::protocol("continuation frame with nothing to continue"));
                 };
-                let size = partial.data.len() + payload.len();
-                if size > self.max_message {
-                    return Err(message_too_large(self.max_message));
-                }
+                self.check_size((partial.data.len() + payload.len()) as u64, partial.compressed)?;
+                let partial = self.partial.as_mut().expect("checked above");
                 partial.data.extend_from_slice(&payload);
                 if partial.text && !partial.compressed {
                     partial.valid = check_utf8(&partial.data, partial.valid, fin)?;
@@ -520,13 +529,14 @@ impl Decoder {
         }
     }
 
-    /// The limits a data frame's header must meet (see [`Decoder::frame`]).
+    /// The limits a data frame's header must meet (see [`Decoder::frame`]); `opcode` with RSV1
+    /// when the frame begins a compressed message.
     #[cold]
     #[inline(never)]
     fn check_data_header(&self, opcode: u8, len: u64) -> Result<(), Violation> {
         // A protocol error first, as when the frame is read whole (RFC 6455 §5.4): found by
         // stop 28's review of this check, which gave 1009 for these when they were large.
-        match (&self.partial, opcode) {
+        match (&self.partial, opcode & !RSV1) {
             (Some(_), OP_TEXT | OP_BINARY) => {
                 return Err(Violation::protocol("new message before the last one ended"));
             }
@@ -538,18 +548,17 @@ impl Decoder {
         if len > self.max_frame as u64 {
             return Err(frame_too_large(len, self.max_frame));
         }
-        let before = match (&self.partial, opcode) {
-            (Some(partial), OP_CONTINUATION) => partial.data.len() as u64,
-            _ => 0,
+        let (before, compressed) = match (&self.partial, opcode) {
+            (Some(partial), OP_CONTINUATION) => (partial.data.len() as u64, partial.compressed),
+            _ => (0, opcode & RSV1 != 0),
         };
-        if before + len > self.max_message as u64 {
-            return Err(message_too_large(self.max_message));
-        }
-        Ok(())
+        self.check_size(before + len, compressed)
     }
 
-    fn check_size(&self, size: usize) -> Result<(), Violation> {
-        if size > self.max_message {
+    /// A message's bytes on the wire so far against the limit (see [`compressed_limit`]).
+    fn check_size(&self, size: u64, compressed: bool) -> Result<(), Violation> {
+        let limit = if compressed { compressed_limit(self.max_message) } else { self.max_message };
+        if size > limit as u64 {
             return Err(message_too_large(self.max_message));
         }
         Ok(())

@@ -917,3 +917,43 @@ async fn the_rfcs_examples() {
         }
     }
 }
+/// A message of exactly `max_message_size` bytes that does not compress (random bytes): a
+/// client that compresses every message (as browsers do) sends more than the limit on the wire.
+#[tokio::test]
+async fn an_incompressible_message_at_the_limit_sent_compressed() {
+    let limit = 64 << 10;
+    let addr = server(Config::default().max_message_size(limit)).await;
+    let data = Rng(99).bytes(limit);
+    let mut results = Vec::new();
+    for level in [0u32, 1, 6] {
+        let (mut ws, _) = RawWs::connect_with(addr, OFFER).await;
+        let mut c = Compress::new(Compression::new(level), false);
+        let z = strip(deflate_raw(&mut c, &data, FlushCompress::Sync));
+        ws.frame(0xC2, &z).await;
+        let got = recv(&mut ws).await;
+        results.push((level, z.len(), got.as_ref().map(|g| g == &data).map_err(|e| *e)));
+    }
+    assert!(results.iter().all(|r| r.2 == Ok(true)), "(level, wire bytes, result): {results:?}");
+}
+
+/// The wire's allowance for compressed messages ends: a compressed frame whose header
+/// announces more than the limit, an eighth of it and 64 bytes is refused at its header with
+/// 1009, as an uncompressed one a byte over the limit is; at the allowance, its fragments go
+/// on being read (a compressed first frame at the allowance, then more: refused at the
+/// continuation's header).
+#[tokio::test]
+async fn past_the_allowance_a_compressed_message_is_refused_at_its_header() {
+    let limit = 64 << 10;
+    let allowance = limit + limit / 8 + 64;
+    let addr = server(Config::default().max_message_size(limit)).await;
+    for (first, len) in [(0xC2u8, allowance + 1), (0x82, limit + 1)] {
+        let (mut ws, _) = RawWs::connect_with(addr, OFFER).await;
+        // The header alone: the verdict cannot wait for the payload.
+        ws.raw(&support::encode_frame(first, Some([1, 2, 3, 4]), &[], Some(len as u64))).await;
+        assert_eq!(recv(&mut ws).await, Err(1009), "first byte {first:#x}, {len} bytes");
+    }
+    let (mut ws, _) = RawWs::connect_with(addr, OFFER).await;
+    ws.frame(0x42, &vec![0u8; allowance]).await;
+    ws.raw(&support::encode_frame(0x80, Some([1, 2, 3, 4]), &[], Some(1))).await;
+    assert_eq!(recv(&mut ws).await, Err(1009), "one byte past the allowance in a continuation");
+}
