@@ -287,7 +287,9 @@ impl Config {
     /// closes: 125 bytes at most by RFC 6455) are not held to it. The server reads a frame
     /// into room it reserves when the header announces it, at most 16 MiB ahead of the bytes
     /// that came (address space: pages are touched only as the bytes arrive), so a client
-    /// announcing a huge frame gets no more. The default is 16 MiB.
+    /// announcing a huge frame gets no more. The default is 16 MiB. A frame of a compressed
+    /// message may take an eighth more (and 64 bytes), as for
+    /// [`max_message_size`](Self::max_message_size).
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
         put!(self.max_frame_size = bytes);
         self

@@ -184,11 +184,11 @@ fn message_too_large(max: usize) -> Violation {
     Violation::too_large(format!("message of more than {max} bytes"))
 }
 
-/// The most a compressed message may take on the wire, for a message limit of `max`: the limit
-/// and what DEFLATE adds to data it cannot shrink (with the fixed codes, 9 bits for half the
-/// byte values: an eighth at most; stored blocks, 5 bytes per 64 KiB), so that a message the
-/// limit allows is not refused because its client compressed it (every browser compresses
-/// every message). Before stop 33's review (2026-12-06) the wire bytes were held to the limit
+/// The most a compressed message (or a frame of one) may take on the wire, for a limit of `max`
+/// (`max_message_size`, `max_frame_size`): the limit and what DEFLATE adds to data it cannot
+/// shrink (with the fixed codes, 9 bits for half the byte values: an eighth at most; stored
+/// blocks, 5 bytes per 64 KiB), so that a message the limit allows is not refused because its
+/// client compressed it (every browser compresses every message). Before stop 33's review (2026-12-06) the wire bytes were held to the limit
 /// itself: 64 KiB of random bytes, compressed by zlib at level 6 to 65,557 bytes, got 1009
 /// from a 64 KiB limit. What inflating gives is held to the limit exactly.
 fn compressed_limit(max: usize) -> usize {
@@ -545,13 +545,15 @@ impl Decoder {
             }
             _ => {}
         }
-        if len > self.max_frame as u64 {
-            return Err(frame_too_large(len, self.max_frame));
-        }
         let (before, compressed) = match (&self.partial, opcode) {
             (Some(partial), OP_CONTINUATION) => (partial.data.len() as u64, partial.compressed),
             _ => (0, opcode & RSV1 != 0),
         };
+        let frame_limit =
+            if compressed { compressed_limit(self.max_frame) } else { self.max_frame };
+        if len > frame_limit as u64 {
+            return Err(frame_too_large(len, self.max_frame));
+        }
         self.check_size(before + len, compressed)
     }
 

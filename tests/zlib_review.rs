@@ -957,3 +957,25 @@ async fn past_the_allowance_a_compressed_message_is_refused_at_its_header() {
     ws.raw(&support::encode_frame(0x80, Some([1, 2, 3, 4]), &[], Some(1))).await;
     assert_eq!(recv(&mut ws).await, Err(1009), "one byte past the allowance in a continuation");
 }
+
+/// The same allowance for `max_frame_size`: an incompressible message of exactly the frame
+/// limit, compressed in one frame, is taken; a compressed frame past the allowance is not.
+#[tokio::test]
+async fn an_incompressible_frame_at_the_frame_limit_sent_compressed() {
+    let limit = 32 << 10;
+    let addr = server(Config::default().max_frame_size(limit)).await;
+    let data = Rng(7).bytes(limit);
+    let (mut ws, _) = RawWs::connect_with(addr, OFFER).await;
+    let z = strip(deflate_raw(
+        &mut Compress::new(Compression::new(6), false),
+        &data,
+        FlushCompress::Sync,
+    ));
+    assert!(z.len() > limit, "{} bytes compressed to {}", limit, z.len());
+    ws.frame(0xC2, &z).await;
+    assert_eq!(recv(&mut ws).await.map(|got| got == data), Ok(true));
+    let (mut ws, _) = RawWs::connect_with(addr, OFFER).await;
+    let past = limit + limit / 8 + 65;
+    ws.raw(&support::encode_frame(0xC2, Some([1, 2, 3, 4]), &[], Some(past as u64))).await;
+    assert_eq!(recv(&mut ws).await, Err(1009));
+}
