@@ -11,7 +11,7 @@ use support::{echo, next_channel, raw_http, serve, serve_channels, serve_with, R
 use tokio::net::TcpStream;
 use webchan::Config;
 
-use support::deflate::{inflate, TAIL};
+use support::deflate::{inflate, read_message as read_msg, TAIL};
 
 fn chat() -> Config {
     Config::default().protocols(["v2.chat", "v1.chat"])
@@ -123,27 +123,6 @@ const KEEP: &str = "Sec-WebSocket-Extensions: permessage-deflate\r\n";
 
 async fn deflate_echo() -> SocketAddr {
     serve(Config::default().permessage_deflate(true).max_message_size(1 << 22), echo).await
-}
-
-/// Reads the next data message: Ok((rsv1, payload as sent)) or Err(close code).
-async fn read_msg(ws: &mut RawWs) -> Result<(bool, Vec<u8>), u16> {
-    loop {
-        let Some((first, payload)) = ws.read_frame().await else { return Err(0) };
-        match first & 0x0f {
-            0x8 => {
-                return Err(if payload.len() >= 2 {
-                    u16::from_be_bytes([payload[0], payload[1]])
-                } else {
-                    1005
-                })
-            }
-            0x9 | 0xa => continue,
-            _ => {
-                assert!(first & 0x80 != 0, "fragmented echo");
-                return Ok((first & 0x40 != 0, payload));
-            }
-        }
-    }
 }
 
 /// Sends `data` plain (binary) and checks the echo inflates back exactly.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use inflate_big as inflate;
-use support::deflate::{extensions_of, Deflater, AGREED, OFFER, TAIL};
+use support::deflate::{extensions_of, inflate_up_to, read_message, Deflater, AGREED, OFFER, TAIL};
 use support::{echo_or_ok, serve, RawWs, Rng};
 use webchan::Config;
 
@@ -21,36 +21,13 @@ async fn server(config: Config) -> SocketAddr {
 
 /// What the server sent back: a message (inflated if RSV1), or the close code.
 async fn recv<S: tokio::io::AsyncRead + Unpin>(ws: &mut RawWs<S>) -> Result<Vec<u8>, u16> {
-    loop {
-        let Some((first, payload)) = ws.read_frame().await else { return Err(0) };
-        match first & 0x0f {
-            0x8 => {
-                return Err(if payload.len() >= 2 {
-                    u16::from_be_bytes([payload[0], payload[1]])
-                } else {
-                    1005
-                })
-            }
-            0x9 | 0xA => continue,
-            _ => {
-                assert_ne!(first & 0x80, 0, "a fragmented echo");
-                return Ok(if first & 0x40 != 0 { inflate_big(&payload) } else { payload });
-            }
-        }
-    }
+    let (compressed, payload) = read_message(ws).await?;
+    Ok(if compressed { inflate_big(&payload) } else { payload })
 }
 
 /// What a fresh inflater makes of a server message (up to 64 MiB).
 fn inflate_big(payload: &[u8]) -> Vec<u8> {
-    let mut input = payload.to_vec();
-    input.extend_from_slice(&TAIL);
-    let mut d = Decompress::new(false);
-    let mut out = Vec::with_capacity(64 << 20);
-    let status = d.decompress_vec(&input, &mut out, FlushDecompress::Sync).expect("inflates");
-    assert!(matches!(status, Status::Ok | Status::BufError), "{status:?}");
-    assert!(out.len() < out.capacity());
-    assert_eq!(d.total_in() as usize, input.len(), "not all of the message inflated");
-    out
+    inflate_up_to(payload, 64 << 20)
 }
 
 /// What a fresh inflater makes of `z` + the tail, valid or not (`None`: an error).

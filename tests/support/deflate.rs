@@ -34,15 +34,45 @@ impl Deflater {
 /// Inflates one server message with a fresh context (the server agreed to
 /// `server_no_context_takeover`): all of it must be taken, without error.
 pub fn inflate(payload: &[u8]) -> Vec<u8> {
+    inflate_up_to(payload, 4 << 20)
+}
+
+/// [`inflate`] for messages of up to `cap` bytes.
+pub fn inflate_up_to(payload: &[u8], cap: usize) -> Vec<u8> {
     let mut input = payload.to_vec();
     input.extend_from_slice(&TAIL);
     let mut d = Decompress::new(false);
-    let mut out = Vec::with_capacity(4 << 20);
+    let mut out = Vec::with_capacity(cap);
     let status = d.decompress_vec(&input, &mut out, FlushDecompress::Sync).expect("inflates");
     assert!(matches!(status, Status::Ok | Status::BufError), "{status:?}");
-    assert!(out.len() < out.capacity(), "more than 4 MiB");
+    assert!(out.len() < out.capacity(), "more than {cap} bytes");
     assert_eq!(d.total_in() as usize, input.len(), "not all of the message inflated");
     out
+}
+
+/// Reads the server's next data message, past pings and pongs: `Ok((RSV1, payload as sent))`,
+/// or `Err` with the close code (1005 for a close without one, 0 at EOF).
+pub async fn read_message<S>(ws: &mut super::RawWs<S>) -> Result<(bool, Vec<u8>), u16>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    loop {
+        let Some((first, payload)) = ws.read_frame().await else { return Err(0) };
+        match first & 0x0f {
+            0x8 => {
+                return Err(if payload.len() >= 2 {
+                    u16::from_be_bytes([payload[0], payload[1]])
+                } else {
+                    1005
+                })
+            }
+            0x9 | 0xa => continue,
+            _ => {
+                assert!(first & 0x80 != 0, "a fragmented message from the server");
+                return Ok((first & 0x40 != 0, payload));
+            }
+        }
+    }
 }
 
 /// An extended CONNECT (RFC 8441) for a WebSocket at `/` with [`OFFER`]'s offer.
