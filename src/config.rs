@@ -312,34 +312,34 @@ impl Config {
     ///
     /// The server accepts the first offer it can honour and always answers with
     /// `server_no_context_takeover`: each message it sends is compressed on its own, by one
-    /// compressor per thread (~340 KiB) that every connection shares. Messages under 128 bytes,
-    /// and those that compression would not make smaller, go out uncompressed (a message's
-    /// compression is its own, RFC 7692 §6). Under 1 KiB, webchan compresses with an encoder of
-    /// its own (fixed Huffman codes, no state: ~1.2 µs for 300 bytes of JSON on this project's
-    /// machine); from 1 KiB on, with zlib (flate2's zlib-rs backend) at its fastest level,
-    /// whose reset for each message costs ~3.4 µs whatever the size (varied JSON: ~4.4 µs for 1
-    /// KiB in all, ~19 µs for 16 KiB, compressed to ~32 %). A client that keeps its own
-    /// context from message to message (the default of every client: it did not offer
-    /// `client_no_context_takeover`) gets an inflater of its own at its first compressed
-    /// message, kept while the connection lives, unless
+    /// compressor per thread (~390 KiB with its buffers) that every connection shares.
+    /// Messages under 128 bytes, and those that compression would not make smaller, go out
+    /// uncompressed (a message's compression is its own, RFC 7692 §6). Under 1 KiB, webchan
+    /// compresses with an encoder of its own (fixed Huffman codes, no state: ~1.2 µs for 300
+    /// bytes of JSON on this project's machine); from 1 KiB on, with zlib (flate2's zlib-rs
+    /// backend) at its fastest level, whose reset for each message costs ~3.4 µs whatever the
+    /// size (varied JSON: ~4.4 µs for 1 KiB in all, ~19 µs for 16 KiB, compressed to ~32 %).
+    /// A client that keeps its own context from message to message (the default of every
+    /// client: it did not offer `client_no_context_takeover`) gets an inflater of its own at
+    /// its first compressed message, kept while the connection lives, unless
     /// [`deflate_client_context`](Self::deflate_client_context) is off; one that offered
-    /// `client_no_context_takeover` shares the thread's. A client that
-    /// limits the server's window (`server_max_window_bits` under 15) is answered with its
-    /// limit and gets every message uncompressed. Offers with a parameter RFC 7692 does not
-    /// define, an invalid value or a parameter twice are declined (the next offer is tried; with
-    /// none left, the connection goes on uncompressed); a `Sec-WebSocket-Extensions` header
-    /// that is no extension list gets `400 Bad Request`.
+    /// `client_no_context_takeover` shares the thread's. A client that limits the server's
+    /// window (`server_max_window_bits` under 15) is answered with its limit and gets every
+    /// message uncompressed. Offers with a parameter RFC 7692 does not define, an invalid
+    /// value or a parameter twice are declined (the next offer is tried; with none left, the
+    /// connection goes on uncompressed); a `Sec-WebSocket-Extensions` header that is no
+    /// extension list gets `400 Bad Request`.
     ///
     /// A compressed message counts against [`max_message_size`](Self::max_message_size) as it
     /// comes (its frames, which may take an eighth more: what DEFLATE adds to data it cannot
     /// shrink, so that a message at the limit is not refused because its client compressed it)
-    /// and once inflated: a message that inflates past the limit closes
-    /// the connection with 1009, as an oversized one does; data that does not inflate (a
-    /// reference back past what the connection's inflater has seen among them: before the
-    /// first message, or into an earlier one when the client is not to keep its context), or
-    /// does not end between two DEFLATE blocks as the sync flush leaves it (a message cut
-    /// short, or sent with the four bytes RFC 7692 §7.2.1 strips), closes it with 1002; a compressed
-    /// message with no bytes at all is taken for an empty one. DEFLATE shrinks a message up to
+    /// and once inflated: a message that inflates past the limit closes the connection with
+    /// 1009, as an oversized one does; data that does not inflate (such as a reference back
+    /// past what the connection's inflater has seen: before the client's first message, or
+    /// into an earlier one when the client is not to keep its context), or does not end
+    /// between two DEFLATE blocks as the sync flush leaves it (a message cut short, or sent
+    /// with the four bytes RFC 7692 §7.2.1 strips), closes it with 1002; a compressed message
+    /// with no bytes at all is taken for an empty one. DEFLATE shrinks a message up to
     /// ~1,000 times: with compression on, a client can make the server inflate (and hold,
     /// until the application has read it) a message of the whole limit, 64 MiB by default, for
     /// ~64 KiB on the wire, and spend the time to inflate it on the task that reads it. Set the

@@ -2,7 +2,7 @@
 //! compressor each thread keeps.
 //!
 //! What webchan agrees to, whatever the offer: `server_no_context_takeover`, so that each
-//! message it sends is compressed on its own and one compressor per thread (~340 KiB) serves
+//! message it sends is compressed on its own and one compressor per thread (~390 KiB) serves
 //! every connection, instead of one per connection. What the client compresses it keeps its
 //! context for (one inflater per connection, ~47 KiB, made at its first compressed message),
 //! unless the client offered `client_no_context_takeover` or `Config::deflate_client_context`

@@ -188,9 +188,10 @@ fn message_too_large(max: usize) -> Violation {
 /// (`max_message_size`, `max_frame_size`): the limit and what DEFLATE adds to data it cannot
 /// shrink (with the fixed codes, 9 bits for half the byte values: an eighth at most; stored
 /// blocks, 5 bytes per 64 KiB), so that a message the limit allows is not refused because its
-/// client compressed it (every browser compresses every message). Before stop 33's review (2026-12-06) the wire bytes were held to the limit
-/// itself: 64 KiB of random bytes, compressed by zlib at level 6 to 65,557 bytes, got 1009
-/// from a 64 KiB limit. What inflating gives is held to the limit exactly.
+/// client compressed it (every browser compresses every message). Before stop 33's review
+/// (2026-12-06) the wire bytes were held to the limit itself: 64 KiB of random bytes,
+/// compressed by zlib at level 6 to 65,557 bytes, got 1009 from a 64 KiB limit. What inflating
+/// gives is held to the limit exactly.
 fn compressed_limit(max: usize) -> usize {
     max.saturating_add(max / 8 + 64)
 }
