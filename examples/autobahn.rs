@@ -39,6 +39,8 @@ async fn echo(channel: webchan::Channel) {
 async fn main() -> std::io::Result<()> {
     let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(9001);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    // The port bound (`PORT=0`: one the system chose; the browser test reads it here).
+    let port = listener.local_addr()?.port();
     println!("autobahn echo server on ws://127.0.0.1:{port}");
     // Autobahn's limit cases send messages up to 16 MiB.
     let config = Config::default().max_message_size(64 << 20).max_frame_size(64 << 20);

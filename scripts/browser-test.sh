@@ -21,13 +21,16 @@ if [[ ! -x "$chromium_bin" ]]; then
 fi
 
 if [[ -z "${DEMO_BIN:-}" ]]; then
-  cargo build --example demo
+  cargo build --example demo --example autobahn
   DEMO_BIN="target/debug/examples/demo"
 fi
+# The echo server for the check of Config::deflate_client_context(false) (run with
+# DEFLATE=reset; `cargo build --examples` builds it where DEMO_BIN is given, as in .ci/run).
+ECHO_BIN="${ECHO_BIN:-target/debug/examples/autobahn}"
 
 if [[ ! -d tests/browser/node_modules/playwright-core ]]; then
   (cd tests/browser && npm ci --no-audit --no-fund)
 fi
 
 # The test has its own 5-minute watchdog; this is a backstop if node itself hangs.
-DEMO_BIN="$DEMO_BIN" CHROMIUM="$chromium_bin" timeout 600 node tests/browser/e2e.mjs
+DEMO_BIN="$DEMO_BIN" ECHO_BIN="$ECHO_BIN" CHROMIUM="$chromium_bin" timeout 600 node tests/browser/e2e.mjs

@@ -14,7 +14,10 @@
 // (checked in the page and in /events/stats), and the page's feed panel shows it; 300
 // /events requests with a 60,000-character Last-Event-ID leave /events/stats small (at most
 // 64 connections kept, ids cut to 64 bytes); a 64 MiB download completes with the size the
-// server announced; close codes 1009 and 1000 show on the page. Takes a screenshot
+// server announced; close codes 1009 and 1000 show on the page; a WebSocket to a second server
+// (examples/autobahn.rs with DEFLATE=reset, i.e. Config::deflate_client_context(false)) agrees
+// to client_no_context_takeover, which Chromium did not offer, and Chromium then compresses each
+// message on its own. Takes a screenshot
 // (SCREENSHOT, default /tmp/demo.png). Prints "N passed, N failed" last and exits non-zero if
 // anything failed.
 
@@ -25,6 +28,10 @@ import { join } from "node:path";
 import { chromium } from "playwright-core";
 
 const DEMO_BIN = process.env.DEMO_BIN || "target/debug/examples/demo";
+// The echo server of examples/autobahn.rs, run with DEFLATE=reset
+// (Config::deflate_client_context(false)): Chromium must accept a client_no_context_takeover it
+// did not offer, and compress each message on its own.
+const ECHO_BIN = process.env.ECHO_BIN || "target/debug/examples/autobahn";
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const SCREENSHOT = process.env.SCREENSHOT || "/tmp/demo.png";
 const DOWNLOAD_MIB = 64;
@@ -51,33 +58,42 @@ function assert(condition, message) {
 
 /** Starts the demo on a free port; resolves with its base URL once it listens. */
 function startDemo() {
-  const child = spawn(DEMO_BIN, ["--port", "0"], {
+  return startServer(DEMO_BIN, ["--port", "0"], {}, "demo", /listening on (http:\/\/127\.0\.0\.1:\d+)/);
+}
+
+/** Starts a server; resolves with the URL its stdout announces (`pattern`'s first group). */
+function startServer(bin, args, env, tag, pattern) {
+  const child = spawn(bin, args, {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info" },
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info", ...env },
   });
   const url = new Promise((resolve, reject) => {
     let seen = "";
-    const timer = setTimeout(() => reject(new Error("the demo did not start within 30 s")), 30_000);
+    const timer = setTimeout(() => reject(new Error(`the ${tag} did not start within 30 s`)), 30_000);
     const prefix = (tag) => (data) => {
       for (const line of data.toString().split("\n")) if (line) console.log(`  ${tag} ${line}`);
     };
-    child.stdout.on("data", prefix("demo|"));
-    child.stderr.on("data", prefix("demo!"));
+    child.stdout.on("data", prefix(`${tag}|`));
+    child.stderr.on("data", prefix(`${tag}!`));
     child.stdout.on("data", (data) => {
       seen += data.toString().replace(/\x1b\[[0-9;]*m/g, "");
-      const m = seen.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
+      const m = seen.match(pattern);
       if (m) {
         clearTimeout(timer);
         resolve(m[1]);
       }
     });
     child.on("error", (error) => { clearTimeout(timer); reject(error); });
-    child.on("exit", (code) => { clearTimeout(timer); reject(new Error(`the demo exited with ${code}`)); });
+    child.on("exit", (code) => { clearTimeout(timer); reject(new Error(`the ${tag} exited with ${code}`)); });
   });
   return { child, url };
 }
 
 const demo = startDemo();
+const echo = startServer(ECHO_BIN, [], { PORT: "0", DEFLATE: "reset" }, "echo",
+  /autobahn echo server on (ws:\/\/127\.0\.0\.1:\d+)/);
+// Awaited by its check only: a server that fails to start fails that check, not the run.
+echo.url.catch(() => {});
 const profile = mkdtempSync(join(tmpdir(), "webchan-e2e-"));
 let context = null;
 const pageErrors = [];
@@ -87,6 +103,7 @@ const watchdog = setTimeout(() => {
   console.log("FAIL the browser test took more than 5 minutes");
   console.log(`${passed} passed, ${failed + 1} failed`);
   demo.child.kill("SIGKILL");
+  echo.child.kill("SIGKILL");
   process.exit(1);
 }, 300_000);
 
@@ -150,6 +167,35 @@ try {
     }
     // Over 128 bytes: compressed both ways (Chromium's to the server, the server's to tab B).
     await say(a, b, `long ${"compressible text ".repeat(60)}${Date.now()}`); // the input takes 2,000
+  });
+
+  await check("a server that tells clients to reset their compression context: Chromium agrees, and compresses each message on its own", async () => {
+    const url = await echo.url;
+    const result = await a.evaluate(async (url) => {
+      const s = new WebSocket(url);
+      await new Promise((resolve, reject) => {
+        s.onopen = resolve;
+        s.onclose = (e) => reject(new Error(`closed ${e.code} before opening`));
+      });
+      // Twice the same text: kept context would make the second a reference back into the
+      // first, which the server (inflating each message on its own) closes with 1002.
+      const text = `compressible text, said twice ${"and again ".repeat(40)}`;
+      const got = [];
+      const echoed = new Promise((resolve, reject) => {
+        s.onmessage = (e) => { got.push(e.data); if (got.length === 2) resolve(); };
+        s.onclose = (e) => reject(new Error(`closed ${e.code} ${e.reason}`));
+        setTimeout(() => reject(new Error(`${got.length} of 2 echoes in 5 s`)), 5_000);
+      });
+      s.send(text);
+      s.send(text);
+      await echoed;
+      s.onclose = null;
+      s.close(1000);
+      return { extensions: s.extensions, same: got.length === 2 && got.every((g) => g === text) };
+    }, url);
+    const want = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+    assert(result.extensions === want, `the WebSocket's extensions are "${result.extensions}"`);
+    assert(result.same, "an echo came back different");
   });
 
   await check("the clock shows at least 3 updates from the HTTP stream", async () => {
@@ -399,6 +445,7 @@ try {
   clearTimeout(watchdog);
   if (context) await context.close().catch(() => {});
   demo.child.kill("SIGTERM");
+  echo.child.kill("SIGTERM");
   rmSync(profile, { recursive: true, force: true });
 }
 
