@@ -691,12 +691,7 @@ async fn graceful_server() -> Live {
                     Ok(reply.await)
                 }
             });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http2()
-                .enable_connect_protocol()
-                .initial_stream_window_size(256 * 1024)
-                .initial_connection_window_size(8 << 20);
+            let builder = support::server_builder();
             let conn =
                 builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
             tokio::spawn(graceful.watch(conn));
