@@ -14,6 +14,7 @@ side for two servers, these say where one runs more code than the other.
 """
 import collections
 import re
+import subprocess
 import sys
 
 
@@ -35,6 +36,9 @@ def main():
     ir = collections.Counter()
     i1mr = collections.Counter()
     owner = {}
+    obj_of = {}
+    objects = {}
+    obj = "?"
     func = "?"
     skip = False  # the cost line after calls= is the call's inclusive cost
     with open(path) as f:
@@ -46,6 +50,10 @@ def main():
                     sys.exit(f"{path}: no instruction addresses: make it with --dump-instr=yes")
             elif line.startswith("events:"):
                 events = line.split()[1:]
+            elif line.startswith("ob="):
+                obj = object_name(line[3:].strip(), objects)
+            elif line.startswith("cob="):
+                object_name(line[4:].strip(), objects)
             elif line.startswith("fn="):
                 func = name(line[3:].strip())
             elif line.startswith("cfn="):
@@ -67,6 +75,7 @@ def main():
                 if costs:
                     ir[addr] += costs[0]
                     owner.setdefault(addr, func)
+                    obj_of.setdefault(addr, obj)
                 if "I1mr" in events:
                     k = events.index("I1mr")
                     if len(costs) > k:
@@ -110,6 +119,75 @@ def main():
     print(f"top {top} functions by instructions per unit:")
     for fn, cost in by_func_ir.most_common(top):
         print(f"  {cost / units:6.0f} {fn[:140]}")
+    atomics(ir, owner, obj_of, units, top)
+
+
+def object_name(field, table):
+    """callgrind compresses object names as it does function names."""
+    m = re.match(r"\((\d+)\)(?: (.*))?", field)
+    if not m:
+        return field
+    if m.group(2):
+        table[m.group(1)] = m.group(2)
+    return table.get(m.group(1), "?")
+
+
+def atomic_offsets(path):
+    """Offsets of the atomic read-modify-write instructions in an object, and its symbols."""
+    listing = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", path],
+                             capture_output=True, text=True).stdout
+    found, symbols = set(), {}
+    for line in listing.splitlines():
+        m = re.match(r"\s*([0-9a-f]+):\s+(.*)", line)
+        if m:
+            ins = m.group(2)
+            if ins.startswith("lock ") or (ins.startswith("xchg") and "(" in ins):
+                found.add(int(m.group(1), 16))
+            continue
+        m = re.match(r"([0-9a-f]+) <(.*)>:", line)
+        if m:
+            symbols.setdefault(m.group(2), int(m.group(1), 16))
+    for flag in ([], ["-D"]):
+        out = subprocess.run(["nm", "-C", "--defined-only", *flag, path],
+                             capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            parts = line.split(" ", 2)
+            if len(parts) == 3:
+                symbols.setdefault(parts[2].split("@")[0], int(parts[0], 16))
+    return found, symbols
+
+
+def atomics(ir, owner, obj_of, units, top):
+    by_obj = collections.defaultdict(list)
+    for addr, o in obj_of.items():
+        by_obj[o].append(addr)
+    total, by_func, unknown = 0, collections.Counter(), 0
+    for o, addrs in by_obj.items():
+        if not o.startswith("/"):
+            unknown += sum(ir[a] for a in addrs)
+            continue
+        offsets, symbols = atomic_offsets(o)
+        # The load address: the one most executed addresses agree on, from their functions'
+        # symbols (a function's name in the profile may carry a prefix, as __GI_ in glibc).
+        bases = collections.Counter()
+        for a in addrs:
+            fn = owner[a].removeprefix("__GI_").removeprefix("__libc_")
+            start = symbols.get(owner[a], symbols.get(fn))
+            if start is not None and a >= start:
+                bases[(a - start) & ~0xFFF] += 1
+        if not bases:
+            unknown += sum(ir[a] for a in addrs)
+            continue
+        base = bases.most_common(1)[0][0]
+        for a in addrs:
+            if a - base in offsets:
+                total += ir[a]
+                by_func[owner[a]] += ir[a]
+    print(f"atomic read-modify-write instructions per unit: {total / units:.1f}"
+          + (f" (objects not read: {unknown / units:.0f} instructions per unit)" if unknown else ""))
+    for fn, n in by_func.most_common(top):
+        if n / units >= 0.05:
+            print(f"  {n / units:6.2f} {fn[:140]}")
 
 
 if __name__ == "__main__":
