@@ -418,7 +418,12 @@ impl Decoder {
             apply_mask(&mut buf[start..end], key);
             self.consumed = 0;
             let whole = bufpool::Returning(std::mem::take(buf));
-            return Bytes::from_owner(whole).slice(start..end);
+            // Narrowed in place, not `slice`d: a slice is a second handle, an atomic
+            // increment and decrement more per message.
+            let mut payload = Bytes::from_owner(whole);
+            payload.advance(start);
+            payload.truncate(end - start);
+            return payload;
         }
         // A large one is split off without a copy.
         buf.advance(start);
@@ -595,8 +600,12 @@ pub(crate) fn encode(out: &mut BytesMut, opcode: u8, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
-/// Appends the header of an unmasked server frame with FIN set and `len` bytes of payload.
-pub(crate) fn encode_header(out: &mut BytesMut, opcode: u8, len: usize) {
+/// The longest header of a server frame (unmasked): 2 bytes and a 64-bit length.
+pub(crate) const MAX_HEADER: usize = 10;
+
+/// Appends the header of an unmasked server frame with FIN set and `len` bytes of payload
+/// (at most [`MAX_HEADER`] bytes).
+pub(crate) fn encode_header(out: &mut impl BufMut, opcode: u8, len: usize) {
     out.put_u8(0x80 | opcode);
     if len < 126 {
         out.put_u8(len as u8);

@@ -58,12 +58,18 @@ pub(crate) trait Inline: Send + Sync + std::fmt::Debug {
 
     /// Reads what the socket has, on the caller's task (a receiver that found no event), so
     /// that a message is read, handled and answered in one go (see `ws.rs`, "Reads on the
-    /// receiver's task"). Whatever it reads is pushed as events. When it ends waiting for the
-    /// socket, the socket's next readiness wakes the receiver, if it is then parked waiting
-    /// for events (see [`Shared::wake_parked_receiver`]), and else the transport's task (with
-    /// keepalive's sweeper as the safety net of a receiver woken and not polled: `ws.rs`,
-    /// `Dispatch`).
-    fn read(&self);
+    /// receiver's task"). Whatever it reads goes into `out`, the receiver's own queue, unless
+    /// the transport pushed events since the receiver looked (`pushes`, as
+    /// [`Shared::pushes`] was then): then it reads nothing, and those come first. When it ends
+    /// waiting for the socket, the socket's next readiness wakes the receiver, if it is then
+    /// parked waiting for events (see [`Shared::wake_parked_receiver`]), and else the
+    /// transport's task (with keepalive's sweeper as the safety net of a receiver woken and
+    /// not polled: `ws.rs`, `Dispatch`).
+    fn read(&self, out: &mut VecDeque<Event>, pushes: u64);
+
+    /// The receiver's last read ended waiting for the socket and nothing came since: a read
+    /// now would find nothing (a look without the transport's lock).
+    fn armed(&self) -> bool;
 
     /// Wakes the transport's task, whatever it waits for (a forced close must reach a task
     /// that waits only for its socket: see [`Shared::force_close`]).
@@ -104,6 +110,8 @@ pub(crate) struct Shared {
     /// Moves whenever hyper takes bytes of an HTTP stream's frames: the client reads (see
     /// [`Shared::progress`]).
     progress: std::sync::atomic::AtomicU64,
+    /// How many times the transport pushed received events (see [`Shared::pushes`]).
+    pushes: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -366,6 +374,7 @@ impl Shared {
             settled: std::sync::atomic::AtomicBool::new(false),
             read_inline: std::sync::atomic::AtomicBool::new(false),
             progress: std::sync::atomic::AtomicU64::new(0),
+            pushes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -397,6 +406,20 @@ impl Shared {
             }
         }
         false
+    }
+
+    /// How many times the transport pushed received events so far. Changed only under both
+    /// the transport's lock and the state's (see [`Shared::push_events`]), so either lock
+    /// gives a count that cannot move while it is held.
+    pub(crate) fn pushes(&self) -> u64 {
+        self.pushes.load(Relaxed)
+    }
+
+    /// Wakes the transport's task (a readiness that found no receiver parked).
+    pub(crate) fn wake_transport(&self) {
+        if let Some(transport) = self.inline.get() {
+            transport.wake();
+        }
     }
 
     /// Lets handles run the transport (see [`Inline`]).
@@ -734,11 +757,23 @@ impl Shared {
                     return Poll::Pending;
                 }
             };
+            if transport.armed() {
+                // Our last read ended waiting for the socket and nothing came since: parked
+                // at once, in this lock (the readiness to come takes it to find us parked).
+                register(&mut s.receiver_waker, cx);
+                s.parked = true;
+                return Poll::Pending;
+            }
             // Read here rather than wait for the transport's task to read and wake us: the
             // message is then handled while its bytes are still in the cache (see `ws.rs`).
             s.receiver_waker = None;
+            let pushes = self.pushes();
             drop(s);
-            transport.read();
+            transport.read(out, pushes);
+            if !out.is_empty() {
+                // Straight from the socket: nothing went through the shared queue.
+                return Poll::Ready(Taken::Events);
+            }
             s = self.lock();
             if s.events.is_empty() {
                 if s.ended {
@@ -994,6 +1029,8 @@ impl Shared {
     /// client sent before it saw our close, and then its answer, can still come in.
     pub(crate) fn push_events(&self, events: &mut Vec<Event>, closing: bool) -> bool {
         let mut s = self.lock();
+        // A load and a store, not an atomic add: every push holds the transport's lock.
+        self.pushes.store(self.pushes.load(Relaxed) + 1, Relaxed);
         // Taken from the back, in order: `Vec::drain`'s drop went out of line in some builds
         // and not in others (~30 instructions per round trip, stops 29, 31 and 32).
         events.reverse();

@@ -28,7 +28,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use futures_util::task::AtomicWaker;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWrite;
@@ -251,10 +250,15 @@ fn start(
         finished: false,
         driver: None,
         dispatch: None,
+        to_receiver: false,
         read_inline: false,
         shared: Arc::clone(&shared),
     };
-    let core = Arc::new(Core { conn: Mutex::new(Some(conn)), task: Mutex::new(None) });
+    let core = Arc::new(Core {
+        conn: Mutex::new(Some(conn)),
+        task: Mutex::new(None),
+        dispatch: std::sync::OnceLock::new(),
+    });
     shared.set_inline(core.clone());
     core
 }
@@ -267,6 +271,10 @@ struct Core {
     /// The connection's task, for a receiver that finds the connection busy (see
     /// [`Inline::read`]); set with `Conn::driver`, so only when the task's waker changes.
     task: Mutex<Option<Waker>>,
+    /// Readiness of the socket for reads by the receiver, and its waker (see [`Dispatch`]):
+    /// made at the first such read, here rather than in the `Conn` so that a receiver can tell
+    /// whether a read is owed without the connection's lock ([`Inline::armed`]).
+    dispatch: std::sync::OnceLock<(Arc<Dispatch>, Waker)>,
 }
 
 /// Reads on the receiver's task. While a connection receives large messages, a receiver that
@@ -293,23 +301,40 @@ struct Core {
 /// by the receiver: a task poll and a wake for nothing per large message (16 KiB echo: 970
 /// instructions of 11,000 and 48 code lines per message). Without keepalive there is no
 /// sweeper, and the task is still woken at every readiness.
+///
+/// Atomic read-modify-write instructions are few on this path: each waits for the core's
+/// store buffer to drain (~7 ns on the Intel host of 2026-12-06: benches/HISTORY.md, "Atomic
+/// instructions per message"). A readiness is one `fetch_add`; arming is a store.
 #[derive(Debug)]
 struct Dispatch {
-    /// `generation << 1 | armed`: each readiness adds a generation and clears `armed`; a
-    /// receiver's read that ended waiting for the socket sets `armed` if no readiness came
-    /// since it began.
-    state: AtomicUsize,
+    /// Readinesses so far: each adds one.
+    generation: AtomicUsize,
+    /// `generation + 1` as it was when a receiver's read began, stored when that read ended
+    /// waiting for the socket (0: never): "armed" while no readiness came since.
+    armed_at: AtomicUsize,
     shared: std::sync::Weak<Shared>,
-    /// The connection's task (registered by each read of the receiver's, taken by a wake).
-    driver: AtomicWaker,
     /// The connection's keepalive watch: the sweeper wakes the task when a readiness given to
     /// the receiver was not acted on (see above). None: keepalive off.
     watch: Option<Arc<keepalive::Watch>>,
 }
 
 impl Dispatch {
+    /// A read of the receiver's ended waiting for the socket, with this waker, and no
+    /// readiness came since: nothing to read.
     fn armed(&self) -> bool {
-        self.state.load(Ordering::Acquire) & 1 == 1
+        self.armed_at.load(Ordering::Acquire)
+            == self.generation.load(Ordering::Acquire).wrapping_add(1)
+    }
+
+    /// The generation a read begins at (for [`Dispatch::arm`]).
+    fn generation(&self) -> usize {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The read that began at `generation` ended waiting for the socket: armed, unless a
+    /// readiness came meanwhile (then the generation moved on, and the read is owed).
+    fn arm(&self, generation: usize) {
+        self.armed_at.store(generation.wrapping_add(1), Ordering::Release);
     }
 }
 
@@ -319,19 +344,20 @@ impl std::task::Wake for Dispatch {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        let _ = self.state.fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| Some((s | 1) + 1));
+        self.generation.fetch_add(1, Ordering::AcqRel);
         // Owed before the receiver is woken, so that its read settles it (a receiver that
         // reads on another thread could read before a mark made after the wake).
         if let Some(watch) = &self.watch {
             watch.owe();
         }
-        let parked = self.shared.upgrade().is_some_and(|shared| shared.wake_parked_receiver());
-        if parked && self.watch.is_some() {
+        // Gone: so is the connection (its `Conn` holds the channel's state).
+        let Some(shared) = self.shared.upgrade() else { return };
+        if shared.wake_parked_receiver() && self.watch.is_some() {
             // The receiver reads; the sweeper wakes the task if it does not.
             return;
         }
         // No parked receiver (or no sweeper): the task reads, which settles what is owed.
-        self.driver.wake();
+        shared.wake_transport();
     }
 }
 
@@ -395,7 +421,8 @@ impl Inline for Core {
             Err(TryLockError::WouldBlock) => return false,
         };
         let Some(conn) = slot.as_mut() else { return false };
-        let Some(waker) = conn.driver.clone() else { return false };
+        // Moved out for the step and back, not cloned: an atomic increment and decrement saved.
+        let Some(waker) = conn.driver.take() else { return false };
         // Everything this step waits for (socket readiness, the queue) wakes the connection's
         // task, exactly as if the task had run it.
         if conn.poll_send(&mut Context::from_waker(&waker)).is_ready() {
@@ -403,11 +430,17 @@ impl Inline for Core {
             self.forget_task();
             // Let the task see that it is over.
             waker.wake();
+        } else {
+            conn.driver = Some(waker);
         }
         true
     }
 
-    fn read(&self) {
+    fn armed(&self) -> bool {
+        self.dispatch.get().is_some_and(|(dispatch, _)| dispatch.armed())
+    }
+
+    fn read(&self, out: &mut VecDeque<Event>, pushes: u64) {
         if !on_a_task() {
             return;
         }
@@ -428,33 +461,37 @@ impl Inline for Core {
             // Small messages again: the task reads those (it batches them).
             return;
         }
+        if conn.shared.pushes() != pushes {
+            // The task read since the receiver found no event: those events come first.
+            return;
+        }
         // Made on first use: most connections never get a large message (~0.8 KiB more per
         // idle connection when every connection had one).
-        let shared = &conn.shared;
-        let (dispatch, waker) = conn.dispatch.get_or_insert_with(|| {
+        let (dispatch, waker) = self.dispatch.get_or_init(|| {
             let dispatch = Arc::new(Dispatch {
-                state: AtomicUsize::new(0),
-                shared: Arc::downgrade(shared),
-                driver: AtomicWaker::new(),
+                generation: AtomicUsize::new(0),
+                armed_at: AtomicUsize::new(0),
+                shared: Arc::downgrade(&conn.shared),
                 watch: conn.keepalive.clone(),
             });
+            conn.dispatch = Some(Arc::clone(&dispatch));
             let waker = Waker::from(Arc::clone(&dispatch));
             (dispatch, waker)
         });
-        let (dispatch, waker) = (Arc::clone(dispatch), waker.clone());
-        let state = dispatch.state.load(Ordering::Acquire);
-        if state & 1 == 1 {
+        let generation = dispatch.generation();
+        if dispatch.armed() {
             // Nothing came since the last read of ours.
             return;
         }
         if conn.read_closed || conn.abnormal || conn.paused || conn.shutting_down {
             return;
         }
-        let Some(driver) = conn.driver.clone() else { return };
-        // The readiness this read may leave the dispatching waker waiting for wakes the task
-        // too (a wake takes the waker: registered again at every read of ours).
-        dispatch.driver.register(&driver);
-        let spent = conn.poll_read(&mut Context::from_waker(&waker));
+        // The events go straight to the receiver, which found none waiting (`pushes`: nor
+        // did the task push any since), not through the shared state and its lock.
+        conn.to_receiver = true;
+        let spent = conn.poll_read(&mut Context::from_waker(waker));
+        conn.to_receiver = false;
+        out.extend(conn.events.drain(..));
         if spent
             || conn.pending_out() > 0
             || conn.pong.is_some()
@@ -464,14 +501,16 @@ impl Inline for Core {
             || conn.shutting_down
         {
             // Something for the connection's task: pongs, a close, the rest of a burst.
+            let driver = conn.driver.clone();
             drop(slot);
-            driver.wake();
+            if let Some(driver) = driver {
+                driver.wake();
+            }
             return;
         }
         // The read ended waiting for the socket, with the dispatching waker: armed, unless a
         // readiness came meanwhile (then the task, woken by it, reads).
-        let _ =
-            dispatch.state.compare_exchange(state, state | 1, Ordering::AcqRel, Ordering::Acquire);
+        dispatch.arm(generation);
         if conn.rbuf.is_empty() {
             bufpool::give(std::mem::take(&mut conn.rbuf));
         }
@@ -515,6 +554,44 @@ fn wbuf(buf: &mut BytesMut) -> &mut BytesMut {
     buf
 }
 
+/// A sealed piece of the output (see `Conn::out`).
+enum Chunk {
+    /// A run of encoded frames, or a large payload as it came.
+    Bytes(bytes::Bytes),
+    /// The header of a large frame queued when nothing else waited to be written (a large
+    /// message per wake-up: the common case), held here. In the write buffer, it had to be
+    /// split off from it as a `Bytes` of its own: a buffer taken from the pool and given back,
+    /// a shared allocation made the first time, and two atomic reference counts, per message
+    /// (benches/HISTORY.md, "Atomic instructions per message").
+    Header { bytes: [u8; frame::MAX_HEADER], start: u8, end: u8 },
+}
+
+impl Chunk {
+    fn header(opcode: u8, len: usize) -> Self {
+        let mut bytes = [0; frame::MAX_HEADER];
+        let mut rest = &mut bytes[..];
+        frame::encode_header(&mut rest, opcode, len);
+        let end = (frame::MAX_HEADER - rest.len()) as u8;
+        Self::Header { bytes, start: 0, end }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Bytes(bytes) => bytes,
+            Self::Header { bytes, start, end } => &bytes[usize::from(*start)..usize::from(*end)],
+        }
+    }
+
+    /// `n` bytes of it went out (fewer than it holds).
+    fn advance(&mut self, n: usize) {
+        match self {
+            Self::Bytes(bytes) => bytes.advance(n),
+            // `n` < its length, at most 10.
+            Self::Header { start, .. } => *start += n as u8,
+        }
+    }
+}
+
 struct Idle {
     timeout: Duration,
     last: Instant,
@@ -544,7 +621,7 @@ struct Conn {
     wbuf: BytesMut,
     /// Sealed buffers waiting for the socket, in order: runs of small frames, and large
     /// payloads as they came (no copy).
-    out: VecDeque<bytes::Bytes>,
+    out: VecDeque<Chunk>,
     out_len: usize,
     /// The IO writes several buffers at once: large payloads need no copy.
     vectored: bool,
@@ -608,8 +685,11 @@ struct Conn {
     finished: bool,
     /// The waker of the connection's task, for handles that run it (see [`Inline`]).
     driver: Option<Waker>,
-    /// Readiness of the socket for reads by the receiver (see [`Dispatch`]).
-    dispatch: Option<(Arc<Dispatch>, Waker)>,
+    /// Readiness of the socket for reads by the receiver (see [`Dispatch`]; also in `Core`).
+    dispatch: Option<Arc<Dispatch>>,
+    /// A read of the receiver's: the events go to it, not to the shared state (see
+    /// [`Inline::read`]).
+    to_receiver: bool,
     /// The receiver is asked to read (large messages), as last told to the shared state.
     read_inline: bool,
 }
@@ -649,7 +729,7 @@ impl Conn {
             // Not when the receiver's read left its waker with the socket and nothing came
             // since: then there is nothing to read, and a read here would take the socket's
             // readiness back from the receiver (see `Dispatch`).
-            let armed = self.dispatch.as_ref().is_some_and(|(dispatch, _)| dispatch.armed());
+            let armed = self.dispatch.as_ref().is_some_and(|dispatch| dispatch.armed());
             if !self.read_closed && !self.abnormal && !armed {
                 again |= self.poll_read(cx);
             }
@@ -792,7 +872,7 @@ impl Conn {
 
     /// Reads and decodes what is ready. Returns true when it stopped for the budget.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> bool {
-        if let Some((dispatch, _)) = &self.dispatch {
+        if let Some(dispatch) = &self.dispatch {
             // Whatever readiness went to the receiver is acted on now (see `Dispatch`; only a
             // connection that has one can owe a read).
             if let Some(watch) = &dispatch.watch {
@@ -936,7 +1016,7 @@ impl Conn {
                 watch.heard();
             }
         }
-        if !self.events.is_empty() {
+        if !self.events.is_empty() && !self.to_receiver {
             self.paused = self.shared.push_events(&mut self.events, self.close_sent.is_some());
         }
         // Large messages: the receiver reads them (see `Dispatch`).
@@ -1355,7 +1435,7 @@ impl Conn {
         let mut slices = [std::io::IoSlice::new(&[]); N];
         let mut count = 0;
         for (slot, buf) in slices.iter_mut().zip(self.out.iter()) {
-            *slot = std::io::IoSlice::new(buf);
+            *slot = std::io::IoSlice::new(buf.as_slice());
             count += 1;
         }
         Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count])
@@ -1391,10 +1471,18 @@ impl Conn {
             frame::encode(self.wbuf(), opcode, &payload);
             return;
         }
-        frame::encode_header(self.wbuf(), opcode, payload.len());
-        self.seal();
+        if self.wbuf.is_empty() {
+            // The header needs no buffer of its own (see `Chunk::Header`).
+            let header = Chunk::header(opcode, payload.len());
+            self.out_len += header.as_slice().len();
+            self.out.push_back(header);
+        } else {
+            // After smaller frames: it ends their run.
+            frame::encode_header(self.wbuf(), opcode, payload.len());
+            self.seal();
+        }
         self.out_len += payload.len();
-        self.out.push_back(payload);
+        self.out.push_back(Chunk::Bytes(payload));
     }
 
     /// The write buffer, taken from the pool if the connection holds none.
@@ -1407,7 +1495,7 @@ impl Conn {
         if !self.wbuf.is_empty() {
             let run = self.wbuf.split().freeze();
             self.out_len += run.len();
-            self.out.push_back(run);
+            self.out.push_back(Chunk::Bytes(run));
         }
     }
 
@@ -1416,8 +1504,9 @@ impl Conn {
         self.out_len -= n;
         while n > 0 {
             let Some(front) = self.out.front_mut() else { break };
-            if front.len() <= n {
-                n -= front.len();
+            let len = front.as_slice().len();
+            if len <= n {
+                n -= len;
                 self.out.pop_front();
             } else {
                 front.advance(n);

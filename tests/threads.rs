@@ -389,3 +389,89 @@ async fn closes_while_the_client_streams(keepalive: bool) {
         slow.first()
     );
 }
+
+// ---- who reads: the connection's task or the receiver, racing on a multi-thread runtime ----
+
+/// Messages of mixed sizes, pipelined by a client, come out of the receiver in the order they
+/// were sent, with every byte, on a multi-thread runtime where the connection's task reads
+/// small messages and the receiver reads large ones (over the read chunk) on its own task,
+/// each on any worker. A receiver that reads hands what it read straight to itself; before it
+/// reads it checks that the task pushed nothing since it found no event, or those events would
+/// come after its own (stop 34, 2026-12-06). With keepalive off the socket's readiness wakes
+/// both, so they race for every read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mixed_sizes_arrive_in_order_whoever_reads_them() {
+    for keepalive in [true, false] {
+        let mut config = Config::default();
+        if !keepalive {
+            config = config.keepalive(None);
+        }
+        let (addr, mut channels) = serve_channels(config).await;
+        let mut clients = Vec::new();
+        for c in 0..4u32 {
+            let raw = RawWs::connect(addr).await;
+            let channel = next_channel(&mut channels).await;
+            // The server echoes with the Stream and Sink halves on a task of their own.
+            tokio::spawn(async move {
+                let (mut tx, rx) = channel.split();
+                let mut messages = rx.filter_map(|e| {
+                    futures::future::ready(match e {
+                        Event::Message(m) => Some(Ok(Message::from(m))),
+                        _ => None,
+                    })
+                });
+                let _ = tx.send_all(&mut messages).await;
+            });
+            clients.push(tokio::spawn(mixed_sizes_round_trip(raw, c)));
+        }
+        for client in clients {
+            let (sent, problems) = client.await.unwrap();
+            assert!(problems.is_empty(), "keepalive {keepalive}: {problems:?}");
+            assert!(sent > 0);
+        }
+    }
+}
+
+/// The message `n` of client `c`: its size from a fixed sequence that crosses the read chunk
+/// (4 KiB) both ways, its bytes telling `c` and `n` apart.
+fn mixed_message(c: u32, n: u32) -> Vec<u8> {
+    const SIZES: [usize; 9] = [10, 20_000, 100, 3_000, 70_000, 9, 5_000, 16_384, 700];
+    let size = SIZES[((n.wrapping_mul(7) + c) % 9) as usize].max(8);
+    let mut m = vec![(n % 251) as u8 ^ c as u8; size];
+    m[..4].copy_from_slice(&c.to_be_bytes());
+    m[4..8].copy_from_slice(&n.to_be_bytes());
+    m
+}
+
+/// Sends 1,500 messages without waiting and reads the echoes: how many were sent, and what
+/// came back wrong (a message out of order, or with other bytes).
+async fn mixed_sizes_round_trip(raw: RawWs, c: u32) -> (u32, Vec<String>) {
+    const COUNT: u32 = 1_500;
+    let (rd, mut wr) = raw.tcp.into_split();
+    let writer = tokio::spawn(async move {
+        for n in 0..COUNT {
+            let frame = encode_frame(0x82, Some([9, 8, 7, 6]), &mixed_message(c, n), None);
+            wr.write_all(&frame).await.unwrap();
+        }
+        wr
+    });
+    let mut raw = RawWs { tcp: rd, buf: raw.buf };
+    let mut problems = Vec::new();
+    for n in 0..COUNT {
+        let echo = tokio::time::timeout(Duration::from_secs(20), raw.read_frame()).await;
+        let Ok(Some((first, payload))) = echo else {
+            problems.push(format!("client {c}: no echo of message {n}"));
+            break;
+        };
+        if first != 0x82 || payload != mixed_message(c, n) {
+            let got = payload.get(4..8).map(|b| u32::from_be_bytes(b.try_into().unwrap()));
+            problems.push(format!(
+                "client {c}: echo {n} is message {got:?} ({} bytes, first byte {first:#x})",
+                payload.len()
+            ));
+            break;
+        }
+    }
+    let _wr = writer.await.unwrap();
+    (COUNT, problems)
+}
