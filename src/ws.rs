@@ -222,7 +222,7 @@ fn start(
         fed_bytes: 0,
         reported: 0,
         failures: Vec::new(),
-        events: Vec::new(),
+        events: VecDeque::new(),
         pong: None,
         paused: false,
         read_closed: false,
@@ -491,7 +491,12 @@ impl Inline for Core {
         conn.to_receiver = true;
         let spent = conn.poll_read(&mut Context::from_waker(waker));
         conn.to_receiver = false;
-        out.extend(conn.events.drain(..));
+        // Swapped, not moved event by event: the receiver's queue is empty when it reads.
+        if out.is_empty() {
+            std::mem::swap(out, &mut conn.events);
+        } else {
+            out.append(&mut conn.events);
+        }
         if spent
             || conn.pending_out() > 0
             || conn.pong.is_some()
@@ -640,7 +645,7 @@ struct Conn {
     reported: u64,
     failures: Vec<(u64, Error)>,
     /// Received events not yet handed to the stream.
-    events: Vec<Event>,
+    events: VecDeque<Event>,
     /// A ping that came while the output was over `WRITE_HIGH` (the peer reads slowly or not
     /// at all): its pong is encoded once the output is under it again, and a later ping
     /// meanwhile replaces it (RFC 6455 §5.5.3 allows answering only the most recent). Before
@@ -830,7 +835,7 @@ impl Conn {
                     self.batch = VecDeque::new();
                 }
                 if self.events.is_empty() && self.events.capacity() > KEPT_SLOTS {
-                    self.events = Vec::new();
+                    self.events = VecDeque::new();
                 }
 
                 return Poll::Pending;
@@ -1032,11 +1037,11 @@ impl Conn {
         match decoded {
             Decoded::Text(t) => {
                 self.note_size(t.len());
-                self.events.push(Event::Message(Incoming::Text(t)));
+                self.events.push_back(Event::Message(Incoming::Text(t)));
             }
             Decoded::Binary(b) => {
                 self.note_size(b.len());
-                self.events.push(Event::Message(Incoming::Binary(b)));
+                self.events.push_back(Event::Message(Incoming::Binary(b)));
             }
             Decoded::Ping(payload) => {
                 // Also after our close: a ping is answered unless the peer's close came
