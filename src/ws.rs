@@ -250,6 +250,7 @@ fn start(
         finished: false,
         driver: None,
         dispatch: None,
+        readiness: None,
         to_receiver: false,
         read_inline: false,
         shared: Arc::clone(&shared),
@@ -257,7 +258,7 @@ fn start(
     let core = Arc::new(Core {
         conn: Mutex::new(Some(conn)),
         task: Mutex::new(None),
-        dispatch: std::sync::OnceLock::new(),
+        readiness: std::sync::OnceLock::new(),
     });
     shared.set_inline(core.clone());
     core
@@ -271,10 +272,12 @@ struct Core {
     /// The connection's task, for a receiver that finds the connection busy (see
     /// [`Inline::read`]); set with `Conn::driver`, so only when the task's waker changes.
     task: Mutex<Option<Waker>>,
-    /// Readiness of the socket for reads by the receiver, and its waker (see [`Dispatch`]):
-    /// made at the first such read, here rather than in the `Conn` so that a receiver can tell
-    /// whether a read is owed without the connection's lock ([`Inline::armed`]).
-    dispatch: std::sync::OnceLock<(Arc<Dispatch>, Waker)>,
+    /// Readiness of the socket for reads by the receiver (see [`Dispatch`]): made at the
+    /// first such read, here as well as in the `Conn` so that a receiver can tell whether a
+    /// read is owed without the connection's lock ([`Inline::armed`]). Only the counts: the
+    /// dispatching waker, which holds the keepalive watch, is the `Conn`'s and goes with it
+    /// (kept here, it kept the watch, swept for nothing, as long as any handle lived).
+    readiness: std::sync::OnceLock<Arc<Readiness>>,
 }
 
 /// Reads on the receiver's task. While a connection receives large messages, a receiver that
@@ -302,31 +305,44 @@ struct Core {
 /// instructions of 11,000 and 48 code lines per message). Without keepalive there is no
 /// sweeper, and the task is still woken at every readiness.
 ///
+/// What the receiver reads goes straight into its own queue, not through the shared state,
+/// unless the task pushed events since the receiver found none (those come first: see
+/// [`Inline::read`]). A receiver whose read is armed parks without taking the connection's
+/// lock ([`Inline::armed`]).
+///
 /// Atomic read-modify-write instructions are few on this path: each waits for the core's
 /// store buffer to drain (~7 ns on the Intel host of 2026-12-06: benches/HISTORY.md, "Atomic
-/// instructions per message"). A readiness is one `fetch_add`; arming is a store.
+/// instructions per message"). A readiness is one `fetch_add`; arming is a store. Stop 34
+/// (2026-12-06) took a 16 KiB message's count from 64.7 to 37.6.
 #[derive(Debug)]
 struct Dispatch {
-    /// Readinesses so far: each adds one.
-    generation: AtomicUsize,
-    /// `generation + 1` as it was when a receiver's read began, stored when that read ended
-    /// waiting for the socket (0: never): "armed" while no readiness came since.
-    armed_at: AtomicUsize,
+    readiness: Arc<Readiness>,
     shared: std::sync::Weak<Shared>,
     /// The connection's keepalive watch: the sweeper wakes the task when a readiness given to
     /// the receiver was not acted on (see above). None: keepalive off.
     watch: Option<Arc<keepalive::Watch>>,
 }
 
-impl Dispatch {
-    /// A read of the receiver's ended waiting for the socket, with this waker, and no
-    /// readiness came since: nothing to read.
+/// The readinesses of the socket that went to the dispatching waker, and whether the
+/// receiver's last read is armed (see [`Dispatch`]).
+#[derive(Debug, Default)]
+struct Readiness {
+    /// Readinesses so far: each adds one.
+    generation: AtomicUsize,
+    /// `generation + 1` as it was when a receiver's read began, stored when that read ended
+    /// waiting for the socket (0: never): "armed" while no readiness came since.
+    armed_at: AtomicUsize,
+}
+
+impl Readiness {
+    /// A read of the receiver's ended waiting for the socket, with the dispatching waker, and
+    /// no readiness came since: nothing to read.
     fn armed(&self) -> bool {
         self.armed_at.load(Ordering::Acquire)
             == self.generation.load(Ordering::Acquire).wrapping_add(1)
     }
 
-    /// The generation a read begins at (for [`Dispatch::arm`]).
+    /// The generation a read begins at (for [`Readiness::arm`]).
     fn generation(&self) -> usize {
         self.generation.load(Ordering::Acquire)
     }
@@ -338,13 +354,24 @@ impl Dispatch {
     }
 }
 
+impl Dispatch {
+    /// The dispatching waker of a connection, with its readiness counts.
+    fn waker(readiness: &Arc<Readiness>, conn: &Conn) -> Waker {
+        Waker::from(Arc::new(Self {
+            readiness: Arc::clone(readiness),
+            shared: Arc::downgrade(&conn.shared),
+            watch: conn.keepalive.clone(),
+        }))
+    }
+}
+
 impl std::task::Wake for Dispatch {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.readiness.generation.fetch_add(1, Ordering::AcqRel);
         // Owed before the receiver is woken, so that its read settles it (a receiver that
         // reads on another thread could read before a mark made after the wake).
         if let Some(watch) = &self.watch {
@@ -437,7 +464,7 @@ impl Inline for Core {
     }
 
     fn armed(&self) -> bool {
-        self.dispatch.get().is_some_and(|(dispatch, _)| dispatch.armed())
+        self.readiness.get().is_some_and(|readiness| readiness.armed())
     }
 
     fn read(&self, out: &mut VecDeque<Event>, pushes: u64) {
@@ -467,30 +494,27 @@ impl Inline for Core {
         }
         // Made on first use: most connections never get a large message (~0.8 KiB more per
         // idle connection when every connection had one).
-        let (dispatch, waker) = self.dispatch.get_or_init(|| {
-            let dispatch = Arc::new(Dispatch {
-                generation: AtomicUsize::new(0),
-                armed_at: AtomicUsize::new(0),
-                shared: Arc::downgrade(&conn.shared),
-                watch: conn.keepalive.clone(),
-            });
-            conn.dispatch = Some(Arc::clone(&dispatch));
-            let waker = Waker::from(Arc::clone(&dispatch));
-            (dispatch, waker)
-        });
-        let generation = dispatch.generation();
-        if dispatch.armed() {
+        let readiness = self.readiness.get_or_init(Arc::default);
+        if conn.dispatch.is_none() {
+            conn.dispatch = Some(Dispatch::waker(readiness, conn));
+            conn.readiness = Some(Arc::clone(readiness));
+        }
+        let generation = readiness.generation();
+        if readiness.armed() {
             // Nothing came since the last read of ours.
             return;
         }
         if conn.read_closed || conn.abnormal || conn.paused || conn.shutting_down {
             return;
         }
+        // Moved out for the read and back (the read borrows the `Conn`), not cloned.
+        let Some(waker) = conn.dispatch.take() else { return };
         // The events go straight to the receiver, which found none waiting (`pushes`: nor
         // did the task push any since), not through the shared state and its lock.
         conn.to_receiver = true;
-        let spent = conn.poll_read(&mut Context::from_waker(waker));
+        let spent = conn.poll_read(&mut Context::from_waker(&waker));
         conn.to_receiver = false;
+        conn.dispatch = Some(waker);
         // Swapped, not moved event by event: the receiver's queue is empty when it reads.
         if out.is_empty() {
             std::mem::swap(out, &mut conn.events);
@@ -515,7 +539,7 @@ impl Inline for Core {
         }
         // The read ended waiting for the socket, with the dispatching waker: armed, unless a
         // readiness came meanwhile (then the task, woken by it, reads).
-        dispatch.arm(generation);
+        readiness.arm(generation);
         if conn.rbuf.is_empty() {
             bufpool::give(std::mem::take(&mut conn.rbuf));
         }
@@ -690,8 +714,10 @@ struct Conn {
     finished: bool,
     /// The waker of the connection's task, for handles that run it (see [`Inline`]).
     driver: Option<Waker>,
-    /// Readiness of the socket for reads by the receiver (see [`Dispatch`]; also in `Core`).
-    dispatch: Option<Arc<Dispatch>>,
+    /// The dispatching waker, made at the receiver's first read (see [`Dispatch`]).
+    dispatch: Option<Waker>,
+    /// Its readiness counts (also in `Core`).
+    readiness: Option<Arc<Readiness>>,
     /// A read of the receiver's: the events go to it, not to the shared state (see
     /// [`Inline::read`]).
     to_receiver: bool,
@@ -734,7 +760,7 @@ impl Conn {
             // Not when the receiver's read left its waker with the socket and nothing came
             // since: then there is nothing to read, and a read here would take the socket's
             // readiness back from the receiver (see `Dispatch`).
-            let armed = self.dispatch.as_ref().is_some_and(|dispatch| dispatch.armed());
+            let armed = self.readiness.as_ref().is_some_and(|readiness| readiness.armed());
             if !self.read_closed && !self.abnormal && !armed {
                 again |= self.poll_read(cx);
             }
@@ -877,10 +903,10 @@ impl Conn {
 
     /// Reads and decodes what is ready. Returns true when it stopped for the budget.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> bool {
-        if let Some(dispatch) = &self.dispatch {
+        if self.readiness.is_some() {
             // Whatever readiness went to the receiver is acted on now (see `Dispatch`; only a
             // connection that has one can owe a read).
-            if let Some(watch) = &dispatch.watch {
+            if let Some(watch) = &self.keepalive {
                 watch.settle();
             }
         }
