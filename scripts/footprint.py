@@ -21,15 +21,10 @@ import sys
 def main():
     path, units = sys.argv[1], int(sys.argv[2])
     top = int(sys.argv[3]) if len(sys.argv) > 3 else 25
-    names = {}  # callgrind compresses names: "(id) name" the first time, "(id)" after
+    names = {}
 
     def name(field):
-        m = re.match(r"\((\d+)\)(?: (.*))?", field)
-        if not m:
-            return field
-        if m.group(2):
-            names[m.group(1)] = m.group(2)
-        return names.get(m.group(1), "?")
+        return compressed(field, names)
 
     positions, events = ["line"], []
     last = [0]
@@ -51,9 +46,9 @@ def main():
             elif line.startswith("events:"):
                 events = line.split()[1:]
             elif line.startswith("ob="):
-                obj = object_name(line[3:].strip(), objects)
+                obj = compressed(line[3:].strip(), objects)
             elif line.startswith("cob="):
-                object_name(line[4:].strip(), objects)
+                compressed(line[4:].strip(), objects)
             elif line.startswith("fn="):
                 func = name(line[3:].strip())
             elif line.startswith("cfn="):
@@ -122,8 +117,9 @@ def main():
     atomics(ir, owner, obj_of, units, top)
 
 
-def object_name(field, table):
-    """callgrind compresses object names as it does function names."""
+def compressed(field, table):
+    """callgrind compresses the names of functions and objects: "(id) name" the first time,
+    "(id)" after; `table` remembers them."""
     m = re.match(r"\((\d+)\)(?: (.*))?", field)
     if not m:
         return field

@@ -570,16 +570,7 @@ async fn flood_setup(
         client.set_send_buffer_size(buffer).unwrap();
     }
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let (tx, channels) = mpsc::unbounded_channel();
-    let addr = support::serve_on(
-        socket.listen(16).unwrap(),
-        config,
-        |r| r,
-        move |ch: Channel| {
-            let _ = tx.send(ch);
-            async {}
-        },
-    );
+    let (addr, channels) = support::serve_channels_on(socket.listen(16).unwrap(), config);
     (addr, channels, client.connect(addr).await.unwrap())
 }
 

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use support::*;
-use tokio::sync::mpsc;
 use webchan::{Channel, Config, Event};
 
 /// The tests of this file count the same allocator: one at a time.
@@ -29,16 +28,7 @@ async fn raw_pair(config: Config) -> (RawWs, Channel) {
     socket.set_recv_buffer_size(64 * 1024).unwrap();
     socket.set_send_buffer_size(64 * 1024).unwrap();
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let (tx, mut channels) = mpsc::unbounded_channel();
-    let addr = serve_on(
-        socket.listen(16).unwrap(),
-        config,
-        |r| r,
-        move |ch: Channel| {
-            let _ = tx.send(ch);
-            async {}
-        },
-    );
+    let (addr, mut channels) = serve_channels_on(socket.listen(16).unwrap(), config);
     let client = tokio::net::TcpSocket::new_v4().unwrap();
     client.set_send_buffer_size(64 * 1024).unwrap();
     client.set_recv_buffer_size(64 * 1024).unwrap();

@@ -500,24 +500,8 @@ struct SlowReader {
 impl SlowReader {
     async fn frame(&mut self) -> Option<(u8, Vec<u8>)> {
         loop {
-            if self.buf.len() >= 2 {
-                let first = self.buf[0];
-                assert_eq!(self.buf[1] & 0x80, 0, "masked server frame");
-                let (len, start) = match self.buf[1] & 0x7f {
-                    126 if self.buf.len() >= 4 => {
-                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
-                    }
-                    127 if self.buf.len() >= 10 => {
-                        (u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize, 10)
-                    }
-                    n if n < 126 => (n as usize, 2),
-                    _ => (usize::MAX, 0),
-                };
-                if len != usize::MAX && self.buf.len() >= start + len {
-                    let p = self.buf[start..start + len].to_vec();
-                    self.buf.drain(..start + len);
-                    return Some((first, p));
-                }
+            if let Some(frame) = take_frame(&mut self.buf) {
+                return Some(frame);
             }
             let want = match self.rng.below(10) {
                 0 => self.rng.between(1, 11),
@@ -580,16 +564,7 @@ async fn clones_to_a_slow_reader_on(config: Config, sndbuf: Option<u32>) {
         socket.set_send_buffer_size(b).unwrap();
     }
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let (tx, mut channels) = mpsc::unbounded_channel();
-    let addr = serve_on(
-        socket.listen(16).unwrap(),
-        config,
-        |r| r,
-        move |ch: Channel| {
-            let _ = tx.send(ch);
-            async {}
-        },
-    );
+    let (addr, mut channels) = serve_channels_on(socket.listen(16).unwrap(), config);
     let mut client = slow_connect(addr, 0x5EED).await;
     let ch = next_channel(&mut channels).await;
     let (sender, _receiver) = ch.split();

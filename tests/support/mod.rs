@@ -496,24 +496,8 @@ impl<S: tokio::io::AsyncRead + Unpin> RawWs<S> {
     pub async fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
         use tokio::io::AsyncReadExt;
         loop {
-            if self.buf.len() >= 2 {
-                let first = self.buf[0];
-                assert_eq!(self.buf[1] & 0x80, 0, "server frames must not be masked");
-                let (len, start) = match self.buf[1] & 0x7f {
-                    126 if self.buf.len() >= 4 => {
-                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
-                    }
-                    127 if self.buf.len() >= 10 => {
-                        (u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize, 10)
-                    }
-                    n if n < 126 => (n as usize, 2),
-                    _ => (usize::MAX, 0),
-                };
-                if len != usize::MAX && self.buf.len() >= start + len {
-                    let payload = self.buf[start..start + len].to_vec();
-                    self.buf.drain(..start + len);
-                    return Some((first, payload));
-                }
+            if let Some(frame) = take_frame(&mut self.buf) {
+                return Some(frame);
             }
             let mut chunk = [0u8; 65536];
             let Ok(n) = tokio::time::timeout(Duration::from_secs(10), self.tcp.read(&mut chunk))
@@ -568,6 +552,46 @@ pub async fn events_until_closed(rx: &mut mpsc::UnboundedReceiver<Event>) -> Vec
             return out;
         }
     }
+}
+
+/// Takes one whole server frame off the front of `buf`, if it holds one: (first header byte,
+/// payload). Server frames are never masked.
+pub fn take_frame(buf: &mut Vec<u8>) -> Option<(u8, Vec<u8>)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let first = buf[0];
+    assert_eq!(buf[1] & 0x80, 0, "server frames must not be masked");
+    let (len, start) = match buf[1] & 0x7f {
+        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+        127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10),
+        n if n < 126 => (n as usize, 2),
+        _ => return None,
+    };
+    if buf.len() < start + len {
+        return None;
+    }
+    let payload = buf[start..start + len].to_vec();
+    buf.drain(..start + len);
+    Some((first, payload))
+}
+
+/// A server on `listener` that hands every channel to the test.
+pub fn serve_channels_on(
+    listener: TcpListener,
+    config: Config,
+) -> (SocketAddr, mpsc::UnboundedReceiver<Channel>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let addr = serve_on(
+        listener,
+        config,
+        |r| r,
+        move |ch: Channel| {
+            let _ = tx.send(ch);
+            async {}
+        },
+    );
+    (addr, rx)
 }
 
 /// A server that hands every channel to the test.
