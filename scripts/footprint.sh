@@ -3,7 +3,8 @@
 # callgrind (instruction addresses and a simulated cache: 32 KiB, 8-way L1i) while the load
 # client plays ping-pong with it (or echo 16 B over 64 connections), and prints per round trip
 # (message) the instructions, the simulated L1i misses and the 64-byte code lines executed, and
-# the functions with the most of those lines and of those instructions (scripts/footprint.py).
+# the functions with the most of those lines and of those instructions, and the atomic
+# read-modify-write instructions by function (scripts/footprint.py).
 # Repeatable run after run, unlike wall-clock figures.
 #
 #   scripts/footprint.sh [SERVER=webchan]      # e.g. fastwebsockets, axum, tungstenite
