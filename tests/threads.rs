@@ -425,9 +425,8 @@ async fn mixed_sizes_arrive_in_order_whoever_reads_them() {
             clients.push(tokio::spawn(mixed_sizes_round_trip(raw, c)));
         }
         for client in clients {
-            let (sent, problems) = client.await.unwrap();
+            let problems = client.await.unwrap();
             assert!(problems.is_empty(), "keepalive {keepalive}: {problems:?}");
-            assert!(sent > 0);
         }
     }
 }
@@ -443,9 +442,9 @@ fn mixed_message(c: u32, n: u32) -> Vec<u8> {
     m
 }
 
-/// Sends 1,500 messages without waiting and reads the echoes: how many were sent, and what
-/// came back wrong (a message out of order, or with other bytes).
-async fn mixed_sizes_round_trip(raw: RawWs, c: u32) -> (u32, Vec<String>) {
+/// Sends 1,500 messages without waiting and reads their echoes: what came back wrong (an echo
+/// missing, a message out of order, or with other bytes).
+async fn mixed_sizes_round_trip(raw: RawWs, c: u32) -> Vec<String> {
     const COUNT: u32 = 1_500;
     let (rd, mut wr) = raw.tcp.into_split();
     let writer = tokio::spawn(async move {
@@ -473,5 +472,5 @@ async fn mixed_sizes_round_trip(raw: RawWs, c: u32) -> (u32, Vec<String>) {
         }
     }
     let _wr = writer.await.unwrap();
-    (COUNT, problems)
+    problems
 }
