@@ -317,7 +317,13 @@ struct Core {
 #[derive(Debug)]
 struct Dispatch {
     readiness: Arc<Readiness>,
-    shared: std::sync::Weak<Shared>,
+    /// Strong, not `Weak`: a `Weak` upgraded and dropped at every readiness cost two atomic
+    /// instructions per large message. Every copy of this waker is held by the `Conn` or its
+    /// IO (its `dispatch`; the socket's registration, whose wakers tokio drops with the socket;
+    /// over HTTP/2 the stream's, which h2 drops once the stream, reset at the latest when
+    /// its handle is dropped, is released), so the reference goes with the connection, as the
+    /// `Conn`'s own does.
+    shared: Arc<Shared>,
     /// The connection's keepalive watch: the sweeper wakes the task when a readiness given to
     /// the receiver was not acted on (see above). None: keepalive off.
     watch: Option<Arc<keepalive::Watch>>,
@@ -359,7 +365,7 @@ impl Dispatch {
     fn waker(readiness: &Arc<Readiness>, conn: &Conn) -> Waker {
         Waker::from(Arc::new(Self {
             readiness: Arc::clone(readiness),
-            shared: Arc::downgrade(&conn.shared),
+            shared: Arc::clone(&conn.shared),
             watch: conn.keepalive.clone(),
         }))
     }
@@ -377,14 +383,12 @@ impl std::task::Wake for Dispatch {
         if let Some(watch) = &self.watch {
             watch.owe();
         }
-        // Gone: so is the connection (its `Conn` holds the channel's state).
-        let Some(shared) = self.shared.upgrade() else { return };
-        if shared.wake_parked_receiver() && self.watch.is_some() {
+        if self.shared.wake_parked_receiver() && self.watch.is_some() {
             // The receiver reads; the sweeper wakes the task if it does not.
             return;
         }
         // No parked receiver (or no sweeper): the task reads, which settles what is owed.
-        shared.wake_transport();
+        self.shared.wake_transport();
     }
 }
 
