@@ -27,7 +27,11 @@
 //!
 //! With `--pid`, the server's CPU time (utime + stime from /proc/PID/stat) over the measured
 //! window and its RSS (VmRSS) are read too, and for `stream` its peak RSS since it started
-//! (VmHWM). The last line on stdout is `key=value` pairs for
+//! (VmHWM); for `echo` also how often per message the server's main thread (the runtime's, in
+//! every server of `servers`) gave up its core of its own accord (`vol_cs_per_msg`: it blocked,
+//! in `epoll_wait`) or was preempted (`invol_cs_per_msg`), from /proc/PID/status. With client
+//! and server on one core (ping-pong) that pattern differs between servers and moves the rate
+//! (benches/HISTORY.md, "Unmasking with AVX2, and the rest of the 16 KiB gap"). The last line on stdout is `key=value` pairs for
 //! scripts/bench.sh; the exit status is 1 on any error or mismatch.
 
 use std::collections::HashMap;
@@ -130,6 +134,15 @@ fn hwm_kib(pid: &str) -> Option<u64> {
     status_kib(pid, "VmHWM:")
 }
 
+/// The context switches of a process's main thread so far: (voluntary, involuntary).
+fn switches(pid: &str) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let count = |key: &str| -> Option<u64> {
+        status.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some((count("voluntary_ctxt_switches:")?, count("nonvoluntary_ctxt_switches:")?))
+}
+
 fn status_kib(pid: &str, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(key))?;
@@ -141,6 +154,7 @@ struct Window {
     t0: Instant,
     server_cpu0: Option<(f64, f64)>,
     client_cpu0: Option<f64>,
+    switches0: Option<(u64, u64)>,
 }
 
 struct Measured {
@@ -149,12 +163,15 @@ struct Measured {
     /// The server's CPU time split: (user, system).
     server_split: Option<(f64, f64)>,
     client_cpu: Option<f64>,
+    /// The server's main thread's context switches: (voluntary, involuntary).
+    switches: Option<(u64, u64)>,
 }
 
 impl Window {
     fn start(pid: Option<String>) -> Self {
         let server_cpu0 = pid.as_deref().and_then(cpu_split);
-        Self { server_cpu0, client_cpu0: cpu_seconds("self"), t0: Instant::now(), pid }
+        let switches0 = pid.as_deref().and_then(switches);
+        Self { server_cpu0, client_cpu0: cpu_seconds("self"), switches0, t0: Instant::now(), pid }
     }
     fn stop(&self) -> Measured {
         let secs = self.t0.elapsed().as_secs_f64();
@@ -167,7 +184,11 @@ impl Window {
             _ => None,
         };
         let server_cpu = server_split.map(|(user, system)| user + system);
-        Measured { secs, server_cpu, server_split, client_cpu }
+        let switches = match (self.pid.as_deref().and_then(switches), self.switches0) {
+            (Some(b), Some(a)) => Some((b.0 - a.0, b.1 - a.1)),
+            _ => None,
+        };
+        Measured { secs, server_cpu, server_split, client_cpu, switches }
     }
 }
 
@@ -517,6 +538,14 @@ async fn echo(args: &Args) -> bool {
             opt(measured.server_split.map(|c| c.1 / messages.max(1) as f64), 1e6, 3),
         ),
         ("client_cpu_pct", opt(measured.client_cpu.map(|c| c / measured.secs), 100.0, 1)),
+        (
+            "vol_cs_per_msg",
+            opt(measured.switches.map(|s| s.0 as f64 / messages.max(1) as f64), 1.0, 3),
+        ),
+        (
+            "invol_cs_per_msg",
+            opt(measured.switches.map(|s| s.1 as f64 / messages.max(1) as f64), 1.0, 3),
+        ),
         ("rss_before_kib", rss_before.map_or("NA".into(), |r| r.to_string())),
         ("rss_kib", rss.map_or("NA".into(), |r| r.to_string())),
         ("errors", errors.len().to_string()),
