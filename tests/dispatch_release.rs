@@ -123,15 +123,15 @@ async fn http1_gone(addr: std::net::SocketAddr) {
     tokio::time::sleep(Duration::from_millis(2)).await;
 }
 
-async fn http2_clean(sender: &mut H2Sender, addr: std::net::SocketAddr) {
-    let mut ws = h2_ws(sender, addr, "/").await;
+async fn http2_clean(mut sender: H2Sender, addr: std::net::SocketAddr) {
+    let mut ws = h2_ws(&mut sender, addr, "/").await;
     echo_large(&mut ws).await;
     ws.close(None).await.unwrap();
     while let Some(Ok(_)) = ws.next().await {}
 }
 
-async fn http2_reset(sender: &mut H2Sender, addr: std::net::SocketAddr) {
-    let mut ws = h2_ws(sender, addr, "/").await;
+async fn http2_reset(mut sender: H2Sender, addr: std::net::SocketAddr) {
+    let mut ws = h2_ws(&mut sender, addr, "/").await;
     echo_large(&mut ws).await;
     // Dropped: its stream is reset, the HTTP/2 connection stays up.
 }
@@ -147,28 +147,14 @@ async fn ended_channels_that_read_large_messages_hold_nothing() {
     // acknowledgements: ~40 ms per message here).
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
-    let (mut sender, conn) =
+    let (sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
             .await
             .unwrap();
     tokio::spawn(conn);
-    let clean = {
-        let sender = &mut sender;
-        let mut one = move || {
-            let mut s = sender.clone();
-            async move { http2_clean(&mut s, addr).await }
-        };
-        held_per_connection(&shutdown, &mut one).await
-    };
+    let clean = held_per_connection(&shutdown, || http2_clean(sender.clone(), addr)).await;
     held.push(("HTTP/2, closed", clean));
-    let reset = {
-        let sender = &mut sender;
-        let mut one = move || {
-            let mut s = sender.clone();
-            async move { http2_reset(&mut s, addr).await }
-        };
-        held_per_connection(&shutdown, &mut one).await
-    };
+    let reset = held_per_connection(&shutdown, || http2_reset(sender.clone(), addr)).await;
     held.push(("HTTP/2, reset", reset));
     eprintln!("heap held per ended connection: {held:?}");
     for (how, bytes) in held {
