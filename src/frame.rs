@@ -128,7 +128,8 @@ const MASK_BLOCK: usize = 128;
 /// CPU has it (detected at run time, once: `is_x86_feature_detected!` caches the answer), 32
 /// bytes per instruction instead of the 16 of x86-64's baseline SSE2: the 16 KiB echo ran
 /// 1.5 % faster (`scripts/ab.sh`, 12 paired rounds, 2026-12-06, benches/HISTORY.md,
-/// "Unmasking with AVX2"). AVX-512 was no faster there, and lowers the clock of some CPUs.
+/// "Unmasking with AVX2, and the rest of the 16 KiB gap"). AVX-512 was no faster there, and
+/// lowers the clock of some CPUs.
 fn mask_blocks(data: &mut [u8], key: [u8; 4]) -> &mut [u8] {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
