@@ -30,7 +30,10 @@
 //! message (the API of the crate's own examples) instead of `send_all` on the split halves;
 //! `FWS_YIELD=1` makes it yield between reading a message and writing it back (the order a
 //! task hand-off gives: every ready connection read before any write); `RUNTIME=multi` runs
-//! every server on tokio's multi-thread scheduler with one worker instead of `current_thread`.
+//! every server on tokio's multi-thread scheduler with one worker instead of `current_thread`;
+//! `THREAD=1` starts an idle thread in any server (a multi-threaded process, as webchan's
+//! keepalive sweeper makes it) and `TICK=1` a 1 s interval on its runtime (a timer, as a
+//! sweeper task would keep).
 
 use std::convert::Infallible;
 use std::future::{ready, Future};
@@ -107,7 +110,25 @@ fn main() {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
     }
     .unwrap();
+    // Experiments (benches/HISTORY.md, stop 35): THREAD=1 starts an idle thread, making the
+    // process multi-threaded as webchan's keepalive sweeper does (glibc then takes its
+    // cancellation atomics around every system call); TICK=1 keeps a 1 s `tokio::time::interval`
+    // ticking on the runtime, as a sweeper task would (every park an `epoll_wait` with a
+    // timeout).
+    if std::env::var("THREAD").is_ok_and(|v| v == "1") {
+        std::thread::spawn(|| loop {
+            std::thread::park();
+        });
+    }
     runtime.block_on(async move {
+        if std::env::var("TICK").is_ok_and(|v| v == "1") {
+            tokio::spawn(async {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                }
+            });
+        }
         let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
         match name.as_str() {
             "webchan" => serve(listener, webchan_ws).await,
