@@ -29,10 +29,11 @@
 //! window and its RSS (VmRSS) are read too, and for `stream` its peak RSS since it started
 //! (VmHWM); for `echo` also how often per message the server's main thread (the runtime's, in
 //! every server of `servers`) gave up its core of its own accord (`vol_cs_per_msg`: it blocked,
-//! in `epoll_wait`) or was preempted (`invol_cs_per_msg`), from /proc/PID/status. With client
-//! and server on one core (ping-pong) that pattern differs between servers and moves the rate
-//! (benches/HISTORY.md, "Unmasking with AVX2, and the rest of the 16 KiB gap"). The last line on stdout is `key=value` pairs for
-//! scripts/bench.sh; the exit status is 1 on any error or mismatch.
+//! for these servers in `epoll_wait`) or was preempted (`invol_cs_per_msg`), from
+//! /proc/PID/status. With client and server on one core (ping-pong) that pattern differs
+//! between servers and moves the rate (benches/HISTORY.md, "Unmasking with AVX2, and the rest
+//! of the 16 KiB gap"). The last line on stdout is `key=value` pairs for scripts/bench.sh; the
+//! exit status is 1 on any error or mismatch.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -137,14 +138,18 @@ fn hwm_kib(pid: &str) -> Option<u64> {
 /// The context switches of a process's main thread so far: (voluntary, involuntary).
 fn switches(pid: &str) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let count = |key: &str| -> Option<u64> {
-        status.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
-    };
-    Some((count("voluntary_ctxt_switches:")?, count("nonvoluntary_ctxt_switches:")?))
+    Some((
+        status_field(&status, "voluntary_ctxt_switches:")?,
+        status_field(&status, "nonvoluntary_ctxt_switches:")?,
+    ))
 }
 
 fn status_kib(pid: &str, key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_field(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?, key)
+}
+
+/// The number after `key` in the text of a /proc/PID/status.
+fn status_field(status: &str, key: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(key))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
