@@ -9,7 +9,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -70,60 +70,90 @@ async fn nginx(upstream: SocketAddr, server_body: &str) -> Option<Nginx> {
         return None;
     };
     for _attempt in 0..5 {
-        let dir = std::env::temp_dir().join(format!(
-            "webchan_nginx_{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        // A port that was free a moment ago: another test may take it before nginx binds it.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let d = dir.display();
-        let body = server_body.replace("UPSTREAM", &format!("http://{upstream}"));
-        let conf = format!(
-            "daemon off;\nmaster_process off;\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-               fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-               server {{\n    listen 127.0.0.1:{port};\n{body}\n  }}\n}}\n"
-        );
-        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let mut child = Command::new(&bin)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx did not start");
-        let started = Instant::now();
-        let mut up = false;
-        while started.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = child.try_wait() {
-                break; // exited: the port was taken, most likely; try another
-            }
-            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                up = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Some(proxy) = nginx_on(&bin, port, upstream, server_body).await {
+            return Some(proxy);
         }
-        if up {
-            return Some(Nginx { child, port, dir });
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        eprintln!(
-            "nginx did not come up: {}",
-            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-        );
-        let _ = std::fs::remove_dir_all(&dir);
     }
     panic!("nginx did not start in 5 attempts");
+}
+
+/// One try at starting nginx on `port`: `None` if it did not come up on it within 5 s.
+async fn nginx_on(bin: &Path, port: u16, upstream: SocketAddr, body: &str) -> Option<Nginx> {
+    let dir = std::env::temp_dir().join(format!(
+        "webchan_nginx_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.display();
+    let body = body.replace("UPSTREAM", &format!("http://{upstream}"));
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+           fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+           server {{\n    listen 127.0.0.1:{port};\n{body}\n  }}\n}}\n"
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let mut child = Command::new(bin)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx did not start");
+    // Up when nginx has written its pid file, which it does only once its listening socket is
+    // bound, and the port accepts. A connection alone proves nothing: when another process
+    // listens on the port, the connect reaches that one while nginx retries its bind (2.5 s)
+    // before it gives up; a test then sends its requests to another test's server.
+    let pid_file = dir.join("nginx.pid");
+    let pid = child.id().to_string();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        if let Ok(Some(_)) = child.try_wait() {
+            break; // exited: the port was taken, most likely
+        }
+        let bound = std::fs::read_to_string(&pid_file).is_ok_and(|p| p.trim() == pid);
+        if bound && TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Some(Nginx { child, port, dir });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!(
+        "nginx did not come up on {port}: {}",
+        std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    None
+}
+
+/// The harness's own check: a port another process listens on is not taken for nginx's,
+/// though a connection to it succeeds (what once sent a test's request to another test's
+/// server, and the test waited in vain for its channel).
+#[tokio::test]
+async fn the_harness_does_not_take_another_listener_for_nginx() {
+    let Some(bin) = nginx_binary() else { return };
+    let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = other.local_addr().unwrap().port();
+    let upstream = SocketAddr::from(([127, 0, 0, 1], 9));
+    let started = Instant::now();
+    let proxy = nginx_on(&bin, port, upstream, &plain_location("/", "")).await;
+    assert!(proxy.is_none(), "nginx taken as up on a port another listener holds");
+    eprintln!("refused after {:?}", started.elapsed());
+    // and on a free port, the same call brings nginx up
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let proxy = nginx_on(&bin, free, upstream, &plain_location("/", "")).await;
+    assert!(proxy.is_some_and(|p| p.port == free), "nginx did not come up on a free port");
 }
 
 /// nginx's WebSocket proxying, as its docs show (<https://nginx.org/en/docs/http/websocket.html>).

@@ -109,44 +109,61 @@ impl Example {
         dir
     }
 
-    /// Starts `name` with `PORT` set to a free port (or the given args), and waits until the
-    /// port accepts connections.
+    /// Starts `name` with `PORT` set to a free port (or the given args), and waits until it
+    /// listens on that port; with another port if the example could not bind the first.
     async fn start(name: &str, args: &[&str], env_port: bool) -> Self {
-        let port = free_port();
-        let mut cmd = std::process::Command::new(Self::path(name));
-        cmd.args(args);
-        if env_port {
-            cmd.env("PORT", port.to_string());
-        }
-        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let stdout = Arc::new(Mutex::new(String::new()));
-        let mut out = child.stdout.take().unwrap();
-        let log = Arc::clone(&stdout);
-        std::thread::spawn(move || {
-            use std::io::Read;
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                log.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        for _attempt in 0..5 {
+            let port = free_port();
+            let mut cmd = std::process::Command::new(Self::path(name));
+            cmd.args(args);
+            if env_port {
+                cmd.env("PORT", port.to_string());
             }
-        });
-        let example = Self { child, port, stdout };
-        if env_port {
-            example.wait_port(port).await;
+            cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+            let mut child = cmd.spawn().unwrap();
+            let stdout = Arc::new(Mutex::new(String::new()));
+            let mut out = child.stdout.take().unwrap();
+            let log = Arc::clone(&stdout);
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = out.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    log.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+            let mut example = Self { child, port, stdout };
+            if !env_port || example.wait_port(port).await {
+                return example;
+            }
         }
-        example
+        panic!("{name} could not listen on a free port in 5 attempts");
     }
 
-    async fn wait_port(&self, port: u16) {
+    /// Waits until the example has said it listens on `port` (each prints its address once
+    /// its bind succeeded) and the port accepts; false if it exited first. A connection alone
+    /// proves nothing: the port was free a moment ago, and if another test's server took it
+    /// meanwhile, the example's bind fails while the connect reaches that server.
+    async fn wait_port(&mut self, port: u16) -> bool {
         let start = Instant::now();
+        let said = format!("127.0.0.1:{port}");
         loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return;
+            if self.stdout().contains(&said)
+                && tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+            {
+                return true;
             }
-            assert!(start.elapsed() < T, "example did not listen on {port} within 10 s");
+            if let Ok(Some(status)) = self.child.try_wait() {
+                eprintln!("the example exited ({status}) before it listened on {port}");
+                return false;
+            }
+            assert!(
+                start.elapsed() < T,
+                "example did not listen on {port} within 10 s: {:?}",
+                self.stdout()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
