@@ -103,6 +103,18 @@ pub(crate) fn give(mut buf: BytesMut) {
     }
 }
 
+/// An empty buffer that its owner keeps instead of giving it back and taking another: made
+/// whole again when it is one of the pool's small buffers that nothing else shares (its start
+/// moved back to that of its allocation), else given back (see [`give`]) and `buf` left
+/// without one.
+pub(crate) fn rewind(buf: &mut BytesMut) {
+    buf.clear();
+    if buf.capacity() == SIZE || (buf.try_reclaim(SIZE) && buf.capacity() == SIZE) {
+        return;
+    }
+    give(std::mem::take(buf));
+}
+
 fn keep(buf: BytesMut) {
     let _ = FREE.try_with(|free| {
         let mut free = free.borrow_mut();
@@ -198,6 +210,34 @@ mod tests {
         assert_eq!(take(SIZE).capacity(), SIZE);
         // A request above the pool's size gets its own buffer.
         assert!(take(SIZE * 2).capacity() >= SIZE * 2);
+    }
+
+    #[test]
+    fn a_rewound_buffer_is_whole_again_or_given_back() {
+        // A small buffer read from and consumed: its room comes back, the allocation kept.
+        let mut buf = take(SIZE);
+        let ptr = buf.as_ptr();
+        buf.extend_from_slice(&[7u8; 100]);
+        buf.advance(100);
+        assert!(buf.capacity() < SIZE);
+        rewind(&mut buf);
+        assert_eq!((buf.capacity(), buf.as_ptr()), (SIZE, ptr), "whole again, the same one");
+
+        // One whose bytes a frozen piece still holds cannot be made whole: it goes to `give`,
+        // which does not pool a shared buffer, and the owner is left with none.
+        buf.extend_from_slice(b"payload");
+        let piece = buf.split_to(7).freeze();
+        rewind(&mut buf);
+        assert_eq!(buf.capacity(), 0);
+        assert_ne!(take(SIZE).as_ptr(), ptr, "a shared buffer is not pooled");
+        assert_eq!(&piece[..], b"payload");
+
+        // A large one is given back to its size's pool.
+        let mut large = take_large(16 * 1024);
+        let ptr = large.as_ptr();
+        rewind(&mut large);
+        assert_eq!(large.capacity(), 0);
+        assert_eq!(take_large(16 * 1024).as_ptr(), ptr, "pooled");
     }
 
     #[test]

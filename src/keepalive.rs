@@ -21,7 +21,7 @@
 //! and not polled again (a `select!` that took another branch) would leave the socket unread.
 //! Until some read settles it, each sweep wakes the connection's task, which reads.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, Weak};
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -46,6 +46,10 @@ pub(crate) struct Watch {
     /// since (see `ws.rs`, `Dispatch`): the sweeper wakes the connection's task to read, in
     /// case that receiver is not polled again.
     owed: AtomicBool,
+    /// The connection went idle keeping its empty buffers (see [`Watch::hold`]).
+    holding: AtomicBool,
+    /// A sweep found the peer silent while the connection kept its buffers: give them back.
+    release: AtomicBool,
 }
 
 impl Watch {
@@ -71,6 +75,38 @@ impl Watch {
         // A load first, as in `heard`: the common case writes nothing.
         if self.owed.load(Ordering::Relaxed) {
             self.owed.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// The connection goes idle with empty buffers: true if it may keep them for its next
+    /// message (then marked as keeping them), false once a sweep that found the peer silent
+    /// asked for them back, or while [`HOLDERS_MAX`] other connections keep theirs. A
+    /// connection in a conversation keeps its buffers from one message to the next instead
+    /// of giving them to the thread's pool and taking them back at every round trip (~290
+    /// instructions of a ~5,500-instruction ping-pong round trip); a quiet one gives them
+    /// back within two sweeps (two seconds at most).
+    pub(crate) fn hold(&self) -> bool {
+        if self.release.load(Ordering::Acquire) {
+            return false;
+        }
+        // A load first, as in `heard`: the common case writes nothing.
+        if self.holding.load(Ordering::Relaxed) {
+            return true;
+        }
+        if HOLDERS.fetch_add(1, Ordering::Relaxed) >= HOLDERS_MAX {
+            HOLDERS.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        // Only this connection sets it (its calls are serialized by the connection's lock),
+        // only the sweeper and the drop clear it, each taking the count back.
+        self.holding.store(true, Ordering::Relaxed);
+        true
+    }
+
+    /// The buffers were given back as [`Watch::hold`] asked: the request is done.
+    pub(crate) fn released(&self) {
+        if self.release.load(Ordering::Relaxed) {
+            self.release.store(false, Ordering::Relaxed);
         }
     }
 
@@ -103,6 +139,21 @@ impl Watch {
         }
     }
 }
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if *self.holding.get_mut() {
+            HOLDERS.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Connections that keep their buffers between messages (see [`Watch::hold`]).
+static HOLDERS: AtomicUsize = AtomicUsize::new(0);
+/// At most this many connections keep their buffers between messages (two of 4 KiB each, 2 MiB
+/// in all): past that, a connection gives them back whenever it goes idle, so that a crowd of
+/// occasional talkers, each quiet for less than two sweeps, does not keep 8 KiB apiece.
+pub(crate) const HOLDERS_MAX: usize = 256;
 
 /// The sweeper's record of one watch.
 struct Entry {
@@ -163,6 +214,8 @@ pub(crate) fn watch(interval: Duration, timeout: Duration) -> Option<Arc<Watch>>
         dead: AtomicBool::new(false),
         waker: Mutex::new(None),
         owed: AtomicBool::new(false),
+        holding: AtomicBool::new(false),
+        release: AtomicBool::new(false),
     });
     let entry = Entry {
         watch: Arc::downgrade(&watch),
@@ -235,6 +288,13 @@ impl Sweeper {
             watch.dead.store(false, Ordering::Relaxed);
             watch.heard.store(false, Ordering::Release);
             return true;
+        }
+        if watch.holding.load(Ordering::Relaxed) && watch.holding.swap(false, Ordering::Relaxed) {
+            // Silent since the last sweep, and the connection keeps buffers: it gives them
+            // back when it next goes idle, which this wake brings about at once.
+            HOLDERS.fetch_sub(1, Ordering::Relaxed);
+            watch.release.store(true, Ordering::Release);
+            watch.wake();
         }
         match e.pinged {
             None if now.duration_since(e.last) >= e.interval => {
@@ -319,6 +379,37 @@ mod tests {
         eventually("the entries removed", || {
             sweeper.entries.lock().unwrap().iter().all(|e| e.watch.strong_count() > 0)
         });
+    }
+
+    #[test]
+    fn a_holder_is_asked_for_its_buffers_once_silent_and_holders_are_bounded() {
+        let wakes = Arc::new(Count(0.into()));
+        let talker = watch(Duration::from_secs(600), Duration::from_secs(600)).expect("sweeper");
+        talker.set_waker(&Waker::from(wakes.clone()));
+        assert!(talker.hold(), "a connection going idle keeps its buffers");
+        // Heard at every look: never asked (a sweep at least once a second).
+        for _ in 0..12 {
+            talker.heard();
+            std::thread::sleep(MAX_TICK / 5);
+            assert!(talker.hold(), "asked for its buffers while talking");
+        }
+        // Silent: asked within two sweeps, and woken to give them back.
+        eventually("the buffers asked for", || !talker.hold());
+        eventually("the connection's task woken", || wakes.0.load(Ordering::SeqCst) >= 1);
+        talker.released();
+        assert!(talker.hold(), "after giving them back, it keeps them again for a while");
+        drop(talker);
+
+        // No more than `HOLDERS_MAX` keep theirs at once (other tests' watches may count too:
+        // fewer then get to).
+        let crowd: Vec<_> = (0..HOLDERS_MAX + 10)
+            .map(|_| watch(Duration::from_secs(600), Duration::from_secs(600)))
+            .collect();
+        let kept = crowd.iter().filter(|w| w.as_ref().is_some_and(|w| w.hold())).count();
+        assert!((1..=HOLDERS_MAX).contains(&kept), "{kept} keep their buffers");
+        drop(crowd);
+        let one = watch(Duration::from_secs(600), Duration::from_secs(600)).expect("sweeper");
+        assert!(one.hold(), "the crowd gone, a connection keeps its buffers again");
     }
 
     #[test]

@@ -9,9 +9,12 @@
 //! timers and closes do not depend on the application polling anything.
 //!
 //! Each wake-up decodes every frame that is ready (up to a budget), takes every queued
-//! message, encodes them all into one buffer, and writes it at once. Both buffers are given
-//! back (to a small per-thread pool) whenever the connection goes idle with them empty, so an
-//! idle connection holds no buffer, whatever size its last message had.
+//! message, encodes them all into one buffer, and writes it at once. Both buffers go back (to
+//! a small per-thread pool) once the connection is idle with them empty, so an idle connection
+//! holds no buffer, whatever size its last message had: with keepalive on (the default) when a
+//! sweep of the keepalive thread finds the peer silent (within two sweeps, two seconds at
+//! most; until then a conversation keeps them from one message to the next), else whenever
+//! the connection goes idle.
 //!
 //! What a round trip costs on a busy core is mostly the cache lines it touches (~3-7 ns each,
 //! benches/HISTORY.md, "What a cache line costs a round trip"), stack lines included: the
@@ -247,6 +250,7 @@ fn start(
             .and_then(|(interval, timeout)| keepalive::watch(interval, timeout)),
         pings_sent: 0,
         keepalive_expired: false,
+        carried: false,
         finished: false,
         driver: None,
         dispatch: None,
@@ -545,7 +549,8 @@ impl Inline for Core {
         // readiness came meanwhile (then the task, woken by it, reads).
         readiness.arm(generation);
         if conn.rbuf.is_empty() {
-            bufpool::give(std::mem::take(&mut conn.rbuf));
+            let keep = conn.keeps_buffers();
+            idle_buffer(&mut conn.rbuf, keep);
         }
     }
 }
@@ -577,6 +582,18 @@ fn end(mut slot: MutexGuard<'_, Option<Conn>>) {
     let conn = slot.take();
     drop(slot);
     drop(conn);
+}
+
+/// An empty buffer of a connection going idle: kept for the next message (made whole again,
+/// see [`bufpool::rewind`]) or given back to the thread's pool. (An empty `BytesMut` can still
+/// hold its allocation: after `advance` or `split_to` its capacity reads 0 while the buffer
+/// stays alive. Either way it is replaced or rewound, never left so.)
+fn idle_buffer(buf: &mut BytesMut, keep: bool) {
+    if keep {
+        bufpool::rewind(buf);
+    } else {
+        bufpool::give(std::mem::take(buf));
+    }
 }
 
 /// `buf`, given a pooled allocation first if it has none.
@@ -714,6 +731,9 @@ struct Conn {
     pings_sent: u32,
     /// The connection was dropped because the peer stopped answering pings.
     keepalive_expired: bool,
+    /// Bytes were read or written since the connection last went idle (see
+    /// [`Conn::keeps_buffers`]).
+    carried: bool,
     /// `Closed` was reported.
     finished: bool,
     /// The waker of the connection's task, for handles that run it (see [`Inline`]).
@@ -848,14 +868,19 @@ impl Conn {
                     // No longer taking from the queue: stay wakeable for a forced close.
                     self.shared.register_transport(cx);
                 }
-                // Idle: keep no buffer; empty ones go back to the thread's pool.
-                // (An empty `BytesMut` can still hold its allocation: after `advance` or
-                // `split_to` its capacity reads 0 while the buffer stays alive. Replace it.)
+                // Idle: empty buffers are kept for the next message while the peer talks,
+                // else they go back to the thread's pool (see `idle_buffer`).
+                let keep = self.keeps_buffers();
                 if self.rbuf.is_empty() {
-                    bufpool::give(std::mem::take(&mut self.rbuf));
+                    idle_buffer(&mut self.rbuf, keep);
                 }
                 if self.wbuf.is_empty() {
-                    bufpool::give(std::mem::take(&mut self.wbuf));
+                    idle_buffer(&mut self.wbuf, keep);
+                }
+                if !keep {
+                    if let Some(watch) = &self.keepalive {
+                        watch.released();
+                    }
                 }
                 if self.out.is_empty() && self.out.capacity() > 0 {
                     self.out = VecDeque::new();
@@ -894,9 +919,19 @@ impl Conn {
             cx.waker().wake_by_ref();
         }
         if self.wbuf.is_empty() {
-            bufpool::give(std::mem::take(&mut self.wbuf));
+            let keep = self.keeps_buffers();
+            idle_buffer(&mut self.wbuf, keep);
         }
         Poll::Pending
+    }
+
+    /// Whether the connection, going idle, keeps its empty buffers for the next message: if
+    /// they carried bytes since it last went idle (not a connection that only opened, or was
+    /// woken for nothing), with keepalive on, until a sweep finds the peer silent, and while
+    /// few others keep theirs (see [`keepalive::Watch::hold`]); without keepalive, never.
+    fn keeps_buffers(&mut self) -> bool {
+        std::mem::take(&mut self.carried)
+            && self.keepalive.as_ref().is_some_and(|watch| watch.hold())
     }
 
     fn touch(&mut self) {
@@ -1047,6 +1082,7 @@ impl Conn {
             self.touch();
         }
         if heard {
+            self.carried = true;
             if let Some(watch) = &self.keepalive {
                 watch.heard();
             }
@@ -1175,9 +1211,11 @@ impl Conn {
         Poll::Pending
     }
 
-    /// A write took bytes after one found the socket full: the peer's TCP acknowledged data,
-    /// so the peer reads (see `write_waited`).
-    fn wrote_after_waiting(&mut self) {
+    /// A write took bytes: the buffers carried some (see `carried`); and after a write that
+    /// found the socket full, the peer's TCP acknowledged data, so the peer reads (see
+    /// `write_waited`).
+    fn wrote(&mut self) {
+        self.carried = true;
         if self.write_waited {
             self.write_waited = false;
             if let Some(watch) = &self.keepalive {
@@ -1393,11 +1431,11 @@ impl Conn {
                     // wants it (see `frame.rs`).
                     Poll::Ready(Ok(n)) if n == self.wbuf.len() => {
                         self.wbuf.clear();
-                        self.wrote_after_waiting();
+                        self.wrote();
                     }
                     Poll::Ready(Ok(n)) => {
                         self.wbuf.advance(n);
-                        self.wrote_after_waiting();
+                        self.wrote();
                     }
                     Poll::Ready(Err(e)) => {
                         tracing::debug!(error = %e, "websocket write failed");
@@ -1447,7 +1485,7 @@ impl Conn {
             }
             Poll::Ready(Ok(n)) => {
                 self.consume(n);
-                self.wrote_after_waiting();
+                self.wrote();
                 true
             }
             Poll::Ready(Err(e)) => {

@@ -30,13 +30,21 @@ async fn gone(sender: webchan::Sender, ch: webchan::Channel, raw: RawWs) -> isiz
     live()
 }
 
+/// The configuration of the tests that measure a channel idle for a moment: keepalive off, so
+/// that its read and write buffers go back as soon as it is idle. (With keepalive on, a
+/// conversation keeps them until a sweep finds the peer silent, within two seconds:
+/// `tests/idle_buffers.rs` measures that; what these tests measure is the rest.)
+fn quick_to_idle() -> Config {
+    Config::default().keepalive(None)
+}
+
 /// The tests of this file count the same allocator: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "current_thread")]
 async fn an_idle_channel_gives_back_what_bursts_of_small_messages_took() {
     let _serial = SERIAL.lock().await;
-    let (addr, mut channels) = serve_channels(Config::default()).await;
+    let (addr, mut channels) = serve_channels(quick_to_idle()).await;
     let mut raw = RawWs::connect(addr).await;
     let mut ch = next_channel(&mut channels).await;
     assert!(matches!(ch.next().await, Some(Event::Open)));
@@ -99,7 +107,7 @@ async fn a_send_made_while_a_burst_is_written_leaves_no_room_behind() {
     // send made while a burst was written put the burst's room there, where nothing shrank it
     // (1.8 MiB after 20,000 sends, before this test's commit).
     let _serial = SERIAL.lock().await;
-    let (addr, mut channels) = serve_channels(Config::default().queue_limit(64 << 20)).await;
+    let (addr, mut channels) = serve_channels(quick_to_idle().queue_limit(64 << 20)).await;
     let mut raw = RawWs::connect(addr).await;
     let mut ch = next_channel(&mut channels).await;
     assert!(matches!(ch.next().await, Some(Event::Open)));
@@ -302,7 +310,7 @@ async fn an_idle_http_stream_holds_at_most_2_kib_more_than_hypers_own() {
 #[tokio::test(flavor = "current_thread")]
 async fn an_idle_deflate_channel_holds_an_inflater_only_while_its_client_keeps_context() {
     let _serial = SERIAL.lock().await;
-    let (addr, mut channels) = serve_channels(Config::default().permessage_deflate(true)).await;
+    let (addr, mut channels) = serve_channels(quick_to_idle().permessage_deflate(true)).await;
     let mut held = Vec::new();
     // The first round warms the thread's compressor and inflater up; not counted.
     for offer in ["", "; client_no_context_takeover", "", "; client_no_context_takeover"] {
@@ -316,7 +324,7 @@ async fn an_idle_deflate_channel_holds_an_inflater_only_while_its_client_keeps_c
     );
     assert!(reset < 8 << 10, "a channel whose client resets its context holds {reset} B");
     // A browser's offer, to a server that does not let clients keep their context.
-    let config = Config::default().permessage_deflate(true).deflate_client_context(false);
+    let config = quick_to_idle().permessage_deflate(true).deflate_client_context(false);
     let (addr, mut channels) = serve_channels(config).await;
     let told = held_by_a_deflate_channel(addr, &mut channels, "").await.0;
     eprintln!("with deflate_client_context(false): {told} B");
