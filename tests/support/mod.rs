@@ -296,6 +296,8 @@ pub type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empt
 
 pub async fn h2_client(addr: SocketAddr) -> H2Sender {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // Frames go out at once (see `RawWs::upgrade_with`).
+    tcp.set_nodelay(true).unwrap();
     let (sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
             .await
@@ -312,6 +314,7 @@ pub async fn h2_client_windowed(
     connection_window: Option<u32>,
 ) -> H2Sender {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
     let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
     builder.initial_stream_window_size(stream_window).adaptive_window(false);
     if let Some(window) = connection_window {
@@ -453,6 +456,9 @@ impl RawWs {
         extra: &str,
     ) -> (Self, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Each frame a test writes goes out at once: with Nagle's algorithm, a small write
+        // after another waits for the server's delayed acknowledgement (~40 ms here).
+        tcp.set_nodelay(true).unwrap();
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
