@@ -42,30 +42,36 @@ async fn conversations(config: Config, messages: u8) -> Vec<WsClient> {
     clients
 }
 
-/// Heap bytes per connection above `before`.
-fn per_connection(before: isize) -> isize {
-    (counting::live() - before) / N as isize
+/// `N` conversations of `messages` each (see [`conversations`]), and a measure of the heap per
+/// connection held since just before they opened.
+async fn opened(config: Config, messages: u8) -> (Vec<WsClient>, impl Fn() -> isize) {
+    let before = counting::live();
+    let clients = conversations(config, messages).await;
+    (clients, move || (counting::live() - before) / N as isize)
+}
+
+/// Closes the connections, and gives the server a moment to drop them.
+async fn close(clients: Vec<WsClient>) {
+    drop(clients);
+    tokio::time::sleep(Duration::from_millis(200)).await;
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_quiet_connection_gives_its_buffers_back_and_a_talking_one_keeps_them() {
     // Keepalive off: the buffers go back as soon as each connection is idle.
-    let before = counting::live();
-    let off = conversations(Config::default().keepalive(None), 3).await;
-    let off_held = per_connection(before);
-    drop(off);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (off, held) = opened(Config::default().keepalive(None), 3).await;
+    let off_held = held();
+    close(off).await;
 
     // Keepalive on: kept while the peer talks...
-    let before = counting::live();
-    let on = conversations(Config::default(), 3).await;
-    let talking = per_connection(before);
+    let (on, held) = opened(Config::default(), 3).await;
+    let talking = held();
     // ...and given back within two sweeps once it is silent (up to 10 s on a loaded machine).
     let started = Instant::now();
-    let mut quiet = per_connection(before);
+    let mut quiet = held();
     while quiet > off_held + 1024 && started.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        quiet = per_connection(before);
+        quiet = held();
     }
     eprintln!(
         "heap per open connection: keepalive off {off_held} B; on, talking {talking} B, \
@@ -81,19 +87,15 @@ async fn a_quiet_connection_gives_its_buffers_back_and_a_talking_one_keeps_them(
         (quiet - off_held).abs() < 1536,
         "quiet with keepalive {quiet} B, without {off_held} B: buffers not given back"
     );
-    drop(on);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    close(on).await;
 
     // A connection that only opened has carried nothing: it keeps no buffer, keepalive or not
     // (`scripts/idle-rss.sh`'s idle connections).
-    let before = counting::live();
-    let off = conversations(Config::default().keepalive(None), 0).await;
-    let off_opened = per_connection(before);
-    drop(off);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = counting::live();
-    let on = conversations(Config::default(), 0).await;
-    let on_opened = per_connection(before);
+    let (off, held) = opened(Config::default().keepalive(None), 0).await;
+    let off_opened = held();
+    close(off).await;
+    let (on, held) = opened(Config::default(), 0).await;
+    let on_opened = held();
     eprintln!(
         "heap per connection that only opened: keepalive off {off_opened} B, on {on_opened} B"
     );
