@@ -82,7 +82,7 @@ impl Watch {
     /// message (then marked as keeping them), false once a sweep that found the peer silent
     /// asked for them back, or while [`HOLDERS_MAX`] other connections keep theirs. A
     /// connection in a conversation keeps its buffers from one message to the next instead
-    /// of giving them to the thread's pool and taking them back at every round trip (~290
+    /// of giving them to the thread's pool and taking them back at every round trip (~230
     /// instructions of a ~5,500-instruction ping-pong round trip); a quiet one gives them
     /// back within two sweeps (two seconds at most).
     pub(crate) fn hold(&self) -> bool {
