@@ -56,19 +56,25 @@ fn nginx_binary() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-/// Starts nginx with one `server` whose body is `server_body`, in which `UPSTREAM` stands for
-/// `http://<upstream>`. `None` (with a message) when nginx is not installed.
-async fn nginx(upstream: SocketAddr, server_body: &str) -> Option<Nginx> {
-    let Some(bin) = nginx_binary() else {
+/// nginx's binary; `None` (with a message) when it is not installed, which fails under CI.
+fn installed_nginx() -> Option<PathBuf> {
+    let bin = nginx_binary();
+    if bin.is_none() {
         assert!(
             std::env::var_os("CI").is_none(),
             "nginx is not installed, and CI needs these tests (apt-get install -y nginx-light)"
         );
         eprintln!("SKIPPED: nginx is not installed (apt-get install -y nginx-light)");
-        return None;
-    };
+    }
+    bin
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// Starts nginx with one `server` whose body is `server_body`, in which `UPSTREAM` stands for
+/// `http://<upstream>`. `None` (with a message) when nginx is not installed.
+async fn nginx(upstream: SocketAddr, server_body: &str) -> Option<Nginx> {
+    let bin = installed_nginx()?;
     for _attempt in 0..5 {
         // A port that was free a moment ago: another test may take it before nginx binds it.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -142,7 +148,7 @@ async fn nginx_on(bin: &Path, port: u16, upstream: SocketAddr, body: &str) -> Op
 /// server, and the test waited in vain for its channel).
 #[tokio::test]
 async fn the_harness_does_not_take_another_listener_for_nginx() {
-    let Some(bin) = nginx_binary() else { return };
+    let Some(bin) = installed_nginx() else { return };
     let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = other.local_addr().unwrap().port();
     let upstream = SocketAddr::from(([127, 0, 0, 1], 9));

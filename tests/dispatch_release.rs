@@ -16,8 +16,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{echo, h2_ws, next_msg, ws_connect, H2Sender, WsMessage};
+use hyper_util::rt::TokioIo;
+use support::{echo, h2_client, h2_ws, next_msg, ws_connect, H2Sender, WsMessage};
 use webchan::{Config, Shutdown};
 
 /// Messages of this size are read by the receiver itself (larger than a read chunk).
@@ -143,15 +143,9 @@ async fn ended_channels_that_read_large_messages_hold_nothing() {
     let mut held = Vec::new();
     held.push(("HTTP/1.1, closed", held_per_connection(&shutdown, || http1_clean(addr)).await));
     held.push(("HTTP/1.1, gone", held_per_connection(&shutdown, || http1_gone(addr)).await));
-    // An HTTP/2 client whose socket sends at once (`support::h2_client`'s waits for delayed
-    // acknowledgements: ~40 ms per message here).
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.set_nodelay(true).unwrap();
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    // One HTTP/2 connection for every stream (its socket sends at once, as `h2_client` makes
+    // it since stop 36).
+    let sender = h2_client(addr).await;
     let clean = held_per_connection(&shutdown, || http2_clean(sender.clone(), addr)).await;
     held.push(("HTTP/2, closed", clean));
     let reset = held_per_connection(&shutdown, || http2_reset(sender.clone(), addr)).await;
