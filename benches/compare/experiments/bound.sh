@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Interleaved rounds of the webchan echo server as committed, without keepalive (KEEPALIVE=0),
 # echoing inside its connection task (ECHO_INSIDE=1, needs echo-inside.patch applied: see
-# there), both, and fastwebsockets; then per variant the median rate, the server's user time
-# per message and the per-round ratio to fastwebsockets with a distribution-free 95 % interval
-# for its median. Ping-pong runs server and load client on core 0, as scripts/bench.sh does;
-# the 16 KiB echo puts the client on core 1. Exit 1 on any load error.
+# there), both, and fastwebsockets, in that order every round; then per variant the median
+# rate and the per-round ratio to fastwebsockets with a distribution-free 95 % interval for its
+# median (`report --vs`). Each run's line (the load client's, with the server's user time per
+# message) is printed as it ends. Ping-pong runs server and load client on core 0, as
+# scripts/bench.sh does; the 16 KiB echo puts the client on core 1. Exit 1 if any run failed
+# or saw an error.
 #
 #   benches/compare/experiments/bound.sh pingpong|echo16k [ROUNDS=12] [SECONDS=2]
 set -euo pipefail
@@ -23,6 +25,7 @@ build_compare
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 PORT=9411
+failures=0
 for round in $(seq 1 "$ROUNDS"); do
   for variant in webchan keepalive-off inside inside-keepalive-off fastwebsockets; do
     server=webchan
@@ -39,32 +42,20 @@ for round in $(seq 1 "$ROUNDS"); do
     for _ in $(seq 1 50); do grep -q ready "$OUT/server.log" && break; sleep 0.1; done
     # shellcheck disable=SC2086
     result=$(taskset -c "$LOAD_CORE" "$BIN/load" echo $ARGS --duration "$SECONDS_PER_RUN" \
-      --port "$PORT" --pid "$pid" | tail -n 1)
-    kill "$pid"
+      --port "$PORT" --pid "$pid" | tail -n 1) || true
+    kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    echo "r$round $variant $result" | tee -a "$OUT/rounds"
+    echo "r$round $variant $result"
+    rate=$(sed -n 's/.* rate=\([0-9]*\).*/\1/p' <<< "$result")
+    if [ -z "$rate" ] || ! grep -q ' errors=0' <<< "$result"; then
+      echo "r$round $variant: failed" >&2
+      failures=$((failures + 1))
+      continue
+    fi
+    printf '%s\t%s\t%s\n' "$round" "$variant" "$rate" >> "$OUT/rounds.tsv"
   done
 done
-python3 - "$OUT/rounds" <<'PY'
-import math, re, statistics, sys
-rows = {}
-for line in open(sys.argv[1]):
-    r, variant = line.split()[:2]
-    kv = dict(re.findall(r"(\w+)=(\S+)", line))
-    rows.setdefault(r, {})[variant] = kv
-def interval(xs):
-    xs, n = sorted(xs), len(xs)
-    for k in range(n // 2, -1, -1):
-        if sum(math.comb(n, i) for i in range(k, n - k + 1)) / 2 ** n >= 0.95:
-            return xs[k], xs[n - 1 - k]
-    return xs[0], xs[-1]
-errors = 0
-for variant in ["webchan", "keepalive-off", "inside", "inside-keepalive-off", "fastwebsockets"]:
-    ratios = [float(v[variant]["rate"]) / float(v["fastwebsockets"]["rate"]) for v in rows.values()]
-    errors += sum(int(v[variant]["errors"]) for v in rows.values())
-    lo, hi = interval(ratios)
-    rate = statistics.median(float(v[variant]["rate"]) for v in rows.values())
-    user = statistics.median(float(v[variant]["user_us_per_msg"]) for v in rows.values())
-    print(f"{variant:22s} {rate:9.0f}/s  user {user:.3f} us  x fastwebsockets {statistics.median(ratios):.3f} (95 % CI {lo:.3f}-{hi:.3f})")
-sys.exit(1 if errors else 0)
-PY
+# Each variant's median and its ratio to fastwebsockets round by round, with the interval
+# rule of the bench's verdicts (benches/compare's `report`).
+"$BIN/report" --vs fastwebsockets "$OUT/rounds.tsv"
+[ "$failures" -eq 0 ]

@@ -15,6 +15,7 @@
 //! ```text
 //! report RESULTS.tsv
 //! report --ab AB.tsv
+//! report --vs PEER ROUNDS.tsv
 //! ```
 //!
 //! Each line of the file: `round<TAB>scenario<TAB>server<TAB>exit status<TAB>key=value ...`
@@ -22,7 +23,9 @@
 //!
 //! `--ab` reads scripts/ab.sh's file instead (`round<TAB>runner<TAB>rate`, runners `new`,
 //! `old`, `peer`) and prints the median rate of each runner and the paired ratios new/old,
-//! new/peer and old/peer with the same interval.
+//! new/peer and old/peer with the same interval. `--vs PEER` reads the same kind of file with
+//! any runners (benches/compare/experiments/bound.sh's) and prints each runner's median rate
+//! and its paired ratio to PEER.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -286,25 +289,38 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
-/// `--ab`: scripts/ab.sh's rounds (`round<TAB>runner<TAB>rate`) as medians and paired ratios.
-fn ab(text: &str) -> String {
+/// Rounds of runners (`round<TAB>runner<TAB>rate`), and the runners in order of appearance.
+type Rounds<'a> = (Vec<&'a str>, BTreeMap<&'a str, HashMap<&'a str, f64>>);
+
+fn parse_rounds(text: &str) -> Rounds<'_> {
+    let mut order = Vec::new();
     let mut rounds: BTreeMap<&str, HashMap<&str, f64>> = BTreeMap::new();
     for line in text.lines() {
         let cols: Vec<&str> = line.split('\t').collect();
         if let [round, runner, rate] = cols[..] {
             if let Ok(rate) = rate.trim().parse() {
                 rounds.entry(round).or_default().insert(runner, rate);
+                if !order.contains(&runner) {
+                    order.push(runner);
+                }
             }
         }
     }
+    (order, rounds)
+}
+
+/// The median rate of each runner, then each pair's ratios round by round: their median and
+/// interval.
+fn paired(rounds: &Rounds<'_>, runners: &[&str], pairs: &[(&str, &str)]) -> String {
+    let rounds = &rounds.1;
     let mut out = String::new();
-    for runner in ["new", "old", "peer"] {
+    for runner in runners {
         let rates: Vec<f64> = rounds.values().filter_map(|r| r.get(runner).copied()).collect();
         if let Some(m) = median(rates.clone()) {
             out += &format!("{runner}: median {} msg/s over {} rounds\n", rate(m), rates.len());
         }
     }
-    for (a, b) in [("new", "old"), ("new", "peer"), ("old", "peer")] {
+    for (a, b) in pairs {
         let ratios: Vec<f64> =
             rounds.values().filter_map(|r| Some(r.get(a)? / r.get(b)?)).collect();
         let Some(m) = median(ratios.clone()) else { continue };
@@ -317,16 +333,33 @@ fn ab(text: &str) -> String {
     out
 }
 
+/// `--ab`: scripts/ab.sh's rounds (runners `new`, `old`, `peer`) as medians and paired ratios.
+fn ab(text: &str) -> String {
+    let pairs = [("new", "old"), ("new", "peer"), ("old", "peer")];
+    paired(&parse_rounds(text), &["new", "old", "peer"], &pairs)
+}
+
+/// `--vs PEER`: rounds of any runners as medians and the ratio of each to PEER.
+fn versus(text: &str, peer: &str) -> String {
+    let rounds = parse_rounds(text);
+    let runners = rounds.0.clone();
+    let pairs: Vec<(&str, &str)> =
+        runners.iter().filter(|r| **r != peer).map(|r| (*r, peer)).collect();
+    paired(&rounds, &runners, &pairs)
+}
+
 fn main() {
     let mut args = std::env::args().skip(1).peekable();
     let ab_mode = args.next_if(|a| a == "--ab").is_some();
+    let peer = if args.next_if(|a| a == "--vs").is_some() { args.next() } else { None };
     let path = args.next().unwrap_or_else(|| {
-        eprintln!("usage: report RESULTS.tsv | report --ab AB.tsv");
+        eprintln!("usage: report RESULTS.tsv | report --ab AB.tsv | report --vs PEER ROUNDS.tsv");
         std::process::exit(2)
     });
-    if ab_mode {
+    if ab_mode || peer.is_some() {
         match std::fs::read_to_string(&path) {
-            Ok(text) => print!("{}", ab(&text)),
+            Ok(text) if ab_mode => print!("{}", ab(&text)),
+            Ok(text) => print!("{}", versus(&text, peer.as_deref().unwrap_or_default())),
             Err(e) => {
                 eprintln!("report: {path}: {e}");
                 std::process::exit(2)
@@ -696,7 +729,7 @@ fn main() {
 
 #[cfg(test)]
 mod tests {
-    use super::{ab, median_interval, Verdict};
+    use super::{ab, median_interval, versus, Verdict};
 
     #[test]
     fn ab_pairs_the_runners_round_by_round() {
@@ -715,6 +748,17 @@ mod tests {
             "{}",
             ab(&six)
         );
+    }
+
+    #[test]
+    fn versus_pairs_every_runner_with_the_peer() {
+        let text: String =
+            (1..=6).map(|r| format!("{r}\ta\t{}\n{r}\tb\t50\n{r}\tpeer\t100\n", 100 + r)).collect();
+        let out = versus(&text, "peer");
+        assert!(out.starts_with("a: median"), "{out}");
+        assert!(out.contains("a/peer: median 1.035, 95 % CI 1.010-1.060 (6 rounds)"), "{out}");
+        assert!(out.contains("b/peer: median 0.500, 95 % CI 0.500-0.500 (6 rounds)"), "{out}");
+        assert!(!out.contains("peer/peer"), "{out}");
     }
 
     #[test]
