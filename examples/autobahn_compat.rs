@@ -6,8 +6,8 @@
 //! ../shared/tools/autobahn/run.sh ws://127.0.0.1:9002
 //! ```
 //!
-//! `PORT` sets the port, `DEFLATE=1` turns permessage-deflate on. `scripts/autobahn.sh` runs
-//! the suite against it.
+//! `PORT` sets the port (`PORT=0`: one the system chooses; the address line says which),
+//! `DEFLATE=1` turns permessage-deflate on. `scripts/autobahn.sh` runs the suite against it.
 
 use std::convert::Infallible;
 
@@ -20,6 +20,8 @@ use webchan::Config;
 async fn main() -> std::io::Result<()> {
     let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(9002);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    // The port bound (`PORT=0`: one the system chose; scripts/autobahn.sh reads it here).
+    let port = listener.local_addr()?.port();
     println!("autobahn compat echo server on ws://127.0.0.1:{port}");
     // Autobahn's limit cases send messages up to 16 MiB.
     let options = Options::new()

@@ -11,24 +11,29 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${AUTOBAHN_TOOLS:-../shared/tools/autobahn}"
 "$TOOLS/setup.sh" >/dev/null
+# shellcheck source=scripts/example-common.sh
+source scripts/example-common.sh
 status=0
-run() { # run EXAMPLE PORT
-  local example=$1 port=$2
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+run() { # run EXAMPLE
+  local example=$1
   cargo build --release --example "$example" >/dev/null 2>&1
-  # permessage-deflate on: chapters 12 and 13 run too (they report UNIMPLEMENTED without it).
-  DEFLATE=1 PORT=$port "./target/release/examples/$example" >/dev/null 2>&1 &
-  local pid=$!
-  for _ in $(seq 1 50); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.1
-  done
   echo "== $example"
-  AUTOBAHN_AGENT="webchan-$example" "$TOOLS/run.sh" "ws://127.0.0.1:$port" || status=1
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  # permessage-deflate on: chapters 12 and 13 run too (they report UNIMPLEMENTED without it).
+  if ! start_example "$example" "$log" DEFLATE=1; then
+    echo "autobahn: $example did not start:" >&2
+    cat "$log" >&2
+    kill "$EXAMPLE_PID" 2>/dev/null || true
+    status=1
+    return
+  fi
+  AUTOBAHN_AGENT="webchan-$example" "$TOOLS/run.sh" "ws://127.0.0.1:$EXAMPLE_PORT" || status=1
+  kill "$EXAMPLE_PID" 2>/dev/null || true
+  wait "$EXAMPLE_PID" 2>/dev/null || true
 }
-run autobahn 9101
+run autobahn
 if [ -f examples/autobahn_compat.rs ]; then
-  run autobahn_compat 9102
+  run autobahn_compat
 fi
 exit $status

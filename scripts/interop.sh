@@ -42,9 +42,8 @@ fi
 cargo build --release --example autobahn --example autobahn_compat >/dev/null 2>&1 ||
   cargo build --release --example autobahn --example autobahn_compat
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# shellcheck source=scripts/example-common.sh
+source scripts/example-common.sh
 
 logs=$(mktemp -d)
 pids=()
@@ -62,7 +61,6 @@ summary=()
 start=$SECONDS
 for run in autobahn autobahn_compat autobahn:reset; do
   example=${run%%:*}
-  port=$(free_port)
   # The Stream API's server with permessage-deflate on, compat's without: the clients offer it
   # by default, so one run covers both answers (EXPECT_DEFLATE tells them which). Then the
   # Stream API's server again with every client told to reset its compression context
@@ -80,21 +78,14 @@ for run in autobahn autobahn_compat autobahn:reset; do
   elif [[ $run == autobahn:reset ]]; then
     deflate=reset
   fi
-  DEFLATE=$deflate PROTOCOLS=$protocols PORT=$port "./target/release/examples/$example" \
-    >"$logs/${run/:/-}.log" 2>&1 &
-  pid=$!
+  up=1
+  start_example "$example" "$logs/${run/:/-}.log" DEFLATE="$deflate" PROTOCOLS="$protocols" ||
+    up=0
+  pid=$EXAMPLE_PID
+  port=$EXAMPLE_PORT
   pids+=("$pid")
-  up=0
-  for _ in $(seq 1 50); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      up=1
-      break
-    fi
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
   if [[ $up == 0 ]]; then
-    echo "interop: $run did not listen on port $port:" >&2
+    echo "interop: $run did not start:" >&2
     cat "$logs/${run/:/-}.log" >&2
     summary+=("FAIL  ws + websockets vs $run: server did not start")
     status=1
