@@ -10,6 +10,9 @@
 start_example() {
   local example=$1 log=$2
   shift 2
+  # Emptied here, not by the redirection below, which happens in the child: a log reused from
+  # an earlier example could otherwise still show that one's address at the first look.
+  : > "$log"
   env "$@" PORT=0 "./target/release/examples/$example" > "$log" 2>&1 &
   EXAMPLE_PID=$!
   EXAMPLE_PORT=

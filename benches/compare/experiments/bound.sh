@@ -37,6 +37,9 @@ for round in $(seq 1 "$ROUNDS"); do
       fastwebsockets) server=fastwebsockets ;;
     esac
     PORT=$((PORT + 1))
+    # Emptied before the server starts: the redirection below happens in the child, and the
+    # previous server's "ready" must not be taken for this one's.
+    : > "$OUT/server.log"
     env "${vars[@]}" taskset -c 0 "$BIN/servers" "$server" "$PORT" > "$OUT/server.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 50); do grep -q ready "$OUT/server.log" && break; sleep 0.1; done
